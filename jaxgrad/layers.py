@@ -1,0 +1,321 @@
+r"""Pure functional layers and networks (seed §2.1 and §4).
+
+A layer is a pair of pure functions, ``init(key) -> params`` and
+``apply(params, h) -> h``. The dense layer computes
+
+$$z^{(\ell)} = W^{(\ell)} h^{(\ell-1)} + b^{(\ell)}, \qquad h^{(\ell)} = φ(z^{(\ell)}),$$
+
+so its Jacobian is $J_\ell = \mathrm{diag}(φ′(z^{(\ell)}))\,W^{(\ell)}$. A network is
+the chain $h^{(0)} = x$, $h^{(\ell)} = f^{(\ell)}(h^{(\ell-1)})$.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad.activations import Activation, derivative, get_activation
+
+Array = jax.Array
+Params = Any
+HIGHEST = jax.lax.Precision.HIGHEST
+
+WEIGHT_SCHEMES = ("gaussian", "orthogonal", "he", "glorot", "lecun")
+
+
+class DenseParams(NamedTuple):
+    W: Array  # (n_out, n_in)
+    b: Array  # (n_out,)
+
+
+class Layer(NamedTuple):
+    r"""A layer: pure `init` and `apply`, plus what the engine may exploit.
+
+    Attributes:
+      init: ``key -> params``.
+      apply: ``(params, h) -> h``, h of shape ``(n_in,)``.
+      n_in, n_out: input and output widths.
+      jacobian: optional fast path ``(params, h) -> (J, apply(params, h))``; it
+        must equal ``jax.jacrev(apply, argnums=1)`` (tests check that). ``None``
+        means the engine uses `jax.jacrev`.
+      homogeneous: ``apply(params, c h) == c apply(params, h)`` for c > 0, so the
+        forward signal may be carried as direction × log-scale.
+      name: a short description.
+    """
+
+    init: Callable[[Array], Params]
+    apply: Callable[[Params, Array], Array]
+    n_in: int
+    n_out: int
+    jacobian: Callable[[Params, Array], tuple[Array, Array]] | None = None
+    homogeneous: bool = False
+    name: str = "layer"
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}")
+    return value
+
+
+def _check_nonnegative(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a non-negative number, got {name}={value!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"`{name}` must be a finite non-negative number, got {name}={value!r}")
+    return value
+
+
+def weight_std(weights: str, n_in: int, n_out: int, sigma_w: float) -> float:
+    r"""Standard deviation of the Gaussian schemes' entries.
+
+    ``gaussian``: σ_w/√n_in; ``he``: σ_w·√(2/n_in); ``lecun``: σ_w/√n_in;
+    ``glorot``: σ_w·√(2/(n_in+n_out)). For the named schemes σ_w acts as a gain
+    (default 1 gives the textbook initialisation).
+    """
+    if weights == "he":
+        return sigma_w * math.sqrt(2.0 / n_in)
+    if weights == "glorot":
+        return sigma_w * math.sqrt(2.0 / (n_in + n_out))
+    return sigma_w / math.sqrt(n_in)  # gaussian, lecun
+
+
+def haar_orthogonal(key: Array, n_out: int, n_in: int, dtype=None) -> Array:
+    r"""A Haar-random matrix with orthonormal rows or columns, shape (n_out, n_in).
+
+    QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007).
+    """
+    big, small = max(n_out, n_in), min(n_out, n_in)
+    A = jax.random.normal(key, (big, small), dtype)
+    Q, R = jnp.linalg.qr(A)
+    Q = Q * jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(Q.dtype)
+    return Q if n_out >= n_in else Q.T
+
+
+def dense(
+    n_in: int,
+    n_out: int,
+    *,
+    activation: str | Callable | Activation = "tanh",
+    weights: str = "gaussian",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+    dtype=None,
+) -> Layer:
+    r"""Dense layer $h \mapsto φ(Wh + b)$.
+
+    Weight schemes: ``gaussian`` $W_{ij} \sim N(0, σ_w^2/n_{in})$; ``orthogonal``
+    $W = σ_w Q$ with Q Haar-random (rectangular allowed); ``he``, ``glorot``,
+    ``lecun`` (σ_w is then a gain, see `weight_std`). Biases $b_i \sim N(0, σ_b^2)$.
+
+    Arguments:
+      n_in, n_out: widths.
+      activation: a name in `jaxgrad.activations.ACTIVATIONS`, a scalar JAX
+        function, or an `Activation`.
+      weights: one of `WEIGHT_SCHEMES`.
+      sigma_w, sigma_b: weight and bias scales (non-negative).
+      dtype: parameter dtype; ``None`` is JAX's default float.
+
+    Returns:
+      A `Layer` whose params are `DenseParams(W, b)`.
+    """
+    n_in = _check_positive_int("n_in", n_in)
+    n_out = _check_positive_int("n_out", n_out)
+    sigma_w = _check_nonnegative("sigma_w", sigma_w)
+    sigma_b = _check_nonnegative("sigma_b", sigma_b)
+    if weights not in WEIGHT_SCHEMES:
+        raise ValueError(f"unknown weight scheme weights={weights!r}; valid choices are {list(WEIGHT_SCHEMES)}")
+    act = get_activation(activation)
+    phi, phi_prime = act.fn, derivative(act.fn)
+
+    def init(key: Array) -> DenseParams:
+        key_w, key_b = jax.random.split(key)
+        if weights == "orthogonal":
+            W = sigma_w * haar_orthogonal(key_w, n_out, n_in, dtype)
+        else:
+            W = weight_std(weights, n_in, n_out, sigma_w) * jax.random.normal(key_w, (n_out, n_in), dtype)
+        b = sigma_b * jax.random.normal(key_b, (n_out,), dtype)
+        return DenseParams(W, b)
+
+    def apply(params: DenseParams, h: Array) -> Array:
+        return phi(jnp.matmul(params.W, h, precision=HIGHEST) + params.b)
+
+    def jacobian(params: DenseParams, h: Array) -> tuple[Array, Array]:
+        z = jnp.matmul(params.W, h, precision=HIGHEST) + params.b
+        return phi_prime(z)[:, None] * params.W, phi(z)
+
+    return Layer(
+        init, apply, n_in, n_out, jacobian,
+        homogeneous=act.homogeneous and sigma_b == 0.0,
+        name=f"dense({n_in}->{n_out}, {act.name}, {weights}, σ_w={sigma_w:g}, σ_b={sigma_b:g})",
+    )
+
+
+def residual(block: Layer, alpha: float = 1.0) -> Layer:
+    r"""Residual layer $h \mapsto h + α f(h)$, with Jacobian $I + α J_f$.
+
+    Shows that any pure layer works: the engine differentiates it with `jax.jacrev`
+    unless a fast path is available (here, one built from the block's).
+    """
+    if block.n_in != block.n_out:
+        raise ValueError(
+            f"a residual block needs n_in == n_out, got n_in={block.n_in}, n_out={block.n_out}"
+        )
+    alpha = float(alpha)
+
+    def apply(params, h):
+        return h + alpha * block.apply(params, h)
+
+    jacobian = None
+    if block.jacobian is not None:
+        def jacobian(params, h):
+            J, f = block.jacobian(params, h)
+            return jnp.eye(block.n_in, dtype=J.dtype) + alpha * J, h + alpha * f
+
+    return Layer(
+        block.init, apply, block.n_in, block.n_out, jacobian,
+        homogeneous=block.homogeneous,
+        name=f"residual({block.name}, α={alpha:g})",
+    )
+
+
+class Network(NamedTuple):
+    r"""A chain of layers $h^{(\ell)} = f^{(\ell)}(h^{(\ell-1)})$, ℓ = 1..L.
+
+    ``init(key)`` returns a tuple of per-layer params; layer ℓ (0-based index
+    ℓ−1) draws from ``jax.random.fold_in(key, ℓ−1)``, so the weights of one
+    layer do not depend on the depth of the network. ``apply(params, x)``
+    returns $h^{(L)}$.
+    """
+
+    layers: tuple[Layer, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.layers[0].n_in,) + tuple(layer.n_out for layer in self.layers)
+
+    def init(self, key: Array) -> tuple[Params, ...]:
+        key = as_key(key)
+        return tuple(layer.init(jax.random.fold_in(key, i)) for i, layer in enumerate(self.layers))
+
+    def apply(self, params: Sequence[Params], x: Array) -> Array:
+        return forward(self, params, x)[-1]
+
+    def segments(self) -> list[tuple[Layer, int, int]]:
+        """Runs of consecutive identical layers as ``(layer, start, count)``.
+
+        The engine scans over each run with `lax.scan`; an MLP of one width is one run.
+        """
+        runs: list[tuple[Layer, int, int]] = []
+        for i, layer in enumerate(self.layers):
+            if runs and runs[-1][0] is layer:
+                runs[-1] = (layer, runs[-1][1], runs[-1][2] + 1)
+            else:
+                runs.append((layer, i, 1))
+        return runs
+
+
+def as_key(key) -> Array:
+    """Accepts a typed key (`jax.random.key`) or a legacy uint32 `PRNGKey`."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    raise ValueError(
+        f"`key` must be a JAX PRNG key (jax.random.key or jax.random.PRNGKey), got dtype={key.dtype}, shape={key.shape}"
+    )
+
+
+def check_input(net: Network, x: Array) -> Array:
+    x = jnp.asarray(x)
+    n0 = net.layers[0].n_in
+    if x.shape != (n0,):
+        raise ValueError(f"input `x` must have shape ({n0},) for this network, got x.shape={x.shape}")
+    return x
+
+
+def forward(net: Network, params: Sequence[Params], x: Array) -> list[Array]:
+    """All signals [h⁽⁰⁾, …, h⁽ᴸ⁾]."""
+    if len(params) != net.depth:
+        raise ValueError(f"`params` must hold {net.depth} layers, got {len(params)}")
+    hs = [check_input(net, x)]
+    for layer, p in zip(net.layers, params):
+        hs.append(layer.apply(p, hs[-1]))
+    return hs
+
+
+def serial(*layers: Layer) -> Network:
+    """A network from layers; consecutive widths must agree."""
+    if not layers:
+        raise ValueError("a network needs at least one layer, got none")
+    for i, (a, b) in enumerate(zip(layers, layers[1:])):
+        if a.n_out != b.n_in:
+            raise ValueError(f"layer {i + 1} outputs width {a.n_out} but layer {i + 2} expects {b.n_in}")
+    return Network(tuple(layers))
+
+
+def mlp(
+    width: int | None = None,
+    depth: int | None = None,
+    *,
+    widths: Sequence[int] | None = None,
+    activation: str | Callable | Activation = "tanh",
+    weights: str = "gaussian",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+    residual_alpha: float | None = None,
+    dtype=None,
+) -> Network:
+    r"""A fully connected network $h^{(\ell)} = φ(W^{(\ell)} h^{(\ell-1)} + b^{(\ell)})$.
+
+    Arguments:
+      width, depth: a square network of `depth` layers of `width` units; or
+      widths: ``[n0, n1, …, nL]`` for rectangular layers (then omit width/depth,
+        or give a matching depth).
+      activation, weights, sigma_w, sigma_b, dtype: as in `dense`.
+      residual_alpha: if given, every layer is the residual block $h + α φ(Wh+b)$.
+
+    Returns:
+      A `Network`. Layers of equal shape share one `Layer`, so the engine scans them.
+
+    Example:
+      >>> net = mlp(width=64, depth=50, activation="tanh", sigma_w=1.0)
+      >>> params = net.init(jax.random.key(0))
+    """
+    if widths is None:
+        if width is None or depth is None:
+            raise ValueError("give `width` and `depth`, or `widths=[n0, …, nL]`")
+        width = _check_positive_int("width", width)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"`depth` must be an integer >= 1, got depth={depth!r}")
+        widths = [width] * (depth + 1)
+    else:
+        widths = list(widths)
+        if len(widths) < 2:
+            raise ValueError(f"`widths` must list at least [n0, n1], got widths={widths!r}")
+        for n in widths:
+            _check_positive_int("widths", n)
+        if depth is not None and depth != len(widths) - 1:
+            raise ValueError(f"`depth`={depth!r} does not match widths of length {len(widths)}")
+        if width is not None:
+            raise ValueError("give either `width` or `widths`, not both")
+    cache: dict[tuple[int, int], Layer] = {}
+    layers = []
+    for n_in, n_out in zip(widths, widths[1:]):
+        if (n_in, n_out) not in cache:
+            layer = dense(n_in, n_out, activation=activation, weights=weights,
+                          sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype)
+            if residual_alpha is not None:
+                layer = residual(layer, residual_alpha)
+            cache[(n_in, n_out)] = layer
+        layers.append(cache[(n_in, n_out)])
+    return Network(tuple(layers))

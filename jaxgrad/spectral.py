@@ -1,0 +1,102 @@
+r"""Spectral norms, log-domain products and the bounds of seed §3–§4.
+
+The spectral norm $\|A\|_2 = σ_{\max}(A)$ controls how much a Jacobian can stretch
+an error signal. Seed §3: $\|J_1^\top \cdots J_L^\top\|_2 \le \prod_\ell \|J_\ell\|_2$
+(submultiplicativity). Seed §4: $\|J_\ell\|_2 \le \|\mathrm{diag}\,φ′(z)\|_2\,\|W\|_2$.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad.layers import HIGHEST
+
+Array = jax.Array
+
+
+def spectral_norm(A: Array) -> Array:
+    """Largest singular value $σ_{\\max}(A)$, exactly, by SVD."""
+    return jnp.linalg.svd(A, compute_uv=False)[..., 0]
+
+
+def log_spectral_norm(A: Array) -> Array:
+    """$\\ln σ_{\\max}(A)$ by SVD."""
+    return jnp.log(spectral_norm(A))
+
+
+def log_singular_values(A: Array) -> Array:
+    """$\\ln σ_i(A)$, descending, by SVD."""
+    return jnp.log(jnp.linalg.svd(A, compute_uv=False))
+
+
+def product(matrices: Sequence[Array]) -> Array:
+    """$A_L \\cdots A_2 A_1$ for ``matrices = [A_1, …, A_L]``."""
+    out = matrices[0]
+    for A in matrices[1:]:
+        out = jnp.matmul(A, out, precision=HIGHEST)
+    return out
+
+
+def log_product_norm(matrices: Sequence[Array]) -> Array:
+    r"""$\ln\|A_L \cdots A_1\|_2$ without overflow: the product is renormalised after
+    every factor and the log-scale accumulated."""
+    log_scale = jnp.zeros((), matrices[0].dtype)
+    P = None
+    for A in matrices:
+        P = A if P is None else jnp.matmul(A, P, precision=HIGHEST)
+        s = jnp.linalg.norm(P)
+        P, log_scale = P / s, log_scale + jnp.log(s)
+    return log_scale + log_spectral_norm(P)
+
+
+class TopSingular(NamedTuple):
+    value: Array   # σ_max estimate
+    vector: Array  # its right singular vector (Ritz vector), unit norm
+
+
+def lanczos_top_singular(A: Array, v0: Array, steps: int) -> TopSingular:
+    r"""Top singular value of A by `steps` Lanczos steps on $A^\top A$ from $v_0$.
+
+    Lanczos is the Krylov-space generalisation of the power iteration: after k
+    steps it returns the best estimate of $σ_{\max}$ in the span of
+    $\{v_0, A^\top A v_0, …, (A^\top A)^{k-1} v_0\}$, which contains the k-th
+    power-iteration vector. Full re-orthogonalisation keeps it stable in float32.
+    Warm-started from the previous top vector (a product $J_\ell \cdots J_1$ changes
+    its top direction slowly) a few steps suffice; from a random start about
+    25–35 steps give $10^{-6}$ relative accuracy at widths up to 256.
+
+    Arguments:
+      A: (m, n) matrix.
+      v0: (n,) non-zero start vector.
+      steps: number of Lanczos steps k ≤ n.
+
+    Returns:
+      `TopSingular(value, vector)`.
+    """
+    n = A.shape[1]
+    dtype = A.dtype
+    tiny = jnp.finfo(dtype).tiny ** 0.5
+
+    def body(j, carry):
+        V, alpha, beta, v = carry
+        V = V.at[j].set(v)
+        w = jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST)
+        alpha = alpha.at[j].set(jnp.vdot(w, v))
+        for _ in range(2):  # classical Gram–Schmidt, twice is enough
+            w = w - jnp.matmul(V.T, jnp.matmul(V, w, precision=HIGHEST), precision=HIGHEST)
+        b = jnp.linalg.norm(w)
+        beta = beta.at[j].set(b)
+        v = jnp.where(b > tiny, w / jnp.where(b > tiny, b, 1.0), 0.0)
+        return V, alpha, beta, v
+
+    v0 = v0 / jnp.linalg.norm(v0)
+    V = jnp.zeros((steps, n), dtype)
+    alpha = jnp.zeros((steps,), dtype)
+    beta = jnp.zeros((steps,), dtype)
+    V, alpha, beta, _ = jax.lax.fori_loop(0, steps, body, (V, alpha, beta, v0))
+    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    evals, evecs = jnp.linalg.eigh(T)
+    ritz = jnp.matmul(V.T, evecs[:, -1], precision=HIGHEST)
+    return TopSingular(jnp.sqrt(jnp.maximum(evals[-1], 0.0)), ritz / jnp.linalg.norm(ritz))

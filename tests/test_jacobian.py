@@ -1,0 +1,103 @@
+"""Seed §2.2–2.5 and §4: J_ℓ = diag(φ′(z)) W, and δ⁽⁰⁾ = J₁ᵀ⋯J_Lᵀδ⁽ᴸ⁾ equals jax.grad."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxgrad
+from jaxgrad.activations import ACTIVATIONS
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_dense_jacobian_is_diag_phi_prime_times_W(activation):
+    net = jaxgrad.mlp(widths=[5, 6, 6, 4], activation=activation, sigma_w=1.3, sigma_b=0.4)
+    params = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5,))
+    hs = jaxgrad.forward(net, params, x)
+    phi = ACTIVATIONS[activation].fn
+    phi_prime = jax.vmap(jax.grad(phi))  # φ′ from autodiff of the scalar function, no table
+    for J, p, h in zip(jaxgrad.layer_jacobians(net, params, x), params, hs[:-1]):
+        z = p.W @ h + p.b
+        np.testing.assert_allclose(J, phi_prime(z)[:, None] * p.W, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", lambda x: jnp.sin(x)])
+@pytest.mark.parametrize("residual_alpha", [None, 0.5])
+def test_fast_jacobian_path_equals_jacrev(activation, residual_alpha):
+    net = jaxgrad.mlp(width=7, depth=2, activation=activation, sigma_b=0.3, residual_alpha=residual_alpha)
+    params = net.init(jax.random.key(2))
+    x = jax.random.normal(jax.random.key(3), (7,))
+    for layer, p, h, J in zip(net.layers, params, jaxgrad.forward(net, params, x), jaxgrad.layer_jacobians(net, params, x)):
+        J_fast, h_next = layer.jacobian(p, h)
+        np.testing.assert_allclose(J_fast, J, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(h_next, layer.apply(p, h), rtol=1e-6)
+
+
+def test_residual_jacobian_is_identity_plus_alpha_J():
+    block = jaxgrad.dense(5, 5, activation="tanh")
+    layer = jaxgrad.residual(block, alpha=0.25)
+    net = jaxgrad.serial(layer, layer)
+    params = net.init(jax.random.key(5))
+    x = jnp.arange(5.0) / 5
+    J_block = jaxgrad.layer_jacobians(jaxgrad.serial(block), params[:1], x)[0]
+    J = jaxgrad.layer_jacobians(net, params, x)[0]
+    np.testing.assert_allclose(J, jnp.eye(5) + 0.25 * J_block, rtol=1e-6)
+
+
+ARCHITECTURES = st.fixed_dictionaries(
+    dict(
+        widths=st.sampled_from([[4, 4, 4], [3, 5, 2], [4, 4, 4, 4, 4], [6, 3, 6, 3]]),
+        activation=st.sampled_from(sorted(ACTIVATIONS)),
+        weights=st.sampled_from(list(jaxgrad.WEIGHT_SCHEMES)),
+        sigma_w=st.floats(0.3, 2.5),
+        sigma_b=st.floats(0.0, 1.0),
+        seed=st.integers(0, 2**16),
+    )
+)
+
+
+def _build(arch):
+    net = jaxgrad.mlp(widths=arch["widths"], activation=arch["activation"], weights=arch["weights"],
+                      sigma_w=arch["sigma_w"], sigma_b=arch["sigma_b"])
+    k_params, k_x, k_y = jax.random.split(jax.random.key(arch["seed"]), 3)
+    params = net.init(k_params)
+    x = jax.random.normal(k_x, (arch["widths"][0],))
+    y = jax.random.normal(k_y, (arch["widths"][-1],))
+    return net, params, x, lambda out: 0.5 * jnp.sum((out - y) ** 2)
+
+
+def _close(a, b, tol=1e-4):
+    scale = max(float(jnp.max(jnp.abs(b))), 1e-3)
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
+
+
+@given(ARCHITECTURES)
+def test_error_signal_chain_equals_jax_grad_of_input(arch):
+    net, params, x, loss = _build(arch)
+    deltas = jaxgrad.error_signals(net, params, x, loss)
+    assert [d.shape[0] for d in deltas] == arch["widths"]
+    _close(deltas[0], jax.grad(lambda x: loss(net.apply(params, x)))(x))
+
+
+@given(ARCHITECTURES)
+def test_weight_gradients_from_error_signals_equal_jax_grad(arch):
+    net, params, x, loss = _build(arch)
+    expected = jax.grad(lambda p: loss(net.apply(p, x)))(params)
+    for got, want in zip(jaxgrad.weight_gradients(net, params, x, loss), expected):
+        _close(got.W, want.W)
+        _close(got.b, want.b)
+
+
+def test_error_signals_each_layer_equal_jax_grad_of_that_signal():
+    net, params, x, loss = _build(dict(widths=[4, 5, 5, 3], activation="tanh", weights="gaussian",
+                                       sigma_w=1.5, sigma_b=0.2, seed=7))
+    hs = jaxgrad.forward(net, params, x)
+    deltas = jaxgrad.error_signals(net, params, x, loss)
+    for ell in range(net.depth + 1):
+        def loss_from(h, ell=ell):
+            for layer, p in zip(net.layers[ell:], params[ell:]):
+                h = layer.apply(p, h)
+            return loss(h)
+        _close(deltas[ell], jax.grad(loss_from)(hs[ell]))
