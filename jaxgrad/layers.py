@@ -84,13 +84,28 @@ def weight_std(weights: str, n_in: int, n_out: int, sigma_w: float) -> float:
     return sigma_w / math.sqrt(n_in)  # gaussian, lecun
 
 
+def float_dtype(dtype=None):
+    """``dtype``, or JAX's default float (float64 under `jax.enable_x64`)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+
+
+def standard_normal(key: Array, shape, dtype=None) -> Array:
+    """N(0, 1) draws made in float32 and cast to `dtype`.
+
+    Drawing in float32 whatever the compute dtype means a float64 run sees exactly
+    the network a float32 run sees, so comparing them isolates rounding.
+    """
+    return jax.random.normal(key, shape, jnp.float32).astype(float_dtype(dtype))
+
+
 def haar_orthogonal(key: Array, n_out: int, n_in: int, dtype=None) -> Array:
     r"""A Haar-random matrix with orthonormal rows or columns, shape (n_out, n_in).
 
-    QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007).
+    QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007),
+    computed in `dtype` so Q is orthogonal to that precision.
     """
     big, small = max(n_out, n_in), min(n_out, n_in)
-    A = jax.random.normal(key, (big, small), dtype)
+    A = standard_normal(key, (big, small), dtype)
     Q, R = jnp.linalg.qr(A)
     Q = Q * jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(Q.dtype)
     return Q if n_out >= n_in else Q.T
@@ -134,11 +149,12 @@ def dense(
 
     def init(key: Array) -> DenseParams:
         key_w, key_b = jax.random.split(key)
+        dt = float_dtype(dtype)
         if weights == "orthogonal":
-            W = sigma_w * haar_orthogonal(key_w, n_out, n_in, dtype)
+            W = sigma_w * haar_orthogonal(key_w, n_out, n_in, dt)
         else:
-            W = weight_std(weights, n_in, n_out, sigma_w) * jax.random.normal(key_w, (n_out, n_in), dtype)
-        b = sigma_b * jax.random.normal(key_b, (n_out,), dtype)
+            W = weight_std(weights, n_in, n_out, sigma_w) * standard_normal(key_w, (n_out, n_in), dt)
+        b = sigma_b * standard_normal(key_b, (n_out,), dt)
         return DenseParams(W, b)
 
     def apply(params: DenseParams, h: Array) -> Array:

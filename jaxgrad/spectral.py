@@ -78,17 +78,22 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int) -> TopSingular:
     n = A.shape[1]
     dtype = A.dtype
     tiny = jnp.finfo(dtype).tiny ** 0.5
+    breakdown = 1e3 * jnp.finfo(dtype).eps
 
     def body(j, carry):
         V, alpha, beta, v = carry
         V = V.at[j].set(v)
         w = jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST)
         alpha = alpha.at[j].set(jnp.vdot(w, v))
+        w_norm = jnp.linalg.norm(w)
         for _ in range(2):  # classical Gram–Schmidt, twice is enough
             w = w - jnp.matmul(V.T, jnp.matmul(V, w, precision=HIGHEST), precision=HIGHEST)
         b = jnp.linalg.norm(w)
-        beta = beta.at[j].set(b)
-        v = jnp.where(b > tiny, w / jnp.where(b > tiny, b, 1.0), 0.0)
+        # Breakdown: the Krylov space is invariant (what is left of w is rounding
+        # noise). Stop there; normalising noise would add a spurious direction.
+        ok = (b > breakdown * w_norm) & (b > tiny)
+        beta = beta.at[j].set(jnp.where(ok, b, 0.0))
+        v = jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0)
         return V, alpha, beta, v
 
     v0 = v0 / jnp.linalg.norm(v0)
