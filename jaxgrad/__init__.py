@@ -27,3 +27,4 @@ from jaxgrad.spectral import (
 )
 
 __version__ = "0.1.0"
+from jaxgrad.engine import SimulationResult, lyapunov_spectrum, sample_keys, simulate
