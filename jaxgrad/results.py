@@ -1,0 +1,322 @@
+"""The results store: atomic writes, manifests, resumable sweeps.
+
+One directory per experiment, ``<root>/<name>/``:
+
+| file | what | in git |
+|---|---|---|
+| ``manifest.json`` | experiment, full config, scale, seed, versions, backend and devices, git commit, start/end, wall seconds, status, figures | yes |
+| ``summary.csv`` | tidy table, one row per measured point | yes |
+| ``comparisons.csv`` | measured against predicted, with the tolerance used | yes |
+| ``<stem>.png``, ``<stem>.pdf`` | figures | yes |
+| ``data.npz`` | the arrays ``plot`` reads | no (``*.npz``) |
+| ``points/<point id>.npz`` | one finished sweep point each | no |
+
+Every file is written by `atomic_write` (temp file in the same directory, fsync,
+`os.replace`), so a killed run never leaves a half-written file. A sweep point is
+stored as soon as it finishes; running the experiment again with the same config and
+seed computes only the missing points (``force=True`` recomputes everything).
+
+`run_experiment`, `draw_figures` and `compute` drive any module that follows the
+experiment protocol documented in ``experiments/__init__.py``; this module never imports
+``experiments``.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxgrad.progress import Progress
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    """Write `data` to `path` atomically: temp file in the same directory, fsync, `os.replace`.
+
+    If anything fails (or the process is killed) before the rename, the previous file,
+    if any, is untouched and the temp file is removed (or, after a kill, left as a
+    hidden ``.<name>.*.tmp`` that ``*.tmp`` in .gitignore hides).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def write_json(path, obj) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def write_npz(path, arrays: dict) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return atomic_write(path, buffer.getvalue())
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    """A tidy CSV: the union of the rows' keys as columns (first-seen order), blanks where absent."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _plain(v) for k, v in row.items()} for row in rows)
+    return atomic_write(path, buffer.getvalue())
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {value!r}")
+
+
+# --------------------------------------------------------------------------- records
+
+
+class Comparison(NamedTuple):
+    """One row of the gallery table: passes iff ``|measured − predicted| ≤ tolerance``."""
+
+    quantity: str
+    measured: float
+    predicted: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(abs(float(self.measured) - float(self.predicted)) <= float(self.tolerance))
+
+    def row(self) -> dict:
+        return dict(quantity=self.quantity, measured=float(self.measured), predicted=float(self.predicted),
+                    tolerance=float(self.tolerance), passed=self.passed)
+
+
+def environment() -> dict:
+    """Versions, backend, devices and git commit, for the manifest."""
+    import jax
+    import jaxlib
+    import optax
+
+    from jaxgrad import __version__
+
+    return dict(
+        versions=dict(jaxgrad=__version__, jax=jax.__version__, jaxlib=jaxlib.__version__,
+                      optax=optax.__version__, numpy=np.__version__, python=platform.python_version()),
+        backend=jax.default_backend(),
+        devices=[f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()],
+        **_git_state(),
+    )
+
+
+def _git_state() -> dict:
+    here = Path(__file__).resolve().parent
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        return dict(git_commit=git("rev-parse", "HEAD"),
+                    git_dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
+    except (OSError, subprocess.SubprocessError):
+        return dict(git_commit=None, git_dirty=None)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def point_id(point: dict) -> str:
+    """A readable, filesystem-safe, stable name for a sweep point: ``k=v,k=v``."""
+    text = ",".join(f"{k}={v}" for k, v in point.items())
+    safe = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)
+    if len(safe) > 120 or safe != text:
+        safe = f"{safe[:100]}~{zlib.crc32(text.encode()):08x}"
+    return safe
+
+
+def point_key(seed: int, pid: str):
+    """The PRNG key of a point: a function of (seed, point id) alone, not of sweep order."""
+    import jax
+
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(pid.encode()) & 0x7FFFFFFF)
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """The directory ``<root>/<name>/`` of one experiment's results."""
+
+    dir: Path
+
+    @classmethod
+    def of(cls, root, name: str) -> "Store":
+        return cls(Path(root) / name)
+
+    manifest = property(lambda self: self.dir / "manifest.json")
+    summary = property(lambda self: self.dir / "summary.csv")
+    comparisons = property(lambda self: self.dir / "comparisons.csv")
+    data = property(lambda self: self.dir / "data.npz")
+    points = property(lambda self: self.dir / "points")
+
+    def point_path(self, pid: str) -> Path:
+        return self.points / f"{pid}.npz"
+
+    def read_manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _as_arrays(pid: str, arrays) -> dict[str, np.ndarray]:
+    if not isinstance(arrays, dict) or not all(isinstance(k, str) for k in arrays):
+        raise TypeError(f"run_point must return dict[str, array] for point {pid!r}, got {type(arrays).__name__}")
+    return {k: np.asarray(v) for k, v in arrays.items()}
+
+
+def _point_ids(experiment, config) -> list[tuple[str, dict]]:
+    points = experiment.points(config)
+    ids = [point_id(p) for p in points]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{experiment.NAME}.points() returned duplicate points: {ids}")
+    return list(zip(ids, points))
+
+
+def compute(experiment, config, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every point in memory, nothing stored: the arrays ``plot`` reads (an experiment's ``run``)."""
+    results = [(p, _as_arrays(pid, experiment.run_point(config, p, point_key(seed, pid))))
+               for pid, p in _point_ids(experiment, config)]
+    return dict(experiment.summarize(config, results)[1])
+
+
+def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: str = "custom",
+                   overrides=(), force: bool = False, progress: bool = True, command: str | None = None) -> dict:
+    """Run (or finish) one experiment into `store`: points, summary, comparisons, manifest.
+
+    Points already stored under the same config and seed are loaded, not recomputed,
+    unless `force`. The manifest says ``running`` while it runs, then ``complete``,
+    ``interrupted`` (Ctrl-C, kill) or ``failed``.
+
+    Returns:
+      The final manifest.
+    """
+    pairs = _point_ids(experiment, config)
+    identity = dict(config=json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable)), seed=seed)
+    previous = store.read_manifest() or {}
+    same = {k: previous.get(k) for k in identity} == identity
+    if force or not same:
+        shutil.rmtree(store.points, ignore_errors=True)  # stale or unwanted: start over
+    store.points.mkdir(parents=True, exist_ok=True)
+
+    start = time.monotonic()
+    manifest = dict(experiment=experiment.NAME, section=experiment.SECTION, title=experiment.TITLE,
+                    scale=scale, overrides=list(overrides), **identity, **environment(),
+                    command=command,
+                    started=_now(), finished=None, wall_seconds=None, status="running",
+                    points=dict(total=len(pairs), computed=0, resumed=0),
+                    figures=previous.get("figures", []) if same else [])
+    write_json(store.manifest, manifest)
+    try:
+        results = []
+        with Progress(len(pairs), experiment.NAME, enabled=progress) as bar:
+            for pid, point in pairs:
+                path = store.point_path(pid)
+                if path.exists():
+                    arrays = read_npz(path)
+                    manifest["points"]["resumed"] += 1
+                else:
+                    bar.describe(pid)
+                    arrays = _as_arrays(pid, experiment.run_point(config, point, point_key(seed, pid)))
+                    write_npz(path, arrays)
+                    manifest["points"]["computed"] += 1
+                results.append((point, arrays))
+                bar.advance(pid)
+        rows, data = experiment.summarize(config, results)
+        write_csv(store.summary, rows)
+        write_npz(store.data, data)
+        write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
+        manifest["status"] = "complete"
+    except BaseException as error:
+        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        manifest["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        manifest.update(finished=_now(), wall_seconds=round(time.monotonic() - start, 3))
+        write_json(store.manifest, manifest)
+    return manifest
+
+
+def draw_figures(experiment, config, *, store: Store) -> list:
+    """Redraw an experiment's figures from ``data.npz`` alone (no recomputation).
+
+    Also refreshes ``comparisons.csv`` and records the figures in the manifest.
+
+    Raises:
+      FileNotFoundError: nothing stored yet (run the experiment first).
+    """
+    from jaxgrad import plotting
+
+    if not store.data.exists():
+        raise FileNotFoundError(f"no stored results for {experiment.NAME} in {store.dir} "
+                                f"(run `jaxgrad run {experiment.NAME}` first)")
+    data = read_npz(store.data)
+    with plotting.style():
+        figures = [plotting.Figure(*f) for f in experiment.plot(data, config, store.dir)]
+    write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
+    manifest = store.read_manifest() or {}
+    manifest["figures"] = [f._asdict() for f in figures]
+    write_json(store.manifest, manifest)
+    return figures
