@@ -38,8 +38,9 @@ class SimulationResult(NamedTuple):
     """Per-sample measurements; arrays are (samples, depth) unless noted.
 
     ``log_singular_values[d]`` is (samples, min width) for each d in ``spectrum_at``.
-    ``signal_overflow_depth`` is (samples,): the first ℓ at which $h^{(\\ell)}$ was not
-    finite, 0 if it never left the float range. ``nonfinite`` counts, per field, the
+    ``signal_exit_depth`` is (samples,): the first ℓ at which $h^{(\\ell)}$ left the
+    float range (overflowed to inf/NaN or underflowed to 0; carried in the log domain
+    for homogeneous layers, it never does), 0 if never. ``nonfinite`` counts, per field, the
     samples with any non-finite value (they are kept, not dropped).
     Fields a method does not compute are None (``vector`` has no matrix norms).
     """
@@ -50,7 +51,7 @@ class SimulationResult(NamedTuple):
     log_backward_gain: np.ndarray
     log_signal_norm: np.ndarray
     log_singular_values: dict[int, np.ndarray]
-    signal_overflow_depth: np.ndarray
+    signal_exit_depth: np.ndarray
     nonfinite: dict[str, int]
     config: dict
 
@@ -95,7 +96,7 @@ def layer_jacobian(layer: Layer, params, h):
 class Signal(NamedTuple):
     h: jax.Array          # h⁽ℓ⁾, or its direction for homogeneous layers
     log_scale: jax.Array  # ln of the factor carried outside h (0 when not homogeneous)
-    overflow_depth: jax.Array
+    exit_depth: jax.Array
 
 
 def advance_signal(layer: Layer, signal: Signal, h_next, ell) -> tuple[Signal, jax.Array]:
@@ -107,9 +108,9 @@ def advance_signal(layer: Layer, signal: Signal, h_next, ell) -> tuple[Signal, j
     else:
         log_scale = signal.log_scale
         log_norm = log_scale + jnp.log(jnp.linalg.norm(h_next))
-    finite = jnp.all(jnp.isfinite(h_next))
-    overflow = jnp.where((signal.overflow_depth == 0) & ~finite, ell + 1, signal.overflow_depth)
-    return Signal(h_next, log_scale, overflow), log_norm
+    in_range = jnp.isfinite(log_norm)  # not overflowed to inf/NaN, not underflowed to 0
+    exit_depth = jnp.where((signal.exit_depth == 0) & ~in_range, ell + 1, signal.exit_depth)
+    return Signal(h_next, log_scale, exit_depth), log_norm
 
 
 def signal_step(layer: Layer, signal: Signal, params, ell):
@@ -117,6 +118,24 @@ def signal_step(layer: Layer, signal: Signal, params, ell):
     J, h_next = layer_jacobian(layer, params, signal.h)
     signal, log_norm = advance_signal(layer, signal, h_next, ell)
     return J, signal, log_norm
+
+
+def scan_layers(body, carry, layer: Layer, start: int, count: int, xs=None, reverse=False):
+    """`lax.scan` of `body` over layers start..start+count−1 (0-based ℓ).
+
+    A non-square layer changes the carry's shape, so it cannot repeat inside a scan;
+    a network's runs of non-square layers have length one and are applied directly.
+    """
+    ells = jnp.arange(start, start + count, dtype=jnp.int32)
+    xs = ells if xs is None else (ells, xs)
+    if layer.n_in == layer.n_out:
+        return jax.lax.scan(body, carry, xs, reverse=reverse)
+    outs = []
+    for k in (reversed(range(count)) if reverse else range(count)):
+        carry, out = body(carry, jax.tree.map(lambda x: x[k], xs))
+        outs.append(out)
+    outs = outs[::-1] if reverse else outs
+    return carry, jax.tree.map(lambda *o: jnp.stack(o), *outs) if outs[0] is not None else None
 
 
 def _runs(net: Network, cuts: Sequence[int]) -> list[tuple[Layer, int, int]]:
@@ -132,8 +151,8 @@ def _prepare(signal: Signal, layer: Layer) -> Signal:
     """Switches the signal's representation at a run boundary (direction × scale or plain)."""
     if layer.homogeneous:
         h, log_n = _safe_log_normalise(signal.h)
-        return Signal(h, signal.log_scale + log_n, signal.overflow_depth)
-    return Signal(signal.h * jnp.exp(signal.log_scale), jnp.zeros_like(signal.log_scale), signal.overflow_depth)
+        return Signal(h, signal.log_scale + log_n, signal.exit_depth)
+    return Signal(signal.h * jnp.exp(signal.log_scale), jnp.zeros_like(signal.log_scale), signal.exit_depth)
 
 
 def lanczos_steps(n: int) -> int:
@@ -181,13 +200,12 @@ def _matrix_sample_fn(net: Network, seed: int, q0: float, dtype, method: str, sp
                 )
                 return (signal, P, log_c, v, cum), out
 
-            ells = jnp.arange(start, start + count, dtype=jnp.int32)
-            (signal, P, log_c, v, cum), out = jax.lax.scan(body, (signal, P, log_c, v, cum), ells)
+            (signal, P, log_c, v, cum), out = scan_layers(body, (signal, P, log_c, v, cum), layer, start, count)
             outputs.append(out)
             if start + count in spectrum_at:
                 spectra[f"sv{start + count}"] = log_c + jnp.log(jnp.linalg.svd(P, compute_uv=False))
         stacked = [jnp.concatenate(parts) for parts in zip(*outputs)]
-        result = dict(zip(FIELDS, stacked), overflow=signal.overflow_depth, **spectra)
+        result = dict(zip(FIELDS, stacked), overflow=signal.exit_depth, **spectra)
         return result
 
     return sample
@@ -222,8 +240,7 @@ def _vector_sample_fn(net: Network, seed: int, q0: float, dtype):
                 f_next, log_s = _safe_log_normalise(f_next)
                 return (signal, f_next, log_f + log_s), (log_f + log_s, log_h, h_in)
 
-            ells = jnp.arange(start, start + count, dtype=jnp.int32)
-            (signal, f, log_f), (gain, log_h, h_in) = jax.lax.scan(fbody, (signal, f, log_f), ells)
+            (signal, f, log_f), (gain, log_h, h_in) = scan_layers(fbody, (signal, f, log_f), layer, start, count)
             fwd_out.append((gain, log_h))
             inputs.append(h_in)
         # Backward sweep from depth L to 1: δ ← J_ℓᵀ δ, tracking ln ‖δ⁽ℓ⁾‖.
@@ -238,14 +255,13 @@ def _vector_sample_fn(net: Network, seed: int, q0: float, dtype):
                 _, pullback = jax.vjp(lambda x: layer.apply(params, x), h)
                 delta, log_s = _safe_log_normalise(pullback(delta)[0])
                 return (delta, log_d + log_s), log_d
-            ells = jnp.arange(start, start + count, dtype=jnp.int32)
-            (delta, log_d), logs = jax.lax.scan(bbody, (delta, log_d), (ells, h_in), reverse=True)
+            (delta, log_d), logs = scan_layers(bbody, (delta, log_d), layer, start, count, xs=h_in, reverse=True)
             log_delta.insert(0, logs)
         # log_delta[ℓ−1] = ln‖δ⁽ℓ⁾‖ (relative to ‖e_L‖ = 1); log_d = ln‖δ⁽⁰⁾‖.
         backward = log_d - jnp.concatenate(log_delta)
         gain, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
         return dict(log_forward_gain=gain, log_backward_gain=backward, log_signal_norm=log_h,
-                    overflow=signal.overflow_depth)
+                    overflow=signal.exit_depth)
 
     return sample
 
@@ -270,8 +286,7 @@ def _lyapunov_sample_fn(net: Network, seed: int, q0: float, dtype):
                 Q, R = jnp.linalg.qr(jnp.matmul(J.astype(dtype), Q, precision=HIGHEST))
                 return (signal, Q, acc + jnp.log(jnp.abs(jnp.diagonal(R)))), None
 
-            ells = jnp.arange(start, start + count, dtype=jnp.int32)
-            (signal, Q, acc), _ = jax.lax.scan(body, (signal, Q, acc), ells)
+            (signal, Q, acc), _ = scan_layers(body, (signal, Q, acc), layer, start, count)
         return dict(exponents=-jnp.sort(-acc / net.depth))
 
     return sample
@@ -380,7 +395,7 @@ def _result(raw: dict, method: str, spectrum_at, config: dict) -> SimulationResu
     spectra = {d: raw[f"sv{d}"] for d in spectrum_at}
     nonfinite.update({f"log_singular_values[{d}]": int((~np.isfinite(a)).any(axis=1).sum()) for d, a in spectra.items()})
     return SimulationResult(**fields, log_singular_values=spectra,
-                            signal_overflow_depth=raw["overflow"], nonfinite=nonfinite, config=config)
+                            signal_exit_depth=raw["overflow"], nonfinite=nonfinite, config=config)
 
 
 def lyapunov_spectrum(
