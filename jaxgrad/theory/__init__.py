@@ -1,0 +1,36 @@
+r"""Closed-form predictions for products of layer Jacobians, each with its citation.
+
+Mean field (`jaxgrad.theory.mean_field`): the length map and its fixed point
+`q_star`, the gradient factor `chi1`, the order/chaos boundary `critical_sigma_w`,
+`depth_scales` and the transient `signal_propagation`.
+
+Random matrices (`jaxgrad.theory.random_matrix`): exact laws of $\ln\|J_L\cdots J_1 u\|$
+for Gaussian linear (`gaussian_log_gain`, `gaussian_lyapunov_spectrum`) and He-ReLU
+networks (`relu_log_gain`), and the Fuss–Catalan moments `product_moments_gaussian`.
+
+Dynamical isometry (`jaxgrad.theory.isometry`): `jacobian_spectrum_variance`, the
+spread of the singular values of $J$ at large width, Gaussian vs orthogonal weights.
+
+The library never imports the engine; tests put each prediction beside
+`jaxgrad.simulate` (tests/test_theory_mc.py).
+"""
+from jaxgrad.theory.mean_field import (
+    DepthScales,
+    GaussianMoments,
+    Propagation,
+    chi1,
+    critical_sigma_w,
+    depth_scales,
+    gaussian_moments,
+    q_star,
+    signal_propagation,
+)
+from jaxgrad.theory.random_matrix import (
+    LogGain,
+    gaussian_log_gain,
+    gaussian_lyapunov_spectrum,
+    product_moments_gaussian,
+    relu_log_gain,
+    relu_zero_gain_probability,
+)
+from jaxgrad.theory.isometry import jacobian_spectrum_variance

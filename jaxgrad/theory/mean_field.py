@@ -1,0 +1,399 @@
+r"""Mean-field signal propagation through $h^{(\ell)} = φ(W^{(\ell)} h^{(\ell-1)} + b^{(\ell)})$.
+
+At large width the pre-activations $z^{(\ell)}_i$ are Gaussian with variance $q^{(\ell)}$,
+which follows the length map (Poole et al. 2016)
+
+$$q^{(\ell+1)} = V(q^{(\ell)}) = σ_w^2\,E[φ(\sqrt{q^{(\ell)}} z)^2] + σ_b^2, \qquad z \sim N(0, 1),$$
+
+and a small error signal or input perturbation is multiplied in mean square by
+$χ^{(\ell)} = σ_w^2 E[φ′(\sqrt{q^{(\ell)}} z)^2]$ per layer: $E\|δ^{(\ell-1)}\|^2 = χ\,E\|δ^{(\ell)}\|^2$
+and $E\|J_\ell \cdots J_1 u\|^2 = \prod_\ell χ^{(\ell)}$ (Schoenholz et al. 2017). At the
+fixed point $q^* = V(q^*)$ this is $χ_1$; χ₁ < 1 is the ordered phase (vanishing
+gradients), χ₁ > 1 the chaotic one (exploding), χ₁ = 1 the critical line.
+
+Gaussian expectations use `jaxgrad.quadrature` (1e-13 in float64), or exact closed
+forms for linear, ReLU, leaky ReLU, erf and hard tanh. Everything here is a JAX
+function of σ_w, σ_b (scalars or arrays, broadcast elementwise; jit, vmap and first
+derivatives work); the activation is static.
+
+References:
+  B. Poole, S. Lahiri, M. Raghu, J. Sohl-Dickstein, S. Ganguli, "Exponential
+  expressivity in deep neural networks through transient chaos", NeurIPS 2016.
+  S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep information
+  propagation", ICLR 2017.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import erf, erfc
+
+from jaxgrad.activations import ACTIVATIONS, Activation, derivative, get_activation
+from jaxgrad.quadrature import gaussian_expectation, tail_fraction
+from jaxgrad.theory._checks import check_nonnegative, check_positive, check_positive_integer, concrete
+
+Array = jax.Array
+Q_MIN, Q_MAX = 1e-20, 1e20  # the solvers' range of q; q* outside it is reported as 0 or inf
+BISECTIONS = 64  # halves a bracket of width 92 (in ln q) below float64 resolution
+
+
+class GaussianMoments(NamedTuple):
+    r"""Gaussian expectations of φ at pre-activation variance q (functions of q).
+
+    ``second``: $E[φ(\sqrt q z)^2]$; ``second_over_q``: the same divided by q, computed
+    stably as q → 0; ``slope2``, ``slope4``: $E[φ′(\sqrt q z)^2]$, $E[φ′(\sqrt q z)^4]$.
+    ``exact`` is True for closed forms, False for quadrature.
+    """
+
+    second: Callable[[Array], Array]
+    second_over_q: Callable[[Array], Array]
+    slope2: Callable[[Array], Array]
+    slope4: Callable[[Array], Array]
+    exact: bool
+
+
+def _piecewise_linear(a: float) -> GaussianMoments:
+    """φ(u) = max(u, a u): φ² averages to (1 + a²) q/2, φ′² to (1 + a²)/2."""
+    c2, c4 = (1 + a * a) / 2, (1 + a**4) / 2
+    return GaussianMoments(
+        lambda q: c2 * q, lambda q: c2 + 0 * q, lambda q: c2 + 0 * q, lambda q: c4 + 0 * q, True
+    )
+
+
+def _erf_second(q):
+    return 2 / jnp.pi * jnp.arcsin(2 * q / (1 + 2 * q))
+
+
+ERF = GaussianMoments(  # Williams 1997: E[erf(√q z)²] = (2/π) arcsin(2q/(1 + 2q))
+    _erf_second,
+    lambda q: _erf_second(q) / q,
+    lambda q: 4 / (jnp.pi * jnp.sqrt(1 + 4 * q)),  # φ′ = (2/√π) e^{-u²}
+    lambda q: 16 / (jnp.pi**2 * jnp.sqrt(1 + 8 * q)),
+    True,
+)
+
+
+def _hard_tanh_second(q):  # E[min(u², 1)], u ~ N(0, q); c = 1/√(2q)
+    c = 1 / jnp.sqrt(2 * q)
+    return q * (erf(c) - 2 / jnp.sqrt(jnp.pi) * c * jnp.exp(-c * c)) + erfc(c)
+
+
+HARD_TANH = GaussianMoments(
+    _hard_tanh_second,
+    lambda q: _hard_tanh_second(q) / q,
+    lambda q: erf(1 / jnp.sqrt(2 * q)),  # P(|u| < 1)
+    lambda q: erf(1 / jnp.sqrt(2 * q)),
+    True,
+)
+
+CLOSED_FORMS = {
+    ACTIVATIONS["linear"].fn: _piecewise_linear(1.0),
+    ACTIVATIONS["relu"].fn: _piecewise_linear(0.0),
+    ACTIVATIONS["leaky_relu"].fn: _piecewise_linear(0.01),
+    ACTIVATIONS["erf"].fn: ERF,
+    ACTIVATIONS["hard_tanh"].fn: HARD_TANH,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def gaussian_moments(activation: str | Callable | Activation) -> GaussianMoments:
+    """The `GaussianMoments` of an activation: a closed form for the built-ins that
+    have one (matched by function, not name), quadrature with φ′ by autodiff otherwise."""
+    act = get_activation(activation)
+    if act.fn in CLOSED_FORMS:
+        return CLOSED_FORMS[act.fn]
+    phi, phi_prime = act.fn, derivative(act.fn)
+
+    def second_over_q(q):
+        s = jnp.sqrt(q)[..., None]
+        return gaussian_expectation(lambda z: (phi(s * z) / s) ** 2, jnp.ones_like(q))
+
+    return GaussianMoments(
+        lambda q: gaussian_expectation(lambda u: phi(u) ** 2, q),
+        second_over_q,
+        lambda q: gaussian_expectation(lambda u: phi_prime(u) ** 2, q),
+        lambda q: gaussian_expectation(lambda u: phi_prime(u) ** 4, q),
+        False,
+    )
+
+
+def _float(*values):
+    dtype = jnp.result_type(*values, float)
+    return [jnp.asarray(v, dtype) for v in values]
+
+
+def bisect(fun: Callable[[Array], Array], lo, hi, steps: int = BISECTIONS) -> Array:
+    """Midpoint of a bracket of a sign change of the elementwise `fun`, after `steps` halvings.
+
+    Fixed iteration count in a `lax.fori_loop`: no data-dependent Python control flow.
+    """
+    f_lo = fun(lo)
+    lo, hi = (jnp.broadcast_to(x, f_lo.shape).astype(f_lo.dtype) for x in (lo, hi))
+
+    def halve(_, bracket):
+        lo, hi = bracket
+        mid = (lo + hi) / 2
+        same = jnp.sign(fun(mid)) == jnp.sign(f_lo)
+        return jnp.where(same, mid, lo), jnp.where(same, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, steps, halve, (lo, hi))
+    return (lo + hi) / 2
+
+
+def implicit_root(fun: Callable[[Array], Array], x: Array) -> Array:
+    r"""Returns the root x of `fun` unchanged in value, with the derivative of the
+    implicit-function theorem, $\dot x = -\dot{\text{fun}}/\partial_x\text{fun}$ (exact to first order)."""
+    x = jax.lax.stop_gradient(x)
+    g, g_x = jax.jvp(fun, (x,), (jnp.ones_like(x),))
+    g_x = jax.lax.stop_gradient(g_x)
+    ok = jnp.isfinite(g) & jnp.isfinite(g_x) & (g_x != 0)
+    g = jnp.where(ok, g, 0)
+    return x - (g - jax.lax.stop_gradient(g)) / jnp.where(ok, g_x, 1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _q_star(act: Activation, sigma_w, sigma_b, q0):
+    m = gaussian_moments(act)
+    sigma_w, sigma_b, q0 = _float(sigma_w, sigma_b, q0)
+    sw2, sb2 = sigma_w**2, sigma_b**2
+
+    def log_ratio(x):  # G(x) = ln(V(q)/q) at q = e^x; q* is its root
+        return jnp.log(sw2 * m.second_over_q(jnp.exp(x)) + sb2 * jnp.exp(-x))
+
+    tol = 64 * jnp.finfo(q0.dtype).eps
+    x0 = jnp.log(q0)
+    g0 = log_ratio(x0)
+    up = g0 > 0  # V(q0) > q0: the iterates grow towards the next fixed point above q0
+    x_min, x_max = math.log(Q_MIN), math.log(Q_MAX)
+    g_end = log_ratio(jnp.where(up, x_max, x_min))
+    at_q0 = jnp.abs(g0) <= tol  # q0 itself is fixed (ReLU/linear at criticality)
+    diverges = ~at_q0 & up & (g_end > -tol)
+    collapses = ~at_q0 & ~up & (g_end < tol)
+    regular = ~(at_q0 | diverges | collapses)
+    x = bisect(log_ratio, jnp.where(up, x0, x_min), jnp.where(up, x_max, x0))
+    x = implicit_root(log_ratio, jnp.where(regular, x, x0))
+    return jnp.where(at_q0, q0, jnp.where(diverges, jnp.inf, jnp.where(collapses, 0.0, jnp.exp(x))))
+
+
+def _clip_q(q):
+    return jnp.clip(q, Q_MIN, Q_MAX)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _chi1(act: Activation, sigma_w, sigma_b, q0):
+    q = _q_star(act, sigma_w, sigma_b, q0)
+    sigma_w, q = _float(sigma_w, q)
+    return sigma_w**2 * gaussian_moments(act).slope2(_clip_q(q))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _tail_fractions(act: Activation, q):
+    phi, phi_prime = act.fn, derivative(act.fn)
+    return jnp.stack([tail_fraction(lambda u: phi(u) ** 2, q), tail_fraction(lambda u: phi_prime(u) ** 2, q)], -1)
+
+
+def check_moments(act: Activation, q) -> None:
+    """Raises ValueError if $E[φ(u)^2]$ or $E[φ′(u)^2]$, u ~ N(0, q), is not finite (concrete q only)."""
+    if gaussian_moments(act).exact or not concrete(q):
+        return
+    q = np.asarray(q, dtype=np.float64)
+    q = q[np.isfinite(q) & (q > 0)]
+    if q.size == 0:
+        return
+    fractions = np.asarray(_tail_fractions(act, jnp.asarray(np.clip(q, Q_MIN, Q_MAX))))
+    bad = ~np.isfinite(fractions) | (fractions > 1e-6)
+    if bad.any():
+        which = "E[φ(u)²]" if bad[:, 0].any() else "E[φ′(u)²]"
+        q_bad = q[bad.any(axis=1)][0]
+        raise ValueError(
+            f"`activation` {act.name!r} has no finite Gaussian moment {which} for u ~ N(0, q) at "
+            f"q={q_bad:.4g}: the integrand does not decay (the tail |u| > 8√q carries "
+            f"{np.nanmax(fractions):.3g} of it). Mean-field theory needs E[φ(u)²] < ∞."
+        )
+
+
+def _resolve(activation, sigma_w, sigma_b, q0=1.0) -> Activation:
+    act = get_activation(activation)
+    check_nonnegative("sigma_w", sigma_w)
+    check_nonnegative("sigma_b", sigma_b)
+    check_positive("q0", q0)
+    return act
+
+
+def q_star(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
+    r"""Fixed point $q^*$ of the length map $q \mapsto σ_w^2 E[φ(\sqrt q z)^2] + σ_b^2$ (Poole et al. 2016).
+
+    Defined as the limit of the iterates $q^{(\ell)}$ started from `q0`; the length map
+    is increasing, so they move monotonically to the nearest fixed point in the
+    direction of $V(q_0) - q_0$. Found by 64 bisections of $\ln(V(q)/q)$ in $\ln q$ on
+    $[10^{-20}, 10^{20}]$ (inside `lax.fori_loop`), with derivatives by the
+    implicit-function theorem.
+
+    Special cases, handled and returned exactly:
+      * q* = 0 when the iterates collapse, e.g. tanh or erf with σ_b = 0 and
+        $σ_w φ′(0) \le 1$ (tanh: σ_w ≤ 1; at σ_w = 1 the approach is algebraic,
+        $q^{(\ell)} \approx 1/(2\ell)$), and ReLU with σ_b = 0, σ_w² < 2.
+      * q* = inf when they diverge: ReLU/linear above criticality with σ_b > 0 (ReLU:
+        σ_w² > 2; with σ_b > 0 and σ_w² < 2, $q^* = σ_b^2/(1 - σ_w^2/2)$).
+      * q* = q0 when every q is fixed: homogeneous φ with σ_b = 0 at criticality
+        (ReLU σ_w² = 2, linear σ_w = 1). "Equal" means $|\ln(V(q)/q)| \le 64\,ε$.
+
+    Arguments:
+      activation: name, scalar JAX function or `Activation`.
+      sigma_w, sigma_b: non-negative scalars or arrays (broadcast).
+      q0: starting variance, positive.
+
+    Returns:
+      q* with the broadcast shape of the arguments.
+
+    Raises:
+      ValueError: (concrete arguments only) a negative or non-finite σ, q0 ≤ 0, or an
+        activation with no finite Gaussian second moment.
+    """
+    act = _resolve(activation, sigma_w, sigma_b, q0)
+    check_moments(act, q0)
+    q = _q_star(act, sigma_w, sigma_b, q0)
+    check_moments(act, q)
+    return q
+
+
+def chi1(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
+    r"""$χ_1 = σ_w^2 E[φ′(\sqrt{q^*} z)^2]$, the per-layer factor of $E\|δ\|^2$ (Schoenholz et al. 2017).
+
+    Evaluated at the `q_star` fixed point, as the limit q → q*: with q* = 0 this is
+    $σ_w^2 φ′(0)^2$ (tanh: σ_w²), and for positively homogeneous φ, where
+    $φ′(\sqrt q z) = φ′(z)$, it does not depend on q at all (ReLU: σ_w²/2, also when
+    q* is 0 or ∞). Arguments and errors as in `q_star`.
+    """
+    act = _resolve(activation, sigma_w, sigma_b, q0)
+    check_moments(act, q0)
+    return _chi1(act, sigma_w, sigma_b, q0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _critical_sigma_w(act: Activation, sigma_b):
+    (sigma_b,) = _float(sigma_b)
+
+    def log_chi(y):
+        return jnp.log(_chi1(act, jnp.exp(y), sigma_b, 1.0))
+
+    y_lo, y_hi = math.log(1e-3), math.log(1e3)
+    bracketed = (log_chi(jnp.full_like(sigma_b, y_lo)) < 0) & (log_chi(jnp.full_like(sigma_b, y_hi)) > 0)
+    y = implicit_root(log_chi, bisect(log_chi, y_lo, y_hi))
+    return jnp.where(bracketed, jnp.exp(y), jnp.nan)
+
+
+def critical_sigma_w(activation, sigma_b) -> Array:
+    r"""The σ_w with $χ_1(σ_w, σ_b) = 1$: the order-to-chaos boundary (Poole et al. 2016; Schoenholz et al. 2017).
+
+    Bisection of $\ln χ_1$ in $\ln σ_w$ on $[10^{-3}, 10^3]$, assuming one crossing
+    (true for the built-in activations); NaN if χ₁ − 1 has no sign change there.
+    Known values: ReLU √2 (any σ_b), linear 1, tanh 1 and erf √π/2 at σ_b = 0 (where
+    $σ_w φ′(0) = 1$). At σ_b = 0 for odd φ, χ₁ − 1 leaves the critical point
+    quadratically on the chaotic side, so float32 locates it only to about 1e-3
+    (float64: 1e-7) and its derivative there is not defined.
+
+    Arguments:
+      activation: name, scalar JAX function or `Activation`.
+      sigma_b: non-negative scalar or array.
+    """
+    act = get_activation(activation)
+    check_nonnegative("sigma_b", sigma_b)
+    check_moments(act, 1.0)
+    return _critical_sigma_w(act, sigma_b)
+
+
+class DepthScales(NamedTuple):
+    r"""Depth scales $ξ = -1/\ln χ$: perturbations of q decay as $e^{-\ell/ξ_q}$, and
+    $E\|δ^{(\ell)}\|^2$ as $e^{-(L-\ell)/ξ_∇}$. Negative values are growth lengths
+    (χ > 1), inf marks χ = 1."""
+
+    q: Array
+    gradient: Array
+
+
+def _depth(chi):
+    log_chi = jnp.log(chi)
+    return jnp.where(log_chi == 0, jnp.inf, -1 / jnp.where(log_chi == 0, 1, log_chi))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _depth_scales(act: Activation, sigma_w, sigma_b, q0):
+    m = gaussian_moments(act)
+    q = _q_star(act, sigma_w, sigma_b, q0)
+    sigma_w, q = _float(sigma_w, q)
+    q = _clip_q(q)
+    slope_of_length_map = jax.jvp(m.second, (q,), (jnp.ones_like(q),))[1]
+    chi_q = sigma_w**2 * slope_of_length_map
+    chi_1 = sigma_w**2 * m.slope2(q)
+    return DepthScales(_depth(chi_q), _depth(chi_1))
+
+
+def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
+    r"""$ξ_q = -1/\ln χ_q$ and $ξ_∇ = -1/\ln χ_1$ (Schoenholz et al. 2017, eqs. 6 and 15).
+
+    $χ_q = V′(q^*) = σ_w^2\,\partial_q E[φ(\sqrt q z)^2]|_{q^*} = σ_w^2 E[φ′^2 + φφ″]$, the
+    linearisation of the length map at its fixed point (by autodiff in q), and
+    $χ_1$ as in `chi1`. For ReLU both are σ_w²/2. At tanh, σ_b = 0, σ_w = 1 both are 1
+    (ξ = inf): the approach to q* = 0 is algebraic, not exponential.
+
+    Returns:
+      `DepthScales(q, gradient)`.
+    """
+    act = _resolve(activation, sigma_w, sigma_b, q0)
+    check_moments(act, q0)
+    return _depth_scales(act, sigma_w, sigma_b, q0)
+
+
+class Propagation(NamedTuple):
+    r"""Mean-field transient over depth, arrays of shape (depth,) (ℓ = 1..depth):
+    ``q[ℓ-1]`` = $q^{(\ell)}$, the pre-activation variance of layer ℓ, and
+    ``log_mean_squared_gain[ℓ-1]`` = $\sum_{k\le\ell}\ln χ^{(k)}$, the prediction of
+    $\ln E\|J_\ell\cdots J_1 u\|^2$ for a unit u."""
+
+    q: Array
+    log_mean_squared_gain: Array
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _propagate(act: Activation, sigma_w, sigma_b, q0, depth: int):
+    m = gaussian_moments(act)
+    sigma_w, sigma_b, q0 = _float(sigma_w, sigma_b, q0)
+    sw2, sb2 = sigma_w**2, sigma_b**2
+
+    def layer(carry, _):
+        q, log_gain = carry
+        log_gain = log_gain + jnp.log(sw2 * m.slope2(_clip_q(q)))
+        return (sw2 * m.second(q) + sb2, log_gain), (q, log_gain)
+
+    _, (q, log_gain) = jax.lax.scan(layer, (sw2 * q0 + sb2, jnp.zeros_like(q0)), None, length=depth)
+    return Propagation(q, log_gain)
+
+
+def signal_propagation(activation, sigma_w, sigma_b, q0, depth: int) -> Propagation:
+    r"""The length map and the mean squared gain along the transient from an input of
+    variance q0 per coordinate (the engine's ``q0``): $q^{(1)} = σ_w^2 q_0 + σ_b^2$,
+    $q^{(\ell+1)} = V(q^{(\ell)})$, and $\ln E\|J_\ell\cdots J_1 u\|^2 = \sum_{k\le\ell}\ln χ^{(k)}$
+    with $χ^{(k)} = σ_w^2 E[φ′(\sqrt{q^{(k)}} z)^2]$ (Poole et al. 2016; Schoenholz et al. 2017).
+
+    Unlike `chi1` this does not assume the signal sits at q*. It predicts, e.g., the
+    algebraic decay at tanh (σ_w, σ_b) = (1, 0): $q^{(\ell)} \approx 1/(2\ell)$, so
+    $χ^{(\ell)} \approx 1 - 1/\ell$ and $E\|J u\|^2 \propto 1/\ell$, although χ₁ = 1 at q* = 0.
+
+    Arguments:
+      activation, sigma_w, sigma_b: as in `q_star` (scalars).
+      q0: input variance per coordinate, positive.
+      depth: number of layers, a positive Python int.
+
+    Returns:
+      `Propagation(q, log_mean_squared_gain)`.
+    """
+    act = _resolve(activation, sigma_w, sigma_b, q0)
+    depth = check_positive_integer("depth", depth, static=True)
+    check_moments(act, q0)
+    return _propagate(act, sigma_w, sigma_b, q0, depth)
