@@ -1,0 +1,279 @@
+r"""Seed §4.1: saturation. How the activation derivative shrinks $J_\ell = \mathrm{diag}(φ′(z))W$.
+
+For tanh, $φ′(z) = 1 - \tanh^2 z$: near 1 for small |z|, near 0 once |z| is large. The
+pre-activation $z_i = \sum_j W_{ij}h_j + b_i$ has variance $q = σ_w^2 q_0 + σ_b^2$ (input
+$h \sim N(0, q_0 I)$), whichever of σ_w, σ_b or the input scale makes it large: all three
+routes give the same law of φ′(z), which is what this study checks. Two summaries of
+$\mathrm{diag}\,φ′(z)$ behave very differently:
+
+* $E[φ′(z)^2]$ (the factor in mean-field χ₁) decays like $\tfrac{4}{3}\sqrt{2/(πq)}$ for tanh;
+* $\|\mathrm{diag}\,φ′(z)\|_2 = \max_i |φ′(z_i)| = φ′(\min_i|z_i|)$ stays near its maximum
+  (1 for tanh, ¼ for sigmoid) until q is of order n²: among n units one is almost
+  always unsaturated. Its exact mean follows from the law of $\min_i|z_i|$,
+  $P(\min_i|z_i| > t) = \mathrm{erfc}(t/\sqrt{2q})^n$ (order statistics, David & Nagaraja 2003).
+
+So the seed's bound $\|J_\ell\|_2 \le \|\mathrm{diag}\,φ′\|_2\|W\|_2$ barely sees saturation, while
+the Jacobian itself shrinks: its typical size follows $\sqrt{E[φ′^2]}$, not $\max φ′$.
+Sigmoid ($φ′ \le ¼$) is shown beside tanh: even unsaturated it shrinks gradients 4×.
+
+The ensemble is one vmapped program over (route, q, activation, sample): unit-scale
+parameters from `jaxgrad.dense(...).init` are multiplied by σ_w and σ_b, so the sweep
+does not recompile per point (a layer's apply is linear in its parameters' scale).
+
+Run: ``jaxgrad run saturation`` (quick: width 64, 13 variances × 3 routes × 2
+activations × 256 samples, seconds); ``--scale full``: width 256, 41 variances, 4096.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxgrad
+from jaxgrad import plotting
+from jaxgrad.activations import ACTIVATIONS, derivative
+from jaxgrad.quadrature import gaussian_expectation
+from jaxgrad.results import Comparison, compute
+from experiments._common import mean_and_se, quantiles
+
+NAME = "saturation"
+SECTION = "§4.1"
+TITLE = "Saturation: the law of φ′(z) as the pre-activation variance grows, and ‖J_ℓ‖₂"
+
+ACTS = ("tanh", "sigmoid")
+ROUTES = ("sigma_w", "sigma_b", "input")
+ROUTE_LABELS = {"sigma_w": "via σ_w (σ_b = 0, q₀ = 1)", "sigma_b": "via σ_b (σ_w = 0.1, q₀ = 1)",
+                "input": "via input scale q₀ (σ_w = 1, σ_b = 0)"}
+SIGMA_W_FOR_BIAS_ROUTE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    width: int = 64
+    samples: int = 256
+    q_min: float = 0.02
+    q_max: float = 200.0
+    n_q: int = 13
+    histogram_q: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+
+    def __post_init__(self):
+        for name in ("width", "samples", "n_q"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        if not SIGMA_W_FOR_BIAS_ROUTE**2 < self.q_min < self.q_max < math.inf:
+            raise ValueError(f"need {SIGMA_W_FOR_BIAS_ROUTE ** 2} < q_min < q_max < inf, got "
+                             f"q_min={self.q_min!r}, q_max={self.q_max!r}")
+        if not all(q > 0 for q in self.histogram_q):
+            raise ValueError(f"`histogram_q` must be positive, got histogram_q={self.histogram_q}")
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls()
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(width=256, samples=4096, n_q=41)
+
+
+def q_grid(config: Config) -> np.ndarray:
+    return np.geomspace(config.q_min, config.q_max, config.n_q)
+
+
+def route_scales(route: str, q):
+    """(σ_w, σ_b, q₀) giving pre-activation variance q along a route."""
+    q = jnp.asarray(q)
+    one, zero = jnp.ones_like(q), jnp.zeros_like(q)
+    if route == "sigma_w":
+        return jnp.sqrt(q), zero, one
+    if route == "sigma_b":
+        return SIGMA_W_FOR_BIAS_ROUTE * one, jnp.sqrt(q - SIGMA_W_FOR_BIAS_ROUTE**2), one
+    return one, zero, q
+
+
+def layer_statistics(activation: str, width: int, key, sigma_w, sigma_b, q0):
+    """One sample: φ′(z), ln‖diag φ′‖₂, ln‖J‖₂ and ln‖W‖₂ of a dense layer at the given scales."""
+    layer = jaxgrad.dense(width, width, activation=activation, sigma_w=1.0, sigma_b=1.0)
+    key_params, key_input = jax.random.split(key)
+    unit = layer.init(key_params)
+    params = jaxgrad.DenseParams(sigma_w * unit.W, sigma_b * unit.b)
+    h = jnp.sqrt(q0) * jax.random.normal(key_input, (width,))
+    J, _ = layer.jacobian(params, h)  # = jax.jacrev(layer.apply) (tests/test_jacobian.py)
+    d = derivative(ACTIVATIONS[activation].fn)(jnp.matmul(params.W, h, precision="highest") + params.b)
+    return dict(phi_prime=d, mean_square_phi_prime=jnp.mean(d**2), log_max_phi_prime=jnp.log(jnp.max(jnp.abs(d))),
+                log_norm_J=jnp.log(jaxgrad.spectral_norm(J)), log_norm_W=jnp.log(jaxgrad.spectral_norm(params.W)))
+
+
+def expected_mean_square_derivative(activation: str, q) -> np.ndarray:
+    r"""$E[φ′(z)^2]$, $z \sim N(0, q)$, by quadrature."""
+    phi_prime = derivative(ACTIVATIONS[activation].fn)
+    return np.asarray(gaussian_expectation(lambda u: phi_prime(u) ** 2, np.asarray(q, np.float32)), np.float64)
+
+
+def over_input_norm(g, route: str, q: np.ndarray, width: int, nodes: int = 161) -> np.ndarray:
+    r"""$E_s[g(q_s)]$ for each q: given the input, z is $N(0, q_s)$ with $q_s = σ_w^2 q_0 s + σ_b^2$, where
+    $s = \|h\|^2/(n q_0) \sim χ^2_n/n$ is shared by the n units of a sample; so at finite width z
+    is a Gaussian scale mixture, not exactly N(0, q). Trapezoid rule in s; g maps an array
+    of variances to an array of expectations."""
+    sigma_w, sigma_b, q0 = (np.asarray(v, np.float64) for v in route_scales(route, q))
+    half_width = 10.0 * math.sqrt(2.0 / width)
+    s = np.linspace(max(1e-9, 1.0 - half_width), 1.0 + half_width, nodes)
+    k = width / 2.0  # s ~ Gamma(shape n/2, scale 2/n)
+    density = np.exp((k - 1) * np.log(s) - s * k + k * math.log(k) - math.lgamma(k))
+    values = g(sigma_w[:, None] ** 2 * q0[:, None] * s + sigma_b[:, None] ** 2)  # (q, s)
+    return np.trapezoid(values * density, s, axis=-1) / np.trapezoid(density, s)
+
+
+def expected_max_derivative(activation: str, q, width: int, nodes: int = 4001) -> np.ndarray:
+    r"""$E\max_i φ′(z_i)$ over n iid $z_i \sim N(0, q)$, for φ′ even and decreasing in |z|.
+
+    $\max_i φ′(z_i) = φ′(\sqrt q\,m)$ where $m = \min_i|z_i|/\sqrt q$ has
+    $P(m > u) = \mathrm{erfc}(u/\sqrt2)^n$, so (order statistics, David & Nagaraja 2003)
+    $$E\max_i φ′(z_i) = \int_0^\infty φ′(\sqrt q\,u)\; n\,\mathrm{erfc}(u/\sqrt2)^{n-1}\sqrt{2/π}\,e^{-u^2/2}\,du,$$
+    by the trapezoid rule on [0, 12], normalised by the rule's integral of the density.
+    """
+    u = np.linspace(0.0, 12.0, nodes)
+    erfc = np.array([math.erfc(x / math.sqrt(2)) for x in u])
+    density = width * erfc ** (width - 1) * math.sqrt(2 / math.pi) * np.exp(-u**2 / 2)
+    q = np.asarray(q, np.float64)
+    phi_prime = derivative(ACTIVATIONS[activation].fn)
+    values = np.asarray(phi_prime(jnp.asarray(np.sqrt(q)[..., None] * u, jnp.float32)), np.float64)
+    return np.trapezoid(values * density, u, axis=-1) / np.trapezoid(density, u)
+
+
+def points(config: Config) -> list[dict]:
+    return [{"activation": a} for a in ACTS]
+
+
+def run_point(config: Config, point: dict, key) -> dict[str, np.ndarray]:
+    q = q_grid(config)
+    out = {}
+    for r, route in enumerate(ROUTES):
+        sigma_w, sigma_b, q0 = route_scales(route, q)
+        keys = jax.random.split(jax.random.fold_in(key, r), (q.size, config.samples))
+        stats = jax.jit(jax.vmap(jax.vmap(
+            lambda k, sw, sb, q0: layer_statistics(point["activation"], config.width, k, sw, sb, q0),
+            in_axes=(0, None, None, None))))(keys, sigma_w, sigma_b, q0)
+        for name, value in stats.items():
+            value = np.asarray(value)
+            if name == "phi_prime":  # keep the histogram's share: the σ_w route at histogram_q
+                if route != "sigma_w":
+                    continue
+                idx = [int(np.argmin(np.abs(np.log(q / hq)))) for hq in config.histogram_q]
+                value = value[idx].reshape(len(idx), -1)
+            out[f"{route}/{name}"] = value
+    return out
+
+
+def summarize(config: Config, results):
+    q = q_grid(config)
+    rows, data = [], dict(q=q)
+    for point, arrays in results:
+        act = point["activation"]
+        # Exact at finite width: Gaussian given the input norm, averaged over that norm's χ² law.
+        for route in ROUTES:
+            data[f"{act}/{route}/predicted_mean_square"] = over_input_norm(
+                lambda v, act=act: expected_mean_square_derivative(act, v), route, q, config.width)
+            data[f"{act}/{route}/predicted_max"] = over_input_norm(
+                lambda v, act=act: expected_max_derivative(act, v, config.width), route, q, config.width)
+        predicted_m2 = expected_mean_square_derivative(act, q)
+        predicted_max = expected_max_derivative(act, q, config.width)
+        data[f"{act}/predicted_mean_square"] = predicted_m2
+        data[f"{act}/predicted_max"] = predicted_max
+        data[f"{act}/histograms"] = arrays["sigma_w/phi_prime"]
+        fine = np.geomspace(q[0], q[-1], 200)
+        data["q_fine"], data[f"{act}/predicted_mean_square_fine"] = fine, expected_mean_square_derivative(act, fine)
+        for route in ROUTES:
+            mean_sq, mean_sq_se = mean_and_se(arrays[f"{route}/mean_square_phi_prime"], axis=1)
+            log_max = arrays[f"{route}/log_max_phi_prime"]
+            max_mean, max_se = mean_and_se(np.exp(log_max), axis=1)
+            jac = arrays[f"{route}/log_norm_J"] - arrays[f"{route}/log_norm_W"]
+            q_jac = quantiles(arrays[f"{route}/log_norm_J"], axis=1)
+            data.update({f"{act}/{route}/mean_square": mean_sq, f"{act}/{route}/mean_square_se": mean_sq_se,
+                         f"{act}/{route}/max_mean": max_mean, f"{act}/{route}/max_se": max_se,
+                         f"{act}/{route}/log_norm_J": q_jac,
+                         f"{act}/{route}/log_norm_J_over_W": quantiles(jac, axis=1)})
+            for k, v in enumerate(q):
+                rows.append(dict(activation=act, route=route, q=v, width=config.width, samples=config.samples,
+                                 mean_square_phi_prime=mean_sq[k], mean_square_phi_prime_se=mean_sq_se[k],
+                                 max_phi_prime_mean=max_mean[k], max_phi_prime_se=max_se[k],
+                                 max_phi_prime_predicted=data[f"{act}/{route}/predicted_max"][k],
+                                 mean_square_phi_prime_predicted=data[f"{act}/{route}/predicted_mean_square"][k],
+                                 log_norm_J_median=q_jac[1][k], log_norm_J_q05=q_jac[0][k], log_norm_J_q95=q_jac[2][k]))
+    return rows, data
+
+
+def comparisons(data, config: Config) -> list[Comparison]:
+    out = []
+    for act in ACTS:
+        for quantity, key, se_key, pred_key, formula in (
+                ("E[φ′(z)²]", "mean_square", "mean_square_se", "predicted_mean_square", "quadrature"),
+                ("E‖diag φ′(z)‖₂ = E max_i φ′(z_i)", "max_mean", "max_se", "predicted_max", "order statistics")):
+            # the worst point, in units of its own SE, over every q and every route
+            z = np.stack([np.abs(data[f"{act}/{r}/{key}"] - data[f"{act}/{r}/{pred_key}"])
+                          / np.maximum(data[f"{act}/{r}/{se_key}"], 1e-30) for r in ROUTES])
+            r, k = np.unravel_index(np.argmax(z), z.shape)
+            route = ROUTES[r]
+            out.append(Comparison(
+                f"{act}: {quantity} ({formula}, averaged over the input norm's χ²_n law), worst of {z.size} "
+                f"(route, q) points: {ROUTE_LABELS[route]}, q = {data['q'][k]:.3g} (tolerance 4 SE, "
+                f"{config.samples} samples)",
+                data[f"{act}/{route}/{key}"][k], data[f"{act}/{route}/{pred_key}"][k],
+                4 * data[f"{act}/{route}/{se_key}"][k]))
+    return out
+
+
+def run(config: Config | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    return compute(sys.modules[__name__], config or Config.quick(), seed)
+
+
+def plot(data, config: Config, outdir) -> list[plotting.Figure]:
+    q, fine = data["q"], data["q_fine"]
+    fig, axes = plotting.subplots(1, 3, width=3.6, height=3.4)
+    bins = np.linspace(0, 1, 41)
+    for k, hq in enumerate(config.histogram_q):
+        axes[0].hist(data["tanh/histograms"][k], bins=bins, histtype="step", density=True, linewidth=1.3,
+                     color=plotting.PALETTE[k], label=f"q ≈ {q[int(np.argmin(np.abs(np.log(q / hq))))]:.2g}")
+    plotting.label_axes(axes[0], "tanh′(z)", "density (log scale)", title="(a) law of tanh′(z), z ~ N(0, q)",
+                        ylog=True, legend=False)
+    axes[0].legend(fontsize=7, loc="upper center")
+    markers = {"sigma_w": "o", "sigma_b": "s", "input": "^"}
+    for k, act in enumerate(ACTS):
+        color = plotting.PALETTE[k]
+        plotting.theory_line(axes[1], fine, data[f"{act}/predicted_mean_square_fine"], color=color,
+                             label=f"{act}: E[φ′²] (quadrature)")
+        plotting.theory_line(axes[1], q, data[f"{act}/predicted_max"], color=color, linestyle="--",
+                             label=f"{act}: E max_i φ′(z_i), n = {config.width}")
+        for route in ROUTES:
+            plotting.measured_points(axes[1], q, data[f"{act}/{route}/mean_square"], color=color,
+                                     marker=markers[route])
+            plotting.measured_points(axes[1], q, data[f"{act}/{route}/max_mean"], color=color, marker=markers[route])
+        for route in ROUTES:
+            band = data[f"{act}/{route}/log_norm_J_over_W"]
+            axes[2].plot(q, band[1], color=color, marker=markers[route], markerfacecolor="none", linewidth=0.8)
+        plotting.theory_line(axes[2], fine, 0.5 * np.log(data[f"{act}/predicted_mean_square_fine"]), color=color,
+                             linestyle=":", label=f"{act}: ½ ln E[φ′²]")
+        plotting.theory_line(axes[2], q, np.log(data[f"{act}/predicted_max"]), color=color, linestyle="--",
+                             label=f"{act}: ln E‖diag φ′‖₂ (bound's factor)")
+    for route in ROUTES:
+        axes[1].plot([], [], linestyle="none", marker=markers[route], markerfacecolor="none", color="0.3",
+                     label=ROUTE_LABELS[route])
+    plotting.label_axes(axes[1], "pre-activation variance q", "derivative statistic", xlog=True, ylog=True,
+                        title="(b) E[φ′²] shrinks, max φ′ does not", legend=False)
+    axes[1].legend(fontsize=6, loc="lower left")
+    plotting.label_axes(axes[2], "pre-activation variance q", "ln‖J_ℓ‖₂ − ln‖W_ℓ‖₂ (median)", xlog=True,
+                        title="(c) one layer's Jacobian", legend=False)
+    axes[2].legend(fontsize=6, loc="lower left")
+    plotting.save_figure(fig, outdir, "saturation")
+    return [plotting.Figure("saturation", (
+        f"Saturation (seed §4.1) at width {config.width}, {config.samples} samples per point. (a) The law of "
+        "tanh′(z) piles up at 0 as the pre-activation variance q grows. (b) E[φ′(z)²] (solid: quadrature; "
+        "markers: measured, one shape per route to q: σ_w, σ_b or the input scale, which coincide) falls like "
+        "q^(-1/2), but ‖diag φ′‖₂ = max_i φ′(z_i) (dashed: exact order statistics) stays near 1 (tanh) or ¼ "
+        "(sigmoid) until q ~ n². (c) ln‖J_ℓ‖₂ − ln‖W_ℓ‖₂ (median over samples, markers per route) follows "
+        "½ ln E[φ′²] (dotted) more than the bound's factor ln max φ′ (dashed): the seed's bound "
+        "‖J‖₂ ≤ ‖diag φ′‖₂‖W‖₂ barely sees saturation."))]
