@@ -1,7 +1,217 @@
-"""The `jaxgrad` command (filled in by the experiment-framework issue)."""
+"""The `jaxgrad` command: list, run, figures, reproduce, info.
+
+Each subcommand is a `Command`: a name, a help line, a function that adds its
+arguments, and a `prepare(args)` that validates everything (experiment names, scale,
+``--set`` values, the Config's own checks) and returns the action to run. Bad usage
+fails in `prepare`, before any work, as one line on stderr and exit code 2.
+
+Adding a subcommand (``bench``, say) means appending a `Command` to `COMMANDS`.
+Options shared by the commands that run experiments live in `_execution_options`,
+which is where multi-process flags (``--coordinator HOST:PORT --num-processes N
+--process-id I``) belong once the engine supports them.
+"""
+from __future__ import annotations
+
+import argparse
 import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+SCALES = ("quick", "full")
+
+
+class UsageError(Exception):
+    """Bad command-line usage: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage block and exit; we want one line
+        raise UsageError(message)
+
+
+class Command(NamedTuple):
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    prepare: Callable[[argparse.Namespace], Callable[[], int]]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _execution_options(parser: argparse.ArgumentParser, *, sets: bool) -> None:
+    """Options of the commands that run experiments (``run``, ``reproduce``)."""
+    parser.add_argument("--scale", choices=SCALES, default="quick", help="preset size (default: quick)")
+    parser.add_argument("--seed", type=int, default=0, help="root PRNG seed (default: 0)")
+    if sets:
+        parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                            help="override one Config field (repeatable)")
+    parser.add_argument("--out", default="results", metavar="DIR", help="results root (default: ./results)")
+    parser.add_argument("--force", action="store_true", help="recompute finished points")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    # Multi-process runs will add --coordinator HOST:PORT, --num-processes N, --process-id I here.
+
+
+def _check_seed(seed: int) -> int:
+    if not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must lie in [0, 2**32), got seed={seed}")
+    return seed
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _prepare_list(args):
+    import experiments
+
+    def action():
+        registry = experiments.discover()
+        width = max((len(n) for n in registry), default=0)
+        for name, module in registry.items():
+            print(f"{name:<{width}}  {module.SECTION:<5}  {module.TITLE}")
+        return 0
+
+    return action
+
+
+def _run_one(experiment, config, args, argv_text: str):
+    from jaxgrad.results import Store, run_experiment
+
+    store = Store.of(args.out, experiment.NAME)
+    manifest = run_experiment(experiment, config, store=store, seed=args.seed, scale=args.scale,
+                              overrides=getattr(args, "sets", []), force=args.force,
+                              progress=args.progress, command=argv_text)
+    points = manifest["points"]
+    _say(f"{experiment.NAME}: {manifest['status']} in {manifest['wall_seconds']:.1f} s "
+         f"({points['computed']} points computed, {points['resumed']} resumed) -> {store.dir}")
+    return store
+
+
+def _draw(experiment, store) -> int:
+    import experiments
+    from jaxgrad.results import draw_figures, read_csv
+
+    manifest = store.read_manifest()
+    if manifest is None or not store.data.exists():
+        _say(f"jaxgrad: error: no stored results for {experiment.NAME} in {store.dir}; "
+             f"run `jaxgrad run {experiment.NAME}` first")
+        return 1
+    config = experiments.config_from_dict(experiment.Config, manifest["config"])
+    figures = draw_figures(experiment, config, store=store)
+    checks = read_csv(store.comparisons)
+    passed = sum(row["passed"] == "True" for row in checks)
+    _say(f"{experiment.NAME}: {len(figures)} figures -> {store.dir} ({passed}/{len(checks)} checks pass)")
+    return 0
+
+
+def _prepare_run(args):
+    import experiments
+
+    experiment = experiments.get(args.name)
+    _check_seed(args.seed)
+    config = experiments.with_overrides(experiments.preset(experiment, args.scale), args.sets)
+
+    def action():
+        store = _run_one(experiment, config, args, args.argv_text)
+        return _draw(experiment, store)
+
+    return action
+
+
+def _prepare_figures(args):
+    import experiments
+    from jaxgrad.results import Store
+
+    chosen = [experiments.get(n) for n in args.names] or list(experiments.discover().values())
+
+    def action():
+        stores = [(e, Store.of(args.out, e.NAME)) for e in chosen]
+        if not args.names:  # all: skip what was never run
+            stores = [(e, s) for e, s in stores if s.data.exists()] or stores
+        return max((_draw(e, s) for e, s in stores), default=0)
+
+    return action
+
+
+def _prepare_reproduce(args):
+    import experiments
+    from experiments import gallery
+
+    _check_seed(args.seed)
+    plan = [(e, experiments.preset(e, args.scale)) for e in experiments.discover().values()]
+
+    def action():
+        stores = [(e, _run_one(e, config, args, args.argv_text)) for e, config in plan]
+        status = max((_draw(e, s) for e, s in stores), default=0)
+        _say(f"gallery -> {gallery.write_gallery(Path(args.out), [e for e, _ in plan])}")
+        return status
+
+    return action
+
+
+def _prepare_info(args):
+    def action():
+        import jax
+
+        from jaxgrad.results import environment
+
+        env = environment()
+        for name, version in env["versions"].items():
+            print(f"{name:<8} {version}")
+        print(f"backend  {env['backend']}")
+        print(f"devices  {', '.join(env['devices'])}")
+        print(f"x64      {jax.config.jax_enable_x64}")
+        print(f"git      {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}")
+        return 0
+
+    return action
+
+
+def _configure_run(p):
+    p.add_argument("name", metavar="NAME", help="experiment (see `jaxgrad list`)")
+    _execution_options(p, sets=True)
+
+
+def _configure_figures(p):
+    p.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all with stored results)")
+    p.add_argument("--out", default="results", metavar="DIR", help="results root (default: ./results)")
+
+
+COMMANDS = [
+    Command("list", "the experiments, one line each, with the seed section", lambda p: None, _prepare_list),
+    Command("run", "run one experiment (resuming a partial run) and draw its figures", _configure_run, _prepare_run),
+    Command("figures", "redraw figures from stored results, without recomputing", _configure_figures,
+            _prepare_figures),
+    Command("reproduce", "every experiment, every figure, then results/README.md",
+            lambda p: _execution_options(p, sets=False), _prepare_reproduce),
+    Command("info", "JAX version, backend and devices", lambda p: None, _prepare_info),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxgrad", description="Vanishing and exploding gradients: experiments and figures.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.configure(sub.add_parser(command.name, help=command.help, description=command.help))
+    return parser
 
 
 def main(argv=None) -> int:
-    print("usage: jaxgrad {list,run,figures,reproduce,info,bench}", file=sys.stderr)
-    return 0
+    """Entry point of the `jaxgrad` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {c.name: c for c in COMMANDS}
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"missing command; choose from: {', '.join(commands)}")
+        args.argv_text = " ".join(["jaxgrad", *argv])
+        action = commands[args.command].prepare(args)
+    except (UsageError, ValueError) as error:
+        _say("jaxgrad: error: " + " ".join(str(error).split()))
+        return 2
+    try:
+        return action()
+    except KeyboardInterrupt:
+        _say("jaxgrad: interrupted; finished points are kept, run the same command again to finish")
+        return 130

@@ -61,7 +61,6 @@ STYLE = {
     "lines.linewidth": 1.6,
     "lines.markersize": 4.5,
     "savefig.dpi": 200,
-    "pdf.fonttype": 42,  # embed TrueType: text stays text in the PDF
 }
 
 

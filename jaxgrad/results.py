@@ -57,7 +57,7 @@ def atomic_write(path, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
-        data = data.encode()
+        data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -80,7 +80,7 @@ def atomic_write(path, data: bytes | str) -> Path:
 
 
 def write_json(path, obj) -> Path:
-    return atomic_write(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    return atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
 
 
 def write_npz(path, arrays: dict) -> Path:
@@ -105,7 +105,7 @@ def write_csv(path, rows: list[dict]) -> Path:
 
 
 def read_csv(path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -213,7 +213,7 @@ class Store:
 
     def read_manifest(self) -> dict | None:
         try:
-            return json.loads(self.manifest.read_text())
+            return json.loads(self.manifest.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
