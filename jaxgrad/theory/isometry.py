@@ -38,8 +38,8 @@ Array = jax.Array
 SCHEME_SCALE = {"gaussian": 1.0, "lecun": 1.0, "glorot": 1.0, "he": math.sqrt(2.0), "orthogonal": 1.0}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _variance(act: Activation, free_variance_w: float, sigma_w, sigma_b, depth):
+@functools.partial(jax.jit, static_argnums=0)
+def _variance(act: Activation, free_variance_w, sigma_w, sigma_b, depth):
     m = gaussian_moments(act)
     q = _clip_q(_q_star(act, sigma_w, sigma_b, 1.0))
     sigma_w, q, depth = _float(sigma_w, q, depth)

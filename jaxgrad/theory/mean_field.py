@@ -162,20 +162,23 @@ def _q_star(act: Activation, sigma_w, sigma_b, q0):
     sigma_w, sigma_b, q0 = _float(sigma_w, sigma_b, q0)
     sw2, sb2 = sigma_w**2, sigma_b**2
 
-    def log_ratio(x):  # G(x) = ln(V(q)/q) at q = e^x; q* is its root
+    def log_ratio(x, sw2=sw2, sb2=sb2):  # G(x) = ln(V(q)/q) at q = e^x; q* is its root
         return jnp.log(sw2 * m.second_over_q(jnp.exp(x)) + sb2 * jnp.exp(-x))
+
+    def log_ratio_value(x):  # the same without derivatives in σ: the bisection needs none
+        return log_ratio(x, jax.lax.stop_gradient(sw2), jax.lax.stop_gradient(sb2))
 
     tol = 64 * jnp.finfo(q0.dtype).eps
     x0 = jnp.log(q0)
-    g0 = log_ratio(x0)
+    g0 = log_ratio_value(x0)
     up = g0 > 0  # V(q0) > q0: the iterates grow towards the next fixed point above q0
     x_min, x_max = math.log(Q_MIN), math.log(Q_MAX)
-    g_end = log_ratio(jnp.where(up, x_max, x_min))
+    g_end = log_ratio_value(jnp.where(up, x_max, x_min))
     at_q0 = jnp.abs(g0) <= tol  # q0 itself is fixed (ReLU/linear at criticality)
     diverges = ~at_q0 & up & (g_end > -tol)
     collapses = ~at_q0 & ~up & (g_end < tol)
     regular = ~(at_q0 | diverges | collapses)
-    x = bisect(log_ratio, jnp.where(up, x0, x_min), jnp.where(up, x_max, x0))
+    x = bisect(log_ratio_value, jnp.where(up, x0, x_min), jnp.where(up, x_max, x0))
     x = implicit_root(log_ratio, jnp.where(regular, x, x0))
     return jnp.where(at_q0, q0, jnp.where(diverges, jnp.inf, jnp.where(collapses, 0.0, jnp.exp(x))))
 
@@ -205,15 +208,16 @@ def check_moments(act: Activation, q) -> None:
     q = q[np.isfinite(q) & (q > 0)]
     if q.size == 0:
         return
-    fractions = np.asarray(_tail_fractions(act, jnp.asarray(np.clip(q, Q_MIN, Q_MAX))))
+    with jax.ensure_compile_time_eval():  # concrete even when called while tracing
+        fractions = np.asarray(_tail_fractions(act, jnp.asarray(np.clip(q, Q_MIN, Q_MAX))))
     bad = ~np.isfinite(fractions) | (fractions > 1e-6)
     if bad.any():
-        which = "E[φ(u)²]" if bad[:, 0].any() else "E[φ′(u)²]"
-        q_bad = q[bad.any(axis=1)][0]
+        row, col = np.argwhere(bad)[0]
+        which = ("E[φ(u)²]", "E[φ′(u)²]")[col]
         raise ValueError(
             f"`activation` {act.name!r} has no finite Gaussian moment {which} for u ~ N(0, q) at "
-            f"q={q_bad:.4g}: the integrand does not decay (the tail |u| > 8√q carries "
-            f"{np.nanmax(fractions):.3g} of it). Mean-field theory needs E[φ(u)²] < ∞."
+            f"q={q[row]:.4g}: the integrand does not decay (the tail |u| > 8√q carries a share "
+            f"{fractions[row, col]:.3g} of it). Mean-field theory needs E[φ(u)²] < ∞."
         )
 
 
@@ -279,12 +283,15 @@ def chi1(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
 def _critical_sigma_w(act: Activation, sigma_b):
     (sigma_b,) = _float(sigma_b)
 
-    def log_chi(y):
+    def log_chi(y, sigma_b=sigma_b):
         return jnp.log(_chi1(act, jnp.exp(y), sigma_b, 1.0))
 
+    def log_chi_value(y):
+        return log_chi(y, jax.lax.stop_gradient(sigma_b))
+
     y_lo, y_hi = math.log(1e-3), math.log(1e3)
-    bracketed = (log_chi(jnp.full_like(sigma_b, y_lo)) < 0) & (log_chi(jnp.full_like(sigma_b, y_hi)) > 0)
-    y = implicit_root(log_chi, bisect(log_chi, y_lo, y_hi))
+    bracketed = (log_chi_value(jnp.full_like(sigma_b, y_lo)) < 0) & (log_chi_value(jnp.full_like(sigma_b, y_hi)) > 0)
+    y = implicit_root(log_chi, bisect(log_chi_value, y_lo, y_hi))
     return jnp.where(bracketed, jnp.exp(y), jnp.nan)
 
 
@@ -311,7 +318,7 @@ def critical_sigma_w(activation, sigma_b) -> Array:
 class DepthScales(NamedTuple):
     r"""Depth scales $ξ = -1/\ln χ$: perturbations of q decay as $e^{-\ell/ξ_q}$, and
     $E\|δ^{(\ell)}\|^2$ as $e^{-(L-\ell)/ξ_∇}$. Negative values are growth lengths
-    (χ > 1), inf marks χ = 1."""
+    (χ > 1); inf marks χ = 1 to within $64\,ε$ of the float type."""
 
     q: Array
     gradient: Array
@@ -319,7 +326,8 @@ class DepthScales(NamedTuple):
 
 def _depth(chi):
     log_chi = jnp.log(chi)
-    return jnp.where(log_chi == 0, jnp.inf, -1 / jnp.where(log_chi == 0, 1, log_chi))
+    critical = jnp.abs(log_chi) <= 64 * jnp.finfo(log_chi.dtype).eps
+    return jnp.where(critical, jnp.inf, -1 / jnp.where(critical, 1, log_chi))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -25,6 +25,7 @@ References:
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -126,6 +127,11 @@ def relu_log_gain(width, depth, *, limit: bool = False) -> LogGain:
         n, L = _float(width, depth)
         return LogGain(-5 * L / (4 * n), 5 * L / (4 * n))
     n = check_positive_integer("width", width, static=True)
+    return _relu_log_gain(n, depth)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _relu_log_gain(n: int, depth) -> LogGain:
     (L,) = _float(depth)
     K = jnp.arange(1, n + 1, dtype=L.dtype)
     log_p = gammaln(n + 1.0) - gammaln(K + 1) - gammaln(n - K + 1) - n * jnp.log(2.0)
