@@ -1,0 +1,461 @@
+r"""Multi-process runs on JAX's distributed runtime: one study, many processes, one result.
+
+A run with N processes splits the samples into N contiguous blocks; process p computes
+samples $[\lfloor pS/N \rfloor, \lfloor (p+1)S/N \rfloor)$ on its local devices with
+``jaxgrad.simulate(..., sample_offset=first, devices=jax.local_devices())`` and the
+blocks are gathered with `jax.experimental.multihost_utils.process_allgather`. Because
+sample i depends on (seed, i) alone, the gathered result is bit-identical to a
+single-process run with the same seed. Process 0 (`is_writer`) writes results; the others
+write nothing.
+
+Start-up, in this order, before anything touches a device:
+
+1. `initialize` validates its arguments (no network), finds the processes from the
+   arguments, a SLURM or Open MPI allocation, or ``JAX_COORDINATOR_ADDRESS`` +
+   ``JAX_NUM_PROCESSES`` + ``JAX_PROCESS_ID``, and calls `jax.distributed.initialize`
+   with a deadline. With none of these it does nothing: a plain single-process run.
+2. `check_same_config` compares a hash of every process's configuration and raises
+   `ConfigMismatchError` on every process if they differ.
+
+Control data (configuration hashes, `broadcast_from_writer`) goes through the
+coordination service's key-value store, whose reads take a deadline; sample data goes
+through device collectives (gloo on CPU, NCCL on GPU, ICI on TPU).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import socket
+import threading
+from typing import Mapping, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from jaxgrad.engine import FIELDS, SimulationResult, lyapunov_spectrum, simulate
+
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
+_GATHER_BYTES = 256 << 20  # bytes per collective: bounds the device memory a gather needs
+_BACKSTOP_S = 30  # JAX's own init deadline is ours plus this, so ours always fires first
+
+
+class Processes(NamedTuple):
+    """Who this process is: ``process_id`` of ``num_processes``, and where that came from.
+
+    ``source`` is ``"arguments"``, ``"slurm"``, ``"openmpi"``, ``"environment"`` (the
+    ``JAX_*`` variables) or ``"single"`` (no cluster: no distributed runtime started).
+    ``coordinator`` is ``HOST:PORT``, or None where JAX derives it from the cluster.
+    """
+
+    process_id: int
+    num_processes: int
+    coordinator: str | None
+    source: str
+
+
+class ConfigMismatchError(RuntimeError):
+    """The processes of one run were started with different configurations."""
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def check_coordinator(coordinator: str) -> str:
+    """``HOST:PORT`` with PORT in 1..65535 (IPv6 hosts in brackets), or ValueError."""
+    match = _ADDRESS.match(coordinator) if isinstance(coordinator, str) else None
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"`coordinator` must be HOST:PORT with PORT in 1..65535 (e.g. 10.0.0.1:1234), "
+                         f"got coordinator={coordinator!r}")
+    return coordinator
+
+
+def _check_processes(num_processes, process_id) -> None:
+    if isinstance(num_processes, bool) or not isinstance(num_processes, (int, np.integer)) or num_processes < 1:
+        raise ValueError(f"`num_processes` must be an integer ≥ 1, got num_processes={num_processes!r}")
+    if (isinstance(process_id, bool) or not isinstance(process_id, (int, np.integer))
+            or not 0 <= process_id < num_processes):
+        raise ValueError(f"`process_id` must be an integer in 0..{num_processes - 1} "
+                         f"(num_processes={num_processes}), got process_id={process_id!r}")
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int:
+    try:
+        return int(environ[name])
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {name}={environ[name]!r}") from None
+
+
+def detect_cluster(environ: Mapping[str, str] | None = None) -> Processes | None:
+    """The processes a cluster launcher describes in `environ` (default ``os.environ``), or None.
+
+    Recognises what `jax.distributed.initialize` auto-detects: a SLURM job step
+    (``srun``: ``SLURM_JOB_ID``, ``SLURM_STEP_NODELIST``, ``SLURM_NTASKS``,
+    ``SLURM_PROCID``, ``SLURM_LOCALID``) and Open MPI (``mpirun``:
+    ``OMPI_MCA_orte_hnp_uri``, ``OMPI_COMM_WORLD_SIZE``, ``OMPI_COMM_WORLD_RANK``); JAX
+    then derives the coordinator address. Otherwise ``JAX_COORDINATOR_ADDRESS`` (read by
+    JAX) with ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (read by jaxgrad).
+    """
+    env = os.environ if environ is None else environ
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(k in env for k in slurm):
+        return Processes(_env_int(env, "SLURM_PROCID"), _env_int(env, "SLURM_NTASKS"), None, "slurm")
+    if "OMPI_MCA_orte_hnp_uri" in env:
+        return Processes(_env_int(env, "OMPI_COMM_WORLD_RANK"), _env_int(env, "OMPI_COMM_WORLD_SIZE"),
+                         None, "openmpi")
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in env]
+        if missing:
+            raise ValueError(f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']!r} is set but "
+                             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not; "
+                             "set all three, or unset it for a single-process run")
+        return Processes(_env_int(env, "JAX_PROCESS_ID"), _env_int(env, "JAX_NUM_PROCESSES"),
+                         env["JAX_COORDINATOR_ADDRESS"], "environment")
+    return None
+
+
+def resolve(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+            environ: Mapping[str, str] | None = None) -> Processes:
+    """The processes `initialize` would join, validated, without touching the network.
+
+    Arguments win over the environment; what they leave out comes from `detect_cluster`.
+    """
+    detected = detect_cluster(environ)
+    if coordinator is None and num_processes is None and process_id is None:
+        if detected is None:
+            return Processes(0, 1, None, "single")
+        processes = detected
+    else:
+        fallback = detected or Processes(0 if num_processes == 1 else None, None, None, "arguments")
+        processes = Processes(fallback.process_id if process_id is None else process_id,
+                              fallback.num_processes if num_processes is None else num_processes,
+                              fallback.coordinator if coordinator is None else coordinator,
+                              "arguments")
+        if processes.num_processes is None:
+            raise ValueError(f"`num_processes` is required with coordinator={coordinator!r} (no cluster "
+                             "detected in the environment); pass --num-processes N")
+        if processes.process_id is None:
+            raise ValueError("`process_id` is required for a multi-process run (no cluster detected in the "
+                             f"environment); pass --process-id in 0..{processes.num_processes - 1}")
+        if processes.coordinator is None and detected is None and processes.num_processes > 1:
+            raise ValueError("`coordinator` (HOST:PORT of process 0) is required for a multi-process run "
+                             "outside SLURM/Open MPI; pass --coordinator HOST:PORT")
+    _check_processes(processes.num_processes, processes.process_id)
+    if processes.coordinator is not None:
+        check_coordinator(processes.coordinator)
+    if processes.num_processes == 1:
+        return Processes(0, 1, None, "single")
+    return processes._replace(process_id=int(processes.process_id), num_processes=int(processes.num_processes))
+
+
+_started: Processes | None = None
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               *, timeout_s: float = 300.0, heartbeat_timeout_s: int = 100,
+               local_device_ids: Sequence[int] | None = None) -> Processes:
+    """Joins this process to a multi-process run, or does nothing for a single process.
+
+    Call it first, before any JAX computation (or `jax.devices()`). Arguments are
+    validated before any network use (`resolve`). The JAX runtime cannot be interrupted
+    while it waits for its peers, so it waits in a helper thread: if the coordinator is
+    unreachable or not every process arrives within `timeout_s`, `initialize` raises
+    TimeoutError, after which the process must exit (JAX's own deadline,
+    `timeout_s` + 30 s, aborts it otherwise).
+
+    Arguments:
+      coordinator: ``HOST:PORT`` of process 0 (it listens there; all others connect).
+      num_processes: how many processes take part.
+      process_id: this process, in 0..num_processes−1.
+      timeout_s: how long to wait for all processes to connect.
+      heartbeat_timeout_s: after this long without a heartbeat a process counts as dead
+        and JAX stops the others (a crash mid-run ends the run in bounded time).
+      local_device_ids: restrict this process to these local devices. Default: all of
+        them, except under SLURM/Open MPI where JAX gives each process one GPU (its local
+        rank), so launch one process per GPU there.
+
+    Returns:
+      `Processes`: this process's id, their number and where they came from.
+    """
+    global _started
+    processes = resolve(coordinator, num_processes, process_id)
+    for name, value in dict(timeout_s=timeout_s, heartbeat_timeout_s=heartbeat_timeout_s).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"`{name}` must be a positive number of seconds, got {name}={value!r}")
+    if _started is not None:
+        if processes != _started:
+            raise RuntimeError(f"jaxgrad.distributed.initialize was already called as {_started}; "
+                               f"cannot join again as {processes}")
+        return _started
+    if processes.num_processes > 1:
+        kwargs = dict(coordinator_address=processes.coordinator, num_processes=processes.num_processes,
+                      process_id=processes.process_id, local_device_ids=local_device_ids,
+                      initialization_timeout=int(math.ceil(timeout_s)) + _BACKSTOP_S,
+                      heartbeat_timeout_seconds=int(math.ceil(heartbeat_timeout_s)))
+        if processes.source in ("slurm", "openmpi"):
+            kwargs["cluster_detection_method"] = {"slurm": "slurm", "openmpi": "ompi"}[processes.source]
+        elif local_device_ids is None:
+            kwargs["cluster_detection_method"] = "deactivate"  # explicit run: all local devices
+        if jax.config.jax_cpu_collectives_implementation is None:  # older JAX: no cross-process CPU collectives
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        _join_with_deadline(kwargs, processes, timeout_s)
+        processes = processes._replace(coordinator=_jax_distributed().global_state.coordinator_address)
+    _started = processes
+    return processes
+
+
+def _join_with_deadline(kwargs: dict, processes: Processes, timeout_s: float) -> None:
+    outcome: list[BaseException] = []
+
+    def join():
+        try:
+            jax.distributed.initialize(**kwargs)
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=join, name="jaxgrad-distributed-initialize", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(_timeout_message(processes, timeout_s))
+    if outcome:
+        raise outcome[0]
+
+
+def _timeout_message(processes: Processes, timeout_s: float) -> str:
+    pid, n = processes.process_id, processes.num_processes
+    derived = _jax_distributed().global_state.coordinator_address  # set before JAX connects
+    address = processes.coordinator or derived or "the address JAX derived from the cluster"
+    if processes.source in ("slurm", "openmpi"):
+        advice = f"every one of the {n} tasks must start and run the same command"
+    else:
+        advice = (f"start all {n} processes with the same --coordinator and --num-processes {n} and distinct "
+                  f"--process-id 0..{n - 1}")
+    if pid != 0 and _ADDRESS.match(address) and not _accepts_connections(address):
+        return (f"process {pid} of {n} could not reach the coordinator at {address} within {timeout_s:g} s: "
+                f"nothing accepts connections there (is process 0 running? {advice})")
+    return (f"process {pid} of {n}: not all {n} processes joined the coordinator at {address} within "
+            f"{timeout_s:g} s ({advice})")
+
+
+def _accepts_connections(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _jax_distributed():
+    from jax._src import distributed  # the runtime's state; JAX's own checkpointing uses it too
+
+    return distributed
+
+
+def _client():
+    client = _jax_distributed().global_state.client
+    if client is None:
+        raise RuntimeError("the JAX distributed runtime is not initialised; call jaxgrad.distributed.initialize()")
+    return client
+
+
+def process_index_and_count() -> tuple[int, int]:
+    """(this process's id, number of processes).
+
+    In a distributed run this reads the runtime's state rather than asking a device
+    backend: the first backend use is itself a rendezvous of all processes.
+    """
+    state = _jax_distributed().global_state
+    if state.client is not None:
+        return state.process_id, state.num_processes
+    return jax.process_index(), jax.process_count()
+
+
+def is_writer() -> bool:
+    """True on the process that writes results (process 0; the only one in a single-process run)."""
+    return process_index_and_count()[0] == 0
+
+
+# --------------------------------------------------------------------------- control data
+
+
+def config_hash(config: Mapping) -> str:
+    """SHA-256 of the canonical JSON of `config` (sorted keys; non-JSON values by `str`)."""
+    return hashlib.sha256(_canonical(config).encode()).hexdigest()
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+def _plain(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return str(value)
+
+
+_exchanges = itertools.count()  # every process makes the same exchanges in the same order
+
+
+def _exchange(text: str | None, sources: Sequence[int], what: str, timeout_s: float) -> dict[int, str]:
+    """Posts `text` (if not None) and reads the posts of `sources`, each within the deadline."""
+    client, me = _client(), process_index_and_count()[0]
+    key = f"jaxgrad/{what}/{next(_exchanges)}/"
+    if text is not None:
+        client.key_value_set(key + str(me), text)
+    posts = {}
+    for pid in sources:
+        try:
+            posts[pid] = client.blocking_key_value_get(key + str(pid), max(1, int(timeout_s * 1000)))
+        except Exception as error:  # the runtime reports DEADLINE_EXCEEDED as a generic runtime error
+            raise TimeoutError(f"process {me}: process {pid} did not send its {what} within {timeout_s:g} s "
+                               f"(it may have failed or be running a different command); {error}") from None
+    return posts
+
+
+def check_same_config(config: Mapping, *, timeout_s: float = 120.0) -> str:
+    """Raises `ConfigMismatchError` on every process unless all were given the same `config`.
+
+    Each process posts its configuration; each compares the `config_hash` of all of
+    them. Call it before writing anything: a mismatch then leaves no partial results.
+
+    Arguments:
+      config: a JSON-able dict: the experiment's config, seed, scale, versions.
+      timeout_s: how long to wait for every process to post its configuration.
+
+    Returns:
+      The configuration hash (the same on every process).
+    """
+    digest = config_hash(config)
+    me, n = process_index_and_count()
+    if n == 1:
+        return digest
+    posts = _exchange(_canonical(config), range(n), "configuration", timeout_s)
+    digests = {pid: hashlib.sha256(text.encode()).hexdigest() for pid, text in posts.items()}
+    if len(set(digests.values())) > 1:
+        other = next(pid for pid, d in digests.items() if d != digests[me])
+        diff = _differences(json.loads(posts[me]), json.loads(posts[other]))
+        groups = {}
+        for pid, d in digests.items():
+            groups.setdefault(d[:12], []).append(pid)
+        raise ConfigMismatchError(
+            f"process {me}: the processes of this run have different configurations "
+            f"(config hash → processes: {groups}); process {me} vs process {other}: {diff}. "
+            "Every process must run the same command, apart from --process-id")
+    return digest
+
+
+def _differences(mine, theirs, prefix="") -> str:
+    out = []
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for k in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(k, "<absent>"), theirs.get(k, "<absent>")
+            if a != b:
+                out.append(_differences(a, b, f"{prefix}{k}."))
+        return "; ".join(out[:5]) + ("; …" if len(out) > 5 else "")
+    return f"{prefix[:-1] or 'config'}={mine!r} vs {theirs!r}"
+
+
+def broadcast_from_writer(value, *, timeout_s: float = 120.0):
+    """Process 0's `value` (JSON-able) on every process, e.g. which sweep points are already stored.
+
+    Decisions that change which collective computations run (resuming a sweep) must be
+    taken once, by the writer, so every process runs the same ones.
+    """
+    if process_index_and_count()[1] == 1:
+        return value
+    text = _canonical(value) if is_writer() else None
+    return json.loads(_exchange(text, [0], "decision", timeout_s)[0])
+
+
+# --------------------------------------------------------------------------- sample data
+
+
+def sample_block(samples: int, process_id: int, num_processes: int) -> tuple[int, int]:
+    """(first, count): the contiguous block of sample indices computed by `process_id`."""
+    first = samples * process_id // num_processes
+    return first, samples * (process_id + 1) // num_processes - first
+
+
+def gather_samples(arrays: Sequence[np.ndarray], samples: int) -> list[np.ndarray]:
+    """Concatenates every process's block of each array along axis 0, in process order.
+
+    This process's arrays hold the samples of its `sample_block` (more rows are
+    ignored). The bytes travel unchanged (one uint8 buffer, padded to the largest
+    block), so the result is bit-exact whatever the dtypes; the collective is
+    `process_allgather`, in pieces of at most 256 MiB.
+    """
+    from jax.experimental.multihost_utils import process_allgather
+
+    me, n = process_index_and_count()
+    per = -(-samples // n)
+    count = sample_block(samples, me, n)[1]
+    padded = [np.zeros((per, *a.shape[1:]), a.dtype) for a in arrays]
+    for pad, a in zip(padded, arrays):
+        pad[:count] = a[:count]
+    buffer = np.concatenate([np.frombuffer(p.tobytes(), np.uint8) for p in padded])
+    pieces = [process_allgather(buffer[s:s + _GATHER_BYTES]) for s in range(0, buffer.size, _GATHER_BYTES)]
+    rows = np.concatenate(pieces, axis=1) if pieces else np.zeros((n, 0), np.uint8)
+    out = []
+    offset = 0
+    for pad in padded:
+        blocks = []
+        for p in range(n):
+            block = rows[p, offset:offset + pad.nbytes].view(pad.dtype).reshape(pad.shape)
+            blocks.append(block[:sample_block(samples, p, n)[1]])
+        out.append(np.concatenate(blocks))
+        offset += pad.nbytes
+    return out
+
+
+def _local_block(samples, kwargs) -> tuple[int, int]:
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples <= 0:
+        raise ValueError(f"`samples` must be a positive integer, got samples={samples!r}")
+    taken = sorted({"devices", "sample_offset"} & set(kwargs))
+    if taken:
+        raise ValueError(f"a multi-process run chooses {' and '.join(taken)} itself (each process's block "
+                         f"on its local devices); do not pass {taken}")
+    first, count = sample_block(int(samples), *process_index_and_count())
+    return first, max(count, 1)  # a process with no samples computes one, for the shapes, and drops it
+
+
+def distributed_simulate(net, samples: int, seed: int = 0, **kwargs) -> SimulationResult:
+    """`jaxgrad.simulate` across every process of the run; identical to a single-process run.
+
+    Process p computes its `sample_block` on its local devices; the blocks are gathered
+    on every process. Keyword arguments are those of `jaxgrad.simulate` except
+    ``devices`` and ``sample_offset``. With one process this is `jaxgrad.simulate`.
+    """
+    first, count = _local_block(samples, kwargs)
+    if process_index_and_count()[1] == 1:
+        return simulate(net, samples, seed, **kwargs)
+    local = simulate(net, count, seed, sample_offset=first, devices=jax.local_devices(), **kwargs)
+    fields = [f for f in FIELDS if getattr(local, f) is not None]
+    depths = sorted(local.log_singular_values)
+    arrays = ([getattr(local, f) for f in fields] + [local.log_singular_values[d] for d in depths]
+              + [local.signal_exit_depth])
+    gathered = gather_samples(arrays, int(samples))
+    values = dict(zip(fields, gathered))
+    spectra = dict(zip(depths, gathered[len(fields):-1]))
+    nonfinite = {f: _count_nonfinite(a) for f, a in values.items()}
+    nonfinite.update({f"log_singular_values[{d}]": _count_nonfinite(a) for d, a in spectra.items()})
+    return local._replace(**values, log_singular_values=spectra, signal_exit_depth=gathered[-1],
+                          nonfinite=nonfinite, config=dict(local.config, samples=int(samples)))
+
+
+def _count_nonfinite(a: np.ndarray) -> int:
+    """Samples (rows) with any non-finite value, as `SimulationResult.nonfinite` counts them."""
+    return int((~np.isfinite(a)).any(axis=1).sum())
+
+
+def distributed_lyapunov_spectrum(net, samples: int, seed: int = 0, **kwargs) -> np.ndarray:
+    """`jaxgrad.lyapunov_spectrum` across every process; identical to a single-process run."""
+    first, count = _local_block(samples, kwargs)
+    if process_index_and_count()[1] == 1:
+        return lyapunov_spectrum(net, samples, seed, **kwargs)
+    local = lyapunov_spectrum(net, count, seed, sample_offset=first, devices=jax.local_devices(), **kwargs)
+    return gather_samples([local], int(samples))[0]
