@@ -1,0 +1,53 @@
+"""Smoke runs of the §2–§4 studies at tiny sizes: the whole protocol, figures included."""
+import numpy as np
+import pytest
+
+from experiments import backprop_chain, bound_tightness, depth_sweep, saturation, weight_norm
+from jaxgrad import results
+
+TINY = {
+    backprop_chain: backprop_chain.Config(samples=4, architectures=("tanh_d4_w16", "gelu_d8_rect")),
+    depth_sweep: depth_sweep.Config(width=8, depth=6, samples=32, histogram_depths=(3, 6)),
+    bound_tightness: bound_tightness.Config(width=8, depth=12, samples=16),
+    saturation: saturation.Config(width=8, samples=16, n_q=3, histogram_q=(0.1, 10.0)),
+    weight_norm: weight_norm.Config(widths=(4, 8), rectangular_in=4, rectangular_out=(2, 8), samples=16),
+}
+
+
+@pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
+def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
+    config = TINY[module]
+    store = results.Store.of(tmp_path, module.NAME)
+    manifest = results.run_experiment(module, config, store=store, seed=0, progress=False)
+    assert manifest["status"] == "complete"
+    figures = results.draw_figures(module, config, store=store)
+    assert figures and all((store.dir / f"{f.stem}.png").stat().st_size > 10_000 for f in figures)
+    rows = results.read_csv(store.summary)
+    assert rows and set(rows[0]) == set(rows[-1])  # tidy: one schema for every row
+    comparisons = module.comparisons(results.read_npz(store.data), config)
+    assert comparisons and all(np.isfinite(c.measured) and np.isfinite(c.predicted) for c in comparisons)
+
+
+def test_depth_sweep_theory_is_exact_where_claimed():
+    config = depth_sweep.Config.quick()
+    linear = depth_sweep.predictions(config, "linear")
+    # Newman's λ₁ at n = 64: ½(ln(2/64) + ψ(32)) ≈ −1/(2n) − 1/(8n²)·…
+    assert linear["lyapunov"] == pytest.approx(-1 / 128, rel=0.05)
+    assert depth_sweep.predictions(config, "tanh_critical")["half_log_chi1"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_saturation_order_statistic_law_matches_a_direct_draw():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(20000, 16)) * np.sqrt(5.0)
+    draws = (1 - np.tanh(z) ** 2).max(axis=1)
+    predicted = saturation.expected_max_derivative("tanh", 5.0, 16)
+    assert abs(draws.mean() - predicted) <= 4 * draws.std() / np.sqrt(draws.size)
+
+
+@pytest.mark.parametrize("module,field,value", [
+    (depth_sweep, "width", 1), (bound_tightness, "samples", 0), (saturation, "q_max", -1.0),
+    (weight_norm, "sigma_w", 0.0), (backprop_chain, "architectures", ("nope",))])
+def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
+    import dataclasses
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(module.Config.quick(), **{field: value})
