@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from scipy import integrate, special, stats
+from scipy import integrate, stats
 
 from jaxgrad import quadrature, theory
 from jaxgrad.theory import mean_field
@@ -351,6 +351,19 @@ def test_relu_log_gain_approaches_its_log_normal_limit():
             # the limit is first order in 1/n: the relative gap shrinks like 1/n
             assert abs(float(exact.mean) / float(limit.mean) - 1) < 4 / n
             assert abs(float(exact.variance) / float(limit.variance) - 1) < 4 / n
+
+
+def test_mean_field_log_gain_recovers_the_exact_first_order_terms():
+    # η = 3μ₂/μ₁² − 1 is 2 for linear and 5 for ReLU: the O(1/n) terms of the exact laws.
+    with x64(True):
+        relu = theory.mean_field_log_gain("relu", math.sqrt(2), 0.0, 128, 10)
+        limit = theory.relu_log_gain(128, 10, limit=True)
+        assert float(relu.mean) == pytest.approx(float(limit.mean), rel=1e-12)
+        assert float(relu.variance) == pytest.approx(float(limit.variance), rel=1e-12)
+        n = 1e5
+        linear, exact = theory.mean_field_log_gain("linear", 1.3, 0.0, n, 10), theory.gaussian_log_gain(n, 10, 1.3)
+        assert float(linear.mean) == pytest.approx(float(exact.mean), abs=10 / n**2)
+        assert float(linear.variance) == pytest.approx(float(exact.variance), rel=2 / n)
 
 
 @pytest.mark.parametrize("L", [1, 2, 3, 5])

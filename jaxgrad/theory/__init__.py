@@ -2,7 +2,8 @@ r"""Closed-form predictions for products of layer Jacobians, each with its citat
 
 Mean field (`jaxgrad.theory.mean_field`): the length map and its fixed point
 `q_star`, the gradient factor `chi1`, the order/chaos boundary `critical_sigma_w`,
-`depth_scales` and the transient `signal_propagation`.
+`depth_scales`, the transient `signal_propagation` and the typical (log) gain
+`mean_field_log_gain`.
 
 Random matrices (`jaxgrad.theory.random_matrix`): exact laws of $\ln\|J_L\cdots J_1 u\|$
 for Gaussian linear (`gaussian_log_gain`, `gaussian_lyapunov_spectrum`) and He-ReLU
@@ -14,14 +15,14 @@ spread of the singular values of $J$ at large width, Gaussian vs orthogonal weig
 The library never imports the engine; tests put each prediction beside
 `jaxgrad.simulate` (tests/test_theory_mc.py).
 """
+from jaxgrad.theory.moments import GaussianMoments, gaussian_moments
 from jaxgrad.theory.mean_field import (
     DepthScales,
-    GaussianMoments,
     Propagation,
     chi1,
     critical_sigma_w,
     depth_scales,
-    gaussian_moments,
+    mean_field_log_gain,
     q_star,
     signal_propagation,
 )

@@ -26,12 +26,12 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 
 from jaxgrad.activations import Activation
 from jaxgrad.layers import WEIGHT_SCHEMES
 from jaxgrad.theory._checks import check_positive_integer
-from jaxgrad.theory.mean_field import _clip_q, _float, _q_star, _resolve, check_moments, gaussian_moments
+from jaxgrad.theory.mean_field import _clip_q, _float, _q_star, _resolve, check_moments
+from jaxgrad.theory.moments import gaussian_moments
 
 Array = jax.Array
 # Square layers: the factor turning each scheme's gain σ_w into the entries' σ_w·√n.

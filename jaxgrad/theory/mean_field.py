@@ -31,95 +31,16 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import erf, erfc
 
-from jaxgrad.activations import ACTIVATIONS, Activation, derivative, get_activation
-from jaxgrad.quadrature import gaussian_expectation, tail_fraction
+from jaxgrad.activations import Activation, derivative, get_activation
+from jaxgrad.quadrature import tail_fraction
 from jaxgrad.theory._checks import check_nonnegative, check_positive, check_positive_integer, concrete
+from jaxgrad.theory.moments import gaussian_moments
+from jaxgrad.theory.random_matrix import LogGain
 
 Array = jax.Array
 Q_MIN, Q_MAX = 1e-20, 1e20  # the solvers' range of q; q* outside it is reported as 0 or inf
 BISECTIONS = 64  # halves a bracket of width 92 (in ln q) below float64 resolution
-
-
-class GaussianMoments(NamedTuple):
-    r"""Gaussian expectations of φ at pre-activation variance q (functions of q).
-
-    ``second``: $E[φ(\sqrt q z)^2]$; ``second_over_q``: the same divided by q, computed
-    stably as q → 0; ``slope2``, ``slope4``: $E[φ′(\sqrt q z)^2]$, $E[φ′(\sqrt q z)^4]$.
-    ``exact`` is True for closed forms, False for quadrature.
-    """
-
-    second: Callable[[Array], Array]
-    second_over_q: Callable[[Array], Array]
-    slope2: Callable[[Array], Array]
-    slope4: Callable[[Array], Array]
-    exact: bool
-
-
-def _piecewise_linear(a: float) -> GaussianMoments:
-    """φ(u) = max(u, a u): φ² averages to (1 + a²) q/2, φ′² to (1 + a²)/2."""
-    c2, c4 = (1 + a * a) / 2, (1 + a**4) / 2
-    return GaussianMoments(
-        lambda q: c2 * q, lambda q: c2 + 0 * q, lambda q: c2 + 0 * q, lambda q: c4 + 0 * q, True
-    )
-
-
-def _erf_second(q):
-    return 2 / jnp.pi * jnp.arcsin(2 * q / (1 + 2 * q))
-
-
-ERF = GaussianMoments(  # Williams 1997: E[erf(√q z)²] = (2/π) arcsin(2q/(1 + 2q))
-    _erf_second,
-    lambda q: _erf_second(q) / q,
-    lambda q: 4 / (jnp.pi * jnp.sqrt(1 + 4 * q)),  # φ′ = (2/√π) e^{-u²}
-    lambda q: 16 / (jnp.pi**2 * jnp.sqrt(1 + 8 * q)),
-    True,
-)
-
-
-def _hard_tanh_second(q):  # E[min(u², 1)], u ~ N(0, q); c = 1/√(2q)
-    c = 1 / jnp.sqrt(2 * q)
-    return q * (erf(c) - 2 / jnp.sqrt(jnp.pi) * c * jnp.exp(-c * c)) + erfc(c)
-
-
-HARD_TANH = GaussianMoments(
-    _hard_tanh_second,
-    lambda q: _hard_tanh_second(q) / q,
-    lambda q: erf(1 / jnp.sqrt(2 * q)),  # P(|u| < 1)
-    lambda q: erf(1 / jnp.sqrt(2 * q)),
-    True,
-)
-
-CLOSED_FORMS = {
-    ACTIVATIONS["linear"].fn: _piecewise_linear(1.0),
-    ACTIVATIONS["relu"].fn: _piecewise_linear(0.0),
-    ACTIVATIONS["leaky_relu"].fn: _piecewise_linear(0.01),
-    ACTIVATIONS["erf"].fn: ERF,
-    ACTIVATIONS["hard_tanh"].fn: HARD_TANH,
-}
-
-
-@functools.lru_cache(maxsize=256)
-def gaussian_moments(activation: str | Callable | Activation) -> GaussianMoments:
-    """The `GaussianMoments` of an activation: a closed form for the built-ins that
-    have one (matched by function, not name), quadrature with φ′ by autodiff otherwise."""
-    act = get_activation(activation)
-    if act.fn in CLOSED_FORMS:
-        return CLOSED_FORMS[act.fn]
-    phi, phi_prime = act.fn, derivative(act.fn)
-
-    def second_over_q(q):
-        s = jnp.sqrt(q)[..., None]
-        return gaussian_expectation(lambda z: (phi(s * z) / s) ** 2, jnp.ones_like(q))
-
-    return GaussianMoments(
-        lambda q: gaussian_expectation(lambda u: phi(u) ** 2, q),
-        second_over_q,
-        lambda q: gaussian_expectation(lambda u: phi_prime(u) ** 2, q),
-        lambda q: gaussian_expectation(lambda u: phi_prime(u) ** 4, q),
-        False,
-    )
 
 
 def _float(*values):
@@ -405,3 +326,45 @@ def signal_propagation(activation, sigma_w, sigma_b, q0, depth: int) -> Propagat
     depth = check_positive_integer("depth", depth, static=True)
     check_moments(act, q0)
     return _propagate(act, sigma_w, sigma_b, q0, depth)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _log_gain(act: Activation, sigma_w, sigma_b, width, depth):
+    m = gaussian_moments(act)
+    q = _clip_q(_q_star(act, sigma_w, sigma_b, 1.0))
+    sigma_w, q, n, L = _float(sigma_w, q, width, depth)
+    mu1, mu2 = m.slope2(q), m.slope4(q)
+    eta = 3 * mu2 / mu1**2 - 1
+    return LogGain(L * (jnp.log(sigma_w**2 * mu1) - eta / (2 * n)) / 2, L * eta / (4 * n))
+
+
+def mean_field_log_gain(activation, sigma_w, sigma_b, width, depth):
+    r"""Mean and variance of $\ln\|J_L\cdots J_1 u\|$ at the fixed point, to first order in 1/n.
+
+    Mean field gives the mean *square* gain, $E\|J u\|^2 = χ_1^L$; the typical gain is
+    smaller. With the signal at q*, one layer multiplies $\|v\|^2$ by
+    $\tfrac{σ_w^2}{n}\sum_i φ′(z_i)^2 g_i^2$ (g_i independent standard normals), a mean of n
+    independent terms with relative variance $η/n$, $η = 3μ_2/μ_1^2 - 1$,
+    $μ_k = E[φ′(\sqrt{q^*}z)^{2k}]$. By the delta method, per layer
+    $E\ln\|\cdot\|^2 = \ln χ_1 - η/(2n)$ and $\mathrm{Var} = η/n$, so
+
+    $$E\ln\|J u\| = \tfrac L2\left(\ln χ_1 - \tfrac{η}{2n}\right), \qquad \mathrm{Var} = \tfrac{Lη}{4n}.$$
+
+    Linear (η = 2) and He-ReLU (η = 5) recover the O(1/n) terms of `gaussian_log_gain` and
+    of Hanin & Nica's log-normal limit (`relu_log_gain(limit=True)`), which are exact at
+    this order. For φ′ that depends on |z| (tanh) it omits terms of the same order: the
+    fluctuations of $\|h^{(\ell)}\|^2/n$ about q* and the overlap of u with $h^{(\ell)}$
+    (tests/test_theory_mc.py measures them at about $0.4 L/n$ in the mean).
+
+    Arguments:
+      activation, sigma_w, sigma_b: as in `chi1`.
+      width, depth: n and L, positive integers (arrays broadcast).
+
+    Returns:
+      `LogGain(mean, variance)` of the natural log of the norm.
+    """
+    act = _resolve(activation, sigma_w, sigma_b)
+    check_positive_integer("width", width)
+    check_positive_integer("depth", depth)
+    check_moments(act, 1.0)
+    return _log_gain(act, sigma_w, sigma_b, width, depth)
