@@ -1,0 +1,113 @@
+"""Smoke runs of the §3/§5 studies (phase diagram, dynamical isometry, finite width, Lyapunov) at tiny sizes."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from experiments import dynamical_isometry, finite_width, lyapunov, phase_diagram
+from jaxgrad import results, theory
+
+# Each distinct network compiles once (seconds on a CPU), so every tiny config builds two.
+TINY = {
+    phase_diagram: phase_diagram.Config(sigma_w=(0.8, 1.6), sigma_b=(0.3,), width=8, depth=8, fit_start=3,
+                                        samples=16, theory_points=9),
+    dynamical_isometry: dynamical_isometry.Config(width=8, depths=(1, 3), samples=8, activations=("linear",)),
+    finite_width: finite_width.Config(widths=(4,), mixed_widths=(), depth=4, density_depths=(2, 4), samples=64,
+                                      grid_points=101),
+    lyapunov: lyapunov.Config(linear_widths=(4,), linear_depth=8, linear_samples=16, tanh_width=4, tanh_depth=8,
+                              tanh_samples=16, tanh_sigma_w=(1.0,)),
+}
+
+
+@pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
+def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
+    config = TINY[module]
+    store = results.Store.of(tmp_path, module.NAME)
+    manifest = results.run_experiment(module, config, store=store, seed=0, progress=False)
+    assert manifest["status"] == "complete"
+    figures = results.draw_figures(module, config, store=store)
+    assert figures and all((store.dir / f"{f.stem}.png").stat().st_size > 10_000 for f in figures)
+    rows = results.read_csv(store.summary)
+    assert rows and set(rows[0]) == set(rows[-1])  # tidy: one schema for every row
+    data = results.read_npz(store.data)
+    comparisons = module.comparisons(data, config)
+    assert comparisons and all(np.isfinite(c.measured) and np.isfinite(c.predicted) and c.tolerance > 0
+                               for c in comparisons)
+    SHAPES[module](config, data)
+
+
+def _phase_diagram_shapes(config, data):
+    shape = (len(config.sigma_b), len(config.sigma_w))
+    for key in ("grid_slope", "grid_rate_ms", "grid_predicted_rate", "grid_correction", "grid_compile_seconds"):
+        assert data[key].shape == shape and np.all(np.isfinite(data[key])), key
+    assert data["mean_log_backward_gain"].shape == shape + (config.depth,)
+    assert np.all(data["grid_correction"] < 0)  # Jensen: E ln sits below ½ ln E
+
+
+def _dynamical_isometry_shapes(config, data):
+    for w in dynamical_isometry.WEIGHTS:
+        log10_sv = data[f"log10_sv_linear_{w}"]
+        assert log10_sv.shape == (config.samples, len(config.depths), config.width) and np.all(np.isfinite(log10_sv))
+    assert np.allclose(data["log10_sv_linear_orthogonal"], 0.0, atol=1e-5)  # σ_w = 1: every σ_i = 1
+
+
+def _finite_width_shapes(config, data):
+    for d in config.density_depths:
+        density = data[f"net0_L{d}_density"]
+        assert density.shape == (config.grid_points,) and np.all(np.isfinite(density)) and density.min() >= 0
+    assert data["net0_variance"].shape == (config.depth,) and np.all(np.isfinite(data["net0_variance"]))
+
+
+def _lyapunov_shapes(config, data):
+    n = config.linear_widths[0]
+    assert data[f"gaussian_{n}_mean"].shape == (n,) and np.all(np.diff(data[f"gaussian_{n}_mean"]) <= 0)
+    assert data["tanh_spectra"].shape == (len(config.tanh_sigma_w), config.tanh_width)
+    assert np.all(np.isfinite(data["tanh_top"]))
+
+
+SHAPES = {phase_diagram: _phase_diagram_shapes, dynamical_isometry: _dynamical_isometry_shapes,
+          finite_width: _finite_width_shapes, lyapunov: _lyapunov_shapes}
+
+
+def test_exact_relu_density_reproduces_the_theory_moments():
+    widths = np.full(9, 8)  # n = 8, L = 8: far from log-normal
+    law = theory.relu_log_gain(8, 8)
+    mean, sd = float(law.mean), math.sqrt(float(law.variance))
+    x = np.linspace(mean - 10 * sd, mean + 7 * sd, 1201)
+    f = finite_width.relu_log_gain_density(widths, x)
+    dx = x[1] - x[0]
+    assert f.sum() * dx == pytest.approx(1.0, abs=1e-5)
+    assert (x * f).sum() * dx == pytest.approx(mean, abs=1e-4)
+    assert ((x - mean) ** 2 * f).sum() * dx == pytest.approx(float(law.variance), rel=1e-4)
+
+
+def test_exact_moments_of_mixed_widths_add_layer_by_layer():
+    mean, var, mean_limit, var_limit = finite_width.exact_moments(np.array([16, 16, 4, 4]))
+    per = {n: theory.relu_log_gain(n, 1) for n in (16, 4)}
+    assert var[-1] == pytest.approx(float(per[16].variance) + 2 * float(per[4].variance), rel=1e-6)
+    # the 16 → 4 layer draws W with variance 2/16 but masks 4 units: ½ ln(4/16) on top of the square law
+    assert mean[-1] == pytest.approx(float(per[16].mean) + 2 * float(per[4].mean) + 0.5 * math.log(4 / 16), rel=1e-6)
+    assert var_limit[-1] == pytest.approx(1.25 * (1 / 16 + 2 / 4))
+
+
+def test_sorting_bias_pushes_the_top_exponent_up_and_sums_to_zero():
+    bias = lyapunov.sorting_bias(16, 8)
+    assert bias[0] == bias.max() > 0 > bias.min()
+    assert abs(bias.sum()) < 1e-10  # sorting permutes each draw: the sum is invariant
+    assert abs(lyapunov.sorting_bias(16, 4096)[0]) < abs(bias[0]) / 5
+
+
+@pytest.mark.parametrize("module,field,value", [
+    (phase_diagram, "fit_start", 1), (phase_diagram, "sigma_w", (1.0, 0.5)), (dynamical_isometry, "depths", (4, 2)),
+    (dynamical_isometry, "activations", ("gelu",)), (finite_width, "mixed_widths", (8,)),
+    (finite_width, "density_depths", (999,)), (lyapunov, "tanh_sigma_b", 0.0), (lyapunov, "linear_depth", 1)])
+def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(module.Config.quick(), **{field: value})
+
+
+@pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
+def test_presets_are_valid_and_full_is_larger(module):
+    quick, full = module.Config.quick(), module.Config.full()
+    assert quick != full and len(module.points(full)) >= len(module.points(quick))
