@@ -387,7 +387,7 @@ def gather_samples(arrays: Sequence[np.ndarray], samples: int) -> list[np.ndarra
     This process's arrays hold the samples of its `sample_block` (more rows are
     ignored). The bytes travel unchanged (one uint8 buffer, padded to the largest
     block), so the result is bit-exact whatever the dtypes; the collective is
-    `process_allgather`, in pieces of at most 256 MiB.
+    `process_allgather`, in pieces whose gathered size is at most 256 MiB.
     """
     from jax.experimental.multihost_utils import process_allgather
 
@@ -398,7 +398,8 @@ def gather_samples(arrays: Sequence[np.ndarray], samples: int) -> list[np.ndarra
     for pad, a in zip(padded, arrays):
         pad[:count] = a[:count]
     buffer = np.concatenate([np.frombuffer(p.tobytes(), np.uint8) for p in padded])
-    pieces = [process_allgather(buffer[s:s + _GATHER_BYTES]) for s in range(0, buffer.size, _GATHER_BYTES)]
+    step = max(1, _GATHER_BYTES // n)  # each collective's output, n pieces, stays within _GATHER_BYTES
+    pieces = [process_allgather(buffer[s:s + step]) for s in range(0, buffer.size, step)]
     rows = np.concatenate(pieces, axis=1) if pieces else np.zeros((n, 0), np.uint8)
     out = []
     offset = 0

@@ -263,7 +263,9 @@ def test_sample_blocks_are_contiguous_balanced_and_cover_every_sample(samples, n
     assert max(n for _, n in blocks) - min(n for _, n in blocks) <= 1
 
 
-def test_gather_keeps_every_dtype_and_shape_bit_for_bit_in_one_process():
+@pytest.mark.parametrize("piece_bytes", [7, 256 << 20])  # many collectives, or one
+def test_gather_keeps_every_dtype_and_shape_bit_for_bit_in_one_process(monkeypatch, piece_bytes):
+    monkeypatch.setattr(distributed, "_GATHER_BYTES", piece_bytes)
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 2, 3)),
               np.arange(5, dtype=np.int32), np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)]
