@@ -36,7 +36,7 @@ on the widths only through β = Σ1/n_ℓ, but at finite width each narrow layer
 instead of 5/(4n), so variance against β bends upwards where the narrow block starts.
 
 Run: ``jaxgrad run finite_width`` (quick: widths 8, 16, 32 and a 32→8 network, depth 32,
-2048 samples; about 40 s on 2 CPU cores, mostly compilation); ``--scale full``: widths 16–1024,
+2048 samples; 20–25 s on 2 CPU cores, mostly compilation); ``--scale full``: widths 16–1024,
 depth 256, 8192 samples (an accelerator).
 
 References: B. Hanin, M. Nica, "Products of many large random matrices and gradients in deep

@@ -30,7 +30,7 @@ by the QR method (Benettin et al. 1980), $J_\ell Q_{\ell-1} = Q_\ell R_\ell$, $�
    λ₁ agrees with ½ ln χ₁ − r/(4n) within a few 10⁻³ at n = 32.
 
 Run: ``jaxgrad run lyapunov`` (quick: Gaussian widths 8 and 32 at depth 256, tanh width 32 at
-depth 64 for 5 values of σ_w; about 40 s on 2 CPU cores, mostly compilation);
+depth 64 for 5 values of σ_w; about 30 s on 2 CPU cores, mostly compilation);
 ``--scale full``: widths 64 and 256 at depth 1024, tanh width 256 for 13 σ_w (an accelerator).
 
 References: C. M. Newman, Commun. Math. Phys. 103 (1986); G. Benettin et al., Meccanica 15
