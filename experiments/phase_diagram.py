@@ -27,16 +27,16 @@ The mean-square rate has no Jensen gap; what is left is an O(1/n) bias of $E\|J_
 itself (the component of $W_\ell$ along $h^{(\ell-1)}$, the fluctuation of the empirical q). We
 allow 1/(2n) for it, explicitly, in every tolerance; measured with 2048 samples at
 (σ_w, σ_b) ∈ {(1, 0.3), (2, 0.3), (2, 0), (3, 0)} it is −0.011 to −0.016 at n = 8, −0.003 to −0.010 at
-n = 16 and −0.001 to −0.003 at n = 64 (about −0.15/n), and the E ln slope minus
+n = 16 and −0.001 to −0.003 at n = 64 (−0.1/n to −0.2/n), and the E ln slope minus
 (½ ln χ − r/(4n)) is within the same 1/(2n) (−0.017 to −0.055 at n = 8, ≤ 0.004 at n = 64).
 Predictions follow the mean-field transient (`theory.signal_propagation`) over the fit
 window, which equals ½ ln χ₁ once q has reached q*; near (σ_w, σ_b) = (1, 0) q → 0
 algebraically and the window rate is below ½ ln χ₁ = 0.
 
 Compilation. Each (σ_w, σ_b) builds a new program (the layer closes over σ as Python floats)
-and XLA's CPU compile of the vmapped scan with its threefry weight draws takes 2–10 s (2 s on
-an idle core, 5–10 s on a shared 2-core machine), far more than the run; ``compile_seconds``
-records it per point and the quick grid is 5 × 3.
+and XLA's CPU compile of the vmapped scan with its threefry weight draws takes 2–5 s per point
+on a shared 2-core machine (measured: ``compile_seconds`` in summary.csv), about 90 % of each
+point's wall time; the quick grid is therefore 5 × 3.
 
 Run: ``jaxgrad run phase_diagram`` (quick: 15 points at width 32, depth 24, 256 samples;
 about 1 minute on 2 CPU cores, nearly all compilation); ``--scale full``: 26 × 11 points at
