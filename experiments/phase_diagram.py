@@ -34,7 +34,7 @@ window, which equals ½ ln χ₁ once q has reached q*; near (σ_w, σ_b) = (1, 
 algebraically and the window rate is below ½ ln χ₁ = 0.
 
 Compilation. Each (σ_w, σ_b) builds a new program (the layer closes over σ as Python floats)
-and XLA's CPU compile of the vmapped scan with its threefry weight draws takes 2–5 s per point
+and XLA's CPU compile of the vmapped scan with its threefry weight draws takes 1–5 s per point
 on a shared 2-core machine (measured: ``compile_seconds`` in summary.csv), about 90 % of each
 point's wall time; the quick grid is therefore 5 × 3.
 
