@@ -22,7 +22,8 @@ by the QR method (Benettin et al. 1980), $J_\ell Q_{\ell-1} = Q_\ell R_\ell$, $�
 2. ``tanh_top_exponent``: tanh layers (σ_b fixed, signal started at q*) across σ_w, top
    exponent against mean field. At infinite width λ₁ = ½ ln χ₁ (Poole et al. 2016;
    Schoenholz et al. 2017). Finite width changes three things: (i) λ₁ is a typical
-   (E ln) rate, so it sits Jensen's gap r/(4n) below ½ ln χ₁, r = 3μ₂/μ₁² − 1 (Gaussian linear:
+   (E ln) rate, so it sits Jensen's gap r/(4n) below ½ ln χ₁, r = 3μ₂/μ₁² − 1
+   (`theory.mean_field_log_gain`; Gaussian linear:
    r = 2 and λ₁ = −1/(2n) + O(n⁻²), as Newman's formula gives); the measured λ₁ = 0 therefore
    lies on the chaotic side of χ₁ = 1; (ii) there are n exponents, not one, spread below λ₁
    (panel b); (iii) an O(1/n) bias of the mean squared gain itself, allowed for as 1/(2n) in
@@ -135,14 +136,12 @@ def sorting_bias(width: int, depth: int, draws: int = SORTING_DRAWS) -> np.ndarr
 
 
 def _mean_field_top(config: Config, sigma_w) -> tuple[np.ndarray, np.ndarray]:
-    """½ ln χ₁ and the finite-width typical rate ½ ln χ₁ − r/(4n), r = 3μ₂/μ₁² − 1 at q*."""
+    """½ ln χ₁ and the finite-width typical rate ½ ln χ₁ − r/(4n) at q* (`theory.mean_field_log_gain`, L = 1)."""
     sigma_w = np.asarray(sigma_w, np.float64)
     sigma_b = np.full_like(sigma_w, config.tanh_sigma_b)
     half = 0.5 * np.log(np.asarray(theory.chi1("tanh", sigma_w, sigma_b), np.float64))
-    q = np.clip(np.asarray(theory.q_star("tanh", sigma_w, sigma_b), np.float64), 1e-20, 1e20)
-    moments = theory.gaussian_moments("tanh")
-    r = 3 * np.asarray(moments.slope4(q), np.float64) / np.asarray(moments.slope2(q), np.float64) ** 2 - 1
-    return half, half - r / (4 * config.tanh_width)
+    typical = np.asarray(theory.mean_field_log_gain("tanh", sigma_w, sigma_b, config.tanh_width, 1).mean, np.float64)
+    return half, typical
 
 
 def summarize(config: Config, results):
@@ -201,8 +200,9 @@ def comparisons(data, config: Config) -> list[Comparison]:
     bias = 0.5 / config.tanh_width
     k = int(np.argmax(np.abs(top - typical) / (4 * se + bias)))
     out.append(Comparison(
-        f"tanh n = {config.tanh_width}, σ_b = {config.tanh_sigma_b:g}: top exponent λ₁ vs ½ ln χ₁ − r/(4n) (mean field "
-        f"with the finite-width Jensen gap), worst of {top.size} σ_w, at σ_w = {data['tanh_sigma_w'][k]:g} "
+        f"tanh n = {config.tanh_width}, σ_b = {config.tanh_sigma_b:g}: top exponent λ₁ vs ½ ln χ₁ − r/(4n) "
+        f"(theory.mean_field_log_gain: mean field with the finite-width Jensen gap), worst of {top.size} σ_w, "
+        f"at σ_w = {data['tanh_sigma_w'][k]:g} "
         f"(tolerance 4 SE + O(1/n) allowance 1/(2n) = {bias:.3f}, which also covers the sort's bias)",
         float(top[k]), float(typical[k]), float(4 * se[k] + bias)))
     return out

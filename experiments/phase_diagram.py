@@ -193,12 +193,11 @@ def _mean_field(config: Config) -> dict:
     all_w = np.concatenate([w.ravel() for w, _ in parts])
     all_b = np.concatenate([b.ravel() for _, b in parts])
     chi = np.asarray(theory.chi1("tanh", all_w, all_b), np.float64)
-    q_slices = np.asarray(theory.q_star("tanh", slice_w.ravel(), slice_b.ravel()), np.float64)
     moments = theory.gaussian_moments("tanh")
-    q_all = np.clip(np.concatenate([np.ravel(q_window), q_slices]), 1e-20, 1e20)
-    r_all = 3 * np.asarray(moments.slope4(q_all), np.float64) / np.asarray(moments.slope2(q_all), np.float64) ** 2 - 1
-    r_window = r_all[:np.size(q_window)].reshape(len(sb), len(sw), ell.size)
-    r_slices = r_all[np.size(q_window):].reshape(slice_w.shape)
+    q_window = np.clip(np.asarray(q_window), 1e-20, 1e20)  # η = 3μ₂/μ₁² − 1 along the transient
+    r_window = (3 * np.asarray(moments.slope4(q_window), np.float64)
+                / np.asarray(moments.slope2(q_window), np.float64) ** 2 - 1).reshape(len(sb), len(sw), ell.size)
+    slice_typical = np.asarray(theory.mean_field_log_gain("tanh", slice_w, slice_b, config.width, 1).mean, np.float64)
     critical = np.asarray(theory.critical_sigma_w("tanh", np.concatenate([sb, sb_fine])), np.float64)
     sizes = np.cumsum([w.size for w, _ in parts])
     half = 0.5 * np.log(chi)
@@ -213,7 +212,7 @@ def _mean_field(config: Config) -> dict:
         theory_half_log_chi1=half[sizes[0]:sizes[1]].reshape(fine_w.shape),
         theory_critical_sigma_w=critical[sb.size:],
         slice_half_log_chi1=half[sizes[1]:].reshape(slice_w.shape),
-        slice_e_log=half[sizes[1]:].reshape(slice_w.shape) - r_slices / (4 * config.width))
+        slice_e_log=slice_typical)
 
 
 def _zero_crossing(x, y):
