@@ -41,14 +41,22 @@ def test_quadrature_moments_of_z(rule):
         assert float(quadrature.gaussian_expectation(lambda u: u**2, 3.7, rule=rule)) == pytest.approx(3.7, rel=1e-13)
 
 
-@pytest.mark.parametrize("q", [1e-4, 0.3, 1.0, 10.0, 100.0, 1e4])
-def test_quadrature_tanh_against_adaptive_integration(q):
-    dtanh = lambda u: 1 - np.tanh(u) ** 2  # noqa: E731
+NUMPY_INTEGRANDS = {  # name: (JAX, NumPy) versions of the same integrand
+    "tanh′": (lambda u: 1 - jnp.tanh(u) ** 2, lambda u: 1 - np.tanh(u) ** 2),
+    "tanh²": (lambda u: jnp.tanh(u) ** 2, lambda u: np.tanh(u) ** 2),
+    "sigmoid²": (lambda u: jax.nn.sigmoid(u) ** 2, lambda u: (0.5 + 0.5 * math.tanh(u / 2)) ** 2),
+    "gelu²": (lambda u: jax.nn.gelu(u, approximate=False) ** 2,
+              lambda u: (u * 0.5 * (1 + math.erf(u / math.sqrt(2)))) ** 2),
+}
+
+
+@pytest.mark.parametrize("name", list(NUMPY_INTEGRANDS))
+def test_quadrature_against_adaptive_integration(name):
+    jax_f, numpy_f = NUMPY_INTEGRANDS[name]
+    qs = np.array([1e-4, 0.3, 1.0, 10.0, 100.0, 1e4])
     with x64(True):
-        got = quadrature.gaussian_expectation(lambda u: 1 - jnp.tanh(u) ** 2, q)
-        got2 = quadrature.gaussian_expectation(lambda u: jnp.tanh(u) ** 2, q)
-    assert float(got) == pytest.approx(normal_expectation(dtanh, q), rel=1e-9)
-    assert float(got2) == pytest.approx(normal_expectation(lambda u: np.tanh(u) ** 2, q), rel=1e-9)
+        got = np.asarray(quadrature.gaussian_expectation(jax_f, jnp.asarray(qs)))
+    np.testing.assert_allclose(got, [normal_expectation(numpy_f, q) for q in qs], rtol=1e-12)
 
 
 def test_gauss_hermite_is_not_enough_for_wide_tanh():

@@ -163,8 +163,8 @@ def q_star(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
       * q* = 0 when the iterates collapse, e.g. tanh or erf with σ_b = 0 and
         $σ_w φ′(0) \le 1$ (tanh: σ_w ≤ 1; at σ_w = 1 the approach is algebraic,
         $q^{(\ell)} \approx 1/(2\ell)$), and ReLU with σ_b = 0, σ_w² < 2.
-      * q* = inf when they diverge: ReLU/linear above criticality with σ_b > 0 (ReLU:
-        σ_w² > 2; with σ_b > 0 and σ_w² < 2, $q^* = σ_b^2/(1 - σ_w^2/2)$).
+      * q* = inf when they diverge: ReLU/linear above criticality (ReLU: σ_w² > 2; below
+        it, with σ_b > 0, $q^* = σ_b^2/(1 - σ_w^2/2)$ is finite).
       * q* = q0 when every q is fixed: homogeneous φ with σ_b = 0 at criticality
         (ReLU σ_w² = 2, linear σ_w = 1). "Equal" means $|\ln(V(q)/q)| \le 64\,ε$.
 
