@@ -28,3 +28,4 @@ from jaxgrad.spectral import (
 
 __version__ = "0.1.0"
 from jaxgrad.engine import SimulationResult, lyapunov_spectrum, sample_keys, simulate
+from jaxgrad import quadrature, theory
