@@ -8,7 +8,7 @@ One directory per experiment, ``<root>/<name>/``:
 | ``summary.csv`` | tidy table, one row per measured point | yes |
 | ``comparisons.csv`` | measured against predicted, with the tolerance used | yes |
 | ``<stem>.png``, ``<stem>.pdf`` | figures | yes |
-| ``data.npz`` | the arrays ``plot`` reads | no (``*.npz``) |
+| ``data.npz`` | the arrays ``plot`` reads (small), so ``jaxgrad figures`` works on a fresh clone | yes |
 | ``points/<point id>.npz`` | one finished sweep point each | no |
 
 Every file is written by `atomic_write` (temp file in the same directory, fsync,
@@ -248,7 +248,9 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
 
     Points already stored under the same config and seed are loaded, not recomputed,
     unless `force`. The manifest says ``running`` while it runs, then ``complete``,
-    ``interrupted`` (Ctrl-C, kill) or ``failed``.
+    ``interrupted`` (Ctrl-C) or ``failed`` (a kill leaves ``running``). When resuming,
+    ``started`` is the first attempt's, ``wall_seconds`` the total over all attempts
+    and ``attempts`` counts them; ``points`` says what this attempt computed.
 
     Returns:
       The final manifest.
@@ -261,12 +263,14 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
         shutil.rmtree(store.points, ignore_errors=True)  # stale or unwanted: start over
     store.points.mkdir(parents=True, exist_ok=True)
 
-    start = time.monotonic()
+    start, resuming = time.monotonic(), same and not force
+    earlier = float(previous.get("wall_seconds") or 0.0) if resuming else 0.0  # time spent on stored points
     manifest = dict(experiment=experiment.NAME, section=experiment.SECTION, title=experiment.TITLE,
                     scale=scale, overrides=list(overrides), **identity, **environment(),
                     command=command,
-                    started=_now(), finished=None, wall_seconds=None, status="running",
-                    points=dict(total=len(pairs), computed=0, resumed=0),
+                    started=previous.get("started") if resuming else _now(), finished=None,
+                    wall_seconds=None, attempts=previous.get("attempts", 1) + 1 if resuming else 1,
+                    status="running", points=dict(total=len(pairs), computed=0, resumed=0),
                     figures=previous.get("figures", []) if same else [])
     write_json(store.manifest, manifest)
     try:
@@ -294,7 +298,7 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
         manifest["error"] = f"{type(error).__name__}: {error}"
         raise
     finally:
-        manifest.update(finished=_now(), wall_seconds=round(time.monotonic() - start, 3))
+        manifest.update(finished=_now(), wall_seconds=round(earlier + time.monotonic() - start, 3))
         write_json(store.manifest, manifest)
     return manifest
 

@@ -144,7 +144,7 @@ def test_a_run_writes_manifest_summary_comparisons_and_points(fake, tmp_path):
 
 
 def test_rerun_computes_only_the_missing_points(fake, tmp_path):
-    _run(fake, tmp_path)
+    first = _run(fake, tmp_path)
     store = Store.of(tmp_path, "fake")
     store.point_path("i=1").unlink()
     store.point_path("i=3").unlink()
@@ -152,6 +152,8 @@ def test_rerun_computes_only_the_missing_points(fake, tmp_path):
     manifest = _run(fake, tmp_path)
     assert fake.CALLS == [1, 3]
     assert manifest["points"] == dict(total=5, computed=2, resumed=3)
+    assert manifest["attempts"] == 2 and manifest["started"] == first["started"]
+    assert manifest["wall_seconds"] >= first["wall_seconds"]  # the total over both attempts
     np.testing.assert_array_equal(results.read_npz(store.data)["values"], [0, 1, 4, 9, 16])
 
 
