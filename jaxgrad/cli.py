@@ -127,9 +127,14 @@ def _prepare_figures(args):
 
     def action():
         stores = [(e, Store.of(args.out, e.NAME)) for e in chosen]
-        if not args.names:  # all: skip what was never run
-            stores = [(e, s) for e, s in stores if s.data.exists()] or stores
-        return max((_draw(e, s) for e, s in stores), default=0)
+        if args.names:
+            return max(_draw(e, s) for e, s in stores)
+        stores = [(e, s) for e, s in stores if s.data.exists()] or stores  # all: skip what was never run
+        status = max((_draw(e, s) for e, s in stores), default=0)
+        from experiments import gallery
+
+        _say(f"gallery -> {gallery.write_gallery(Path(args.out), chosen)}")
+        return status
 
     return action
 
@@ -181,7 +186,8 @@ def _configure_figures(p):
 COMMANDS = [
     Command("list", "the experiments, one line each, with the seed section", lambda p: None, _prepare_list),
     Command("run", "run one experiment (resuming a partial run) and draw its figures", _configure_run, _prepare_run),
-    Command("figures", "redraw figures from stored results, without recomputing", _configure_figures,
+    Command("figures", "redraw figures from stored results, without recomputing (all: and the gallery)",
+            _configure_figures,
             _prepare_figures),
     Command("reproduce", "every experiment, every figure, then results/README.md",
             lambda p: _execution_options(p, sets=False), _prepare_reproduce),

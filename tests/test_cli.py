@@ -87,8 +87,10 @@ def test_reproduce_then_figures_then_a_resumed_run(capsys, tmp_path, monkeypatch
 
     monkeypatch.setattr(quadratic_stability, "run_point", lambda *a: pytest.fail("figures recomputed"))
     (store / "trajectories.png").unlink()
+    (tmp_path / "README.md").unlink()
     code, _, err = _main(capsys, "figures", "--out", str(tmp_path))
     assert code == 0 and (store / "trajectories.png").exists(), err
+    assert (tmp_path / "README.md").read_text() == readme  # the gallery is rebuilt from stored files
 
     monkeypatch.setattr(quadratic_stability, "plot", lambda data, config, outdir: [])
     code, _, err = _main(capsys, "run", "quadratic_stability", "--set", "n_a=6", "--out", str(tmp_path))
