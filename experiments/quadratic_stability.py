@@ -10,9 +10,9 @@ $\theta_t = (1 - \eta a)^t\theta_0$ shrinks iff $0 < \eta < 2/a$. Three figures,
    2(1+β)/((1+2β)a) (`jaxgrad.quadratic.critical_learning_rate`);
 3. ``momentum_threshold``: the measured critical ηa against β for both momenta.
 
-Run: ``jaxgrad run quadratic_stability`` (quick: about 10 s on a laptop CPU, most of it
-compilation); ``--scale full`` uses 512 × 512 maps and longer runs (minutes on a CPU,
-seconds on an accelerator).
+Run: ``jaxgrad run quadratic_stability`` (quick: 64 × 64 maps, about 5 s on a 2-core CPU,
+mostly compilation, plus 4 s of figures); ``--scale full``: 512 × 512 maps, 2000-step
+runs, 96 momenta, about 10 s on the same CPU (the work is tiny: 2 × 2 linear maps).
 """
 from __future__ import annotations
 
@@ -220,9 +220,10 @@ def comparisons(data, config: Config) -> list[Comparison]:
     log_r = np.log(np.abs(1.0 - a * lr))
     cells = np.abs(log_r) <= 1.0
     deviation = np.abs(data["map_rate_sgd"] - log_r)[cells]
+    rounding = EPS32 * (1.0 + a * lr) / np.abs(1.0 - a * lr)  # float32 r = 1 − ηa errs by ≈ ε(1 + ηa)
     out.append(Comparison(f"plain SGD growth rate vs ln|1 − ηa|: max deviation over the {cells.sum()} map cells "
-                          "with |ln|r|| ≤ 1 (tolerance 1e-5, float32 rounding of r)",
-                          float(deviation.max()), 0.0, 1e-5))
+                          "with |ln|r|| ≤ 1 (tolerance 4ε(1 + ηa)/|r|, float32 rounding of r)",
+                          float(deviation.max()), 0.0, 4 * float(rounding[cells].max())))
     for o in OPTIMIZERS:
         predicted = _critical(o, config.momentum)
         measured = data[f"map_lr_critical_{o}"] * data["map_a"]
