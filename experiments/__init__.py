@@ -2,14 +2,15 @@ r"""The experiments: one module per study, found automatically.
 
 Adding a study means adding one file, ``experiments/<name>.py``; nothing else to edit.
 Every module in this package whose name does not start with ``_`` and that defines
-``NAME`` is an experiment (helpers such as ``gallery.py`` define no ``NAME``).
+``NAME`` is an experiment; shared helpers go in ``_name.py`` modules (``_common.py``) or
+define no ``NAME`` (``gallery.py``).
 
 The protocol
 ------------
 An experiment module defines, at top level::
 
     NAME: str      # == the module's file name, e.g. "quadratic_stability"
-    SECTION: str   # the seed section it reproduces, e.g. "§1" or "§4.1"
+    SECTION: str   # the seed section(s) it reproduces, e.g. "§1", "§4.1" or "§3, §5"
     TITLE: str     # one line, shown by `jaxgrad list` and in results/README.md
 
     @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,12 @@ The command line drives the protocol: ``jaxgrad run NAME [--scale quick|full]
 [--seed N] [--set k=v ...] [--out DIR] [--force]``, ``jaxgrad figures [NAME ...]``,
 ``jaxgrad reproduce``; `discover` validates each module when it is first listed, so a
 module that misses part of the protocol fails loudly, naming what is missing.
+
+What the runner (`jaxgrad.results.run_experiment`) guarantees: stored points are reused
+only when the stored manifest has the same config and seed (otherwise, or with
+``--force``, they are discarded); every file is replaced atomically; the manifest's
+``status`` is ``running`` until the run completes. Sections in `discover` and in
+results/README.md are ordered by the numbers in SECTION (§3 < §3, §5 < §4.1), then NAME.
 """
 from __future__ import annotations
 
