@@ -1,5 +1,4 @@
 """The results store: atomic writes, manifests, resumable sweeps (also after a kill -9)."""
-import dataclasses
 import json
 import os
 import signal
@@ -7,8 +6,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
