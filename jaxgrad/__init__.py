@@ -4,6 +4,10 @@ Backpropagation computes $δ^{(0)} = J_1^\\top \\cdots J_L^\\top δ^{(L)}$ with
 $J_\\ell = \\mathrm{diag}(φ′(z^{(\\ell)}))\\,W^{(\\ell)}$; whether that product vanishes or
 explodes is the many-dimensional version of $θ_t = (1-ηa)^t θ_0$.
 """
+from jaxgrad import _xla_workarounds
+
+_xla_workarounds.apply()  # before any JAX computation: see the module
+
 from jaxgrad.activations import ACTIVATIONS, Activation, derivative, get_activation
 from jaxgrad.jacobian import error_signals, layer_jacobians, weight_gradients
 from jaxgrad.layers import (
