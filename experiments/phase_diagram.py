@@ -334,9 +334,11 @@ def _plot_map(data, config, outdir) -> plotting.Figure:
         plotting.theory_line(ax, data["theory_critical_sigma_w"], data["theory_sigma_b"], linewidth=2,
                              label="χ₁ = 1 (mean field)")
         ax.set_xlim(data["sigma_w"][0] - 0.5 * _step(data["sigma_w"]), data["sigma_w"][-1] + 0.5 * _step(data["sigma_w"]))
-        ax.set_ylim(data["sigma_b"][0] - 0.5 * _step(data["sigma_b"]), data["sigma_b"][-1] + 0.5 * _step(data["sigma_b"]))
+        # σ_b ≥ 0: the cell of the lowest row is drawn from 0 up, not centred below it.
+        ax.set_ylim(max(0.0, data["sigma_b"][0] - 0.5 * _step(data["sigma_b"])),
+                    data["sigma_b"][-1] + 0.5 * _step(data["sigma_b"]))
     plotting.measured_points(left, [b[1] for b in boundary], [b[0] for b in boundary], marker="D", markersize=6,
-                             color=plotting.OKABE_ITO["green"], markerfacecolor="white",
+                             color=plotting.OKABE_ITO["green"], markerfacecolor="white", clip_on=False,
                              label="measured ½ ln E g² = 0")
     plotting.label_axes(left, "weight scale $σ_w$", "bias scale $σ_b$", legend=False,
                         title=f"(a) measured slope of E ln‖δ‖, n = {config.width}")
