@@ -21,6 +21,7 @@ import dataclasses
 import math
 import sys
 
+import matplotlib.ticker
 import numpy as np
 
 import jaxgrad
@@ -164,6 +165,9 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     plotting.label_axes(axes[2], "width n", "‖J_ℓ‖₂ = ‖diag tanh′(z) W‖₂", xlog=True,
                         title="(c) the tanh layer's Jacobian", legend=False)
     axes[2].legend(fontsize=7)
+    for ax, ticks in ((axes[0], n), (axes[1], aspect), (axes[2], n)):  # the measured values, not 2×10¹ …
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     plotting.save_figure(fig, outdir, "weight_norm")
     return [plotting.Figure("weight_norm", (
         f"Spectral norms of {config.samples} draws per width, σ_w = {config.sigma_w:g} (seed §4.2). (a) Square "
