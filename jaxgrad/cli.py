@@ -7,8 +7,8 @@ fails in `prepare`, before any work, as one line on stderr and exit code 2.
 
 Adding a subcommand (``bench``, say) means appending a `Command` to `COMMANDS`.
 Options shared by the commands that run experiments live in `_execution_options`,
-which is where multi-process flags (``--coordinator HOST:PORT --num-processes N
---process-id I``) belong once the engine supports them.
+among them the multi-process flags (``--coordinator HOST:PORT --num-processes N
+--process-id I --init-timeout SECONDS``, docs/accelerators.md).
 """
 from __future__ import annotations
 
@@ -50,7 +50,37 @@ def _execution_options(parser: argparse.ArgumentParser, *, sets: bool) -> None:
     parser.add_argument("--out", default="results", metavar="DIR", help="results root (default: ./results)")
     parser.add_argument("--force", action="store_true", help="recompute finished points")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    # Multi-process runs will add --coordinator HOST:PORT, --num-processes N, --process-id I here.
+    group = parser.add_argument_group(
+        "multi-process runs", "default: from SLURM (srun), Open MPI (mpirun) or JAX_COORDINATOR_ADDRESS + "
+        "JAX_NUM_PROCESSES + JAX_PROCESS_ID; otherwise one process (docs/accelerators.md)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, the same for every process")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (0 writes the results)")
+    group.add_argument("--init-timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="how long to wait for every process to connect (default: 300)")
+
+
+def _join(args) -> None:
+    """Joins the processes of a multi-process run (a no-op for one); before any JAX computation."""
+    from jaxgrad import distributed
+
+    # Bad flags raise ValueError (exit 2) before any network use; absent peers, TimeoutError (exit 1).
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
+
+
+def _check_same_run(args, plan) -> None:
+    """Every process must run the same command (apart from --process-id): else a clear error on each."""
+    import dataclasses
+
+    import jax
+
+    import jaxgrad
+    from jaxgrad import distributed
+
+    distributed.check_same_config(dict(
+        command=args.command, scale=args.scale, seed=args.seed, force=args.force,
+        studies={e.NAME: dataclasses.asdict(config) for e, config in plan},
+        versions=dict(jaxgrad=jaxgrad.__version__, jax=jax.__version__)))
 
 
 def _check_seed(seed: int) -> int:
@@ -76,15 +106,17 @@ def _prepare_list(args):
 
 
 def _run_one(experiment, config, args, argv_text: str):
+    from jaxgrad.distributed import is_writer
     from jaxgrad.results import Store, run_experiment
 
     store = Store.of(args.out, experiment.NAME)
     manifest = run_experiment(experiment, config, store=store, seed=args.seed, scale=args.scale,
                               overrides=getattr(args, "sets", []), force=args.force,
-                              progress=args.progress, command=argv_text)
+                              progress=args.progress and is_writer(), command=argv_text)
     points = manifest["points"]
-    _say(f"{experiment.NAME}: {manifest['status']} in {manifest['wall_seconds']:.1f} s "
-         f"({points['computed']} points computed, {points['resumed']} resumed) -> {store.dir}")
+    if is_writer():
+        _say(f"{experiment.NAME}: {manifest['status']} in {manifest['wall_seconds']:.1f} s "
+             f"({points['computed']} points computed, {points['resumed']} resumed) -> {store.dir}")
     return store
 
 
@@ -111,10 +143,14 @@ def _prepare_run(args):
     experiment = experiments.get(args.name)
     _check_seed(args.seed)
     config = experiments.with_overrides(experiments.preset(experiment, args.scale), args.sets)
+    _join(args)  # after every usage check: a typo is reported at once, not after waiting for the others
 
     def action():
+        from jaxgrad.distributed import is_writer
+
+        _check_same_run(args, [(experiment, config)])
         store = _run_one(experiment, config, args, args.argv_text)
-        return _draw(experiment, store)
+        return _draw(experiment, store) if is_writer() else 0
 
     return action
 
@@ -145,9 +181,15 @@ def _prepare_reproduce(args):
 
     _check_seed(args.seed)
     plan = [(e, experiments.preset(e, args.scale)) for e in experiments.discover().values()]
+    _join(args)
 
     def action():
+        from jaxgrad.distributed import is_writer
+
+        _check_same_run(args, plan)
         stores = [(e, _run_one(e, config, args, args.argv_text)) for e, config in plan]
+        if not is_writer():
+            return 0
         status = max((_draw(e, s) for e, s in stores), default=0)
         _say(f"gallery -> {gallery.write_gallery(Path(args.out), [e for e, _ in plan])}")
         return status
@@ -205,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the `jaxgrad` console script; returns the exit code."""
+    from jaxgrad import distributed
+
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {c.name: c for c in COMMANDS}
     try:
@@ -216,8 +260,14 @@ def main(argv=None) -> int:
     except (UsageError, ValueError) as error:
         _say("jaxgrad: error: " + " ".join(str(error).split()))
         return 2
+    except TimeoutError as error:  # the other processes did not arrive (from _join)
+        _say("jaxgrad: error: " + " ".join(str(error).split()))
+        return 1
     try:
         return action()
+    except (TimeoutError, distributed.ConfigMismatchError) as error:
+        _say("jaxgrad: error: " + " ".join(str(error).split()))
+        return 1
     except KeyboardInterrupt:
         _say("jaxgrad: interrupted; finished points are kept, run the same command again to finish")
         return 130

@@ -357,13 +357,19 @@ def simulate(
         (matrix-free gains only, for wide networks).
       dtype: ``"float32"`` (default) or ``"float64"``.
       chunk_size: samples per host round trip (default: from available memory).
-      devices: devices to shard samples over (default: all local devices).
+      devices: devices to shard samples over (default: all local devices; in a
+        multi-process run, every process's, via `jaxgrad.distributed.distributed_simulate`).
       sample_offset: index of the first sample (used by multi-process runs).
       progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
       A `SimulationResult`; logarithms are natural, of norms.
     """
+    if devices is None and sample_offset == 0 and _multi_process():
+        from jaxgrad.distributed import distributed_simulate
+
+        return distributed_simulate(net, samples, seed, q0=q0, spectrum_at=spectrum_at, method=method, dtype=dtype,
+                                    chunk_size=chunk_size, progress=progress)
     dtype_name, devices = _validate(net, samples, seed, q0, dtype, method, chunk_size, devices)
     spectrum_at = tuple(sorted(set(spectrum_at)))
     for d in spectrum_at:
@@ -419,6 +425,11 @@ def lyapunov_spectrum(
     Returns:
       (samples, min width) array, each row in descending order.
     """
+    if devices is None and sample_offset == 0 and _multi_process():
+        from jaxgrad.distributed import distributed_lyapunov_spectrum
+
+        return distributed_lyapunov_spectrum(net, samples, seed, q0=q0, dtype=dtype, chunk_size=chunk_size,
+                                             progress=progress)
     dtype_name, devices = _validate(net, samples, seed, q0, dtype, "power", chunk_size, devices)
     item = np.dtype(dtype_name).itemsize
     n_max = max(net.widths)
@@ -428,6 +439,13 @@ def lyapunov_spectrum(
     raw = _run(fn, int(samples), dtype_name, devices, chunk_size, item * 8 * n_max * n_max,
                item * n_max, int(sample_offset), "lyapunov" if progress else None)
     return raw["exponents"]
+
+
+def _multi_process() -> bool:
+    """Whether this is one process of a multi-process run (`jaxgrad.distributed`)."""
+    from jaxgrad.distributed import process_index_and_count
+
+    return process_index_and_count()[1] > 1
 
 
 def _stderr_is_tty() -> bool:

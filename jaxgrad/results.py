@@ -255,13 +255,20 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
     Returns:
       The final manifest.
     """
+    from jaxgrad import distributed
+
+    writer = distributed.is_writer()  # in a multi-process run only process 0 reads or writes files
     pairs = _point_ids(experiment, config)
     identity = dict(config=json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable)), seed=seed)
-    previous = store.read_manifest() or {}
+    previous = (store.read_manifest() or {}) if writer else {}
     same = {k: previous.get(k) for k in identity} == identity
-    if force or not same:
+    if writer and (force or not same):
         shutil.rmtree(store.points, ignore_errors=True)  # stale or unwanted: start over
-    store.points.mkdir(parents=True, exist_ok=True)
+    if writer:
+        store.points.mkdir(parents=True, exist_ok=True)
+    # Which points to resume is the writer's decision, so that every process computes the same points.
+    stored = set(distributed.broadcast_from_writer(
+        [pid for pid, _ in pairs if store.point_path(pid).exists()] if writer else None))
 
     start, resuming = time.monotonic(), same and not force
     earlier = float(previous.get("wall_seconds") or 0.0) if resuming else 0.0  # time spent on stored points
@@ -272,26 +279,29 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
                     wall_seconds=None, attempts=previous.get("attempts", 1) + 1 if resuming else 1,
                     status="running", points=dict(total=len(pairs), computed=0, resumed=0),
                     figures=previous.get("figures", []) if same else [])
-    write_json(store.manifest, manifest)
+    if writer:
+        write_json(store.manifest, manifest)
     try:
         results = []
         with Progress(len(pairs), experiment.NAME, enabled=progress) as bar:
             for pid, point in pairs:
                 path = store.point_path(pid)
-                if path.exists():
-                    arrays = read_npz(path)
+                if pid in stored:
+                    arrays = read_npz(path) if writer else None
                     manifest["points"]["resumed"] += 1
                 else:
                     bar.describe(pid)
                     arrays = _as_arrays(pid, experiment.run_point(config, point, point_key(seed, pid)))
-                    write_npz(path, arrays)
+                    if writer:
+                        write_npz(path, arrays)
                     manifest["points"]["computed"] += 1
                 results.append((point, arrays))
                 bar.advance(pid)
-        rows, data = experiment.summarize(config, results)
-        write_csv(store.summary, rows)
-        write_npz(store.data, data)
-        write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
+        if writer:
+            rows, data = experiment.summarize(config, results)
+            write_csv(store.summary, rows)
+            write_npz(store.data, data)
+            write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
         manifest["status"] = "complete"
     except BaseException as error:
         manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -299,7 +309,8 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
         raise
     finally:
         manifest.update(finished=_now(), wall_seconds=round(earlier + time.monotonic() - start, 3))
-        write_json(store.manifest, manifest)
+        if writer:
+            write_json(store.manifest, manifest)
     return manifest
 
 

@@ -1,5 +1,12 @@
 """Small helpers shared by tests."""
+import os
+import socket
+import subprocess
+import threading
+import time
+
 import numpy as np
+import pytest
 
 
 def assert_within_se(measured, predicted, se, n_se=4.0, what=""):
@@ -14,3 +21,56 @@ def assert_within_se(measured, predicted, se, n_se=4.0, what=""):
 def standard_error(x):
     x = np.asarray(x, dtype=np.float64)
     return x.std(ddof=1) / np.sqrt(x.size)
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+CLUSTER_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_environment(**extra) -> dict:
+    """This environment outside any cluster (no SLURM_*, OMPI_*, JAX_* process variables), two CPU devices."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "OMPI_")) and k not in CLUSTER_VARIABLES}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
+    return env | extra
+
+
+class Run:
+    """Processes started together; a thread per process records its exit code, stderr and lifetime.
+
+    Each of `commands` is ``(argv, popen_kwargs)`` (env, cwd, ...); stdout is discarded.
+    """
+
+    def __init__(self, commands: list[tuple[list[str], dict]]):
+        self.start = time.monotonic()
+        self.procs = [subprocess.Popen(argv, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+                      for argv, kwargs in commands]
+        self.outcomes = [None] * len(self.procs)
+        self.threads = [threading.Thread(target=self._wait, args=(i,), daemon=True) for i in range(len(self.procs))]
+        for thread in self.threads:
+            thread.start()
+
+    def _wait(self, i):
+        _, err = self.procs[i].communicate()
+        self.outcomes[i] = (self.procs[i].returncode, err, time.monotonic() - self.start)
+
+    def finish(self, limit_s: float) -> list[tuple[int, str, float]]:
+        """(exit code, stderr, seconds from start to exit) per process; kills all and fails past `limit_s`."""
+        for thread in self.threads:
+            thread.join(max(0.0, self.start + limit_s - time.monotonic()))
+        if any(thread.is_alive() for thread in self.threads):
+            self.kill()
+            pytest.fail(f"a process was still running {limit_s} s after the start (killed)")
+        return self.outcomes
+
+    def kill(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()

@@ -7,11 +7,8 @@ timeout and is killed if it overstays, so nothing can hang the suite.
 import json
 import os
 import socket
-import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import jax
 import numpy as np
@@ -20,6 +17,7 @@ import pytest
 import jaxgrad
 from jaxgrad import distributed
 from jaxgrad.distributed import Processes
+from tests.helpers import Run, free_port, local_environment
 
 WORKER = textwrap.dedent("""
     import json, sys
@@ -58,20 +56,10 @@ WORKER = textwrap.dedent("""
 NET = dict(width=2, depth=2, activation="tanh", sigma_w=1.4, sigma_b=0.3)  # small: compiling dominates
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(jobs: list[dict]) -> list[subprocess.Popen]:
+def launch(jobs: list[dict]) -> Run:
     """One `python -c WORKER` per job, outside any cluster environment, two CPU devices each."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "OMPI_")) and k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-                                                                  "JAX_PROCESS_ID")}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
-    return [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(job)], env=env | slurm_environment(job),
-                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for job in jobs]
+    return Run([([sys.executable, "-c", WORKER, json.dumps(job)], dict(env=local_environment(**slurm_environment(job))))
+                for job in jobs])
 
 
 def slurm_environment(job: dict) -> dict:
@@ -81,36 +69,6 @@ def slurm_environment(job: dict) -> dict:
     host, port = job["coordinator"].rsplit(":", 1)
     return dict(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST=host, SLURM_NTASKS=str(job["num_processes"]),
                 SLURM_PROCID=str(job["process_id"]), SLURM_LOCALID=str(job["process_id"]), JAX_COORDINATOR_PORT=port)
-
-
-class Run:
-    """Processes started together; a thread per process records its exit code, stderr and lifetime."""
-
-    def __init__(self, jobs: list[dict]):
-        self.start = time.monotonic()
-        self.procs = launch(jobs)
-        self.outcomes = [None] * len(self.procs)
-        self.threads = [threading.Thread(target=self._wait, args=(i,), daemon=True) for i in range(len(self.procs))]
-        for thread in self.threads:
-            thread.start()
-
-    def _wait(self, i):
-        _, err = self.procs[i].communicate()
-        self.outcomes[i] = (self.procs[i].returncode, err, time.monotonic() - self.start)
-
-    def finish(self, limit_s: float) -> list[tuple[int, str, float]]:
-        """(exit code, stderr, seconds from start to exit) per process; kills all and fails past `limit_s`."""
-        for thread in self.threads:
-            thread.join(max(0.0, self.start + limit_s - time.monotonic()))
-        if any(thread.is_alive() for thread in self.threads):
-            self.kill()
-            pytest.fail(f"a process was still running {limit_s} s after the start (killed)")
-        return self.outcomes
-
-    def kill(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
 
 
 def jobs(num_processes, configs, **extra):
@@ -125,8 +83,8 @@ def failing_runs():
     lonely_coordinator = jobs(2, [{}])[0] | dict(timeout_s=3)  # process 0 of 2; process 1 never comes
     lonely_peer = jobs(2, [{}, {}])[1] | dict(timeout_s=3)  # process 1 of 2; nothing listens there
     mismatch = jobs(2, [dict(seed=0, scale="quick"), dict(seed=1, scale="quick")], slurm=True)
-    runs = dict(mismatch=Run(mismatch),
-                lonely=Run([lonely_coordinator, lonely_peer]))
+    runs = dict(mismatch=launch(mismatch),
+                lonely=launch([lonely_coordinator, lonely_peer]))
     yield runs
     for run in runs.values():
         run.kill()
@@ -138,7 +96,7 @@ def failing_runs():
 def test_two_processes_reproduce_a_single_process_run_bit_for_bit(tmp_path, failing_runs):
     config = dict(samples=5, seed=3)  # 5 samples: uneven blocks, 2 + 3
     out = str(tmp_path / "result.npz")
-    run = Run(jobs(2, [config, config], compute=True, out=out, net=NET))
+    run = launch(jobs(2, [config, config], compute=True, out=out, net=NET))
     net = jaxgrad.mlp(**NET)  # meanwhile, the single-process run
     want = jaxgrad.simulate(net, 5, 3, method="svd", spectrum_at=(1,))
     want_lyapunov = jaxgrad.lyapunov_spectrum(net, 5, 3)
