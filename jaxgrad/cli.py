@@ -215,6 +215,19 @@ def _prepare_info(args):
     return action
 
 
+def _configure_bench(p):
+    from jaxgrad import bench  # imports no JAX
+
+    bench.add_arguments(p)
+
+
+def _prepare_bench(args):
+    from jaxgrad import bench
+
+    bench.check(args)
+    return lambda: bench.run(args)
+
+
 def _configure_run(p):
     p.add_argument("name", metavar="NAME", help="experiment (see `jaxgrad list`)")
     _execution_options(p, sets=True)
@@ -234,6 +247,8 @@ COMMANDS = [
     Command("reproduce", "every experiment, every figure, then results/README.md",
             lambda p: _execution_options(p, sets=False), _prepare_reproduce),
     Command("info", "JAX version, backend and devices", lambda p: None, _prepare_info),
+    Command("bench", "time the engine against the machine's limit and user-written baselines -> results/benchmarks",
+            _configure_bench, _prepare_bench),
 ]
 
 

@@ -163,10 +163,10 @@ def lanczos_steps(n: int) -> int:
 def _matrix_sample_fn(net: Network, seed: int, q0: float, dtype, method: str, spectrum_at: Sequence[int]):
     n0 = net.widths[0]
 
-    def top(A, v, steps):
+    def top(A, v, steps, reorthogonalise=True):
         if method == "svd":
             return jnp.linalg.svd(A, compute_uv=False)[0], v
-        t = lanczos_top_singular(A, v, steps)
+        t = lanczos_top_singular(A, v, steps, reorthogonalise=reorthogonalise)
         return t.value, t.vector
 
     def sample(i):
@@ -187,8 +187,10 @@ def _matrix_sample_fn(net: Network, seed: int, q0: float, dtype, method: str, sp
                 P, log_s = _safe_log_normalise(jnp.matmul(J, P, precision=HIGHEST))
                 log_c = log_c + log_s
                 s_P, v = top(P, v, lanczos_steps(n0))
+                # ‖J_ℓ‖₂ from a random start; only the value is used, for which the
+                # three-term recurrence suffices (no re-orthogonalisation).
                 v_J = unit_vector(jax.random.fold_in(keys.lanczos, ell), J.shape[1], dtype)
-                s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]))
+                s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]), reorthogonalise=False)
                 cum = cum + jnp.log(s_J)
                 e = unit_vector(jax.random.fold_in(keys.backward_probe, ell), J.shape[0], dtype)
                 out = (

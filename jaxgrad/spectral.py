@@ -56,7 +56,7 @@ class TopSingular(NamedTuple):
     vector: Array  # its right singular vector (Ritz vector), unit norm
 
 
-def lanczos_top_singular(A: Array, v0: Array, steps: int) -> TopSingular:
+def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bool = True) -> TopSingular:
     r"""Top singular value of A by `steps` Lanczos steps on $A^\top A$ from $v_0$.
 
     Lanczos is the Krylov-space generalisation of the power iteration: after k
@@ -71,6 +71,12 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int) -> TopSingular:
       A: (m, n) matrix.
       v0: (n,) non-zero start vector.
       steps: number of Lanczos steps k ≤ n.
+      reorthogonalise: full re-orthogonalisation (classical Gram–Schmidt, twice) against
+        all previous Lanczos vectors; without it, only the three-term recurrence. In
+        floating point the vectors then lose orthogonality as Ritz values converge, which
+        adds spurious copies of converged values but leaves the top one accurate
+        (Paige 1976); it saves the 4kn flops per step and, in the engine, a quarter of the
+        time of the norm of each random $J_\ell$.
 
     Returns:
       `TopSingular(value, vector)`.
@@ -81,26 +87,31 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int) -> TopSingular:
     breakdown = 1e3 * jnp.finfo(dtype).eps
 
     def body(j, carry):
-        V, alpha, beta, v = carry
+        V, alpha, beta, v, v_prev, b_prev = carry
         V = V.at[j].set(v)
         w = jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST)
-        alpha = alpha.at[j].set(jnp.vdot(w, v))
+        a = jnp.vdot(w, v)
+        alpha = alpha.at[j].set(a)
         w_norm = jnp.linalg.norm(w)
-        for _ in range(2):  # classical Gram–Schmidt, twice is enough
-            w = w - jnp.matmul(V.T, jnp.matmul(V, w, precision=HIGHEST), precision=HIGHEST)
+        if reorthogonalise:
+            for _ in range(2):  # classical Gram–Schmidt, twice is enough
+                w = w - jnp.matmul(V.T, jnp.matmul(V, w, precision=HIGHEST), precision=HIGHEST)
+        else:
+            w = w - a * v - b_prev * v_prev
         b = jnp.linalg.norm(w)
         # Breakdown: the Krylov space is invariant (what is left of w is rounding
         # noise). Stop there; normalising noise would add a spurious direction.
         ok = (b > breakdown * w_norm) & (b > tiny)
-        beta = beta.at[j].set(jnp.where(ok, b, 0.0))
-        v = jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0)
-        return V, alpha, beta, v
+        b = jnp.where(ok, b, 0.0)
+        beta = beta.at[j].set(b)
+        return V, alpha, beta, jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0), v, b
 
     v0 = v0 / jnp.linalg.norm(v0)
     V = jnp.zeros((steps, n), dtype)
     alpha = jnp.zeros((steps,), dtype)
     beta = jnp.zeros((steps,), dtype)
-    V, alpha, beta, _ = jax.lax.fori_loop(0, steps, body, (V, alpha, beta, v0))
+    carry = (V, alpha, beta, v0, jnp.zeros_like(v0), jnp.zeros((), dtype))
+    V, alpha, beta, *_ = jax.lax.fori_loop(0, steps, body, carry)
     T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
     evals, evecs = jnp.linalg.eigh(T)
     ritz = jnp.matmul(V.T, evecs[:, -1], precision=HIGHEST)

@@ -1,0 +1,49 @@
+"""`jaxgrad bench`: a smoke run of --quick, and one-line usage errors."""
+import json
+
+import pytest
+
+from jaxgrad.cli import main
+
+
+def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):
+    code = main(["bench", "--quick", "--out", str(tmp_path), "--tag", "smoke", "--no-memory"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads((tmp_path / "smoke.json").read_text())
+    for key in ("device", "machine", "versions", "settings", "configs", "baselines", "notes", "targets"):
+        assert key in result
+    assert {"cpu", "cores", "memory_gib"} <= set(result["machine"])
+    assert {"jax", "jaxlib", "numpy", "python"} <= set(result["versions"])
+    assert [(c["width"], c["depth"]) for c in result["configs"]] == [(8, 4), (8, 8), (16, 4), (16, 8)]
+    for c in result["configs"]:
+        e, lim = c["engine"], c["limit"]
+        assert e["execute_s"] > 0 and e["compile_s"] > 0 and e["sample_layers_per_s"] > 0 and e["gflops"] > 0
+        assert lim["total_s"] == pytest.approx(lim["draw_s"] + lim["products_s"])
+        assert c["engine_over_limit"] == pytest.approx(e["execute_s"] / lim["total_s"])
+        assert ("torch_limit" in c) == (result["versions"].get("torch") is not None)
+    for b in result["baselines"]:
+        assert b["depths"] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert b["a"]["ratio"] > 0 and b["b"]["ratio"] > 0 and b["b"]["ratio_all_depths"] > 0
+    table = (tmp_path / "smoke_table.md").read_text()
+    assert table in out
+    assert "engine ÷ limit" in table and "| 16 | 8 |" in table
+    for ext in ("png", "pdf"):
+        assert (tmp_path / f"throughput_smoke.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--widths", "64,x"], ["--widths", "comma-separated integers"]),
+    (["bench", "--depths", "0"], ["--depths", "positive"]),
+    (["bench", "--repeats", "0"], ["--repeats must be a positive integer"]),
+    (["bench", "--samples", "many"], ["--samples", "invalid int value"]),
+    (["bench", "--frobnicate"], ["unrecognized arguments", "--frobnicate"]),
+])
+def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("jaxgrad: error: ")
+    for word in words:
+        assert word in err
