@@ -20,15 +20,44 @@ user who sets the flag (either way) keeps their choice.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import warnings
 
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+# XLA aborts at start-up on a flag it does not know, so the flag is only set for jaxlib
+# versions known to have it (the versions jaxgrad is tested with).
+MIN_JAXLIB = (0, 10)
+
+
+def _jaxlib_version() -> tuple[int, ...]:
+    try:
+        text = importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
 
 
 def apply() -> bool:
-    """Adds ``FLAG=false`` to ``XLA_FLAGS`` unless the user set it; returns whether it did."""
+    """Adds ``FLAG=false`` to ``XLA_FLAGS`` unless the user set it; returns whether it did.
+
+    Warns if JAX has already started its backends (then XLA has read its flags and the
+    workaround cannot take effect in this process).
+    """
     flags = os.environ.get("XLA_FLAGS", "")
-    if FLAG in flags:
+    if FLAG in flags or _jaxlib_version() < MIN_JAXLIB:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {FLAG}=false".strip()
+    if _backends_started():
+        warnings.warn(f"JAX computed something before jaxgrad was imported, so XLA did not see {FLAG}=false; "
+                      "QR beside matmuls can then deadlock on CPU (jaxgrad/_xla_workarounds.py). "
+                      "Import jaxgrad first, or set the flag in XLA_FLAGS yourself.", RuntimeWarning, stacklevel=3)
     return True
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+        return bool(xla_bridge.backends_are_initialized())
+    except Exception:  # JAX internals moved, or JAX not imported yet
+        return False

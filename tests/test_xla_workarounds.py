@@ -38,3 +38,14 @@ def test_a_users_own_setting_of_the_flag_is_kept(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
     assert _xla_workarounds.apply()
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {_xla_workarounds.FLAG}=false"
+
+
+def test_importing_jaxgrad_after_a_computation_warns(tmp_path):
+    program = ("import warnings, jax.numpy as jnp; jnp.ones(2).block_until_ready()\n"
+               "with warnings.catch_warnings(record=True) as w:\n"
+               "    warnings.simplefilter('always'); import jaxgrad\n"
+               "print([str(x.message)[:40] for x in w])")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "JAX computed something before jaxgrad" in out.stdout
