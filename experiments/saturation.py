@@ -198,8 +198,8 @@ def summarize(config: Config, results):
         for route in ROUTES:
             mean_sq, mean_sq_se = mean_and_se(arrays[f"{route}/mean_square_phi_prime"], axis=1)
             log_max = arrays[f"{route}/log_max_phi_prime"]
-            max_mean, max_se = mean_and_se(np.exp(log_max), axis=1)
-            max_se = np.maximum(max_se, data[f"{act}/{route}/predicted_max_se"])  # see above
+            max_mean, max_sample_se = mean_and_se(np.exp(log_max), axis=1)
+            max_se = np.maximum(max_sample_se, data[f"{act}/{route}/predicted_max_se"])  # see above
             jac = arrays[f"{route}/log_norm_J"] - arrays[f"{route}/log_norm_W"]
             q_jac = quantiles(arrays[f"{route}/log_norm_J"], axis=1)
             data.update({f"{act}/{route}/mean_square": mean_sq, f"{act}/{route}/mean_square_se": mean_sq_se,
@@ -209,7 +209,8 @@ def summarize(config: Config, results):
             for k, v in enumerate(q):
                 rows.append(dict(activation=act, route=route, q=v, width=config.width, samples=config.samples,
                                  mean_square_phi_prime=mean_sq[k], mean_square_phi_prime_se=mean_sq_se[k],
-                                 max_phi_prime_mean=max_mean[k], max_phi_prime_se=max_se[k],
+                                 max_phi_prime_mean=max_mean[k], max_phi_prime_sample_se=max_sample_se[k],
+                                 max_phi_prime_se_predicted_law=data[f"{act}/{route}/predicted_max_se"][k],
                                  max_phi_prime_predicted=data[f"{act}/{route}/predicted_max"][k],
                                  mean_square_phi_prime_predicted=data[f"{act}/{route}/predicted_mean_square"][k],
                                  log_norm_J_median=q_jac[1][k], log_norm_J_q05=q_jac[0][k], log_norm_J_q95=q_jac[2][k]))
