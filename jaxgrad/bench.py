@@ -302,10 +302,17 @@ print(json.dumps(dict(samples=micro, runtime_mb=before, peak_mb=peak, increment_
 """
 
 
-def measure_memory(n: int, depth: int) -> dict:
-    """Peak resident memory (VmHWM, Linux) of a fresh process running one micro-batch of `simulate`."""
-    proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(n), str(depth)], capture_output=True,
-                          text=True, timeout=1800)
+def measure_memory(n: int, depth: int, timeout_s: float = 1800) -> dict:
+    """Peak resident memory (VmHWM, Linux) of a fresh process running one micro-batch of `simulate`.
+
+    A child that fails or outlives `timeout_s` gives `{"error": reason}` (no `peak_mb`), not an exception."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(n), str(depth)], capture_output=True,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        reason = f"memory child timed out after {timeout_s:g} s (width {n}, depth {depth}); memory unavailable"
+        _say(f"  {reason}")
+        return dict(error=reason)
     if proc.returncode != 0:
         return dict(error=(proc.stderr.strip().splitlines() or ["?"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])

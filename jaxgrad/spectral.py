@@ -53,7 +53,7 @@ def log_product_norm(matrices: Sequence[Array]) -> Array:
 
 class TopSingular(NamedTuple):
     value: Array   # σ_max estimate
-    vector: Array  # its right singular vector (Ritz vector), unit norm
+    vector: Array  # its right singular vector (Ritz vector), unit norm; unreliable unless reorthogonalised
 
 
 def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bool = True) -> TopSingular:
@@ -76,10 +76,14 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bo
         floating point the vectors then lose orthogonality as Ritz values converge, which
         adds spurious copies of converged values but leaves the top one accurate
         (Paige 1976); it saves the 4kn flops per step and, in the engine, a quarter of the
-        time of the norm of each random $J_\ell$.
+        time of the norm of each random $J_\ell$. The recurrence uses the modified ordering
+        $w \leftarrow w - β_{j-1} v_{j-1}$, $α_j = v_j^\top w$, $w \leftarrow w - α_j v_j$.
+        In this mode only `value` is meant to be used: `vector` is still returned (unit
+        norm) but is unreliable, since $T$ may hold near-equal ghost copies of the top Ritz
+        value whose eigenvectors mix, and $V$ is no longer orthonormal.
 
     Returns:
-      `TopSingular(value, vector)`.
+      `TopSingular(value, vector)`; `vector` is trustworthy only with `reorthogonalise=True`.
     """
     n = A.shape[1]
     dtype = A.dtype
@@ -90,14 +94,20 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bo
         V, alpha, beta, v, v_prev, b_prev = carry
         V = V.at[j].set(v)
         w = jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST)
-        a = jnp.vdot(w, v)
-        alpha = alpha.at[j].set(a)
-        w_norm = jnp.linalg.norm(w)
-        if reorthogonalise:
+        if reorthogonalise:  # (traced exactly as before: results are bit-identical)
+            a = jnp.vdot(w, v)
+            alpha = alpha.at[j].set(a)
+            w_norm = jnp.linalg.norm(w)
             for _ in range(2):  # classical Gram–Schmidt, twice is enough
                 w = w - jnp.matmul(V.T, jnp.matmul(V, w, precision=HIGHEST), precision=HIGHEST)
         else:
-            w = w - a * v - b_prev * v_prev
+            # Modified ordering (Paige 1972/1976): remove β_{j-1} v_{j-1} first, then take
+            # α_j from what is left, so α_j does not see the v_{j-1} component.
+            w_norm = jnp.linalg.norm(w)
+            w = w - b_prev * v_prev
+            a = jnp.vdot(w, v)
+            alpha = alpha.at[j].set(a)
+            w = w - a * v
         b = jnp.linalg.norm(w)
         # Breakdown: the Krylov space is invariant (what is left of w is rounding
         # noise). Stop there; normalising noise would add a spurious direction.

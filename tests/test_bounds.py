@@ -70,10 +70,43 @@ def test_log_product_norm_survives_products_that_overflow_float32():
     np.testing.assert_allclose(got, exact, rtol=1e-5)
 
 
+@pytest.mark.parametrize("reorthogonalise", [True, False])
 @pytest.mark.parametrize("width,steps", [(16, 16), (64, 24), (128, 32)])
-def test_lanczos_top_singular_value_matches_svd(width, steps):
+def test_lanczos_top_singular_value_matches_svd(width, steps, reorthogonalise):
     keys = jax.random.split(jax.random.key(0), 32)
     A = jax.vmap(lambda k: jax.random.normal(k, (width, width)) / jnp.sqrt(width))(keys)
     v0 = jax.random.normal(jax.random.key(1), (32, width))
-    est = jax.vmap(lambda a, v: jaxgrad.lanczos_top_singular(a, v, steps).value)(A, v0)
-    np.testing.assert_allclose(est, jaxgrad.spectral_norm(A), rtol=1e-5)
+    est = jax.vmap(lambda a, v: jaxgrad.lanczos_top_singular(a, v, steps, reorthogonalise=reorthogonalise))(A, v0)
+    sigma = jaxgrad.spectral_norm(A)
+    np.testing.assert_allclose(est.value, sigma, rtol=1e-5)
+    if reorthogonalise:  # the Ritz vector is only meaningful with re-orthogonalisation
+        np.testing.assert_allclose(jnp.linalg.norm(est.vector, axis=-1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(jnp.linalg.norm(jnp.einsum("bij,bj->bi", A, est.vector), axis=-1), sigma, rtol=1e-5)
+
+
+def _breakdown_matrices(n=16):
+    """Matrices on which the Krylov space of AᵀA becomes invariant early."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(2), 4)
+    Q1, _ = jnp.linalg.qr(jax.random.normal(k1, (n, n)))
+    Q2, _ = jnp.linalg.qr(jax.random.normal(k2, (n, n)))
+    u, v = jax.random.normal(k3, (n,)), jax.random.normal(k4, (n,))
+    s = jnp.linspace(1.0, 0.1, n).at[:3].set(2.0)  # top singular value repeated three times
+    return dict(
+        orthogonal=1.5 * Q1,                  # all σ equal: invariant after 1 step
+        rank1=3.0 * jnp.outer(u, v) / n,      # invariant after 2 steps
+        repeated_top=(Q1 * s) @ Q2.T,
+    )
+
+
+@pytest.mark.parametrize("reorthogonalise", [True, False])
+@pytest.mark.parametrize("case", ["orthogonal", "rank1", "repeated_top"])
+def test_lanczos_top_singular_survives_breakdown(case, reorthogonalise):
+    n, steps = 16, 16
+    A = _breakdown_matrices(n)[case]
+    v0 = jax.random.normal(jax.random.key(1), (n,))
+    est = jaxgrad.lanczos_top_singular(A, v0, steps, reorthogonalise=reorthogonalise)
+    assert np.isfinite(est.value)
+    np.testing.assert_allclose(est.value, jnp.linalg.svd(A, compute_uv=False)[0], rtol=1e-5)
+    if reorthogonalise:
+        assert np.all(np.isfinite(est.vector))
+        np.testing.assert_allclose(jnp.linalg.norm(A @ est.vector), est.value, rtol=1e-5)
