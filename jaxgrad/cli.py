@@ -29,6 +29,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class StartupError(Exception):
+    """A multi-process run could not start (the runtime's own error): one line, exit code 1."""
+
+
 class Command(NamedTuple):
     name: str
     help: str
@@ -64,8 +68,32 @@ def _join(args) -> None:
     """Joins the processes of a multi-process run (a no-op for one); before any JAX computation."""
     from jaxgrad import distributed
 
-    # Bad flags raise ValueError (exit 2) before any network use; absent peers, TimeoutError (exit 1).
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
+    # Bad flags raise ValueError (exit 2) before any network use; absent peers, TimeoutError (exit 1);
+    # anything else the runtime raises (the coordinator's port taken, ...), StartupError (exit 1).
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
+    except (ValueError, TimeoutError):
+        raise
+    except Exception as error:
+        raise StartupError(f"could not start the multi-process run: {error}") from None
+
+
+def _leave_together(finish: Callable[[], int]) -> int:
+    """Runs `finish` (figures, gallery) on process 0 and returns its exit status on every process.
+
+    The other processes wait for it, so all leave together with process 0's status; if
+    `finish` raises, they leave with status 1. In a single-process run: ``finish()``.
+    """
+    from jaxgrad import distributed
+
+    status = None
+    if distributed.is_writer():
+        try:
+            status = finish()
+        except Exception:
+            distributed.broadcast_from_writer(1)
+            raise
+    return int(distributed.broadcast_from_writer(status))
 
 
 def _check_same_run(args, plan) -> None:
@@ -146,11 +174,9 @@ def _prepare_run(args):
     _join(args)  # after every usage check: a typo is reported at once, not after waiting for the others
 
     def action():
-        from jaxgrad.distributed import is_writer
-
         _check_same_run(args, [(experiment, config)])
         store = _run_one(experiment, config, args, args.argv_text)
-        return _draw(experiment, store) if is_writer() else 0
+        return _leave_together(lambda: _draw(experiment, store))
 
     return action
 
@@ -184,15 +210,15 @@ def _prepare_reproduce(args):
     _join(args)
 
     def action():
-        from jaxgrad.distributed import is_writer
-
         _check_same_run(args, plan)
         stores = [(e, _run_one(e, config, args, args.argv_text)) for e, config in plan]
-        if not is_writer():
-            return 0
-        status = max((_draw(e, s) for e, s in stores), default=0)
-        _say(f"gallery -> {gallery.write_gallery(Path(args.out), [e for e, _ in plan])}")
-        return status
+
+        def finish():
+            status = max((_draw(e, s) for e, s in stores), default=0)
+            _say(f"gallery -> {gallery.write_gallery(Path(args.out), [e for e, _ in plan])}")
+            return status
+
+        return _leave_together(finish)
 
     return action
 
@@ -275,7 +301,7 @@ def main(argv=None) -> int:
     except (UsageError, ValueError) as error:
         _say("jaxgrad: error: " + " ".join(str(error).split()))
         return 2
-    except TimeoutError as error:  # the other processes did not arrive (from _join)
+    except (TimeoutError, StartupError) as error:  # the other processes did not arrive, or no runtime (_join)
         _say("jaxgrad: error: " + " ".join(str(error).split()))
         return 1
     try:

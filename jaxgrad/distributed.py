@@ -23,6 +23,7 @@ through device collectives (gloo on CPU, NCCL on GPU, ICI on TPU).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -31,6 +32,7 @@ import os
 import re
 import socket
 import threading
+import time
 from typing import Mapping, NamedTuple, Sequence
 
 import jax
@@ -41,6 +43,11 @@ from jaxgrad.engine import FIELDS, SimulationResult, lyapunov_spectrum, simulate
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 _GATHER_BYTES = 256 << 20  # bytes per collective: bounds the device memory a gather needs
 _BACKSTOP_S = 30  # JAX's own init deadline is ours plus this, so ours always fires first
+# A decision broadcast waits while process 0 does work of its own that the others do not
+# share (summaries, comparisons, figures: minutes at full scale), so it has no short
+# deadline: a process that dies is caught by JAX's heartbeat (`initialize`'s
+# heartbeat_timeout_s), which stops the others, not by this deadline.
+_DECISION_TIMEOUT_S = 24 * 3600.0
 
 
 class Processes(NamedTuple):
@@ -164,7 +171,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     while it waits for its peers, so it waits in a helper thread: if the coordinator is
     unreachable or not every process arrives within `timeout_s`, `initialize` raises
     TimeoutError, after which the process must exit (JAX's own deadline,
-    `timeout_s` + 30 s, aborts it otherwise).
+    `timeout_s` + 30 s, aborts it otherwise). Process 0 first checks that it can listen
+    on the coordinator's port and raises RuntimeError if not (JAX's runtime would crash).
 
     Arguments:
       coordinator: ``HOST:PORT`` of process 0 (it listens there; all others connect).
@@ -199,12 +207,34 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             kwargs["cluster_detection_method"] = {"slurm": "slurm", "openmpi": "ompi"}[processes.source]
         elif local_device_ids is None:
             kwargs["cluster_detection_method"] = "deactivate"  # explicit run: all local devices
+        if processes.process_id == 0 and processes.coordinator is not None:
+            _check_can_listen(processes.coordinator)
         if jax.config.jax_cpu_collectives_implementation is None:  # older JAX: no cross-process CPU collectives
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         _join_with_deadline(kwargs, processes, timeout_s)
         processes = processes._replace(coordinator=_jax_distributed().global_state.coordinator_address)
     _started = processes
     return processes
+
+
+def _check_can_listen(coordinator: str) -> None:
+    """RuntimeError unless this machine can listen on the coordinator's port.
+
+    JAX's coordination service listens on every interface (``[::]:PORT``) and crashes the
+    process (no Python exception) when it cannot; this says why, beforehand.
+    """
+    port = int(coordinator.rsplit(":", 1)[1])
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
+                probe.bind((host, port))
+        except OSError as error:
+            if error.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):  # no IPv6 here: the IPv4 try decides
+                continue
+            raise RuntimeError(f"process 0 cannot listen on port {port} of the coordinator address {coordinator} "
+                               f"({error.strerror or error}): another program, or another run, uses it; "
+                               "choose a free port") from None
 
 
 def _join_with_deadline(kwargs: dict, processes: Processes, timeout_s: float) -> None:
@@ -307,13 +337,14 @@ def _exchange(text: str | None, sources: Sequence[int], what: str, timeout_s: fl
     key = f"jaxgrad/{what}/{next(_exchanges)}/"
     if text is not None:
         client.key_value_set(key + str(me), text)
-    posts = {}
+    posts, start = {}, time.monotonic()
     for pid in sources:
         try:
             posts[pid] = client.blocking_key_value_get(key + str(pid), max(1, int(timeout_s * 1000)))
         except Exception as error:  # the runtime reports DEADLINE_EXCEEDED as a generic runtime error
-            raise TimeoutError(f"process {me}: process {pid} did not send its {what} within {timeout_s:g} s "
-                               f"(it may have failed or be running a different command); {error}") from None
+            raise TimeoutError(f"process {me}: process {pid} did not send its {what} (waited "
+                               f"{time.monotonic() - start:.0f} s of at most {timeout_s:g} s; it may have failed "
+                               f"or be running a different command); {error}") from None
     return posts
 
 
@@ -360,11 +391,18 @@ def _differences(mine, theirs, prefix="") -> str:
     return f"{prefix[:-1] or 'config'}={mine!r} vs {theirs!r}"
 
 
-def broadcast_from_writer(value, *, timeout_s: float = 120.0):
+def broadcast_from_writer(value, *, timeout_s: float = _DECISION_TIMEOUT_S):
     """Process 0's `value` (JSON-able) on every process, e.g. which sweep points are already stored.
 
     Decisions that change which collective computations run (resuming a sweep) must be
-    taken once, by the writer, so every process runs the same ones.
+    taken once, by the writer, so every process runs the same ones. Every process must
+    call it, in the same order; the others wait for process 0's value.
+
+    Arguments:
+      value: process 0's value (the others' is ignored).
+      timeout_s: how long the others wait for it. The default, 24 h, lets process 0 do
+        long work of its own first (summaries, figures of the previous study); a
+        process that dies is detected by JAX's heartbeat instead (`initialize`).
     """
     if process_index_and_count()[1] == 1:
         return value

@@ -267,6 +267,8 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
     if writer:
         store.points.mkdir(parents=True, exist_ok=True)
     # Which points to resume is the writer's decision, so that every process computes the same points.
+    # The others may wait here long, while the writer summarises the previous study: the broadcast
+    # has no short deadline (a dead process is caught by JAX's heartbeat).
     stored = set(distributed.broadcast_from_writer(
         [pid for pid, _ in pairs if store.point_path(pid).exists()] if writer else None))
 

@@ -6,6 +6,8 @@ directory, so an empty directory proves it wrote nothing. Every subprocess runs 
 deadline and is killed if it overstays (`tests.helpers.Run`), so nothing can hang the suite.
 """
 import json
+import shutil
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxgrad import cli, distributed
 from tests.helpers import Run, free_port, local_environment
 
 # A tiny study whose ensembles go through jaxgrad.simulate: 2 points (Gaussian and orthogonal
@@ -76,6 +79,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_distributed")
     address = f"127.0.0.1:{free_port()}"
     mismatch = f"127.0.0.1:{free_port()}"
+    occupied = socket.create_server(("127.0.0.1", 0))  # another program listens on process 0's port
     started = dict(
         # the same command as one process, and as two
         good=Run([run_study(root / "single", spy=True),
@@ -91,10 +95,49 @@ def runs(tmp_path_factory):
         # process 1 of 2; nothing listens at the coordinator's address
         unreachable=Run([run_study(root / "lonely", *processes(f"127.0.0.1:{free_port()}", 1, 2,
                                                                 "--init-timeout", 5))]),
+        port_taken=Run([run_study(root / "taken", *processes(f"127.0.0.1:{occupied.getsockname()[1]}", 0, 2,
+                                                              "--init-timeout", 20))]),
     )
     yield root, started
     for run in started.values():
         run.kill()
+    occupied.close()
+
+
+@pytest.fixture(scope="module")
+def reruns(runs):
+    """The two-process command again, once into its own output (resumed) and once into a copy with
+    --force, started at once when the first run has finished."""
+    root, started = runs
+    outcomes = started["good"].finish(limit_s=180)
+    if any(code != 0 for code, _, _ in outcomes):
+        pytest.fail("the first two-process run failed (see the test of it)")
+    for me in (0, 1):
+        shutil.copytree(root / f"p{me}", root / f"f{me}")
+    resume, force = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    again = dict(
+        resumed=Run([run_study(root / "p0", *processes(resume, 0), spy=True),
+                     run_study(root / "p1", *processes(resume, 1), spy=True)]),
+        forced=Run([run_study(root / "f0", "--force", *processes(force, 0), spy=True),
+                    run_study(root / "f1", "--force", *processes(force, 1), spy=True)]),
+    )
+    yield root, again
+    for run in again.values():
+        run.kill()
+
+
+def assert_same_data(want_dir: Path, got_dir: Path):
+    """The stored arrays (data.npz and every point) and tables, bit for bit."""
+    assert sorted(p.name for p in (got_dir / "points").glob("*.npz")) == \
+        sorted(p.name for p in (want_dir / "points").glob("*.npz"))
+    for npz in ["data.npz"] + [f"points/{p.name}" for p in (want_dir / "points").glob("*.npz")]:
+        with np.load(want_dir / npz) as want, np.load(got_dir / npz) as got:
+            assert sorted(got.files) == sorted(want.files), npz
+            for key in want.files:
+                assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, (npz, key)
+                assert got[key].tobytes() == want[key].tobytes(), (npz, key)
+    for csv in ("summary.csv", "comparisons.csv"):
+        assert (got_dir / csv).read_bytes() == (want_dir / csv).read_bytes(), csv
 
 
 def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bit(runs):
@@ -113,14 +156,7 @@ def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bi
     assert not [f for f in files(root) if f.endswith(".tmp")]
 
     # the data, bit for bit (the manifests differ in times and devices)
-    for npz in ["data.npz"] + [f"points/{p.name}" for p in (single / "points").glob("*.npz")]:
-        with np.load(single / npz) as want, np.load(multi / npz) as got:
-            assert sorted(got.files) == sorted(want.files), npz
-            for key in want.files:
-                assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, (npz, key)
-                assert got[key].tobytes() == want[key].tobytes(), (npz, key)
-    for csv in ("summary.csv", "comparisons.csv"):
-        assert (multi / csv).read_bytes() == (single / csv).read_bytes(), csv
+    assert_same_data(single, multi)
     one, two = (json.loads((d / "manifest.json").read_text()) for d in (single, multi))
     assert one["status"] == two["status"] == "complete"
     assert one["config"] == two["config"] and one["seed"] == two["seed"]
@@ -138,6 +174,36 @@ def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bi
     # only the writer reports
     assert f"{STUDY}: complete" in err0 and f"{STUDY}: complete" not in err1
     assert error_lines(err1) == [] and "Traceback" not in err0 + err1
+
+
+def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them(reruns):
+    root, again = reruns
+    single = root / "single" / "results" / STUDY
+    (code0, err0, _), (code1, err1, _) = again["resumed"].finish(limit_s=120)
+    assert code0 == 0, err0
+    assert code1 == 0, err1
+    # process 0 decided that every point is stored; neither process simulated anything
+    assert spied(err0) == spied(err1) == []
+    manifest = json.loads((root / "p0" / "results" / STUDY / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["attempts"] == 2
+    assert manifest["points"] == dict(total=POINTS, computed=0, resumed=POINTS)
+    assert f"{STUDY}: complete" in err0 and f"({0} points computed, {POINTS} resumed)" in err0
+    assert files(root / "p1") == []
+    assert_same_data(single, root / "p0" / "results" / STUDY)
+
+    # with --force both processes compute their blocks again, to the same bits
+    (code0, err0, _), (code1, err1, _) = again["forced"].finish(limit_s=120)
+    assert code0 == 0, err0
+    assert code1 == 0, err1
+    study = "spy: simulate samples=5 offset=0 devices=None"
+    assert spied(err0) == [study, "spy: simulate samples=2 offset=0 devices=2"] * POINTS
+    assert spied(err1) == [study, "spy: simulate samples=3 offset=2 devices=2"] * POINTS
+    manifest = json.loads((root / "f0" / "results" / STUDY / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["attempts"] == 1
+    assert manifest["points"] == dict(total=POINTS, computed=POINTS, resumed=0)
+    assert files(root / "f1") == []
+    assert_same_data(single, root / "f0" / "results" / STUDY)
+    assert "Traceback" not in err0 + err1
 
 
 def test_a_configuration_mismatch_stops_both_processes_and_writes_nothing(runs):
@@ -182,3 +248,73 @@ def test_an_unreachable_coordinator_is_a_clear_error_after_the_init_timeout(runs
     assert "Traceback" not in err
     assert 5 <= seconds < 40
     assert files(root / "lonely") == []
+
+
+def test_a_coordinator_port_in_use_is_a_one_line_error_at_once(runs):
+    root, started = runs
+    ((code, err, seconds),) = started["port_taken"].finish(limit_s=60)
+    assert code == 1, err
+    assert err.strip().splitlines() == error_lines(err), err  # one line, no traceback
+    (line,) = error_lines(err)
+    assert line.startswith("jaxgrad: error: could not start the multi-process run: process 0 cannot listen on "
+                           "port "), line
+    assert "choose a free port" in line, line
+    assert seconds < 20  # before the --init-timeout
+    assert files(root / "taken") == []
+
+
+# In-process: how the command ends a multi-process run, with the runtime replaced.
+TINY_RUN = ["run", STUDY, *SETS, "--no-progress"]
+
+
+def test_any_other_start_up_failure_of_the_runtime_is_a_one_line_error(capsys, monkeypatch):
+    def initialize(*args, **kwargs):
+        raise RuntimeError("UNAVAILABLE: failed to connect\n  to all addresses")
+
+    monkeypatch.setattr(distributed, "initialize", initialize)
+    assert cli.main(TINY_RUN) == 1
+    err = capsys.readouterr().err
+    assert err == ("jaxgrad: error: could not start the multi-process run: UNAVAILABLE: failed to connect to all "
+                   "addresses\n")
+
+
+@pytest.fixture
+def as_process(monkeypatch, tmp_path):
+    """Runs `jaxgrad run` in-process as process `me` of two, the other being a process 0 that sends 3;
+    nothing is computed (`_run_one`, `_draw` replaced). Returns (exit code, what `me` broadcast)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_join", lambda args: None)
+    monkeypatch.setattr(cli, "_check_same_run", lambda args, plan: None)
+    monkeypatch.setattr(cli, "_run_one", lambda *args: None)
+
+    def run(me: int, draw, sent=None):
+        sent = [] if sent is None else sent
+
+        def broadcast(value, **kwargs):
+            sent.append(value)
+            return value if me == 0 else 3
+
+        monkeypatch.setattr(distributed, "is_writer", lambda: me == 0)
+        monkeypatch.setattr(distributed, "broadcast_from_writer", broadcast)
+        monkeypatch.setattr(cli, "_draw", draw)
+        return cli.main(TINY_RUN), sent
+
+    return run
+
+
+def test_every_process_leaves_with_process_0s_exit_status(as_process):
+    def draw(experiment, store):
+        return 3
+
+    assert as_process(0, draw) == (3, [3])  # process 0 draws the figures and sends its status
+    assert as_process(1, lambda *a: pytest.fail("process 1 drew figures")) == (3, [None])  # the others take it
+
+
+def test_a_failure_while_process_0_draws_the_figures_ends_the_others_with_status_1(as_process):
+    def draw(experiment, store):
+        raise OSError("disk full")
+
+    sent = []
+    with pytest.raises(OSError, match="disk full"):
+        as_process(0, draw, sent)
+    assert sent == [1]
