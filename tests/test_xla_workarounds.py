@@ -32,6 +32,7 @@ def test_orthogonal_weights_beside_matmuls_do_not_deadlock():
 
 
 def test_a_users_own_setting_of_the_flag_is_kept(monkeypatch):
+    monkeypatch.setattr(_xla_workarounds, "_backends_started", lambda: False)  # this session has computed
     monkeypatch.setenv("XLA_FLAGS", f"--xla_dump_to=/nonexistent {_xla_workarounds.FLAG}=true")
     assert not _xla_workarounds.apply()
     assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/nonexistent {_xla_workarounds.FLAG}=true"
