@@ -74,3 +74,23 @@ class Run:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
+
+
+def run_study_at_a_tiny_size(module, config, tmp_path):
+    """The whole study protocol into `tmp_path`: run, figures, tidy summary, finite comparisons.
+
+    Returns (data, comparisons) for the study's own further checks.
+    """
+    from jaxgrad import results
+
+    store = results.Store.of(tmp_path, module.NAME)
+    manifest = results.run_experiment(module, config, store=store, seed=0, progress=False)
+    assert manifest["status"] == "complete"
+    figures = results.draw_figures(module, config, store=store)
+    assert figures and all((store.dir / f"{f.stem}.png").stat().st_size > 10_000 for f in figures)
+    rows = results.read_csv(store.summary)
+    assert rows and set(rows[0]) == set(rows[-1])  # tidy: one schema for every row
+    data = results.read_npz(store.data)
+    comparisons = module.comparisons(data, config)
+    assert comparisons and all(np.isfinite(c.measured) and np.isfinite(c.predicted) for c in comparisons)
+    return data, comparisons

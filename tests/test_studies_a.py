@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from experiments import backprop_chain, bound_tightness, depth_sweep, saturation, weight_norm
-from jaxgrad import results
+from tests.helpers import run_study_at_a_tiny_size
 
 TINY = {
     backprop_chain: backprop_chain.Config(samples=4, architectures=("tanh_d4_w16", "gelu_d8_rect")),
@@ -16,16 +16,7 @@ TINY = {
 
 @pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
 def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
-    config = TINY[module]
-    store = results.Store.of(tmp_path, module.NAME)
-    manifest = results.run_experiment(module, config, store=store, seed=0, progress=False)
-    assert manifest["status"] == "complete"
-    figures = results.draw_figures(module, config, store=store)
-    assert figures and all((store.dir / f"{f.stem}.png").stat().st_size > 10_000 for f in figures)
-    rows = results.read_csv(store.summary)
-    assert rows and set(rows[0]) == set(rows[-1])  # tidy: one schema for every row
-    comparisons = module.comparisons(results.read_npz(store.data), config)
-    assert comparisons and all(np.isfinite(c.measured) and np.isfinite(c.predicted) for c in comparisons)
+    run_study_at_a_tiny_size(module, TINY[module], tmp_path)
 
 
 def test_depth_sweep_theory_is_exact_where_claimed():
