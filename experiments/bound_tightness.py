@@ -21,7 +21,7 @@ import numpy as np
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.results import Comparison, compute
-from experiments._common import engine_seed, mean_and_se, quantiles
+from experiments._common import engine_seed, mean_and_se, quantiles, require_integers
 
 NAME = "bound_tightness"
 SECTION = "§3"
@@ -41,10 +41,7 @@ class Config:
     sigma_w_chaotic: float = 2.5
 
     def __post_init__(self):
-        for name in ("width", "depth", "samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 4:
-                raise ValueError(f"`{name}` must be an integer ≥ 4, got {name}={value!r}")
+        require_integers(self, ("width", "depth", "samples"), minimum=4)
         for name in ("sigma_b", "sigma_w_chaotic"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"`{name}` must be non-negative, got {name}={getattr(self, name)!r}")

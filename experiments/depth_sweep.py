@@ -30,7 +30,7 @@ import numpy as np
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.results import Comparison, compute
-from experiments._common import engine_seed, log_mean_exp, mean_and_se, quantiles, variance_and_se
+from experiments._common import engine_seed, log_mean_exp, mean_and_se, quantiles, require_integers, variance_and_se
 
 NAME = "depth_sweep"
 SECTION = "§3, §5"
@@ -53,10 +53,7 @@ class Config:
     histogram_depths: tuple[int, ...] = (8, 32, 64)
 
     def __post_init__(self):
-        for name in ("width", "depth", "samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("width", "depth", "samples"))
         for name in ("sigma_b", "sigma_w_ordered", "sigma_w_chaotic", "sigma_w_linear"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"`{name}` must be non-negative, got {name}={getattr(self, name)!r}")

@@ -58,6 +58,7 @@ import numpy as np
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.results import Comparison, compute
+from experiments._common import require_integers
 
 NAME = "dynamical_isometry"
 SECTION = "§3"
@@ -83,10 +84,7 @@ class Config:
     method: Literal["svd", "power"] = "svd"
 
     def __post_init__(self):
-        for name in ("width", "samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("width", "samples"))
         if not self.depths or list(self.depths) != sorted(set(self.depths)) or self.depths[0] < 1:
             raise ValueError(f"`depths` must be strictly increasing positive integers, got depths={self.depths}")
         if not (0 <= self.sigma_b < math.inf):

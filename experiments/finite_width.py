@@ -56,6 +56,7 @@ from scipy.special import gammaln, loggamma
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.results import Comparison, compute
+from experiments._common import require_integers
 
 NAME = "finite_width"
 SECTION = "§3"
@@ -76,10 +77,7 @@ class Config:
     grid_points: int = 601
 
     def __post_init__(self):
-        for name in ("depth", "samples", "grid_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("depth", "samples", "grid_points"))
         for name in ("widths", "mixed_widths"):
             if not all(isinstance(n, int) and n >= 2 for n in getattr(self, name)):
                 raise ValueError(f"`{name}` must hold integers ≥ 2, got {name}={getattr(self, name)}")

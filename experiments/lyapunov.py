@@ -50,6 +50,7 @@ from scipy.special import polygamma
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.results import Comparison, compute
+from experiments._common import require_integers
 
 NAME = "lyapunov"
 SECTION = "§5"
@@ -72,10 +73,7 @@ class Config:
     tanh_sigma_b: float = 0.3
 
     def __post_init__(self):
-        for name in ("linear_depth", "linear_samples", "tanh_width", "tanh_depth", "tanh_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("linear_depth", "linear_samples", "tanh_width", "tanh_depth", "tanh_samples"))
         if not all(isinstance(n, int) and n >= 2 for n in self.linear_widths):
             raise ValueError(f"`linear_widths` must hold integers ≥ 2, got linear_widths={self.linear_widths}")
         sw = self.tanh_sigma_w

@@ -60,6 +60,7 @@ from matplotlib.colors import TwoSlopeNorm
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.results import Comparison, compute
+from experiments._common import require_integers
 
 NAME = "phase_diagram"
 SECTION = "§5"
@@ -89,10 +90,7 @@ class Config:
                                  f"got {name}={values}")
         if min(self.sigma_w) <= 0:
             raise ValueError(f"`sigma_w` must be positive, got sigma_w={self.sigma_w}")
-        for name in ("width", "depth", "samples", "theory_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("width", "depth", "samples", "theory_points"))
         if not 2 <= self.fit_start <= self.depth - 2:
             raise ValueError(f"`fit_start` must lie in [2, depth − 2] = [2, {self.depth - 2}], "
                              f"got fit_start={self.fit_start!r}")

@@ -26,6 +26,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from jaxgrad import plotting, quadratic
 from jaxgrad.results import Comparison, compute
+from experiments._common import require_integers
 
 NAME = "quadratic_stability"
 SECTION = "§1"
@@ -66,10 +67,7 @@ class Config:
             raise ValueError(f"`multipliers` must be non-empty and finite, got multipliers={self.multipliers}")
         if isinstance(self.bisections, bool) or not isinstance(self.bisections, int) or self.bisections < 0:
             raise ValueError(f"`bisections` must be a non-negative integer, got bisections={self.bisections!r}")
-        for name in ("trajectory_steps", "map_steps", "sweep_steps", "n_a", "n_lr", "n_momentum", "n_sweep_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("trajectory_steps", "map_steps", "sweep_steps", "n_a", "n_lr", "n_momentum", "n_sweep_lr"))
         for name in ("curvature", "a_min", "lr_min", "sweep_lr_min"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):

@@ -38,7 +38,7 @@ from jaxgrad import plotting
 from jaxgrad.activations import ACTIVATIONS, derivative
 from jaxgrad.quadrature import gaussian_expectation
 from jaxgrad.results import Comparison, compute
-from experiments._common import mean_and_se, quantiles
+from experiments._common import mean_and_se, quantiles, require_integers
 
 NAME = "saturation"
 SECTION = "§4.1"
@@ -61,10 +61,7 @@ class Config:
     histogram_q: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 
     def __post_init__(self):
-        for name in ("width", "samples", "n_q"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"`{name}` must be an integer ≥ 2, got {name}={value!r}")
+        require_integers(self, ("width", "samples", "n_q"))
         if not SIGMA_W_FOR_BIAS_ROUTE**2 < self.q_min < self.q_max < math.inf:
             raise ValueError(f"need {SIGMA_W_FOR_BIAS_ROUTE ** 2} < q_min < q_max < inf, got "
                              f"q_min={self.q_min!r}, q_max={self.q_max!r}")
