@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxgrad.progress import Progress
+from jaxgrad.stats import Comparison
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -122,23 +123,6 @@ def _jsonable(value):
 
 
 # --------------------------------------------------------------------------- records
-
-
-class Comparison(NamedTuple):
-    """One row of the gallery table: passes iff ``|measured − predicted| ≤ tolerance``."""
-
-    quantity: str
-    measured: float
-    predicted: float
-    tolerance: float
-
-    @property
-    def passed(self) -> bool:
-        return bool(abs(float(self.measured) - float(self.predicted)) <= float(self.tolerance))
-
-    def row(self) -> dict:
-        return dict(quantity=self.quantity, measured=float(self.measured), predicted=float(self.predicted),
-                    tolerance=float(self.tolerance), passed=self.passed)
 
 
 def environment() -> dict:

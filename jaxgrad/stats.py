@@ -1,0 +1,93 @@
+r"""Statistics shared by the studies and the tests: one formula for each standard error.
+
+Monte-Carlo checks in jaxgrad compare a measured statistic with a closed form at a
+tolerance derived from its standard error (about 4 SE), never a guessed rtol. The
+formulas live here once:
+
+* mean: $\hat\mu = \bar x$, $\mathrm{SE} = s/\sqrt N$;
+* variance: $\hat\sigma^2 = s^2$, $\mathrm{SE}^2 \approx (m_4 - \hat\sigma^4 (N-3)/(N-1))/N$
+  (the exact large-sample variance of $s^2$, Cramér 1946 §27.4);
+* log-mean-exp: $\ln\frac1N\sum_i e^{y_i}$, SE by the delta method
+  (the relative standard error of the mean of $e^{y}$);
+* `Comparison`, the measured-vs-predicted record the gallery prints.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Comparison", "log_mean_exp", "mean_and_se", "quantiles", "slope", "variance_and_se",
+           "within_standard_errors"]
+
+
+def mean_and_se(x, axis=0):
+    """Sample mean and its standard error along `axis` (non-finite values are not dropped)."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[axis]
+    return x.mean(axis), x.std(axis, ddof=1) / np.sqrt(n)
+
+
+def variance_and_se(x, axis=0):
+    """Sample variance (ddof=1) and its standard error, SE² ≈ (m₄ − σ⁴(n−3)/(n−1))/n."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[axis]
+    d = x - x.mean(axis, keepdims=True)
+    var = (d**2).sum(axis) / (n - 1)
+    m4 = (d**4).mean(axis)
+    return var, np.sqrt(np.maximum(m4 - var**2 * (n - 3) / (n - 1), 0.0) / n)
+
+
+def log_mean_exp(y, axis=0):
+    r"""$\ln \frac1N\sum_i e^{y_i}$ and its delta-method standard error.
+
+    SE ≈ sd(e^{y − m}) / (√N · mean(e^{y − m})): the relative error of the mean.
+    """
+    y = np.asarray(y, np.float64)
+    m = y.max(axis, keepdims=True)
+    w = np.exp(y - m)
+    mean = w.mean(axis)
+    n = y.shape[axis]
+    return np.log(mean) + np.squeeze(m, axis), w.std(axis, ddof=1) / np.sqrt(n) / mean
+
+
+def quantiles(x, qs=(5, 50, 95), axis=0):
+    """Percentiles along `axis`, stacked on a leading axis of len(qs)."""
+    return np.percentile(np.asarray(x, np.float64), qs, axis=axis)
+
+
+def slope(depths, y):
+    """Least-squares slope of y against depth."""
+    depths = np.asarray(depths, np.float64)
+    return float(np.polyfit(depths, np.asarray(y, np.float64), 1)[0])
+
+
+class Comparison(NamedTuple):
+    """One measured-vs-predicted record: passes iff ``|measured − predicted| ≤ tolerance``.
+
+    Say in ``quantity`` where the tolerance comes from (standard errors, a grid step, a
+    rounding bound); `within_standard_errors` builds the common 4-SE case.
+    """
+
+    quantity: str
+    measured: float
+    predicted: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(abs(float(self.measured) - float(self.predicted)) <= float(self.tolerance))
+
+    def row(self) -> dict:
+        return dict(quantity=self.quantity, measured=float(self.measured), predicted=float(self.predicted),
+                    tolerance=float(self.tolerance), passed=self.passed)
+
+
+def within_standard_errors(quantity: str, measured, se, predicted, *, k: float = 4.0,
+                           allowance: float = 0.0) -> Comparison:
+    """`Comparison` at tolerance ``k·SE + allowance`` (a stated finite-size allowance, default 0)."""
+    se, allowance = float(se), float(allowance)
+    if not (np.isfinite(se) and se >= 0):
+        raise ValueError(f"`se` must be a finite non-negative standard error, got se={se!r}")
+    text = f"{quantity} (tolerance {k:g} SE" + (f" + {allowance:.3g} allowance)" if allowance else ")")
+    return Comparison(text, float(measured), float(predicted), k * se + allowance)
