@@ -50,14 +50,14 @@ An experiment module defines, at top level::
         # stem) and returns Figure(stem, caption) for each figure, in gallery order.
 
     def comparisons(data: dict[str, np.ndarray], config: Config
-                    ) -> list[jaxgrad.results.Comparison]:
+                    ) -> list[jaxgrad.stats.Comparison]:
         # Measured against predicted: Comparison(quantity, measured, predicted,
         # tolerance); it passes iff |measured − predicted| ≤ tolerance. Say in the
         # quantity's text where the tolerance comes from (standard errors, grid step).
 
     def run(config: Config | None = None, seed: int = 0) -> dict[str, np.ndarray]:
         # Convenience: every point in memory, no store. Always the one-liner
-        #     return jaxgrad.results.compute(sys.modules[__name__], config or Config.quick(), seed)
+        #     return experiments.runner.compute(sys.modules[__name__], config or Config.quick(), seed)
 
 The module docstring names the seed section it reproduces and the command that runs
 it (``jaxgrad run NAME``) with how long the quick scale takes. Library code lives in
@@ -69,7 +69,7 @@ The command line drives the protocol: ``jaxgrad run NAME [--scale quick|full]
 ``jaxgrad reproduce``; `discover` validates each module when it is first listed, so a
 module that misses part of the protocol fails loudly, naming what is missing.
 
-What the runner (`jaxgrad.results.run_experiment`) guarantees: stored points are reused
+What the runner (`experiments.runner.run_experiment`) guarantees: stored points are reused
 only when the stored manifest has the same config and seed (otherwise, or with
 ``--force``, they are discarded); every file is replaced atomically; the manifest's
 ``status`` is ``running`` until the run completes. Sections in `discover` and in

@@ -29,7 +29,8 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import engine_seed, log_mean_exp, mean_and_se, quantiles, require_integers, variance_and_se
 
 NAME = "depth_sweep"

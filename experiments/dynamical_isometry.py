@@ -57,7 +57,8 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import require_integers
 
 NAME = "dynamical_isometry"

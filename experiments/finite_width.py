@@ -55,7 +55,8 @@ from scipy.special import gammaln, loggamma
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import require_integers
 
 NAME = "finite_width"

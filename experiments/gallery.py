@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jaxgrad.results import Store, atomic_write, read_csv
+from jaxgrad.store import Store, atomic_write, read_csv
 
 
 def _number(text: str, digits: int) -> str:

@@ -59,7 +59,8 @@ from matplotlib.colors import TwoSlopeNorm
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import require_integers
 
 NAME = "phase_diagram"

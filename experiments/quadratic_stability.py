@@ -25,7 +25,8 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
 from jaxgrad import plotting, quadratic
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import require_integers
 
 NAME = "quadratic_stability"

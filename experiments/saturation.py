@@ -37,7 +37,8 @@ import jaxgrad
 from jaxgrad import plotting
 from jaxgrad.activations import ACTIVATIONS, derivative
 from jaxgrad.quadrature import gaussian_expectation
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, quantiles, require_integers
 
 NAME = "saturation"

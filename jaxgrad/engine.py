@@ -360,7 +360,7 @@ def simulate(
       dtype: ``"float32"`` (default) or ``"float64"``.
       chunk_size: samples per host round trip (default: from available memory).
       devices: devices to shard samples over (default: all local devices; in a
-        multi-process run, every process's, via `jaxgrad.distributed.distributed_simulate`).
+        multi-process run, every process's, via `jaxgrad.cluster.distributed_simulate`).
       sample_offset: index of the first sample (used by multi-process runs).
       progress: show a progress bar (default: when stderr is a terminal).
 
@@ -368,7 +368,7 @@ def simulate(
       A `SimulationResult`; logarithms are natural, of norms.
     """
     if devices is None and sample_offset == 0 and _multi_process():
-        from jaxgrad.distributed import distributed_simulate
+        from jaxgrad.cluster import distributed_simulate
 
         return distributed_simulate(net, samples, seed, q0=q0, spectrum_at=spectrum_at, method=method, dtype=dtype,
                                     chunk_size=chunk_size, progress=progress)
@@ -428,7 +428,7 @@ def lyapunov_spectrum(
       (samples, min width) array, each row in descending order.
     """
     if devices is None and sample_offset == 0 and _multi_process():
-        from jaxgrad.distributed import distributed_lyapunov_spectrum
+        from jaxgrad.cluster import distributed_lyapunov_spectrum
 
         return distributed_lyapunov_spectrum(net, samples, seed, q0=q0, dtype=dtype, chunk_size=chunk_size,
                                              progress=progress)
@@ -444,8 +444,8 @@ def lyapunov_spectrum(
 
 
 def _multi_process() -> bool:
-    """Whether this is one process of a multi-process run (`jaxgrad.distributed`)."""
-    from jaxgrad.distributed import process_index_and_count
+    """Whether this is one process of a multi-process run (`jaxgrad.cluster`)."""
+    from jaxgrad.cluster import process_index_and_count
 
     return process_index_and_count()[1] > 1
 

@@ -27,7 +27,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from jaxgrad.results import atomic_write
+from jaxgrad.store import atomic_write
 
 OKABE_ITO = {
     "orange": "#E69F00",

@@ -81,12 +81,13 @@ def run_study_at_a_tiny_size(module, config, tmp_path):
 
     Returns (data, comparisons) for the study's own further checks.
     """
-    from jaxgrad import results
+    from experiments import runner
+    from jaxgrad import store as results
 
     store = results.Store.of(tmp_path, module.NAME)
-    manifest = results.run_experiment(module, config, store=store, seed=0, progress=False)
+    manifest = runner.run_experiment(module, config, store=store, seed=0, progress=False)
     assert manifest["status"] == "complete"
-    figures = results.draw_figures(module, config, store=store)
+    figures = runner.draw_figures(module, config, store=store)
     assert figures and all((store.dir / f"{f.stem}.png").stat().st_size > 10_000 for f in figures)
     rows = results.read_csv(store.summary)
     assert rows and set(rows[0]) == set(rows[-1])  # tidy: one schema for every row

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from jaxgrad.cli import main
+from experiments.cli import main
 
 
 def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):

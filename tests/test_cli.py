@@ -10,7 +10,7 @@ import pytest
 
 import experiments
 from experiments import quadratic_stability
-from jaxgrad.cli import main
+from experiments.cli import main
 
 # A tiny quadratic_stability: every part, a few seconds with compilation (no bisection: the
 # grid bracket alone, which the comparisons' tolerance then reflects).
@@ -51,7 +51,7 @@ def test_bad_usage_is_one_line_and_exit_code_2(capsys, argv, words):
 
 
 def test_the_console_script_reports_bad_usage_without_a_traceback():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from jaxgrad.cli import main; sys.exit(main())",
+    proc = subprocess.run([sys.executable, "-c", "import sys; from experiments.cli import main; sys.exit(main())",
                            "run", "quadratic_stability", "--set", "n_lr=x"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "jaxgrad: error: n_lr='x' must be int"

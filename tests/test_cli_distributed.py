@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxgrad import cli, distributed
+from experiments import cli
+from jaxgrad import cluster
 from tests.helpers import Run, free_port, local_environment
 
 # A tiny study whose ensembles go through jaxgrad.simulate: 2 points (Gaussian and orthogonal
@@ -27,11 +28,11 @@ POINTS = 2
 
 # `python -m jaxgrad` (runpy, as -m does) with a spy on the engine that reports, on stderr, each
 # call's samples, first sample and devices: the proof that the processes split the samples. The
-# spy takes the place of the function wherever the study or jaxgrad.distributed looks it up.
+# spy takes the place of the function wherever the study or jaxgrad.cluster looks it up.
 SPY = textwrap.dedent("""
     import runpy, sys
     import jaxgrad
-    from jaxgrad import distributed, engine
+    from jaxgrad import cluster, engine
 
     for name in ("simulate", "lyapunov_spectrum"):
         def spy(net, samples, seed=0, *, _name=name, _real=getattr(engine, name), **kwargs):
@@ -40,7 +41,7 @@ SPY = textwrap.dedent("""
                   f"devices={None if devices is None else len(devices)}", file=sys.stderr, flush=True)
             return _real(net, samples, seed, **kwargs)
 
-        for module in (jaxgrad, engine, distributed):
+        for module in (jaxgrad, engine, cluster):
             setattr(module, name, spy)
     runpy.run_module("jaxgrad", run_name="__main__", alter_sys=True)
 """)
@@ -271,7 +272,7 @@ def test_any_other_start_up_failure_of_the_runtime_is_a_one_line_error(capsys, m
     def initialize(*args, **kwargs):
         raise RuntimeError("UNAVAILABLE: failed to connect\n  to all addresses")
 
-    monkeypatch.setattr(distributed, "initialize", initialize)
+    monkeypatch.setattr(cluster, "initialize", initialize)
     assert cli.main(TINY_RUN) == 1
     err = capsys.readouterr().err
     assert err == ("jaxgrad: error: could not start the multi-process run: UNAVAILABLE: failed to connect to all "
@@ -294,8 +295,8 @@ def as_process(monkeypatch, tmp_path):
             sent.append(value)
             return value if me == 0 else 3
 
-        monkeypatch.setattr(distributed, "is_writer", lambda: me == 0)
-        monkeypatch.setattr(distributed, "broadcast_from_writer", broadcast)
+        monkeypatch.setattr(cluster, "is_writer", lambda: me == 0)
+        monkeypatch.setattr(cluster, "broadcast_from_writer", broadcast)
         monkeypatch.setattr(cli, "_draw", draw)
         return cli.main(TINY_RUN), sent
 

@@ -15,37 +15,37 @@ import numpy as np
 import pytest
 
 import jaxgrad
-from jaxgrad import distributed
-from jaxgrad.distributed import Processes
+from jaxgrad import cluster
+from jaxgrad.cluster import Processes
 from tests.helpers import Run, free_port, local_environment
 
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from jaxgrad import distributed
+    from jaxgrad import cluster
 
     job = json.loads(sys.argv[1])
     try:
         if job.get("slurm"):  # as `srun` starts it: found in the environment
-            processes = distributed.initialize(timeout_s=job["timeout_s"])
+            processes = cluster.initialize(timeout_s=job["timeout_s"])
             assert processes.source == "slurm", processes
         else:
-            distributed.initialize(job["coordinator"], job["num_processes"], job["process_id"],
+            cluster.initialize(job["coordinator"], job["num_processes"], job["process_id"],
                                    timeout_s=job["timeout_s"])
-        distributed.check_same_config(job["config"], timeout_s=job["timeout_s"])
-    except (TimeoutError, distributed.ConfigMismatchError) as error:
+        cluster.check_same_config(job["config"], timeout_s=job["timeout_s"])
+    except (TimeoutError, cluster.ConfigMismatchError) as error:
         print(f"jaxgrad: error: {error}", file=sys.stderr, flush=True)
         sys.exit(3)
     if job.get("compute"):
         import jax, jaxgrad
         net = jaxgrad.mlp(**job["net"])
         samples, seed = job["config"]["samples"], job["config"]["seed"]
-        res = distributed.distributed_simulate(net, samples, seed, method="svd", spectrum_at=(1,))
-        lyap = distributed.distributed_lyapunov_spectrum(net, samples, seed)
-        decision = distributed.broadcast_from_writer({"from": job["process_id"]})
+        res = cluster.distributed_simulate(net, samples, seed, method="svd", spectrum_at=(1,))
+        lyap = cluster.distributed_lyapunov_spectrum(net, samples, seed)
+        decision = cluster.broadcast_from_writer({"from": job["process_id"]})
         assert decision == {"from": 0}, decision
         assert len(jax.local_devices()) == 2 and len(jax.devices()) == 2 * job["num_processes"]
-        if distributed.is_writer():
+        if cluster.is_writer():
             arrays = {f: getattr(res, f) for f in ("log_spectral_norm", "log_norm_product", "log_forward_gain",
                                                    "log_backward_gain", "log_signal_norm", "signal_exit_depth")}
             np.savez(job["out"], sv1=res.log_singular_values[1], lyapunov=lyap, **arrays)
@@ -144,7 +144,7 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(jax.distributed, "initialize", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(distributed, "_started", None)
+    monkeypatch.setattr(cluster, "_started", None)
     for key in list(os.environ):
         if key.startswith(("SLURM_", "OMPI_")) or key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
                                                           "JAX_PROCESS_ID"):
@@ -167,17 +167,17 @@ def no_network(monkeypatch):
 ])
 def test_bad_arguments_raise_before_any_network_use(no_network, kwargs, words):
     with pytest.raises(ValueError) as error:
-        distributed.initialize(**kwargs)
+        cluster.initialize(**kwargs)
     for word in words:
         assert word in str(error.value)
 
 
 def test_without_a_cluster_a_run_is_single_process_and_starts_no_runtime(no_network):
-    assert distributed.initialize() == Processes(0, 1, None, "single")
-    assert distributed.initialize(num_processes=1) == Processes(0, 1, None, "single")
-    assert distributed.is_writer() and distributed.process_index_and_count() == (0, 1)
-    assert distributed.check_same_config({"seed": 0}) == distributed.config_hash({"seed": 0})
-    assert distributed.broadcast_from_writer(["a=1"]) == ["a=1"]
+    assert cluster.initialize() == Processes(0, 1, None, "single")
+    assert cluster.initialize(num_processes=1) == Processes(0, 1, None, "single")
+    assert cluster.is_writer() and cluster.process_index_and_count() == (0, 1)
+    assert cluster.check_same_config({"seed": 0}) == cluster.config_hash({"seed": 0})
+    assert cluster.broadcast_from_writer(["a=1"]) == ["a=1"]
 
 
 SLURM = dict(SLURM_JOB_ID="42", SLURM_STEP_NODELIST="gpu[01-04]", SLURM_NTASKS="16", SLURM_PROCID="5",
@@ -197,7 +197,7 @@ SLURM = dict(SLURM_JOB_ID="42", SLURM_STEP_NODELIST="gpu[01-04]", SLURM_NTASKS="
     ({}, dict(coordinator="[::1]:4000", num_processes=3, process_id=2), Processes(2, 3, "[::1]:4000", "arguments")),
 ])
 def test_processes_come_from_arguments_then_the_cluster_environment(environ, kwargs, want):
-    assert distributed.resolve(**kwargs, environ=environ) == want
+    assert cluster.resolve(**kwargs, environ=environ) == want
 
 
 @pytest.mark.parametrize("environ, words", [
@@ -207,7 +207,7 @@ def test_processes_come_from_arguments_then_the_cluster_environment(environ, kwa
 ])
 def test_a_bad_cluster_environment_is_a_clear_error(environ, words):
     with pytest.raises(ValueError) as error:
-        distributed.resolve(environ=environ)
+        cluster.resolve(environ=environ)
     for word in words:
         assert word in str(error.value)
 
@@ -215,7 +215,7 @@ def test_a_bad_cluster_environment_is_a_clear_error(environ, words):
 @pytest.mark.parametrize("samples", [1, 2, 5, 64, 1001])
 @pytest.mark.parametrize("num_processes", [1, 2, 3, 8])
 def test_sample_blocks_are_contiguous_balanced_and_cover_every_sample(samples, num_processes):
-    blocks = [distributed.sample_block(samples, p, num_processes) for p in range(num_processes)]
+    blocks = [cluster.sample_block(samples, p, num_processes) for p in range(num_processes)]
     assert blocks[0][0] == 0 and sum(count for _, count in blocks) == samples
     assert all(a + n == b for (a, n), (b, _) in zip(blocks, blocks[1:]))
     assert max(n for _, n in blocks) - min(n for _, n in blocks) <= 1
@@ -223,26 +223,26 @@ def test_sample_blocks_are_contiguous_balanced_and_cover_every_sample(samples, n
 
 @pytest.mark.parametrize("piece_bytes", [7, 256 << 20])  # many collectives, or one
 def test_gather_keeps_every_dtype_and_shape_bit_for_bit_in_one_process(monkeypatch, piece_bytes):
-    monkeypatch.setattr(distributed, "_GATHER_BYTES", piece_bytes)
+    monkeypatch.setattr(cluster, "_GATHER_BYTES", piece_bytes)
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 2, 3)),
               np.arange(5, dtype=np.int32), np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)]
-    for got, want in zip(distributed.gather_samples(arrays, 5), arrays):
+    for got, want in zip(cluster.gather_samples(arrays, 5), arrays):
         assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
 
 
 def test_the_run_chooses_devices_and_offsets_itself():
     net = jaxgrad.mlp(width=3, depth=2)
     with pytest.raises(ValueError, match="sample_offset"):
-        distributed.distributed_simulate(net, 4, sample_offset=2)
+        cluster.distributed_simulate(net, 4, sample_offset=2)
     with pytest.raises(ValueError, match="devices"):
-        distributed.distributed_lyapunov_spectrum(net, 4, devices=jax.local_devices())
+        cluster.distributed_lyapunov_spectrum(net, 4, devices=jax.local_devices())
     with pytest.raises(ValueError, match="samples=0"):
-        distributed.distributed_simulate(net, 0)
+        cluster.distributed_simulate(net, 0)
 
 
 def test_config_hash_ignores_key_order_and_sees_every_value():
     a = dict(seed=0, config=dict(width=64, depths=[1, 2]))
-    assert distributed.config_hash(a) == distributed.config_hash(dict(config=dict(depths=[1, 2], width=64), seed=0))
-    assert distributed.config_hash(a) != distributed.config_hash(dict(a, seed=1))
-    assert distributed.config_hash(a) != distributed.config_hash(dict(a, config=dict(width=64, depths=[1, 3])))
+    assert cluster.config_hash(a) == cluster.config_hash(dict(config=dict(depths=[1, 2], width=64), seed=0))
+    assert cluster.config_hash(a) != cluster.config_hash(dict(a, seed=1))
+    assert cluster.config_hash(a) != cluster.config_hash(dict(a, config=dict(width=64, depths=[1, 3])))

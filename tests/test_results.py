@@ -10,14 +10,16 @@ import time
 import numpy as np
 import pytest
 
-from jaxgrad import results
+from experiments import runner
+from jaxgrad import store as results
 from jaxgrad.plotting import Figure, save_figure, subplots
-from jaxgrad.results import Comparison, Store
+from jaxgrad.stats import Comparison
+from jaxgrad.store import Store
 
 FAKE_EXPERIMENT = '''
 import dataclasses, time
 import numpy as np
-from jaxgrad.results import Comparison
+from jaxgrad.stats import Comparison
 
 NAME, SECTION, TITLE = "fake", "§0", "a fake sweep"
 CALLS = []
@@ -59,7 +61,7 @@ def comparisons(data, config):
 
 def run(config=None, seed=0):
     import sys
-    from jaxgrad.results import compute
+    from experiments.runner import compute
     return compute(sys.modules[__name__], config or Config.quick(), seed)
 '''
 
@@ -78,7 +80,7 @@ def fake(tmp_path, monkeypatch):
 
 def _run(module, root, **kwargs):
     config = kwargs.pop("config", module.Config())
-    return results.run_experiment(module, config, store=Store.of(root, module.NAME), progress=False, **kwargs)
+    return runner.run_experiment(module, config, store=Store.of(root, module.NAME), progress=False, **kwargs)
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -191,7 +193,8 @@ def test_killing_a_run_midway_and_starting_again_completes_it(fake, tmp_path):
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(tmp_path)!r})
         import fake_experiment as f
-        from jaxgrad.results import Store, run_experiment
+        from jaxgrad.store import Store
+        from experiments.runner import run_experiment
         run_experiment(f, f.Config(n=6, delay=0.25), store=Store.of({str(tmp_path)!r}, "fake"), progress=False)
     """)
     child = subprocess.Popen([sys.executable, "-c", script])
@@ -215,7 +218,7 @@ def test_figures_are_redrawn_from_stored_data_without_recomputing(fake, tmp_path
     _run(fake, tmp_path)
     store = Store.of(tmp_path, "fake")
     monkeypatch.setattr(fake, "run_point", lambda *args: pytest.fail("recomputed"))
-    figures = results.draw_figures(fake, fake.Config(), store=store)
+    figures = runner.draw_figures(fake, fake.Config(), store=store)
     assert figures == [Figure("values", "squares")]
     assert (store.dir / "values.png").exists() and (store.dir / "values.pdf").exists()
     assert store.read_manifest()["figures"] == [{"stem": "values", "caption": "squares"}]

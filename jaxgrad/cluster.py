@@ -195,7 +195,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             raise ValueError(f"`{name}` must be a positive number of seconds, got {name}={value!r}")
     if _started is not None:
         if processes != _started:
-            raise RuntimeError(f"jaxgrad.distributed.initialize was already called as {_started}; "
+            raise RuntimeError(f"jaxgrad.cluster.initialize was already called as {_started}; "
                                f"cannot join again as {processes}")
         return _started
     if processes.num_processes > 1:
@@ -289,7 +289,7 @@ def _jax_distributed():
 def _client():
     client = _jax_distributed().global_state.client
     if client is None:
-        raise RuntimeError("the JAX distributed runtime is not initialised; call jaxgrad.distributed.initialize()")
+        raise RuntimeError("the JAX distributed runtime is not initialised; call jaxgrad.cluster.initialize()")
     return client
 
 

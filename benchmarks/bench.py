@@ -28,7 +28,7 @@ Timings are medians of ``--repeats`` runs after a warm-up. Results go to ``--out
 ``<tag>_table.md`` (the printed table), ``throughput_<tag>.png/.pdf``; tag is the backend
 (``cpu``, ``gpu``) unless given.
 
-This module imports JAX lazily, so `jaxgrad.cli` can configure the command cheaply.
+This module imports JAX lazily, so `experiments.cli` can configure the command cheaply.
 """
 from __future__ import annotations
 
@@ -102,10 +102,16 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """``python -m jaxgrad.bench …``: the same as ``jaxgrad bench …``."""
-    from jaxgrad.cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else list(argv))])
+    """``python -m benchmarks.bench …``: the same as ``jaxgrad bench …`` (one-line errors, exit 2)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        check(args)
+    except ValueError as error:
+        _say(f"jaxgrad bench: {error}")
+        return 2
+    return run(args)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -554,7 +560,7 @@ def run(args: argparse.Namespace) -> int:
 
     import jaxgrad
     from jaxgrad import ensemble
-    from jaxgrad.results import atomic_write, environment
+    from jaxgrad.store import atomic_write, environment
 
     torch = _torch() if args.torch else None
     if torch is not None:

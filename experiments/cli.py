@@ -66,12 +66,12 @@ def _execution_options(parser: argparse.ArgumentParser, *, sets: bool) -> None:
 
 def _join(args) -> None:
     """Joins the processes of a multi-process run (a no-op for one); before any JAX computation."""
-    from jaxgrad import distributed
+    from jaxgrad import cluster
 
     # Bad flags raise ValueError (exit 2) before any network use; absent peers, TimeoutError (exit 1);
     # anything else the runtime raises (the coordinator's port taken, ...), StartupError (exit 1).
     try:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
+        cluster.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
     except (ValueError, TimeoutError):
         raise
     except Exception as error:
@@ -84,16 +84,16 @@ def _leave_together(finish: Callable[[], int]) -> int:
     The other processes wait for it, so all leave together with process 0's status; if
     `finish` raises, they leave with status 1. In a single-process run: ``finish()``.
     """
-    from jaxgrad import distributed
+    from jaxgrad import cluster
 
     status = None
-    if distributed.is_writer():
+    if cluster.is_writer():
         try:
             status = finish()
         except Exception:
-            distributed.broadcast_from_writer(1)
+            cluster.broadcast_from_writer(1)
             raise
-    return int(distributed.broadcast_from_writer(status))
+    return int(cluster.broadcast_from_writer(status))
 
 
 def _check_same_run(args, plan) -> None:
@@ -103,9 +103,9 @@ def _check_same_run(args, plan) -> None:
     import jax
 
     import jaxgrad
-    from jaxgrad import distributed
+    from jaxgrad import cluster
 
-    distributed.check_same_config(dict(
+    cluster.check_same_config(dict(
         command=args.command, scale=args.scale, seed=args.seed, force=args.force,
         studies={e.NAME: dataclasses.asdict(config) for e, config in plan},
         versions=dict(jaxgrad=jaxgrad.__version__, jax=jax.__version__)))
@@ -134,8 +134,9 @@ def _prepare_list(args):
 
 
 def _run_one(experiment, config, args, argv_text: str):
-    from jaxgrad.distributed import is_writer
-    from jaxgrad.results import Store, run_experiment
+    from jaxgrad.cluster import is_writer
+    from jaxgrad.store import Store
+    from experiments.runner import run_experiment
 
     store = Store.of(args.out, experiment.NAME)
     manifest = run_experiment(experiment, config, store=store, seed=args.seed, scale=args.scale,
@@ -150,7 +151,8 @@ def _run_one(experiment, config, args, argv_text: str):
 
 def _draw(experiment, store) -> int:
     import experiments
-    from jaxgrad.results import draw_figures, read_csv
+    from jaxgrad.store import read_csv
+    from experiments.runner import draw_figures
 
     manifest = store.read_manifest()
     if manifest is None or not store.data.exists():
@@ -183,7 +185,7 @@ def _prepare_run(args):
 
 def _prepare_figures(args):
     import experiments
-    from jaxgrad.results import Store
+    from jaxgrad.store import Store
 
     chosen = [experiments.get(n) for n in args.names] or list(experiments.discover().values())
 
@@ -227,7 +229,7 @@ def _prepare_info(args):
     def action():
         import jax
 
-        from jaxgrad.results import environment
+        from jaxgrad.store import environment
 
         env = environment()
         for name, version in env["versions"].items():
@@ -242,13 +244,13 @@ def _prepare_info(args):
 
 
 def _configure_bench(p):
-    from jaxgrad import bench  # imports no JAX
+    from benchmarks import bench  # imports no JAX
 
     bench.add_arguments(p)
 
 
 def _prepare_bench(args):
-    from jaxgrad import bench
+    from benchmarks import bench
 
     bench.check(args)
     return lambda: bench.run(args)
@@ -288,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the `jaxgrad` console script; returns the exit code."""
-    from jaxgrad import distributed
+    from jaxgrad import cluster
 
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {c.name: c for c in COMMANDS}
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
         return 1
     try:
         return action()
-    except (TimeoutError, distributed.ConfigMismatchError) as error:
+    except (TimeoutError, cluster.ConfigMismatchError) as error:
         _say("jaxgrad: error: " + " ".join(str(error).split()))
         return 1
     except KeyboardInterrupt:

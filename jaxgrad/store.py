@@ -16,9 +16,9 @@ Every file is written by `atomic_write` (temp file in the same directory, fsync,
 stored as soon as it finishes; running the experiment again with the same config and
 seed computes only the missing points (``force=True`` recomputes everything).
 
-`run_experiment`, `draw_figures` and `compute` drive any module that follows the
-experiment protocol documented in ``experiments/__init__.py``; this module never imports
-``experiments``.
+The study runner that fills a store (`experiments.runner`) lives with the studies;
+this module never imports ``experiments`` nor the plotting code (`jaxgrad.plotting`
+imports this module for `atomic_write`, never the reverse).
 """
 from __future__ import annotations
 
@@ -37,12 +37,10 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from jaxgrad.progress import Progress
-from jaxgrad.stats import Comparison
+from jaxgrad.stats import Comparison  # noqa: F401 (re-exported: the record a store holds)
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -122,9 +120,6 @@ def _jsonable(value):
     raise TypeError(f"not JSON-serialisable: {value!r}")
 
 
-# --------------------------------------------------------------------------- records
-
-
 def environment() -> dict:
     """Versions, backend, devices and git commit, for the manifest."""
     import jax
@@ -200,124 +195,3 @@ class Store:
             return json.loads(self.manifest.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _as_arrays(pid: str, arrays) -> dict[str, np.ndarray]:
-    if not isinstance(arrays, dict) or not all(isinstance(k, str) for k in arrays):
-        raise TypeError(f"run_point must return dict[str, array] for point {pid!r}, got {type(arrays).__name__}")
-    return {k: np.asarray(v) for k, v in arrays.items()}
-
-
-def _point_ids(experiment, config) -> list[tuple[str, dict]]:
-    points = experiment.points(config)
-    ids = [point_id(p) for p in points]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{experiment.NAME}.points() returned duplicate points: {ids}")
-    return list(zip(ids, points))
-
-
-def compute(experiment, config, seed: int = 0) -> dict[str, np.ndarray]:
-    """Every point in memory, nothing stored: the arrays ``plot`` reads (an experiment's ``run``)."""
-    results = [(p, _as_arrays(pid, experiment.run_point(config, p, point_key(seed, pid))))
-               for pid, p in _point_ids(experiment, config)]
-    return dict(experiment.summarize(config, results)[1])
-
-
-def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: str = "custom",
-                   overrides=(), force: bool = False, progress: bool = True, command: str | None = None) -> dict:
-    """Run (or finish) one experiment into `store`: points, summary, comparisons, manifest.
-
-    Points already stored under the same config and seed are loaded, not recomputed,
-    unless `force`. The manifest says ``running`` while it runs, then ``complete``,
-    ``interrupted`` (Ctrl-C) or ``failed`` (a kill leaves ``running``). When resuming,
-    ``started`` is the first attempt's, ``wall_seconds`` the total over all attempts
-    and ``attempts`` counts them; ``points`` says what this attempt computed.
-
-    Returns:
-      The final manifest.
-    """
-    from jaxgrad import distributed
-
-    writer = distributed.is_writer()  # in a multi-process run only process 0 reads or writes files
-    pairs = _point_ids(experiment, config)
-    identity = dict(config=json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable)), seed=seed)
-    previous = (store.read_manifest() or {}) if writer else {}
-    same = {k: previous.get(k) for k in identity} == identity
-    if writer and (force or not same):
-        shutil.rmtree(store.points, ignore_errors=True)  # stale or unwanted: start over
-    if writer:
-        store.points.mkdir(parents=True, exist_ok=True)
-    # Which points to resume is the writer's decision, so that every process computes the same points.
-    # The others may wait here long, while the writer summarises the previous study: the broadcast
-    # has no short deadline (a dead process is caught by JAX's heartbeat).
-    stored = set(distributed.broadcast_from_writer(
-        [pid for pid, _ in pairs if store.point_path(pid).exists()] if writer else None))
-
-    start, resuming = time.monotonic(), same and not force
-    earlier = float(previous.get("wall_seconds") or 0.0) if resuming else 0.0  # time spent on stored points
-    manifest = dict(experiment=experiment.NAME, section=experiment.SECTION, title=experiment.TITLE,
-                    scale=scale, overrides=list(overrides), **identity, **environment(),
-                    command=command,
-                    started=previous.get("started") if resuming else _now(), finished=None,
-                    wall_seconds=None, attempts=previous.get("attempts", 1) + 1 if resuming else 1,
-                    status="running", points=dict(total=len(pairs), computed=0, resumed=0),
-                    figures=previous.get("figures", []) if same else [])
-    if writer:
-        write_json(store.manifest, manifest)
-    try:
-        results = []
-        with Progress(len(pairs), experiment.NAME, enabled=progress) as bar:
-            for pid, point in pairs:
-                path = store.point_path(pid)
-                if pid in stored:
-                    arrays = read_npz(path) if writer else None
-                    manifest["points"]["resumed"] += 1
-                else:
-                    bar.describe(pid)
-                    arrays = _as_arrays(pid, experiment.run_point(config, point, point_key(seed, pid)))
-                    if writer:
-                        write_npz(path, arrays)
-                    manifest["points"]["computed"] += 1
-                results.append((point, arrays))
-                bar.advance(pid)
-        if writer:
-            rows, data = experiment.summarize(config, results)
-            write_csv(store.summary, rows)
-            write_npz(store.data, data)
-            write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
-        manifest["status"] = "complete"
-    except BaseException as error:
-        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        manifest["error"] = f"{type(error).__name__}: {error}"
-        raise
-    finally:
-        manifest.update(finished=_now(), wall_seconds=round(earlier + time.monotonic() - start, 3))
-        if writer:
-            write_json(store.manifest, manifest)
-    return manifest
-
-
-def draw_figures(experiment, config, *, store: Store) -> list:
-    """Redraw an experiment's figures from ``data.npz`` alone (no recomputation).
-
-    Also refreshes ``comparisons.csv`` and records the figures in the manifest.
-
-    Raises:
-      FileNotFoundError: nothing stored yet (run the experiment first).
-    """
-    from jaxgrad import plotting
-
-    if not store.data.exists():
-        raise FileNotFoundError(f"no stored results for {experiment.NAME} in {store.dir} "
-                                f"(run `jaxgrad run {experiment.NAME}` first)")
-    data = read_npz(store.data)
-    with plotting.style():
-        figures = [plotting.Figure(*f) for f in experiment.plot(data, config, store.dir)]
-    write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
-    manifest = store.read_manifest() or {}
-    manifest["figures"] = [f._asdict() for f in figures]
-    write_json(store.manifest, manifest)
-    return figures
