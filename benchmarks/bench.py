@@ -166,18 +166,23 @@ def measure_engine(net, samples: int, repeats: int) -> dict:
     import jax.numpy as jnp
 
     import jaxgrad
-    from jaxgrad import engine, ensemble
+    import numpy as np
+
+    from jaxgrad import ensemble, probes
 
     n, depth = net.widths[0], net.depth
     dtype = jnp.dtype("float32")
     micro = ensemble.micro_batch_size(4 * 8 * n * n, jax.devices()[0].platform)
-    fn = engine._matrix_sample_fn(net, 0, 1.0, dtype, "power", ())
-    program = jax.jit(jax.vmap(fn))
+    probe = probes.product_norms(net, dtype=dtype, method="power")
+    coefficients = probes.coefficient_arrays(net, np.float32)
+    base = jax.random.key(0)
+    program = jax.jit(jax.vmap(lambda i, c, q0: probe(jax.random.fold_in(base, i), c, q0), in_axes=(0, None, None)))
     calls = -(-samples // micro)
-    batches = [jnp.arange(c * micro, (c + 1) * micro, dtype=jnp.int32) for c in range(calls)]
+    batches = [(jnp.arange(c * micro, (c + 1) * micro, dtype=jnp.int32), coefficients, jnp.float32(1.0))
+               for c in range(calls)]
 
     t = time.perf_counter()
-    lowered = program.lower(batches[0])
+    lowered = program.lower(*batches[0])
     lower_s = time.perf_counter() - t
     t = time.perf_counter()
     compiled = lowered.compile()
@@ -191,9 +196,9 @@ def measure_engine(net, samples: int, repeats: int) -> dict:
         pass
 
     def execute():
-        jax.block_until_ready([compiled(b) for b in batches])
+        jax.block_until_ready([compiled(*b) for b in batches])
 
-    jax.block_until_ready(compiled(batches[0]))  # warm-up
+    jax.block_until_ready(compiled(*batches[0]))  # warm-up
     exec_s, exec_all = _median_time(execute, repeats)
     # One end-to-end call, as a user makes it (tracing, compiling, chunked read-back included).
     t = time.perf_counter()

@@ -3,16 +3,22 @@
 Backpropagation computes $δ^{(0)} = J_1^\\top \\cdots J_L^\\top δ^{(L)}$ with
 $J_\\ell = \\mathrm{diag}(φ′(z^{(\\ell)}))\\,W^{(\\ell)}$; whether that product vanishes or
 explodes is the many-dimensional version of $θ_t = (1-ηa)^t θ_0$.
+
+The public API is listed in ``__all__``; modules: `layers` (pure layers and networks),
+`jacobian`, `spectral`, `probes` (per-sample measurements), `ensemble` (the runner),
+`engine` (`simulate`, `sweep`, `lyapunov_spectrum`), `theory`, `stats`, `store`,
+`plotting`, `cluster` (multi-process control plane), `quadratic`.
 """
 from jaxgrad import _xla_workarounds
 
 _xla_workarounds.apply()  # before any JAX computation: see the module
 
-from jaxgrad.activations import ACTIVATIONS, Activation, derivative, get_activation
-from jaxgrad.jacobian import error_signals, layer_jacobians, weight_gradients
-from jaxgrad.layers import (
+from jaxgrad.activations import ACTIVATIONS, Activation, derivative, get_activation  # noqa: E402
+from jaxgrad.jacobian import error_signals, layer_jacobians, weight_gradients  # noqa: E402
+from jaxgrad.layers import (  # noqa: E402
     WEIGHT_SCHEMES,
     DenseParams,
+    Hyper,
     Layer,
     Network,
     dense,
@@ -21,7 +27,7 @@ from jaxgrad.layers import (
     residual,
     serial,
 )
-from jaxgrad.spectral import (
+from jaxgrad.spectral import (  # noqa: E402
     lanczos_top_singular,
     log_product_norm,
     log_singular_values,
@@ -29,7 +35,26 @@ from jaxgrad.spectral import (
     product,
     spectral_norm,
 )
+from jaxgrad import ensemble, probes  # noqa: E402
+from jaxgrad.engine import (  # noqa: E402
+    NonFiniteWarning,
+    SimulationResult,
+    draw_params,
+    lyapunov_spectrum,
+    sample_keys,
+    simulate,
+    sweep,
+)
+from jaxgrad.ensemble import run as run_ensemble  # noqa: E402
+from jaxgrad import quadrature, stats, theory  # noqa: E402
 
 __version__ = "0.1.0"
-from jaxgrad.engine import SimulationResult, lyapunov_spectrum, sample_keys, simulate
-from jaxgrad import quadrature, theory
+
+__all__ = [
+    "ACTIVATIONS", "Activation", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
+    "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
+    "get_activation", "lanczos_top_singular", "layer_jacobians", "log_product_norm", "log_singular_values",
+    "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "residual",
+    "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
+    "weight_gradients",
+]

@@ -1,12 +1,12 @@
 r"""Multi-process runs on JAX's distributed runtime: one study, many processes, one result.
 
-A run with N processes splits the samples into N contiguous blocks; process p computes
-samples $[\lfloor pS/N \rfloor, \lfloor (p+1)S/N \rfloor)$ on its local devices with
-``jaxgrad.simulate(..., sample_offset=first, devices=jax.local_devices())`` and the
-blocks are gathered with `jax.experimental.multihost_utils.process_allgather`. Because
-sample i depends on (seed, i) alone, the gathered result is bit-identical to a
-single-process run with the same seed. Process 0 (`is_writer`) writes results; the others
-write nothing.
+This module is the control plane only: who the processes are, start-up, configuration
+hashes, decisions broadcast from process 0. The data plane is `jaxgrad.ensemble.run`:
+on a run with N processes, process p computes samples
+$[\lfloor pS/N \rfloor, \lfloor (p+1)S/N \rfloor)$ (`sample_block`) of *any* per-sample
+function on its local devices and the blocks are gathered bit-exactly, so the result is
+identical to a single-process run with the same seed. Process 0 (`is_writer`) writes
+results; the others write nothing.
 
 Start-up, in this order, before anything touches a device:
 
@@ -38,10 +38,12 @@ from typing import Mapping, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from jaxgrad.engine import FIELDS, SimulationResult, lyapunov_spectrum, simulate
+
+__all__ = ["ConfigMismatchError", "Processes", "broadcast_from_writer", "check_coordinator", "check_same_config",
+           "config_hash", "detect_cluster", "initialize", "is_writer", "process_index_and_count", "resolve",
+           "sample_block"]
 
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
-_GATHER_BYTES = 256 << 20  # bytes per collective: bounds the device memory a gather needs
 _BACKSTOP_S = 30  # JAX's own init deadline is ours plus this, so ours always fires first
 # A decision broadcast waits while process 0 does work of its own that the others do not
 # share (summaries, comparisons, figures: minutes at full scale), so it has no short
@@ -417,84 +419,3 @@ def sample_block(samples: int, process_id: int, num_processes: int) -> tuple[int
     """(first, count): the contiguous block of sample indices computed by `process_id`."""
     first = samples * process_id // num_processes
     return first, samples * (process_id + 1) // num_processes - first
-
-
-def gather_samples(arrays: Sequence[np.ndarray], samples: int) -> list[np.ndarray]:
-    """Concatenates every process's block of each array along axis 0, in process order.
-
-    This process's arrays hold the samples of its `sample_block` (more rows are
-    ignored). The bytes travel unchanged (one uint8 buffer, padded to the largest
-    block), so the result is bit-exact whatever the dtypes; the collective is
-    `process_allgather`, in pieces whose gathered size is at most 256 MiB.
-    """
-    from jax.experimental.multihost_utils import process_allgather
-
-    me, n = process_index_and_count()
-    per = -(-samples // n)
-    count = sample_block(samples, me, n)[1]
-    padded = [np.zeros((per, *a.shape[1:]), a.dtype) for a in arrays]
-    for pad, a in zip(padded, arrays):
-        pad[:count] = a[:count]
-    buffer = np.concatenate([np.frombuffer(p.tobytes(), np.uint8) for p in padded])
-    step = max(1, _GATHER_BYTES // n)  # each collective's output, n pieces, stays within _GATHER_BYTES
-    pieces = [process_allgather(buffer[s:s + step]) for s in range(0, buffer.size, step)]
-    rows = np.concatenate(pieces, axis=1) if pieces else np.zeros((n, 0), np.uint8)
-    out = []
-    offset = 0
-    for pad in padded:
-        blocks = []
-        for p in range(n):
-            block = rows[p, offset:offset + pad.nbytes].view(pad.dtype).reshape(pad.shape)
-            blocks.append(block[:sample_block(samples, p, n)[1]])
-        out.append(np.concatenate(blocks))
-        offset += pad.nbytes
-    return out
-
-
-def _local_block(samples, kwargs) -> tuple[int, int]:
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples <= 0:
-        raise ValueError(f"`samples` must be a positive integer, got samples={samples!r}")
-    taken = sorted({"devices", "sample_offset"} & set(kwargs))
-    if taken:
-        raise ValueError(f"a multi-process run chooses {' and '.join(taken)} itself (each process's block "
-                         f"on its local devices); do not pass {taken}")
-    first, count = sample_block(int(samples), *process_index_and_count())
-    return first, max(count, 1)  # a process with no samples computes one, for the shapes, and drops it
-
-
-def distributed_simulate(net, samples: int, seed: int = 0, **kwargs) -> SimulationResult:
-    """`jaxgrad.simulate` across every process of the run; identical to a single-process run.
-
-    Process p computes its `sample_block` on its local devices; the blocks are gathered
-    on every process. Keyword arguments are those of `jaxgrad.simulate` except
-    ``devices`` and ``sample_offset``. With one process this is `jaxgrad.simulate`.
-    """
-    first, count = _local_block(samples, kwargs)
-    if process_index_and_count()[1] == 1:
-        return simulate(net, samples, seed, **kwargs)
-    local = simulate(net, count, seed, sample_offset=first, devices=jax.local_devices(), **kwargs)
-    fields = [f for f in FIELDS if getattr(local, f) is not None]
-    depths = sorted(local.log_singular_values)
-    arrays = ([getattr(local, f) for f in fields] + [local.log_singular_values[d] for d in depths]
-              + [local.signal_exit_depth])
-    gathered = gather_samples(arrays, int(samples))
-    values = dict(zip(fields, gathered))
-    spectra = dict(zip(depths, gathered[len(fields):-1]))
-    nonfinite = {f: _count_nonfinite(a) for f, a in values.items()}
-    nonfinite.update({f"log_singular_values[{d}]": _count_nonfinite(a) for d, a in spectra.items()})
-    return local._replace(**values, log_singular_values=spectra, signal_exit_depth=gathered[-1],
-                          nonfinite=nonfinite, config=dict(local.config, samples=int(samples)))
-
-
-def _count_nonfinite(a: np.ndarray) -> int:
-    """Samples (rows) with any non-finite value, as `SimulationResult.nonfinite` counts them."""
-    return int((~np.isfinite(a)).any(axis=1).sum())
-
-
-def distributed_lyapunov_spectrum(net, samples: int, seed: int = 0, **kwargs) -> np.ndarray:
-    """`jaxgrad.lyapunov_spectrum` across every process; identical to a single-process run."""
-    first, count = _local_block(samples, kwargs)
-    if process_index_and_count()[1] == 1:
-        return lyapunov_spectrum(net, samples, seed, **kwargs)
-    local = lyapunov_spectrum(net, count, seed, sample_offset=first, devices=jax.local_devices(), **kwargs)
-    return gather_samples([local], int(samples))[0]

@@ -1,8 +1,12 @@
 r"""The ensemble engine: thousands of random initialisations, every depth, one program.
 
+`simulate`, `lyapunov_spectrum` and `sweep` are short compositions of a probe
+(`jaxgrad.probes`: what is measured for one sample) with the runner
+(`jaxgrad.ensemble.run`: where samples run: micro-batches, chunks, devices, processes).
+
 For each sample i (weights, input and probe vectors drawn from keys derived from
-(seed, i, ℓ)) the engine runs the chain of seed §5,
-$P_\ell = J_\ell P_{\ell-1}$, $P_0 = I$, inside one `lax.scan` over depth and records
+(seed, i, ℓ)) the engine runs the chain of seed §5, $P_\ell = J_\ell P_{\ell-1}$,
+$P_0 = I$, inside one `lax.scan` over depth and records
 
 * ``log_spectral_norm``  $\ln\|J_\ell\cdots J_1\|_2$ (seed §3),
 * ``log_norm_product``   $\sum_{k\le\ell}\ln\|J_k\|_2$, the submultiplicative bound,
@@ -16,22 +20,38 @@ so products of thousands of Jacobians neither overflow nor underflow. For positi
 homogeneous layers (ReLU, linear, leaky ReLU, no bias) $h^{(\ell)}$ is also carried
 as direction × log-scale ($φ′(ch) = φ′(h)$ for c > 0); for other layers the depth
 at which $h^{(\ell)}$ leaves the float range is reported.
+
+**One compile per structure.** The compiled program is cached per network structure
+(`Network.structure`: shapes, activations, schemes), method, dtype and fields; the
+seed (or key), σ_w, σ_b, every other `jaxgrad.layers.Hyper` value and q0 are traced
+inputs, so calls that differ only in them do not recompile. `sweep` runs a whole grid of
+hyperparameters as one program.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import itertools
+import sys
+import warnings
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad import ensemble
-from jaxgrad.layers import HIGHEST, Layer, Network, float_dtype
-from jaxgrad.spectral import lanczos_top_singular
+from jaxgrad import ensemble, probes
+from jaxgrad.layers import Network
+from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
+
+__all__ = ["DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys", "SimulationResult", "draw_params",
+           "lyapunov_spectrum", "sample_keys", "simulate", "sweep"]
 
 METHODS = ("power", "svd", "vector")
 DTYPES = ("float32", "float64")
-FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+_VECTOR_FIELDS = ("log_forward_gain", "log_backward_gain", "log_signal_norm")
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Some samples of a result hold non-finite values (counted in ``nonfinite``, never dropped)."""
 
 
 class SimulationResult(NamedTuple):
@@ -42,289 +62,171 @@ class SimulationResult(NamedTuple):
     float range (overflowed to inf/NaN or underflowed to 0; carried in the log domain
     for homogeneous layers, it never does), 0 if never. ``nonfinite`` counts, per field, the
     samples with any non-finite value (they are kept, not dropped).
-    Fields a method does not compute are None (``vector`` has no matrix norms).
+    Fields a method does not compute, or that were not asked for, are None (``vector``
+    has no matrix norms). From `sweep`, every array has the grid's axes in front and
+    ``nonfinite`` counts over the whole grid.
     """
 
     log_spectral_norm: np.ndarray | None
     log_norm_product: np.ndarray | None
-    log_forward_gain: np.ndarray
-    log_backward_gain: np.ndarray
-    log_signal_norm: np.ndarray
+    log_forward_gain: np.ndarray | None
+    log_backward_gain: np.ndarray | None
+    log_signal_norm: np.ndarray | None
     log_singular_values: dict[int, np.ndarray]
     signal_exit_depth: np.ndarray
     nonfinite: dict[str, int]
     config: dict
 
 
-class SampleKeys(NamedTuple):
-    weights: jax.Array  # layer ℓ (1-based) uses fold_in(weights, ℓ − 1), as Network.init does
-    input: jax.Array
-    forward_probe: jax.Array
-    backward_probe: jax.Array  # e_ℓ from fold_in(backward_probe, ℓ − 1)
-    lanczos: jax.Array
+# --------------------------------------------------------------------------- checks
 
 
-def sample_keys(seed: int, i) -> SampleKeys:
-    """The keys of sample i: a function of (seed, i) only."""
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    return SampleKeys(*(jax.random.fold_in(key, s) for s in range(5)))
+def _check_int(name, value, low, high=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low \
+            or (high is not None and value >= high):
+        valid = f"in [{low}, {high})" if high is not None else f"≥ {low}"
+        raise ValueError(f"`{name}` must be an integer {valid}, got {name}={value!r}")
+    return int(value)
 
 
-def unit_vector(key, n, dtype):
-    v = jax.random.normal(key, (n,), jnp.float32).astype(dtype)
-    return v / jnp.linalg.norm(v)
+def _check_q0(q0):
+    if isinstance(q0, (bool, np.bool_)) or not isinstance(q0, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(q0) and q0 > 0):
+        raise ValueError(f"`q0` (input variance per coordinate) must be a positive finite number, got q0={q0!r}")
+    return float(q0)
 
 
-def sample_input(keys: SampleKeys, n0: int, q0: float, dtype) -> jax.Array:
-    """$h^{(0)} \\sim N(0, q_0 I)$."""
-    return jnp.sqrt(q0).astype(dtype) * jax.random.normal(keys.input, (n0,), jnp.float32).astype(dtype)
-
-
-def _safe_log_normalise(x):
-    """(x / ‖x‖, ln ‖x‖), with 0 → (0, −inf) rather than NaN."""
-    n = jnp.linalg.norm(x)
-    return x / jnp.where(n > 0, n, 1.0), jnp.log(n)
-
-
-def layer_jacobian(layer: Layer, params, h):
-    """(J, apply(params, h)): the layer's fast path, or `jax.jacrev` of its apply."""
-    if layer.jacobian is not None:
-        return layer.jacobian(params, h)
-    return jax.jacrev(layer.apply, argnums=1)(params, h), layer.apply(params, h)
-
-
-class Signal(NamedTuple):
-    h: jax.Array          # h⁽ℓ⁾, or its direction for homogeneous layers
-    log_scale: jax.Array  # ln of the factor carried outside h (0 when not homogeneous)
-    exit_depth: jax.Array
-
-
-def advance_signal(layer: Layer, signal: Signal, h_next, ell) -> tuple[Signal, jax.Array]:
-    """The signal after layer ℓ (0-based `ell`) given its raw output; also ln ‖h⁽ℓ⁾‖."""
-    if layer.homogeneous:  # apply(p, c h) = c apply(p, h): carry direction × log-scale
-        h_next, log_n = _safe_log_normalise(h_next)
-        log_scale = signal.log_scale + log_n
-        log_norm = log_scale
-    else:
-        log_scale = signal.log_scale
-        log_norm = log_scale + jnp.log(jnp.linalg.norm(h_next))
-    in_range = jnp.isfinite(log_norm)  # not overflowed to inf/NaN, not underflowed to 0
-    exit_depth = jnp.where((signal.exit_depth == 0) & ~in_range, ell + 1, signal.exit_depth)
-    return Signal(h_next, log_scale, exit_depth), log_norm
-
-
-def signal_step(layer: Layer, signal: Signal, params, ell):
-    """One layer of the forward pass: returns (J_ℓ, next signal, ln ‖h⁽ℓ⁾‖)."""
-    J, h_next = layer_jacobian(layer, params, signal.h)
-    signal, log_norm = advance_signal(layer, signal, h_next, ell)
-    return J, signal, log_norm
-
-
-def scan_layers(body, carry, layer: Layer, start: int, count: int, xs=None, reverse=False):
-    """`lax.scan` of `body` over layers start..start+count−1 (0-based ℓ).
-
-    A non-square layer changes the carry's shape, so it cannot repeat inside a scan;
-    a network's runs of non-square layers have length one and are applied directly.
-    """
-    ells = jnp.arange(start, start + count, dtype=jnp.int32)
-    xs = ells if xs is None else (ells, xs)
-    if layer.n_in == layer.n_out:
-        return jax.lax.scan(body, carry, xs, reverse=reverse)
-    outs = []
-    for k in (reversed(range(count)) if reverse else range(count)):
-        carry, out = body(carry, jax.tree.map(lambda x: x[k], xs))
-        outs.append(out)
-    outs = outs[::-1] if reverse else outs
-    return carry, jax.tree.map(lambda *o: jnp.stack(o), *outs) if outs[0] is not None else None
-
-
-def _runs(net: Network, cuts: Sequence[int]) -> list[tuple[Layer, int, int]]:
-    """Segments of identical layers, also split after each depth in `cuts`."""
-    runs = []
-    for layer, start, count in net.segments():
-        edges = [start] + [d for d in sorted(cuts) if start < d < start + count] + [start + count]
-        runs += [(layer, a, b - a) for a, b in zip(edges, edges[1:])]
-    return runs
-
-
-def _prepare(signal: Signal, layer: Layer) -> Signal:
-    """Switches the signal's representation at a run boundary (direction × scale or plain)."""
-    if layer.homogeneous:
-        h, log_n = _safe_log_normalise(signal.h)
-        return Signal(h, signal.log_scale + log_n, signal.exit_depth)
-    return Signal(signal.h * jnp.exp(signal.log_scale), jnp.zeros_like(signal.log_scale), signal.exit_depth)
-
-
-def lanczos_steps(n: int) -> int:
-    """Lanczos steps for a top singular value at width n (1e-6 relative or better, tested)."""
-    return min(n, 32)
-
-
-def _matrix_sample_fn(net: Network, seed: int, q0: float, dtype, method: str, spectrum_at: Sequence[int]):
-    n0 = net.widths[0]
-
-    def top(A, v, steps, reorthogonalise=True):
-        if method == "svd":
-            return jnp.linalg.svd(A, compute_uv=False)[0], v
-        t = lanczos_top_singular(A, v, steps, reorthogonalise=reorthogonalise)
-        return t.value, t.vector
-
-    def sample(i):
-        keys = sample_keys(seed, i)
-        u = unit_vector(keys.forward_probe, n0, dtype)
-        signal = Signal(sample_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-        P, log_c, cum = jnp.eye(n0, dtype=dtype), jnp.zeros((), dtype), jnp.zeros((), dtype)
-        v = unit_vector(jax.random.fold_in(keys.lanczos, 1 << 30), n0, dtype)
-        outputs, spectra = [], {}
-        for layer, start, count in _runs(net, spectrum_at):
-            signal = _prepare(signal, layer)
-
-            def body(carry, ell, layer=layer):
-                signal, P, log_c, v, cum = carry
-                params = layer.init(jax.random.fold_in(keys.weights, ell))
-                J, signal, log_h = signal_step(layer, signal, params, ell)
-                J = J.astype(dtype)
-                P, log_s = _safe_log_normalise(jnp.matmul(J, P, precision=HIGHEST))
-                log_c = log_c + log_s
-                s_P, v = top(P, v, lanczos_steps(n0))
-                # ‖J_ℓ‖₂ from a random start; only the value is used, for which the
-                # three-term recurrence suffices (no re-orthogonalisation).
-                v_J = unit_vector(jax.random.fold_in(keys.lanczos, ell), J.shape[1], dtype)
-                s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]), reorthogonalise=False)
-                cum = cum + jnp.log(s_J)
-                e = unit_vector(jax.random.fold_in(keys.backward_probe, ell), J.shape[0], dtype)
-                out = (
-                    log_c + jnp.log(s_P),
-                    cum,
-                    log_c + jnp.log(jnp.linalg.norm(jnp.matmul(P, u, precision=HIGHEST))),
-                    log_c + jnp.log(jnp.linalg.norm(jnp.matmul(P.T, e, precision=HIGHEST))),
-                    log_h,
-                )
-                return (signal, P, log_c, v, cum), out
-
-            (signal, P, log_c, v, cum), out = scan_layers(body, (signal, P, log_c, v, cum), layer, start, count)
-            outputs.append(out)
-            if start + count in spectrum_at:
-                spectra[f"sv{start + count}"] = log_c + jnp.log(jnp.linalg.svd(P, compute_uv=False))
-        stacked = [jnp.concatenate(parts) for parts in zip(*outputs)]
-        result = dict(zip(FIELDS, stacked), overflow=signal.exit_depth, **spectra)
-        return result
-
-    return sample
-
-
-def _vector_sample_fn(net: Network, seed: int, q0: float, dtype):
-    """Matrix-free gains: a forward sweep with `jax.jvp`, a backward sweep with `jax.vjp`.
-
-    The backward sweep starts from a random unit $e_L$ at depth L and redraws each
-    layer's weights from its key, so no weights are stored; the inputs $h^{(\\ell-1)}$ of
-    the layers are stored (O(depth × width) memory, no width² term). Here
-    ``log_backward_gain[ℓ]`` is $\\ln\\|J_1^\\top\\cdots J_\\ell^\\top e_\\ell\\|$ with $e_\\ell$ the
-    normalised error signal backpropagated from $e_L$ (not independent across ℓ).
-    """
-    n0 = net.widths[0]
-    runs = _runs(net, ())
-
-    def sample(i):
-        keys = sample_keys(seed, i)
-        f, log_f = unit_vector(keys.forward_probe, n0, dtype), jnp.zeros((), dtype)
-        signal = Signal(sample_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-        fwd_out, inputs = [], []
-        for layer, start, count in runs:
-            signal = _prepare(signal, layer)
-
-            def fbody(carry, ell, layer=layer):
-                signal, f, log_f = carry
-                params = layer.init(jax.random.fold_in(keys.weights, ell))
-                h_in = signal.h
-                h_next, f_next = jax.jvp(lambda h: layer.apply(params, h), (h_in,), (f,))
-                signal, log_h = advance_signal(layer, signal, h_next, ell)
-                f_next, log_s = _safe_log_normalise(f_next)
-                return (signal, f_next, log_f + log_s), (log_f + log_s, log_h, h_in)
-
-            (signal, f, log_f), (gain, log_h, h_in) = scan_layers(fbody, (signal, f, log_f), layer, start, count)
-            fwd_out.append((gain, log_h))
-            inputs.append(h_in)
-        # Backward sweep from depth L to 1: δ ← J_ℓᵀ δ, tracking ln ‖δ⁽ℓ⁾‖.
-        e = unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), net.widths[-1], dtype)
-        delta, log_d = e, jnp.zeros((), dtype)
-        log_delta = []
-        for (layer, start, count), h_in in reversed(list(zip(runs, inputs))):
-            def bbody(carry, xs, layer=layer):
-                delta, log_d = carry
-                ell, h = xs
-                params = layer.init(jax.random.fold_in(keys.weights, ell))
-                _, pullback = jax.vjp(lambda x: layer.apply(params, x), h)
-                delta, log_s = _safe_log_normalise(pullback(delta)[0])
-                return (delta, log_d + log_s), log_d
-            (delta, log_d), logs = scan_layers(bbody, (delta, log_d), layer, start, count, xs=h_in, reverse=True)
-            log_delta.insert(0, logs)
-        # log_delta[ℓ−1] = ln‖δ⁽ℓ⁾‖ (relative to ‖e_L‖ = 1); log_d = ln‖δ⁽⁰⁾‖.
-        backward = log_d - jnp.concatenate(log_delta)
-        gain, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
-        return dict(log_forward_gain=gain, log_backward_gain=backward, log_signal_norm=log_h,
-                    overflow=signal.exit_depth)
-
-    return sample
-
-
-def _lyapunov_sample_fn(net: Network, seed: int, q0: float, dtype):
-    r"""QR method (Benettin et al. 1980): $J_\ell Q_{\ell-1} = Q_\ell R_\ell$,
-    $λ_i = \frac1L \sum_\ell \ln|(R_\ell)_{ii}|$."""
-    n0, k = net.widths[0], min(net.widths)
-
-    def sample(i):
-        keys = sample_keys(seed, i)
-        signal = Signal(sample_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-        Q = jnp.eye(n0, k, dtype=dtype)
-        acc = jnp.zeros((k,), dtype)
-        for layer, start, count in _runs(net, ()):
-            signal = _prepare(signal, layer)
-
-            def body(carry, ell, layer=layer):
-                signal, Q, acc = carry
-                params = layer.init(jax.random.fold_in(keys.weights, ell))
-                J, signal, _ = signal_step(layer, signal, params, ell)
-                Q, R = jnp.linalg.qr(jnp.matmul(J.astype(dtype), Q, precision=HIGHEST))
-                return (signal, Q, acc + jnp.log(jnp.abs(jnp.diagonal(R)))), None
-
-            (signal, Q, acc), _ = scan_layers(body, (signal, Q, acc), layer, start, count)
-        return dict(exponents=-jnp.sort(-acc / net.depth))
-
-    return sample
-
-
-def _validate(net, samples, seed, q0, dtype, method, chunk_size, devices):
+def _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset):
     if not isinstance(net, Network):
         raise ValueError(f"`net` must be a jaxgrad Network (e.g. jaxgrad.mlp(...)), got {type(net).__name__}")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples <= 0:
-        raise ValueError(f"`samples` must be a positive integer, got samples={samples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"`seed` must be an integer in [0, 2**32), got seed={seed!r}")
-    if not (isinstance(q0, (int, float, np.floating)) and q0 > 0 and np.isfinite(q0)):
-        raise ValueError(f"`q0` (input variance per coordinate) must be a positive number, got q0={q0!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
-    name = np.dtype(dtype).name if dtype is not None else "float32"
+    samples = _check_int("samples", samples, 1)
+    if key is None:
+        seed = _check_int("seed", seed, 0, 2**32)
+    name = "float32"
+    if dtype is not None:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = repr(dtype)
     if name not in DTYPES:
         raise ValueError(f"unsupported dtype={dtype!r}; valid choices are {list(DTYPES)}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0):
-        raise ValueError(f"`chunk_size` must be a positive integer or None, got chunk_size={chunk_size!r}")
-    devices = list(jax.local_devices() if devices is None else devices)
-    if not devices:
+    if chunk_size is not None:
+        _check_int("chunk_size", chunk_size, 1)
+    _check_int("sample_offset", sample_offset, 0)
+    if devices is not None and not list(devices):
         raise ValueError("`devices` must name at least one device, got an empty list")
-    return name, devices
+    return samples, seed, name
 
 
-def _run(sample_fn, samples, dtype_name, devices, chunk_size, bytes_per_sample, out_bytes_per_sample, sample_offset, progress):
-    micro = ensemble.micro_batch_size(bytes_per_sample, devices[0].platform)
-    if chunk_size is None:  # as many samples as a quarter of memory holds, for outputs and work
-        free = ensemble.available_memory_bytes(devices[0])
-        chunk_size = max(micro * len(devices), free // 4 // max(1, out_bytes_per_sample + bytes_per_sample // 64))
+def _seed_repr(seed, key):
+    if key is None:
+        return int(seed)
+    return [int(x) for x in np.asarray(jax.random.key_data(key)).ravel()]
+
+
+def _given_params(net: Network, params, samples: int, dtype_name: str):
+    """Validates `params` against ``jax.vmap(net.init)`` and stacks them per segment (host arrays)."""
+    keys = jax.random.split(jax.random.key(0), samples)
     with jax.enable_x64(dtype_name == "float64"):
-        return ensemble.run_samples(sample_fn, samples, micro_batch=micro, devices=devices,
-                                    chunk_size=chunk_size, sample_offset=sample_offset,
-                                    progress=progress)
+        expected = jax.eval_shape(jax.vmap(net.init), keys)
+    want, got = jax.tree.structure(expected), jax.tree.structure(params)
+    if want != got:
+        raise ValueError(f"`params` must have the structure jax.vmap(net.init)(keys) returns: expected {want}, "
+                         f"got {got}")
+    leaves = []
+    for (path, leaf), spec in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(expected)):
+        where = jax.tree_util.keystr(path)
+        shape = np.shape(leaf)
+        if shape != spec.shape:
+            raise ValueError(f"`params`{where} must have shape {spec.shape} (leading axis samples={samples}), "
+                             f"got {shape}")
+        leaf = np.asarray(leaf)
+        if not np.issubdtype(leaf.dtype, np.floating):
+            raise ValueError(f"`params`{where} must be a floating array, got dtype {leaf.dtype}")
+        if not np.isfinite(leaf).all():
+            bad = int((~np.isfinite(leaf.reshape(samples, -1))).any(axis=1).sum())
+            raise ValueError(f"`params`{where} has non-finite entries in {bad} of {samples} samples")
+        leaves.append(leaf.astype(spec.dtype, copy=False))
+    params = jax.tree.unflatten(want, leaves)
+    if net.tied:
+        return params
+    per_layer = tuple(params)
+    return tuple(jax.tree.map(lambda *xs: np.stack(xs, axis=1), *per_layer[start:start + count])
+                 for _, start, count in net.segments())
+
+
+def _warn_nonfinite(nonfinite: Mapping[str, int], samples: int, where: str) -> None:
+    bad = {k: v for k, v in nonfinite.items() if v}
+    if bad:
+        listing = ", ".join(f"{k}: {v}" for k, v in bad.items())
+        warnings.warn(f"{where}: non-finite values in {listing} (of {samples} samples; kept, not dropped; "
+                      f"see the result's `nonfinite`)", NonFiniteWarning, stacklevel=3)
+
+
+def _progress(progress, label):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return label if progress else None
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+def _check_fields(fields, method):
+    available = _VECTOR_FIELDS if method == "vector" else FIELDS
+    if fields is None:
+        return tuple(available)
+    if isinstance(fields, str):
+        fields = (fields,)
+    fields = tuple(fields)
+    for f in fields:
+        if f not in available:
+            raise ValueError(f"unknown field {f!r} for method={method!r}; valid choices are {list(available)}")
+    if not fields:
+        raise ValueError(f"`fields` must name at least one of {list(available)}, got an empty list")
+    return tuple(f for f in available if f in fields)
+
+
+def _check_spectrum_at(spectrum_at, net, method):
+    spectrum_at = tuple(sorted(set(spectrum_at)))
+    for d in spectrum_at:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
+            raise ValueError(f"`spectrum_at` depths must be integers in 1..{net.depth}, got {d!r}")
+    if method == "vector" and spectrum_at:
+        raise ValueError("`spectrum_at` needs the product matrix; use method='power' or 'svd', not 'vector'")
+    return tuple(int(d) for d in spectrum_at)
+
+
+def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_given):
+    """(probe, cache key, bytes per sample) for `simulate` and `sweep`."""
+    dtype = jnp.dtype(dtype_name)
+    item = dtype.itemsize
+    n_max = max(net.widths)
+    if method == "vector":
+        probe = probes.gains(net, dtype=dtype, params_given=params_given)
+        work = item * (4 * n_max * n_max + 2 * net.depth * n_max)
+    else:
+        probe = probes.product_norms(net, dtype=dtype, method=method, spectrum_at=spectrum_at,
+                                     params_given=params_given)
+        work = item * 8 * n_max * n_max
+    wanted = set(fields) | {"overflow"} | {f"sv{d}" for d in spectrum_at}
+
+    def measure(*a):
+        return {k: v for k, v in probe(*a).items() if k in wanted}
+
+    key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given)
+    return measure, key, work
+
+
+def _result(raw: dict, fields, spectrum_at, config: dict) -> SimulationResult:
+    values = {f: raw.get(f) if f in fields else None for f in FIELDS}
+    rows = lambda a: a.reshape(-1, *a.shape[-1:]) if a.ndim > 1 else a.reshape(-1, 1)  # noqa: E731
+    nonfinite = {f: int((~np.isfinite(rows(a))).any(axis=1).sum()) for f, a in values.items() if a is not None}
+    spectra = {d: raw[f"sv{d}"] for d in spectrum_at}
+    nonfinite.update({f"log_singular_values[{d}]": int((~np.isfinite(rows(a))).any(axis=1).sum())
+                      for d, a in spectra.items()})
+    return SimulationResult(**values, log_singular_values=spectra, signal_exit_depth=raw["overflow"],
+                            nonfinite=nonfinite, config=config)
 
 
 def simulate(
@@ -332,9 +234,12 @@ def simulate(
     samples: int,
     seed: int = 0,
     *,
+    key: jax.Array | None = None,
+    params=None,
     q0: float = 1.0,
     spectrum_at: Sequence[int] = (),
     method: str = "power",
+    fields: Sequence[str] | None = None,
     dtype=None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -345,65 +250,201 @@ def simulate(
 
     Sample i (i = sample_offset, …) draws its weights, its input $h^{(0)} \sim N(0, q_0 I)$
     and its probe vectors from keys derived from (seed, i) alone (`sample_keys`), so its
-    result is bit-identical whatever `chunk_size` or `devices`. Its weights are exactly
-    ``net.init(sample_keys(seed, i).weights)``.
+    result is bit-identical whatever `chunk_size`, `devices` or the number of processes.
+    Its weights are exactly ``net.init(sample_keys(seed, i).weights)``.
 
     Arguments:
-      net: a `Network` (any layers: dense, residual, rectangular, user activations).
+      net: a `Network` (any layers: dense, residual, rectangular, user activations; a
+        tied network uses one parameter set at every layer).
       samples: number of initialisations.
-      seed: integer seed.
+      seed: integer seed; or
+      key: a `jax.random.key` in place of `seed`.
+      params: given parameters instead of drawn ones: the structure
+        ``jax.vmap(net.init)(keys)`` returns, leading axis `samples` (trained or
+        hand-made weights). Sample i uses row i; inputs and probes still come from (seed, i).
       q0: input variance per coordinate.
       spectrum_at: depths (1..depth) at which to record every $\ln σ_i(J_\ell\cdots J_1)$.
       method: ``"power"`` (default; warm-started Lanczos, the Krylov form of the power
         iteration, ≤ 1e-4 relative to SVD), ``"svd"`` (exact, slower), or ``"vector"``
         (matrix-free gains only, for wide networks).
+      fields: the fields to record (default: all the method computes); the others are
+        None and their work is not compiled in.
       dtype: ``"float32"`` (default) or ``"float64"``.
       chunk_size: samples per host round trip (default: from available memory).
       devices: devices to shard samples over (default: all local devices; in a
-        multi-process run, every process's, via `jaxgrad.cluster.distributed_simulate`).
-      sample_offset: index of the first sample (used by multi-process runs).
+        multi-process run, every process's: see `jaxgrad.ensemble.run`).
+      sample_offset: index of the first sample.
       progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
-      A `SimulationResult`; logarithms are natural, of norms.
+      A `SimulationResult`; logarithms are natural, of norms. Non-finite values are
+      counted in ``nonfinite`` and a `NonFiniteWarning` names them.
+
+    Compiles once per structure: a second call that differs only in seed, key, q0 or
+    the hyperparameters of the layers (σ_w, σ_b, α …) reuses the program.
     """
-    if devices is None and sample_offset == 0 and _multi_process():
-        from jaxgrad.cluster import distributed_simulate
-
-        return distributed_simulate(net, samples, seed, q0=q0, spectrum_at=spectrum_at, method=method, dtype=dtype,
-                                    chunk_size=chunk_size, progress=progress)
-    dtype_name, devices = _validate(net, samples, seed, q0, dtype, method, chunk_size, devices)
-    spectrum_at = tuple(sorted(set(spectrum_at)))
-    for d in spectrum_at:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
-            raise ValueError(f"`spectrum_at` depths must be integers in 1..{net.depth}, got {d!r}")
-    if method == "vector" and spectrum_at:
-        raise ValueError("`spectrum_at` needs the product matrix; use method='power' or 'svd', not 'vector'")
-    item = np.dtype(dtype_name).itemsize
-    n_max = max(net.widths)
-    if method == "vector":
-        fn = _vector_sample_fn(net, seed, float(q0), jnp.dtype(dtype_name))
-        work = item * (4 * n_max * n_max + 2 * net.depth * n_max)
-    else:
-        fn = _matrix_sample_fn(net, seed, float(q0), jnp.dtype(dtype_name), method, spectrum_at)
-        work = item * 8 * n_max * n_max
-    out_bytes = item * (len(FIELDS) * net.depth + len(spectrum_at) * n_max)
-    if progress is None:
-        progress = _stderr_is_tty()
-    raw = _run(fn, int(samples), dtype_name, devices, chunk_size, work, out_bytes, int(sample_offset),
-               "simulate" if progress else None)
-    return _result(raw, method, spectrum_at, dict(
-        net=[layer.name for layer in net.layers], samples=int(samples), seed=int(seed), q0=float(q0),
-        method=method, dtype=dtype_name, spectrum_at=list(spectrum_at)))
+    samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset)
+    q0 = _check_q0(q0)
+    if method not in METHODS:
+        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    fields = _check_fields(fields, method)
+    spectrum_at = _check_spectrum_at(spectrum_at, net, method)
+    given = None if params is None else _given_params(net, params, samples, dtype_name)
+    probe, cache_key, work = _simulation_program(net, method, spectrum_at, fields, dtype_name, given is not None)
+    np_dtype = np.dtype(dtype_name)
+    args = (probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype))
+    with jax.enable_x64(dtype_name == "float64"):
+        raw = ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=given,
+                           sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
+                           bytes_per_sample=work, progress=_progress(progress, "simulate"), cache_key=cache_key)
+    result = _result(raw, fields, spectrum_at, dict(
+        net=[layer.name for layer in net.layers], tied=net.tied, samples=samples, seed=_seed_repr(seed, key),
+        q0=q0, method=method, dtype=dtype_name, spectrum_at=list(spectrum_at), fields=list(fields),
+        params="given" if given is not None else ("tied" if net.tied else "drawn")))
+    _warn_nonfinite(result.nonfinite, samples, "jaxgrad.simulate")
+    return result
 
 
-def _result(raw: dict, method: str, spectrum_at, config: dict) -> SimulationResult:
-    fields = {f: raw.get(f) for f in FIELDS}
-    nonfinite = {f: int((~np.isfinite(a)).any(axis=1).sum()) for f, a in fields.items() if a is not None}
-    spectra = {d: raw[f"sv{d}"] for d in spectrum_at}
-    nonfinite.update({f"log_singular_values[{d}]": int((~np.isfinite(a)).any(axis=1).sum()) for d, a in spectra.items()})
-    return SimulationResult(**fields, log_singular_values=spectra,
-                            signal_exit_depth=raw["overflow"], nonfinite=nonfinite, config=config)
+def draw_params(net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, dtype=None,
+                method: str = "power"):
+    """The parameters `simulate(net, samples, seed, method=method)` draws, bit for bit.
+
+    Returns the structure ``jax.vmap(net.init)(keys)`` returns (leading axis `samples`);
+    sample i's are ``net.init(sample_keys(seed, i).weights)`` up to the last bit (computed
+    here exactly as the engine computes them). Pass them back with ``simulate(...,
+    params=...)`` after changing them (training, pruning, hand-made edits).
+    """
+    samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, None, None, 0)
+    if method not in METHODS:
+        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    _, _, work = _simulation_program(net, method, (), _check_fields(None, method), dtype_name, False)
+    np_dtype = np.dtype(dtype_name)
+    with jax.enable_x64(dtype_name == "float64"):
+        raw = ensemble.run(probes.parameters(net, dtype=jnp.dtype(dtype_name)), samples, seed=seed, key=key,
+                           args=(probes.coefficient_arrays(net, np_dtype), np.asarray(1.0, np_dtype)),
+                           bytes_per_sample=work, cache_key=("draw_params", net.structure(), dtype_name))
+    if net.tied:
+        return raw
+    per_layer = []
+    for stacked, (_, start, count) in zip(raw, net.segments()):
+        per_layer += [jax.tree.map(lambda a, k=k: a[:, k], stacked) for k in range(count)]
+    return tuple(per_layer)
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def _grid_points(net: Network, grid: Mapping[str, Sequence[float]]):
+    """(names, axis lengths, [(net_g, q0_g or None)]) for the outer product of `grid`."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise ValueError(f"`grid` must be a non-empty dict of hyperparameter name -> values, got grid={grid!r}")
+    known = set().union(*(layer.hyper.values for layer in net.layers if layer.hyper is not None)) | {"q0"}
+    axes = []
+    for name, values in grid.items():
+        if name not in known:
+            raise ValueError(f"unknown grid axis {name!r}; this network's hyperparameters are {sorted(known)}")
+        values = np.asarray(values, np.float64).ravel() if np.ndim(values) else np.asarray([values], np.float64)
+        if values.size == 0:
+            raise ValueError(f"grid axis {name!r} has no values (length 0); give at least one")
+        if not np.isfinite(values).all():
+            raise ValueError(f"grid axis {name!r} must hold finite numbers, got {values.tolist()}")
+        axes.append((name, values))
+    points = []
+    cache = {}
+    for combo in itertools.product(*(v for _, v in axes)):
+        overrides = {name: float(x) for (name, _), x in zip(axes, combo)}
+        q0 = overrides.pop("q0", None)
+
+        def rebuild(layer):
+            if layer.hyper is None:
+                return layer
+            mine = {k: v for k, v in overrides.items() if k in layer.hyper.values}
+            if not mine:
+                return layer
+            ident = (id(layer), tuple(sorted(mine.items())))
+            if ident not in cache:
+                cache[ident] = layer.hyper.rebuild(**mine)
+            return cache[ident]
+
+        points.append((Network(tuple(rebuild(layer) for layer in net.layers), net.tied), q0))
+    return [n for n, _ in axes], tuple(len(v) for _, v in axes), points
+
+
+def _representative(nets: Sequence[Network]) -> Network:
+    """One network for the whole grid: equal structure, and homogeneous only where every grid point is."""
+    first = nets[0]
+    strip = lambda s: (s[0], tuple(r[:3] for r in s[1]))  # noqa: E731  (structure without homogeneity)
+    for other in nets[1:]:
+        if strip(other.structure()) != strip(first.structure()):
+            raise ValueError("every grid point must give a network of the same structure; "
+                             f"{[l.name for l in first.layers][:2]} vs {[l.name for l in other.layers][:2]}")
+    homogeneous = [all(n.layers[i].homogeneous for n in nets) for i in range(first.depth)]
+    return Network(tuple(layer._replace(homogeneous=h) for layer, h in zip(first.layers, homogeneous)), first.tied)
+
+
+def sweep(
+    net: Network,
+    samples: int,
+    seed=0,
+    *,
+    grid: Mapping[str, Sequence[float]],
+    key: jax.Array | None = None,
+    q0: float = 1.0,
+    spectrum_at: Sequence[int] = (),
+    method: str = "power",
+    fields: Sequence[str] | None = None,
+    dtype=None,
+    chunk_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool | None = None,
+) -> SimulationResult:
+    r"""`simulate` over the outer product of hyperparameter values, as one compiled program.
+
+    ``grid={"sigma_w": [1.0, 1.5, 2.0], "sigma_b": [0.0, 0.3]}`` sets σ_w, σ_b of every
+    layer that has them (any `jaxgrad.layers.Hyper` value, and ``"q0"``) and returns
+    arrays of shape ``(3, 2, samples, depth)``. By default every grid point sees the
+    same samples (common random numbers: sample i uses keys from (seed, i)); `seed` may
+    instead be an integer array of the grid's shape (one seed per grid point), and then
+    grid point g equals ``simulate(net_g, samples, seed[g])`` bit for bit.
+
+    Returns:
+      A `SimulationResult` whose arrays carry the grid's axes in front; its config
+      records the grid.
+    """
+    samples, _, dtype_name = _check_common(net, samples, 0, key, dtype, chunk_size, devices, 0)
+    q0 = _check_q0(q0)
+    if method not in METHODS:
+        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    fields = _check_fields(fields, method)
+    spectrum_at = _check_spectrum_at(spectrum_at, net, method)
+    names, shape, points = _grid_points(net, grid)
+    G = len(points)
+    if key is None:
+        seeds = np.asarray(seed)
+        if seeds.ndim not in (0, len(shape)) or (seeds.ndim and seeds.shape != shape):
+            raise ValueError(f"`seed` must be one integer or an integer array of the grid's shape {shape}, "
+                             f"got shape {seeds.shape}")
+        seed = np.broadcast_to(seeds, shape).reshape(G)
+    rep = _representative([n for n, _ in points])
+    probe, cache_key, work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False)
+    np_dtype = np.dtype(dtype_name)
+    coeffs = jax.tree.map(lambda *xs: np.stack(xs), *[probes.coefficient_arrays(n, np_dtype) for n, _ in points])
+    q0s = np.asarray([q0 if g_q0 is None else _check_q0(g_q0) for _, g_q0 in points], np_dtype)
+    with jax.enable_x64(dtype_name == "float64"):
+        raw = ensemble.run(probe, samples, seed=seed, key=key, args=(coeffs, q0s), grid_size=G,
+                           chunk_size=chunk_size, devices=devices, bytes_per_sample=work,
+                           progress=_progress(progress, "sweep"), cache_key=cache_key)
+    raw = {k: v.reshape(*shape, *v.shape[1:]) for k, v in raw.items()}
+    result = _result(raw, fields, spectrum_at, dict(
+        net=[layer.name for layer in net.layers], tied=net.tied, samples=samples,
+        seed=_seed_repr(0, key) if key is not None else np.asarray(seed).reshape(shape).tolist(), q0=q0,
+        grid={n: [float(x) for x in np.asarray(grid[n], np.float64).ravel()] for n in names},
+        method=method, dtype=dtype_name, spectrum_at=list(spectrum_at), fields=list(fields)))
+    _warn_nonfinite(result.nonfinite, samples * G, "jaxgrad.sweep")
+    return result
+
+
+# --------------------------------------------------------------------------- Lyapunov
 
 
 def lyapunov_spectrum(
@@ -411,7 +452,10 @@ def lyapunov_spectrum(
     samples: int,
     seed: int = 0,
     *,
+    key: jax.Array | None = None,
+    params=None,
     q0: float = 1.0,
+    sort: bool = True,
     dtype=None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -422,34 +466,33 @@ def lyapunov_spectrum(
 
     $λ_i = \frac1L\sum_{\ell=1}^L \ln|(R_\ell)_{ii}|$ with $J_\ell Q_{\ell-1} = Q_\ell R_\ell$,
     $Q_0 = I$ (Benettin et al. 1980); as L → ∞ these converge to the exponents of
-    Oseledets' theorem. Samples use the same keys as `simulate`.
+    Oseledets' theorem. Samples use the same keys (and `params` the same form) as `simulate`.
+
+    Arguments:
+      sort: True (default): each sample's exponents in descending order (order
+        statistics: at finite depth the sorted top exponent is biased upward);
+        False: the unsorted diagonal of R, in QR order, the estimator for which Newman's
+        Gaussian formula (`jaxgrad.theory.gaussian_lyapunov_spectrum`) is exact at every depth.
 
     Returns:
-      (samples, min width) array, each row in descending order.
+      (samples, min width) array.
     """
-    if devices is None and sample_offset == 0 and _multi_process():
-        from jaxgrad.cluster import distributed_lyapunov_spectrum
-
-        return distributed_lyapunov_spectrum(net, samples, seed, q0=q0, dtype=dtype, chunk_size=chunk_size,
-                                             progress=progress)
-    dtype_name, devices = _validate(net, samples, seed, q0, dtype, "power", chunk_size, devices)
-    item = np.dtype(dtype_name).itemsize
+    samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset)
+    q0 = _check_q0(q0)
+    if not isinstance(sort, (bool, np.bool_)):
+        raise ValueError(f"`sort` must be True or False, got sort={sort!r}")
+    given = None if params is None else _given_params(net, params, samples, dtype_name)
+    dtype = jnp.dtype(dtype_name)
+    probe = probes.lyapunov(net, dtype=dtype, sort=bool(sort), params_given=given is not None)
     n_max = max(net.widths)
-    fn = _lyapunov_sample_fn(net, seed, float(q0), jnp.dtype(dtype_name))
-    if progress is None:
-        progress = _stderr_is_tty()
-    raw = _run(fn, int(samples), dtype_name, devices, chunk_size, item * 8 * n_max * n_max,
-               item * n_max, int(sample_offset), "lyapunov" if progress else None)
-    return raw["exponents"]
-
-
-def _multi_process() -> bool:
-    """Whether this is one process of a multi-process run (`jaxgrad.cluster`)."""
-    from jaxgrad.cluster import process_index_and_count
-
-    return process_index_and_count()[1] > 1
-
-
-def _stderr_is_tty() -> bool:
-    import sys
-    return sys.stderr.isatty()
+    np_dtype = np.dtype(dtype_name)
+    args = (probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype))
+    with jax.enable_x64(dtype_name == "float64"):
+        raw = ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=given,
+                           sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
+                           bytes_per_sample=dtype.itemsize * 8 * n_max * n_max,
+                           progress=_progress(progress, "lyapunov"),
+                           cache_key=("lyapunov", net.structure(), bool(sort), dtype_name, given is not None))
+    exponents = raw["exponents"]
+    _warn_nonfinite(ensemble.count_nonfinite({"exponents": exponents}), samples, "jaxgrad.lyapunov_spectrum")
+    return exponents

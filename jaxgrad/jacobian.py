@@ -20,13 +20,15 @@ Array = jax.Array
 def layer_jacobians(net: Network, params: Sequence[Params], x: Array) -> list[Array]:
     r"""[J₁, …, J_L], $J_\ell$ = `jax.jacrev` of layer ℓ's apply at its actual input $h^{(\ell-1)}$.
 
+    `params` as ``net.init`` returns them (for a tied network, the one layer's).
+
     Returns:
       A list of L arrays, $J_\ell$ of shape $(n_\ell, n_{\ell-1})$.
     """
     hs = forward(net, params, x)
     return [
         jax.jacrev(layer.apply, argnums=1)(p, h)
-        for layer, p, h in zip(net.layers, params, hs[:-1])
+        for layer, p, h in zip(net.layers, net.per_layer(params), hs[:-1])
     ]
 
 
@@ -64,7 +66,7 @@ def weight_gradients(
     hs = forward(net, params, x)
     deltas = error_signals(net, params, x, loss)
     grads = []
-    for layer, p, h, delta in zip(net.layers, params, hs[:-1], deltas[1:]):
+    for layer, p, h, delta in zip(net.layers, net.per_layer(params), hs[:-1], deltas[1:]):
         _, pullback = jax.vjp(lambda q: layer.apply(q, h), p)
         if isinstance(p, DenseParams):
             g = pullback(delta)[0].b

@@ -11,12 +11,17 @@ the chain $h^{(0)} = x$, $h^{(\ell)} = f^{(\ell)}(h^{(\ell-1)})$.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad.activations import Activation, derivative, get_activation
+
+__all__ = ["HIGHEST", "WEIGHT_SCHEMES", "DenseParams", "Hyper", "Layer", "Network", "as_key", "check_input", "dense",
+           "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp", "residual", "serial",
+           "standard_normal", "structure_of", "weight_std"]
 
 Array = jax.Array
 Params = Any
@@ -28,6 +33,36 @@ WEIGHT_SCHEMES = ("gaussian", "orthogonal", "he", "glorot", "lecun")
 class DenseParams(NamedTuple):
     W: Array  # (n_out, n_in)
     b: Array  # (n_out,)
+
+
+class Hyper(NamedTuple):
+    r"""A layer's scalar hyperparameters as data, so one compiled program serves every value.
+
+    A layer built by a constructor such as `dense` closes over its σ_w and σ_b. The
+    engine instead compiles the layer's functions once per *structure* and passes the
+    numbers in as traced arrays:
+
+    Attributes:
+      values: the user-facing hyperparameters, e.g. ``{"sigma_w": 1.0, "sigma_b": 0.0}``;
+        `jaxgrad.sweep` overrides them by name.
+      coefficients: the numbers the functions use, computed on the host in float64 from
+        `values` (e.g. ``w_scale = σ_w/√n_in``), so a traced run rounds exactly as a
+        closed-over constant would.
+      structure: hashable; everything else that shapes the functions (widths, activation,
+        weight scheme, dtype). Equal structures give equal functions up to the
+        coefficients, so they share a compiled program and a `lax.scan` segment.
+        (`Layer.homogeneous`, which may depend on a value such as σ_b = 0, is not part of
+        it: the engine keys its programs on it separately.)
+      build: ``coefficients -> (init, apply, jacobian)``, the layer's functions with the
+        given (possibly traced) coefficients.
+      rebuild: ``(**values) -> Layer``, the same constructor with other values.
+    """
+
+    values: Mapping[str, float]
+    coefficients: Mapping[str, float]
+    structure: Hashable
+    build: Callable[[Mapping[str, Array]], tuple]
+    rebuild: Callable[..., "Layer"]
 
 
 class Layer(NamedTuple):
@@ -43,6 +78,8 @@ class Layer(NamedTuple):
       homogeneous: ``apply(params, c h) == c apply(params, h)`` for c > 0, so the
         forward signal may be carried as direction × log-scale.
       name: a short description.
+      hyper: optional `Hyper`: the layer's scalar hyperparameters as data (constructors
+        such as `dense` set it). A layer without it compiles once per function object.
     """
 
     init: Callable[[Array], Params]
@@ -52,12 +89,40 @@ class Layer(NamedTuple):
     jacobian: Callable[[Params, Array], tuple[Array, Array]] | None = None
     homogeneous: bool = False
     name: str = "layer"
+    hyper: Hyper | None = None
+
+
+def structure_of(layer: Layer) -> Hashable:
+    """What shapes a layer's compiled program: its `Hyper.structure`, or its functions' identity."""
+    if layer.hyper is not None:
+        return ("hyper", layer.hyper.structure)
+    return ("functions", layer.init, layer.apply, layer.jacobian, layer.n_in, layer.n_out, layer.homogeneous)
+
+
+def functions_of(layer: Layer, coefficients: Mapping[str, Array] | None):
+    """(init, apply, jacobian) of `layer` with traced `coefficients` (None: the layer's own)."""
+    if layer.hyper is None or coefficients is None:
+        return layer.init, layer.apply, layer.jacobian
+    return layer.hyper.build(coefficients)
 
 
 def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {name}={value!r}")
-    return value
+    return int(value)
+
+
+def _check_float_dtype(dtype):
+    """``None`` or a floating dtype (float32/float64); integer or complex dtypes are refused."""
+    if dtype is None:
+        return None
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        raise ValueError(f"`dtype` must be None, 'float32' or 'float64', got dtype={dtype!r}") from None
+    if name not in ("float32", "float64"):
+        raise ValueError(f"`dtype` must be None, 'float32' or 'float64', got dtype={dtype!r}")
+    return name
 
 
 def _check_nonnegative(name: str, value) -> float:
@@ -127,6 +192,9 @@ def dense(
     $W = σ_w Q$ with Q Haar-random (rectangular allowed); ``he``, ``glorot``,
     ``lecun`` (σ_w is then a gain, see `weight_std`). Biases $b_i \sim N(0, σ_b^2)$.
 
+    σ_w and σ_b are data (`Hyper`): networks that differ only in them share one
+    compiled program in `jaxgrad.simulate` and one `lax.scan` segment.
+
     Arguments:
       n_in, n_out: widths.
       activation: a name in `jaxgrad.activations.ACTIVATIONS`, a scalar JAX
@@ -142,32 +210,54 @@ def dense(
     n_out = _check_positive_int("n_out", n_out)
     sigma_w = _check_nonnegative("sigma_w", sigma_w)
     sigma_b = _check_nonnegative("sigma_b", sigma_b)
+    dtype = _check_float_dtype(dtype)
     if weights not in WEIGHT_SCHEMES:
         raise ValueError(f"unknown weight scheme weights={weights!r}; valid choices are {list(WEIGHT_SCHEMES)}")
     act = get_activation(activation)
     phi, phi_prime = act.fn, derivative(act.fn)
 
-    def init(key: Array) -> DenseParams:
-        key_w, key_b = jax.random.split(key)
-        dt = float_dtype(dtype)
-        if weights == "orthogonal":
-            W = sigma_w * haar_orthogonal(key_w, n_out, n_in, dt)
-        else:
-            W = weight_std(weights, n_in, n_out, sigma_w) * standard_normal(key_w, (n_out, n_in), dt)
-        b = sigma_b * standard_normal(key_b, (n_out,), dt)
-        return DenseParams(W, b)
+    def coefficients(sigma_w, sigma_b):
+        w_scale = sigma_w if weights == "orthogonal" else weight_std(weights, n_in, n_out, sigma_w)
+        return {"w_scale": w_scale, "b_scale": sigma_b}
 
-    def apply(params: DenseParams, h: Array) -> Array:
-        return phi(jnp.matmul(params.W, h, precision=HIGHEST) + params.b)
+    def build(c):
+        w_scale, b_scale = c["w_scale"], c["b_scale"]
 
-    def jacobian(params: DenseParams, h: Array) -> tuple[Array, Array]:
-        z = jnp.matmul(params.W, h, precision=HIGHEST) + params.b
-        return phi_prime(z)[:, None] * params.W, phi(z)
+        def init(key: Array) -> DenseParams:
+            key_w, key_b = jax.random.split(key)
+            dt = float_dtype(dtype)
+            if weights == "orthogonal":
+                W = w_scale * haar_orthogonal(key_w, n_out, n_in, dt)
+            else:
+                W = w_scale * standard_normal(key_w, (n_out, n_in), dt)
+            b = b_scale * standard_normal(key_b, (n_out,), dt)
+            return DenseParams(W, b)
 
+        def apply(params: DenseParams, h: Array) -> Array:
+            return phi(jnp.matmul(params.W, h, precision=HIGHEST) + params.b)
+
+        def jacobian(params: DenseParams, h: Array) -> tuple[Array, Array]:
+            z = jnp.matmul(params.W, h, precision=HIGHEST) + params.b
+            return phi_prime(z)[:, None] * params.W, phi(z)
+
+        return init, apply, jacobian
+
+    homogeneous = act.homogeneous and sigma_b == 0.0
+    coeffs = coefficients(sigma_w, sigma_b)
+    hyper = Hyper(
+        values={"sigma_w": sigma_w, "sigma_b": sigma_b},
+        coefficients=coeffs,
+        structure=("dense", n_in, n_out, act, weights, dtype),
+        build=build,
+        rebuild=lambda sigma_w=sigma_w, sigma_b=sigma_b: dense(
+            n_in, n_out, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype),
+    )
+    init, apply, jacobian = build(coeffs)
     return Layer(
         init, apply, n_in, n_out, jacobian,
-        homogeneous=act.homogeneous and sigma_b == 0.0,
+        homogeneous=homogeneous,
         name=f"dense({n_in}->{n_out}, {act.name}, {weights}, σ_w={sigma_w:g}, σ_b={sigma_b:g})",
+        hyper=hyper,
     )
 
 
@@ -175,27 +265,48 @@ def residual(block: Layer, alpha: float = 1.0) -> Layer:
     r"""Residual layer $h \mapsto h + α f(h)$, with Jacobian $I + α J_f$.
 
     Shows that any pure layer works: the engine differentiates it with `jax.jacrev`
-    unless a fast path is available (here, one built from the block's).
+    unless a fast path is available (here, one built from the block's). The branch
+    scale α is data (a `Hyper` value, ``"alpha"``) beside the block's own.
     """
     if block.n_in != block.n_out:
         raise ValueError(
             f"a residual block needs n_in == n_out, got n_in={block.n_in}, n_out={block.n_out}"
         )
-    alpha = float(alpha)
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"`alpha` (the residual branch scale) must be a finite number, got alpha={alpha!r}") from None
+    if not math.isfinite(alpha):
+        raise ValueError(f"`alpha` (the residual branch scale) must be a finite number, got alpha={alpha!r}")
+    inner = block.hyper
+    inner_values = dict(inner.values) if inner is not None else {}
+    inner_coeffs = dict(inner.coefficients) if inner is not None else {}
 
-    def apply(params, h):
-        return h + alpha * block.apply(params, h)
+    def build(c):
+        init, block_apply, block_jacobian = functions_of(block, c if inner is not None else None)
+        a = c["alpha"]
 
-    jacobian = None
-    if block.jacobian is not None:
-        def jacobian(params, h):
-            J, f = block.jacobian(params, h)
-            return jnp.eye(block.n_in, dtype=J.dtype) + alpha * J, h + alpha * f
+        def apply(params, h):
+            return h + a * block_apply(params, h)
 
+        jacobian = None
+        if block_jacobian is not None:
+            def jacobian(params, h):
+                J, f = block_jacobian(params, h)
+                return jnp.eye(block.n_in, dtype=J.dtype) + a * J, h + a * f
+
+        return init, apply, jacobian
+
+    def rebuild(alpha=alpha, **values):
+        return residual(inner.rebuild(**values) if inner is not None else block, alpha)
+
+    coeffs = {**inner_coeffs, "alpha": alpha}
+    init, apply, jacobian = build(coeffs)
     return Layer(
-        block.init, apply, block.n_in, block.n_out, jacobian,
+        init, apply, block.n_in, block.n_out, jacobian,
         homogeneous=block.homogeneous,
         name=f"residual({block.name}, α={alpha:g})",
+        hyper=Hyper({**inner_values, "alpha": alpha}, coeffs, ("residual", structure_of(block)), build, rebuild),
     )
 
 
@@ -206,9 +317,15 @@ class Network(NamedTuple):
     ℓ−1) draws from ``jax.random.fold_in(key, ℓ−1)``, so the weights of one
     layer do not depend on the depth of the network. ``apply(params, x)``
     returns $h^{(L)}$.
+
+    A **tied** network (``tied=True``, e.g. ``mlp(..., tied=True)``) uses one set of
+    parameters at every layer: the iterated map $h \mapsto f(h; θ)$ of a recurrent
+    network without input. Its ``init(key)`` returns that one layer's params, drawn
+    from ``fold_in(key, 0)`` (the draw of layer 1 of the untied network).
     """
 
     layers: tuple[Layer, ...]
+    tied: bool = False
 
     @property
     def depth(self) -> int:
@@ -218,22 +335,41 @@ class Network(NamedTuple):
     def widths(self) -> tuple[int, ...]:
         return (self.layers[0].n_in,) + tuple(layer.n_out for layer in self.layers)
 
-    def init(self, key: Array) -> tuple[Params, ...]:
+    def init(self, key: Array):
         key = as_key(key)
+        if self.tied:
+            return self.layers[0].init(jax.random.fold_in(key, 0))
         return tuple(layer.init(jax.random.fold_in(key, i)) for i, layer in enumerate(self.layers))
 
-    def apply(self, params: Sequence[Params], x: Array) -> Array:
+    def apply(self, params, x: Array) -> Array:
         return forward(self, params, x)[-1]
 
-    def segments(self) -> list[tuple[Layer, int, int]]:
-        """Runs of consecutive identical layers as ``(layer, start, count)``.
+    def per_layer(self, params) -> tuple:
+        """The params of each layer: ``params`` itself for an untied network, L copies of it for a tied one."""
+        return (params,) * self.depth if self.tied else tuple(params)
 
-        The engine scans over each run with `lax.scan`; an MLP of one width is one run.
+    def structure(self) -> Hashable:
+        """What shapes this network's compiled programs (not its hyperparameter values)."""
+        return (self.tied, tuple((structure_of(layer), start, count, homogeneous)
+                                 for layer, start, count, homogeneous in self.runs()))
+
+    def runs(self) -> list[tuple[Layer, int, int, bool]]:
+        """`segments` with each run's homogeneity (true iff every layer in it is homogeneous)."""
+        return [(layer, start, count, all(l.homogeneous for l in self.layers[start:start + count]))
+                for layer, start, count in self.segments()]
+
+    def segments(self) -> list[tuple[Layer, int, int]]:
+        """Runs of consecutive layers of equal structure as ``(layer, start, count)``.
+
+        Layers are grouped by `structure_of` (their shapes, activation, scheme …), not by
+        object identity, so equal layers built separately form one run; hyperparameter
+        values may differ inside a run (the engine scans them as data). The engine scans
+        each run with one `lax.scan`; an MLP of one width is one run.
         """
         runs: list[tuple[Layer, int, int]] = []
         for i, layer in enumerate(self.layers):
-            if runs and runs[-1][0] is layer:
-                runs[-1] = (layer, runs[-1][1], runs[-1][2] + 1)
+            if runs and structure_of(runs[-1][0]) == structure_of(layer):
+                runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
             else:
                 runs.append((layer, i, 1))
         return runs
@@ -259,24 +395,39 @@ def check_input(net: Network, x: Array) -> Array:
     return x
 
 
-def forward(net: Network, params: Sequence[Params], x: Array) -> list[Array]:
-    """All signals [h⁽⁰⁾, …, h⁽ᴸ⁾]."""
-    if len(params) != net.depth:
+def forward(net: Network, params, x: Array) -> list[Array]:
+    """All signals [h⁽⁰⁾, …, h⁽ᴸ⁾] (for a tied network, `params` is the one layer's)."""
+    if not net.tied and len(params) != net.depth:
         raise ValueError(f"`params` must hold {net.depth} layers, got {len(params)}")
     hs = [check_input(net, x)]
-    for layer, p in zip(net.layers, params):
+    for layer, p in zip(net.layers, net.per_layer(params)):
         hs.append(layer.apply(p, hs[-1]))
     return hs
 
 
-def serial(*layers: Layer) -> Network:
-    """A network from layers; consecutive widths must agree."""
+def serial(*layers: Layer, tied: bool = False) -> Network:
+    """A network from layers; consecutive widths must agree.
+
+    ``tied=True``: the layers share one set of parameters (they must have equal structure).
+    """
     if not layers:
         raise ValueError("a network needs at least one layer, got none")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer {i + 1} must be a jaxgrad Layer(init, apply, n_in, n_out), got {type(layer).__name__}")
     for i, (a, b) in enumerate(zip(layers, layers[1:])):
         if a.n_out != b.n_in:
             raise ValueError(f"layer {i + 1} outputs width {a.n_out} but layer {i + 2} expects {b.n_in}")
-    return Network(tuple(layers))
+    if not isinstance(tied, (bool, np.bool_)):
+        raise ValueError(f"`tied` must be True or False, got tied={tied!r}")
+    if tied:
+        first = structure_of(layers[0])
+        if layers[0].n_in != layers[0].n_out or any(structure_of(layer) != first for layer in layers[1:]):
+            raise ValueError("a tied network needs square layers of one structure (one set of parameters "
+                             "used at every layer); got " + ", ".join(sorted({layer.name for layer in layers})))
+        if any(layer.hyper is not None and layer.hyper.values != layers[0].hyper.values for layer in layers[1:]):
+            raise ValueError("a tied network's layers must share their hyperparameters (one set of parameters)")
+    return Network(tuple(layers), bool(tied))
 
 
 def mlp(
@@ -289,6 +440,7 @@ def mlp(
     sigma_w: float = 1.0,
     sigma_b: float = 0.0,
     residual_alpha: float | None = None,
+    tied: bool = False,
     dtype=None,
 ) -> Network:
     r"""A fully connected network $h^{(\ell)} = φ(W^{(\ell)} h^{(\ell-1)} + b^{(\ell)})$.
@@ -299,6 +451,8 @@ def mlp(
         or give a matching depth).
       activation, weights, sigma_w, sigma_b, dtype: as in `dense`.
       residual_alpha: if given, every layer is the residual block $h + α φ(Wh+b)$.
+      tied: one W, b per network, used at every layer (the iterated map of an RNN
+        without input); needs a square network.
 
     Returns:
       A `Network`. Layers of equal shape share one `Layer`, so the engine scans them.
@@ -311,19 +465,21 @@ def mlp(
         if width is None or depth is None:
             raise ValueError("give `width` and `depth`, or `widths=[n0, …, nL]`")
         width = _check_positive_int("width", width)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)) or depth < 1:
             raise ValueError(f"`depth` must be an integer >= 1, got depth={depth!r}")
+        depth = int(depth)
         widths = [width] * (depth + 1)
     else:
         widths = list(widths)
         if len(widths) < 2:
             raise ValueError(f"`widths` must list at least [n0, n1], got widths={widths!r}")
-        for n in widths:
-            _check_positive_int("widths", n)
+        widths = [_check_positive_int("widths", n) for n in widths]
         if depth is not None and depth != len(widths) - 1:
             raise ValueError(f"`depth`={depth!r} does not match widths of length {len(widths)}")
         if width is not None:
             raise ValueError("give either `width` or `widths`, not both")
+    if tied and len(set(widths)) != 1:
+        raise ValueError(f"a tied network needs one width (a square map), got widths={widths!r}")
     cache: dict[tuple[int, int], Layer] = {}
     layers = []
     for n_in, n_out in zip(widths, widths[1:]):
@@ -334,4 +490,4 @@ def mlp(
                 layer = residual(layer, residual_alpha)
             cache[(n_in, n_out)] = layer
         layers.append(cache[(n_in, n_out)])
-    return Network(tuple(layers))
+    return serial(*layers, tied=tied)

@@ -40,8 +40,8 @@ WORKER = textwrap.dedent("""
         import jax, jaxgrad
         net = jaxgrad.mlp(**job["net"])
         samples, seed = job["config"]["samples"], job["config"]["seed"]
-        res = cluster.distributed_simulate(net, samples, seed, method="svd", spectrum_at=(1,))
-        lyap = cluster.distributed_lyapunov_spectrum(net, samples, seed)
+        res = jaxgrad.simulate(net, samples, seed, method="svd", spectrum_at=(1,))  # the runner splits the samples
+        lyap = jaxgrad.lyapunov_spectrum(net, samples, seed)
         decision = cluster.broadcast_from_writer({"from": job["process_id"]})
         assert decision == {"from": 0}, decision
         assert len(jax.local_devices()) == 2 and len(jax.devices()) == 2 * job["num_processes"]
@@ -223,22 +223,14 @@ def test_sample_blocks_are_contiguous_balanced_and_cover_every_sample(samples, n
 
 @pytest.mark.parametrize("piece_bytes", [7, 256 << 20])  # many collectives, or one
 def test_gather_keeps_every_dtype_and_shape_bit_for_bit_in_one_process(monkeypatch, piece_bytes):
-    monkeypatch.setattr(cluster, "_GATHER_BYTES", piece_bytes)
+    from jaxgrad import ensemble
+
+    monkeypatch.setattr(ensemble, "_GATHER_BYTES", piece_bytes)
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 2, 3)),
               np.arange(5, dtype=np.int32), np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)]
-    for got, want in zip(cluster.gather_samples(arrays, 5), arrays):
+    for got, want in zip(ensemble._gather_samples(arrays, 5, 0, 1), arrays):
         assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
-
-
-def test_the_run_chooses_devices_and_offsets_itself():
-    net = jaxgrad.mlp(width=3, depth=2)
-    with pytest.raises(ValueError, match="sample_offset"):
-        cluster.distributed_simulate(net, 4, sample_offset=2)
-    with pytest.raises(ValueError, match="devices"):
-        cluster.distributed_lyapunov_spectrum(net, 4, devices=jax.local_devices())
-    with pytest.raises(ValueError, match="samples=0"):
-        cluster.distributed_simulate(net, 0)
 
 
 def test_config_hash_ignores_key_order_and_sees_every_value():

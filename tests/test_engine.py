@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxgrad
-from jaxgrad.engine import sample_input, sample_keys, unit_vector
+from jaxgrad.probes import _input as sample_input, _unit_vector as unit_vector, sample_keys
 
 
 def reference(net, seed, i, q0=1.0, spectrum_at=()):

@@ -1,0 +1,424 @@
+r"""Per-sample measurements: what is computed for one random initialisation.
+
+A probe is built once per network *structure* and returns a function
+
+    probe(key_i, [params_i], coefficients, q0) -> dict of arrays
+
+that `jaxgrad.ensemble.run` maps over samples. ``key_i`` is the sample's key
+(`SampleKeys` derives the weight, input and probe keys from it), ``coefficients`` holds
+every layer's hyperparameters as traced data (`jaxgrad.layers.Hyper`), ``q0`` the input
+variance; ``params_i`` is present when parameters are given rather than drawn.
+
+Where parameters come from (`ParamSource`):
+
+* ``"drawn"``: layer ℓ (1-based) draws from ``fold_in(keys.weights, ℓ − 1)`` inside the
+  scan (no weights stored: memory does not grow with depth), exactly as `Network.init`;
+* ``"tied"``: one draw, ``fold_in(keys.weights, 0)``, used at every layer;
+* ``"given"``: the caller's parameters, one set per sample (trained or hand-made).
+
+Probes here:
+
+* `product_norms` (seed §3, §5): the chain $P_\ell = J_\ell P_{\ell-1}$, $P_0 = I$, in one
+  `lax.scan`, kept at unit Frobenius norm with its log-scale accumulated, recording
+  ``log_spectral_norm`` $\ln\|P_\ell\|_2$, ``log_norm_product`` $\sum_{k\le\ell}\ln\|J_k\|_2$,
+  ``log_forward_gain`` $\ln\|P_\ell u\|$, ``log_backward_gain`` $\ln\|P_\ell^\top e_\ell\|$ and
+  ``log_signal_norm`` $\ln\|h^{(\ell)}\|$;
+* `gains`: the same vector fields matrix-free (`jax.jvp` forward, `jax.vjp` backward);
+* `lyapunov`: the QR method (Benettin et al. 1980).
+
+A new architecture needs a layer (`jaxgrad.layers.Layer`) and, if it measures something
+new, a probe of this shape; the runner and the engine do not change.
+"""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
+from jaxgrad.spectral import lanczos_top_singular
+
+__all__ = ["FIELDS", "PARAM_SOURCES", "SampleKeys", "coefficient_arrays", "gains", "lanczos_steps", "layer_jacobian",
+           "lyapunov", "parameters", "product_norms", "sample_keys"]
+
+FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+PARAM_SOURCES = ("drawn", "tied", "given")
+
+
+class SampleKeys(NamedTuple):
+    weights: jax.Array  # layer ℓ (1-based) uses fold_in(weights, ℓ − 1), as Network.init does
+    input: jax.Array
+    forward_probe: jax.Array
+    backward_probe: jax.Array  # e_ℓ from fold_in(backward_probe, ℓ − 1)
+    lanczos: jax.Array
+
+
+def sample_keys(seed, i) -> SampleKeys:
+    """The keys of sample i: a function of (seed, i) only (`seed` an integer or a key)."""
+    base = seed if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) \
+        else jax.random.key(seed)
+    return _split(jax.random.fold_in(base, i))
+
+
+def _split(key) -> SampleKeys:
+    return SampleKeys(*(jax.random.fold_in(key, s) for s in range(5)))
+
+
+def _unit_vector(key, n, dtype):
+    v = jax.random.normal(key, (n,), jnp.float32).astype(dtype)
+    return v / jnp.linalg.norm(v)
+
+
+def _input(keys: SampleKeys, n0: int, q0, dtype) -> jax.Array:
+    """$h^{(0)} \\sim N(0, q_0 I)$."""
+    return jnp.sqrt(q0).astype(dtype) * jax.random.normal(keys.input, (n0,), jnp.float32).astype(dtype)
+
+
+def _safe_log_normalise(x):
+    """(x / ‖x‖, ln ‖x‖), with 0 → (0, −inf) rather than NaN."""
+    n = jnp.linalg.norm(x)
+    return x / jnp.where(n > 0, n, 1.0), jnp.log(n)
+
+
+def layer_jacobian(jacobian, apply, params, h):
+    """(J, apply(params, h)): the layer's fast path `jacobian`, or `jax.jacrev` of `apply`."""
+    if jacobian is not None:
+        return jacobian(params, h)
+    return jax.jacrev(apply, argnums=1)(params, h), apply(params, h)
+
+
+def lanczos_steps(n: int) -> int:
+    """Lanczos steps for a top singular value at width n (1e-6 relative or better, tested)."""
+    return min(n, 32)
+
+
+class _Signal(NamedTuple):
+    h: jax.Array          # h⁽ℓ⁾, or its direction for homogeneous layers
+    log_scale: jax.Array  # ln of the factor carried outside h (0 when not homogeneous)
+    exit_depth: jax.Array
+
+
+def _advance(homogeneous: bool, signal: _Signal, h_next, ell) -> tuple[_Signal, jax.Array]:
+    """The signal after layer ℓ (0-based `ell`) given its raw output; also ln ‖h⁽ℓ⁾‖."""
+    if homogeneous:  # apply(p, c h) = c apply(p, h): carry direction × log-scale
+        h_next, log_n = _safe_log_normalise(h_next)
+        log_scale = signal.log_scale + log_n
+        log_norm = log_scale
+    else:
+        log_scale = signal.log_scale
+        log_norm = log_scale + jnp.log(jnp.linalg.norm(h_next))
+    in_range = jnp.isfinite(log_norm)  # not overflowed to inf/NaN, not underflowed to 0
+    exit_depth = jnp.where((signal.exit_depth == 0) & ~in_range, ell + 1, signal.exit_depth)
+    return _Signal(h_next, log_scale, exit_depth), log_norm
+
+
+def _prepare(signal: _Signal, homogeneous: bool) -> _Signal:
+    """Switches the signal's representation at a run boundary (direction × scale or plain)."""
+    if homogeneous:
+        h, log_n = _safe_log_normalise(signal.h)
+        return _Signal(h, signal.log_scale + log_n, signal.exit_depth)
+    return _Signal(signal.h * jnp.exp(signal.log_scale), jnp.zeros_like(signal.log_scale), signal.exit_depth)
+
+
+class _Run(NamedTuple):
+    layer: Layer
+    start: int
+    count: int
+    homogeneous: bool
+
+
+def _scan(body, carry, run: _Run, xs, reverse=False):
+    """`lax.scan` of `body` over the layers of `run` (xs: (ℓ, coefficients, params) per layer).
+
+    A non-square layer changes the carry's shape, so it cannot repeat inside a scan;
+    a network's runs of non-square layers have length one and are applied directly.
+    """
+    if run.layer.n_in == run.layer.n_out:
+        return jax.lax.scan(body, carry, xs, reverse=reverse)
+    outs = []
+    for k in (reversed(range(run.count)) if reverse else range(run.count)):
+        carry, out = body(carry, jax.tree.map(lambda x: x[k], xs))
+        outs.append(out)
+    outs = outs[::-1] if reverse else outs
+    return carry, jax.tree.map(lambda *o: jnp.stack(o), *outs) if outs[0] is not None else None
+
+
+class _Layers:
+    """Where each layer's functions and parameters come from, for one sample."""
+
+    def __init__(self, net: Network, source: str, cuts: Sequence[int] = ()):
+        if source not in PARAM_SOURCES:
+            raise ValueError(f"unknown parameter source {source!r}; valid choices are {list(PARAM_SOURCES)}")
+        self.source, self.tied = source, net.tied
+        self._given = {}  # id(run) -> that run's given parameters, stacked over its layers (set while tracing)
+        self.runs = []
+        for layer, start, count, homogeneous in net.runs():
+            edges = [start] + [d for d in sorted(cuts) if start < d < start + count] + [start + count]
+            self.runs += [_Run(layer, a, b - a, homogeneous) for a, b in zip(edges, edges[1:])]
+        self.segments = [(layer, start, count) for layer, start, count, _ in net.runs()]
+
+    def xs(self, r: int, coefficients, params):
+        """The scan inputs of run `r`: (ℓ, that run's coefficients, its given params or None)."""
+        run = self.runs[r]
+        ells = jnp.arange(run.start, run.start + run.count, dtype=jnp.int32)
+        coeffs = self._slice(coefficients, run)
+        if self.source == "given" and not self.tied:
+            # Indexed inside the body (`params`), not scanned over: a scanned input is transposed to
+            # (depth, batch, …) under vmap, and XLA then multiplies it in another memory layout,
+            # which rounds differently from drawn parameters.
+            self._given[id(run)] = self._slice(params, run)
+        return ells, coeffs, None
+
+    def _slice(self, per_segment, run: _Run):
+        """Rows of `run` from arrays stacked per segment of the network."""
+        for s, (_, start, count) in enumerate(self.segments):
+            if start <= run.start < start + count:
+                lo = run.start - start
+                return jax.tree.map(lambda a: a[lo:lo + run.count], per_segment[s])
+        raise AssertionError("run outside every segment")
+
+    def functions(self, run: _Run, coeffs):
+        return functions_of(run.layer, coeffs if run.layer.hyper is not None else None)
+
+    def tied_params(self, keys: SampleKeys, coefficients, params):
+        """The one parameter set of a tied network (given, or drawn once); None if untied."""
+        if not self.tied:
+            return None
+        if self.source == "given":
+            return jax.lax.optimization_barrier(params)
+        run = self.runs[0]
+        init, _, _ = self.functions(run, jax.tree.map(lambda a: a[0], coefficients[0]))
+        return jax.lax.optimization_barrier(init(jax.random.fold_in(keys.weights, 0)))
+
+    def params(self, run: _Run, ell, coeffs, given, keys: SampleKeys, tied):
+        # The barrier makes the layer's parameters an opaque buffer whether drawn here or given, so XLA
+        # fuses the layer's arithmetic the same way in both cases: drawn and given are bit-identical.
+        if self.tied:
+            return tied
+        if self.source == "given":
+            stacked = self._given[id(run)]
+            return jax.lax.optimization_barrier(
+                jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, ell - run.start, keepdims=False), stacked))
+        init, _, _ = self.functions(run, coeffs)
+        return jax.lax.optimization_barrier(init(jax.random.fold_in(keys.weights, ell)))
+
+
+def _source(net: Network, params_given: bool) -> str:
+    if params_given:
+        return "given"
+    return "tied" if net.tied else "drawn"
+
+
+def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Sequence[int] = (),
+                  params_given: bool = False):
+    r"""The matrix probe: every field of `FIELDS` at every depth, and spectra at `spectrum_at`.
+
+    ``method="power"``: warm-started Lanczos for $\|P_\ell\|_2$ (``lanczos_steps``) and
+    a cold one without re-orthogonalisation for $\|J_\ell\|_2$; ``"svd"``: exact SVDs.
+    Memory: O(width²) per sample, independent of depth (for drawn or tied parameters).
+    """
+    layers = _Layers(net, _source(net, params_given), spectrum_at)
+    n0 = net.widths[0]
+    tied_given = params_given and net.tied
+
+    def top(A, v, steps, reorthogonalise=True):
+        if method == "svd":
+            return jnp.linalg.svd(A, compute_uv=False)[0], v
+        t = lanczos_top_singular(A, v, steps, reorthogonalise=reorthogonalise)
+        return t.value, t.vector
+
+    def probe(key, *rest):
+        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        keys = _split(key)
+        tied = layers.tied_params(keys, coefficients, params)
+        given = None if tied_given else params
+        u = _unit_vector(keys.forward_probe, n0, dtype)
+        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        P, log_c, cum = jnp.eye(n0, dtype=dtype), jnp.zeros((), dtype), jnp.zeros((), dtype)
+        v = _unit_vector(jax.random.fold_in(keys.lanczos, 1 << 30), n0, dtype)
+        outputs, spectra = [], {}
+        for r, run in enumerate(layers.runs):
+            signal = _prepare(signal, run.homogeneous)
+
+            def body(carry, xs, run=run):
+                signal, P, log_c, v, cum = carry
+                ell, coeffs, p_given = xs
+                _, apply, jacobian = layers.functions(run, coeffs)
+                p = layers.params(run, ell, coeffs, p_given, keys, tied)
+                J, h_next = layer_jacobian(jacobian, apply, p, signal.h)
+                signal, log_h = _advance(run.homogeneous, signal, h_next, ell)
+                J = J.astype(dtype)
+                P, log_s = _safe_log_normalise(jnp.matmul(J, P, precision=HIGHEST))
+                log_c = log_c + log_s
+                s_P, v = top(P, v, lanczos_steps(n0))
+                # ‖J_ℓ‖₂ from a random start; only the value is used, for which the
+                # three-term recurrence suffices (no re-orthogonalisation).
+                v_J = _unit_vector(jax.random.fold_in(keys.lanczos, ell), J.shape[1], dtype)
+                s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]), reorthogonalise=False)
+                cum = cum + jnp.log(s_J)
+                e = _unit_vector(jax.random.fold_in(keys.backward_probe, ell), J.shape[0], dtype)
+                out = (
+                    log_c + jnp.log(s_P),
+                    cum,
+                    log_c + jnp.log(jnp.linalg.norm(jnp.matmul(P, u, precision=HIGHEST))),
+                    log_c + jnp.log(jnp.linalg.norm(jnp.matmul(P.T, e, precision=HIGHEST))),
+                    log_h,
+                )
+                return (signal, P, log_c, v, cum), out
+
+            carry, out = _scan(body, (signal, P, log_c, v, cum), run, layers.xs(r, coefficients, given))
+            signal, P, log_c, v, cum = carry
+            outputs.append(out)
+            if run.start + run.count in spectrum_at:
+                spectra[f"sv{run.start + run.count}"] = log_c + jnp.log(jnp.linalg.svd(P, compute_uv=False))
+        stacked = [jnp.concatenate(parts) for parts in zip(*outputs)]
+        return dict(zip(FIELDS, stacked), overflow=signal.exit_depth, **spectra)
+
+    return probe
+
+
+def gains(net: Network, *, dtype, params_given: bool = False):
+    """Matrix-free gains: a forward sweep with `jax.jvp`, a backward sweep with `jax.vjp`.
+
+    The backward sweep starts from a random unit $e_L$ at depth L and redraws each
+    layer's weights from its key, so no weights are stored; the inputs $h^{(\\ell-1)}$ of
+    the layers are stored (O(depth × width) memory, no width² term). Here
+    ``log_backward_gain[ℓ]`` is $\\ln\\|J_1^\\top\\cdots J_\\ell^\\top e_\\ell\\|$ with $e_\\ell$ the
+    normalised error signal backpropagated from $e_L$ (not independent across ℓ).
+    Cost per sample: one JVP and one VJP per layer.
+    """
+    layers = _Layers(net, _source(net, params_given))
+    n0 = net.widths[0]
+    tied_given = params_given and net.tied
+
+    def probe(key, *rest):
+        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        keys = _split(key)
+        tied = layers.tied_params(keys, coefficients, params)
+        given = None if tied_given else params
+        f, log_f = _unit_vector(keys.forward_probe, n0, dtype), jnp.zeros((), dtype)
+        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        fwd_out, inputs = [], []
+        for r, run in enumerate(layers.runs):
+            signal = _prepare(signal, run.homogeneous)
+
+            def fbody(carry, xs, run=run):
+                signal, f, log_f = carry
+                ell, coeffs, p_given = xs
+                _, apply, _ = layers.functions(run, coeffs)
+                p = layers.params(run, ell, coeffs, p_given, keys, tied)
+                h_in = signal.h
+                h_next, f_next = jax.jvp(lambda h: apply(p, h), (h_in,), (f,))
+                signal, log_h = _advance(run.homogeneous, signal, h_next, ell)
+                f_next, log_s = _safe_log_normalise(f_next)
+                return (signal, f_next, log_f + log_s), (log_f + log_s, log_h, h_in)
+
+            (signal, f, log_f), (gain, log_h, h_in) = _scan(fbody, (signal, f, log_f), run,
+                                                             layers.xs(r, coefficients, given))
+            fwd_out.append((gain, log_h))
+            inputs.append(h_in)
+        # Backward sweep from depth L to 1: δ ← J_ℓᵀ δ, tracking ln ‖δ⁽ℓ⁾‖.
+        e = _unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), net.widths[-1], dtype)
+        delta, log_d = e, jnp.zeros((), dtype)
+        log_delta = []
+        for r in reversed(range(len(layers.runs))):
+            run, h_in = layers.runs[r], inputs[r]
+
+            def bbody(carry, xs, run=run):
+                delta, log_d = carry
+                (ell, coeffs, p_given), h = xs
+                _, apply, _ = layers.functions(run, coeffs)
+                p = layers.params(run, ell, coeffs, p_given, keys, tied)
+                _, pullback = jax.vjp(lambda x: apply(p, x), h)
+                delta, log_s = _safe_log_normalise(pullback(delta)[0])
+                return (delta, log_d + log_s), log_d
+
+            (delta, log_d), logs = _scan(bbody, (delta, log_d), run,
+                                         (layers.xs(r, coefficients, given), h_in), reverse=True)
+            log_delta.insert(0, logs)
+        # log_delta[ℓ−1] = ln‖δ⁽ℓ⁾‖ (relative to ‖e_L‖ = 1); log_d = ln‖δ⁽⁰⁾‖.
+        backward = log_d - jnp.concatenate(log_delta)
+        gain, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
+        return dict(log_forward_gain=gain, log_backward_gain=backward, log_signal_norm=log_h,
+                    overflow=signal.exit_depth)
+
+    return probe
+
+
+def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = False):
+    r"""QR method (Benettin et al. 1980): $J_\ell Q_{\ell-1} = Q_\ell R_\ell$,
+    $λ_i = \frac1L \sum_\ell \ln|(R_\ell)_{ii}|$; sorted descending per sample if `sort`."""
+    layers = _Layers(net, _source(net, params_given))
+    n0, k = net.widths[0], min(net.widths)
+    tied_given = params_given and net.tied
+
+    def probe(key, *rest):
+        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        keys = _split(key)
+        tied = layers.tied_params(keys, coefficients, params)
+        given = None if tied_given else params
+        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        Q = jnp.eye(n0, k, dtype=dtype)
+        acc = jnp.zeros((k,), dtype)
+        for r, run in enumerate(layers.runs):
+            signal = _prepare(signal, run.homogeneous)
+
+            def body(carry, xs, run=run):
+                signal, Q, acc = carry
+                ell, coeffs, p_given = xs
+                _, apply, jacobian = layers.functions(run, coeffs)
+                p = layers.params(run, ell, coeffs, p_given, keys, tied)
+                J, h_next = layer_jacobian(jacobian, apply, p, signal.h)
+                signal, _ = _advance(run.homogeneous, signal, h_next, ell)
+                Q, R = jnp.linalg.qr(jnp.matmul(J.astype(dtype), Q, precision=HIGHEST))
+                return (signal, Q, acc + jnp.log(jnp.abs(jnp.diagonal(R)))), None
+
+            (signal, Q, acc), _ = _scan(body, (signal, Q, acc), run, layers.xs(r, coefficients, given))
+        exponents = acc / net.depth
+        return dict(exponents=-jnp.sort(-exponents) if sort else exponents)
+
+    return probe
+
+
+def parameters(net: Network, *, dtype):
+    """The probe that returns the parameters the other probes draw, per segment stacked over depth.
+
+    Each layer's draw happens inside a `lax.scan` behind the same optimisation barrier as in
+    `product_norms`, so the values are bit-identical to the engine's (an eager
+    ``jax.vmap(net.init)`` may round the last bit differently: it is not fused the same way).
+    """
+    layers = _Layers(net, "drawn")
+    del dtype  # the layers' own dtype decides
+
+    def probe(key, coefficients, q0):
+        del q0
+        keys = _split(key)
+        if net.tied:
+            return layers.tied_params(keys, coefficients, None)
+        out = []
+        for r, run in enumerate(layers.runs):
+            def body(carry, xs, run=run):
+                ell, coeffs, _ = xs
+                return carry, layers.params(run, ell, coeffs, None, keys, None)
+
+            out.append(_scan(body, None, run, layers.xs(r, coefficients, None))[1])
+        return tuple(out)
+
+    return probe
+
+
+def coefficient_arrays(net: Network, dtype) -> tuple[Mapping[str, object], ...]:
+    """Per segment of `net`, each coefficient as a host array over the segment's layers (float64 → dtype)."""
+    import numpy as np
+
+    out = []
+    for layer, start, count in net.segments():
+        members = net.layers[start:start + count]
+        if layer.hyper is None:
+            out.append({})
+            continue
+        names = list(layer.hyper.coefficients)
+        out.append({name: np.asarray([float(m.hyper.coefficients[name]) for m in members], np.float64).astype(dtype)
+                    for name in names})
+    return tuple(out)
