@@ -14,7 +14,10 @@ One directory per experiment, ``<root>/<name>/``:
 Every file is written by `atomic_write` (temp file in the same directory, fsync,
 `os.replace`), so a killed run never leaves a half-written file. A sweep point is
 stored as soon as it finishes; running the experiment again with the same config and
-seed computes only the missing points (``force=True`` recomputes everything).
+seed computes only the missing points (``force=True`` recomputes everything). A file
+that is there but cannot be read (truncated, corrupt) raises `UnreadableFileError`,
+which names it; the runner then recomputes an unreadable point, and stops rather than
+discard the points an unreadable manifest describes.
 
 The study runner that fills a store (`experiments.runner`) lives with the studies;
 this module never imports ``experiments`` nor the plotting code (`jaxgrad.plotting`
@@ -119,7 +122,7 @@ def read_npz(path) -> dict[str, np.ndarray]:
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError, RuntimeError) as error:
         raise UnreadableFileError(path, _reason(error)) from None
 
 
