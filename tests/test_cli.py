@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -223,6 +224,7 @@ class _Config:
     sizes: tuple[int, ...] = (1, 2)
     kind: Literal["tanh", "relu"] = "tanh"
     limit: float | None = None
+    scales: tuple[float, ...] = (1.0,)
 
 
 def test_set_converts_strings_to_field_types():
@@ -233,6 +235,18 @@ def test_set_converts_strings_to_field_types():
         experiments.with_overrides(_Config(), ["kind=sigmoid"])
     with pytest.raises(ValueError, match="flag='maybe' must be a bool"):
         experiments.with_overrides(_Config(), ["flag=maybe"])
+
+
+@pytest.mark.parametrize("assignment, shown", [("x=inf", "x=inf"), ("x=-inf", "x=-inf"), ("x=nan", "x=nan"),
+                                               ("limit=inf", "limit=inf"), ("scales=1, inf", "scales=(1.0, inf)")])
+def test_set_rejects_non_finite_numbers_naming_the_field(assignment, shown):
+    key = assignment.partition("=")[0]
+    with pytest.raises(ValueError, match=rf"^`{key}` must be finite, got {re.escape(shown)}$"):
+        experiments.with_overrides(_Config(), [assignment])
+    value = (1.0, float("inf")) if key == "scales" else float("inf")
+    with pytest.raises(ValueError, match=f"`{key}` must be finite"):  # also a Config built in code
+        experiments.require_finite(dataclasses.replace(_Config(), **{key: value}))
+    experiments.require_finite(_Config())  # finite values pass
 
 
 def test_config_round_trips_through_the_manifest():
