@@ -198,8 +198,8 @@ def test_the_manifest_records_elapsed_time_after_every_computed_point(fake, tmp_
     _run(fake, tmp_path, config=fake.Config(n=3, delay=0.1))
     assert [m["points"]["computed"] for m in seen] == [0, 1, 2]
     assert [m["status"] for m in seen] == ["running"] * 3
-    assert seen[0]["wall_seconds"] < 0.1 <= seen[1]["wall_seconds"] < seen[2]["wall_seconds"]
-    assert seen[2]["wall_seconds"] >= 0.2
+    walls = [m["wall_seconds"] for m in seen]
+    assert walls[1] - walls[0] >= 0.1 and walls[2] - walls[1] >= 0.1  # each computed point's 0.1 s is recorded
 
 
 # ----------------------------------------------------------------------------- unreadable files
