@@ -69,10 +69,13 @@ The command line drives the protocol: ``jaxgrad run NAME [--scale quick|full]
 ``jaxgrad reproduce``; `discover` validates each module when it is first listed, so a
 module that misses part of the protocol fails loudly, naming what is missing.
 
-What the runner (`experiments.runner.run_experiment`) guarantees: stored points are reused
-only when the stored manifest has the same config and seed (otherwise, or with
-``--force``, they are discarded); every file is replaced atomically; the manifest's
-``status`` is ``running`` until the run completes. Sections in `discover` and in
+What the runner (`experiments.runner.run_experiment`) guarantees: every float field of
+the Config is finite before any work; stored points are reused only when the stored
+manifest has the same config and seed (otherwise, or with ``--force``, they are
+discarded); an unreadable stored point is named and recomputed, an unreadable manifest
+stops the run (naming the file) rather than discard the points it describes; every file
+is replaced atomically; the manifest's ``status`` is ``running`` until the run
+completes, and its ``wall_seconds`` counts every attempt that a resume continues. Sections in `discover` and in
 results/README.md are ordered by the numbers in SECTION (§3 < §3, §5 < §4.1), then NAME.
 """
 from __future__ import annotations
@@ -80,6 +83,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import math
 import pkgutil
 import re
 import types
@@ -138,7 +142,26 @@ def preset(experiment, scale: str):
     """``experiment.Config.quick()`` or ``.full()``."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose from: {', '.join(SCALES)}")
-    return getattr(experiment.Config, scale)()
+    config = getattr(experiment.Config, scale)()
+    require_finite(config)
+    return config
+
+
+def _require_finite(key: str, value) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise ValueError(f"`{key}` must be finite, got {key}={value!r}")
+
+
+def require_finite(config) -> None:
+    """ValueError naming the first float field of `config` (or tuple element) that is inf or nan.
+
+    Every study gets this check before any work (the CLI's ``--set``, the presets,
+    `experiments.runner`): ``float("inf")`` parses, and most ``__post_init__`` range
+    checks (``x > 0``) let it through, to fail only after points have been computed.
+    """
+    for field in dataclasses.fields(config):
+        _require_finite(field.name, getattr(config, field.name))
 
 
 # --------------------------------------------------------------------------- config values
@@ -179,7 +202,8 @@ def with_overrides(config, assignments: Sequence[str]):
 
     Raises:
       ValueError: malformed assignment, unknown key (the message lists the valid
-        keys), a value of the wrong type, or one ``Config.__post_init__`` rejects.
+        keys), a value of the wrong type, a non-finite number (`require_finite`), or
+        one ``Config.__post_init__`` rejects.
     """
     hints = typing.get_type_hints(type(config))
     fields = [f.name for f in dataclasses.fields(config)]
@@ -192,10 +216,13 @@ def with_overrides(config, assignments: Sequence[str]):
         if key not in fields:
             raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(fields)}")
         changes[key] = parse_value(text.strip(), hints[key], key)
+        _require_finite(key, changes[key])  # before __post_init__ sees it (int(inf) would overflow there)
     try:
-        return dataclasses.replace(config, **changes)
-    except TypeError as error:  # a __post_init__ comparing a wrongly typed value
+        config = dataclasses.replace(config, **changes)
+    except (TypeError, OverflowError) as error:  # a __post_init__ comparing or converting a wrong value
         raise ValueError(f"invalid --set {', '.join(assignments)}: {error}") from None
+    require_finite(config)
+    return config
 
 
 def config_from_dict(cls, values: dict):

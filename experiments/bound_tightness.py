@@ -133,27 +133,27 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     lyapunov = float(data["lyapunov_linear"])
     fig, axes = plotting.subplots(1, 3, width=3.6, height=3.3)
     for k, name in enumerate(NETWORKS):
-        color = plotting.PALETTE[k]
+        color, label = plotting.PALETTE[k], LABELS[name].replace("σ_w", "$σ_w$")  # mathtext: no literal "_"
         if name in ("linear", "tanh_critical"):
             q = data[f"{name}/product"]
-            plotting.measured_band(axes[0], d, q[0], q[2], color=color, center=q[1], label=f"ln‖∏J‖₂, {LABELS[name]}")
+            plotting.measured_band(axes[0], d, q[0], q[2], color=color, center=q[1], label=f"ln‖∏J‖₂, {label}")
             b = data[f"{name}/bound"]
-            axes[0].plot(d, b[1], color=color, linestyle=":", linewidth=1.4, label=f"Σ ln‖J_ℓ‖₂, {LABELS[name]}")
+            axes[0].plot(d, b[1], color=color, linestyle=":", linewidth=1.4, label=f"Σ ln‖$J_\\ell$‖₂, {label}")
         g = data[f"{name}/gap"]
-        plotting.measured_band(axes[1], d, g[0], g[2], color=color, center=g[1], label=LABELS[name])
+        plotting.measured_band(axes[1], d, g[0], g[2], color=color, center=g[1], label=label)
         axes[2].hist(data[f"{name}/layer_norms"], bins=40, histtype="step", color=color, density=True,
-                     linewidth=1.3, label=LABELS[name])
+                     linewidth=1.3, label=label)
     plotting.theory_line(axes[0], d, lyapunov * d, linestyle="--", label="theory λ₁ℓ (linear)")
     plotting.theory_line(axes[0], d, np.log(2.0) * d, linestyle="-.", linewidth=1.0, label="ℓ ln 2 (MP edge)")
     plotting.theory_line(axes[1], d, np.full_like(d, np.log(2.0) - lyapunov, dtype=float), linestyle="--",
                          label="ln 2 − λ₁ (linear)")
     axes[2].axvline(1.0, color="0.3", linewidth=1.0, linestyle="--")
-    axes[2].axvline(2.0, color=plotting.THEORY_COLOR, linewidth=1.0, label="MP edge 2σ_w")
+    axes[2].axvline(2.0, color=plotting.THEORY_COLOR, linewidth=1.0, label="MP edge 2$σ_w$")
     plotting.label_axes(axes[0], "depth ℓ", "natural log", title="(a) product against bound", legend=False)
     axes[0].legend(fontsize=6.5, loc="upper left")
-    plotting.label_axes(axes[1], "depth ℓ", "(Σ ln‖J_ℓ‖₂ − ln‖∏J‖₂) / ℓ", title="(b) gap per layer", legend=False)
+    plotting.label_axes(axes[1], "depth ℓ", r"(Σ ln‖$J_\ell$‖₂ − ln‖∏J‖₂) / ℓ", title="(b) gap per layer", legend=False)
     axes[1].legend(fontsize=7, loc="upper right")
-    plotting.label_axes(axes[2], "‖J_ℓ‖₂ of single layers", "density", title="(c) every layer > 1", legend=False)
+    plotting.label_axes(axes[2], r"‖$J_\ell$‖₂ of single layers", "density", title="(c) every layer > 1", legend=False)
     axes[2].legend(fontsize=7, loc="upper left")
     plotting.save_figure(fig, outdir, "bound_tightness")
     return [plotting.Figure("bound_tightness", (

@@ -13,7 +13,10 @@ among them the multi-process flags (``--coordinator HOST:PORT --num-processes N
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -117,6 +120,27 @@ def _check_seed(seed: int) -> int:
     return seed
 
 
+def _check_out(out: str) -> Path:
+    """`out` is, or can be made, a directory this process can write in; else a UsageError naming why."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out!r} is a file, not a directory; give a directory for the results")
+    existing = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out!r} cannot be created: {str(existing)!r} is a file, not a directory")
+    problem = None if os.access(existing, os.W_OK | os.X_OK) else "permission denied"
+    if problem is None:  # os.access says yes to root even on a read-only file system: try it
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            problem = (error.strerror or str(error)).lower()
+    if problem:
+        where = "in it" if existing == path.absolute() else f"in {str(existing)!r}, where it would be created"
+        raise UsageError(f"--out {out!r}: cannot write {where} ({problem}); choose a writable directory")
+    return path
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -149,21 +173,54 @@ def _run_one(experiment, config, args, argv_text: str):
     return store
 
 
+def _rerun(experiment, store, manifest: dict | None, *, force: bool = False) -> str:
+    """The command that regenerates `store` (with the stored run's scale, seed and --set)."""
+    words = ["jaxgrad", "run", experiment.NAME, *(["--force"] if force else [])]
+    if manifest:
+        words += ["--scale", str(manifest.get("scale", "quick")), "--seed", str(manifest.get("seed", 0))]
+        words += [w for s in manifest.get("overrides", []) for w in ("--set", s)]
+    if store.dir.parent != Path("results"):
+        words += ["--out", str(store.dir.parent)]
+    return shlex.join(words)
+
+
 def _draw(experiment, store) -> int:
     import experiments
-    from jaxgrad.store import read_csv
+    from jaxgrad.store import UnreadableFileError, read_csv
     from experiments.runner import draw_figures
 
-    manifest = store.read_manifest()
+    try:
+        manifest = store.read_manifest()
+    except UnreadableFileError as error:
+        remedy = (f"restore it (e.g. `git checkout -- {store.manifest}`) or regenerate it with "
+                  f"`{_rerun(experiment, store, None, force=True)}` and the original --scale, --seed and --set")
+        _say(f"jaxgrad: error: {error.with_remedy(remedy)}")
+        return 1
     if manifest is None or not store.data.exists():
         _say(f"jaxgrad: error: no stored results for {experiment.NAME} in {store.dir}; "
-             f"run `jaxgrad run {experiment.NAME}` first")
+             f"run `{_rerun(experiment, store, None)}` first")
         return 1
     config = experiments.config_from_dict(experiment.Config, manifest["config"])
-    figures = draw_figures(experiment, config, store=store)
+    try:
+        figures = draw_figures(experiment, config, store=store)
+    except UnreadableFileError as error:
+        remedy = f"`{_rerun(experiment, store, manifest)}` regenerates it"
+        _say(f"jaxgrad: error: {error.with_remedy(remedy)}")
+        return 1
     checks = read_csv(store.comparisons)
     passed = sum(row["passed"] == "True" for row in checks)
     _say(f"{experiment.NAME}: {len(figures)} figures -> {store.dir} ({passed}/{len(checks)} checks pass)")
+    return 0
+
+
+def _write_gallery(root: Path, chosen, status: int) -> int:
+    """The gallery, unless a study's files could not be read (said above): it would be built from them."""
+    from experiments import gallery
+
+    if status:
+        _say(f"gallery not rewritten ({root / 'README.md'}): fix the errors above first")
+        return status
+    _say(f"gallery -> {gallery.write_gallery(root, chosen)}")
     return 0
 
 
@@ -172,6 +229,7 @@ def _prepare_run(args):
 
     experiment = experiments.get(args.name)
     _check_seed(args.seed)
+    _check_out(args.out)
     config = experiments.with_overrides(experiments.preset(experiment, args.scale), args.sets)
     _join(args)  # after every usage check: a typo is reported at once, not after waiting for the others
 
@@ -188,6 +246,7 @@ def _prepare_figures(args):
     from jaxgrad.store import Store
 
     chosen = [experiments.get(n) for n in args.names] or list(experiments.discover().values())
+    _check_out(args.out)
 
     def action():
         stores = [(e, Store.of(args.out, e.NAME)) for e in chosen]
@@ -195,19 +254,16 @@ def _prepare_figures(args):
             return max(_draw(e, s) for e, s in stores)
         stores = [(e, s) for e, s in stores if s.data.exists()] or stores  # all: skip what was never run
         status = max((_draw(e, s) for e, s in stores), default=0)
-        from experiments import gallery
-
-        _say(f"gallery -> {gallery.write_gallery(Path(args.out), chosen)}")
-        return status
+        return _write_gallery(Path(args.out), chosen, status)
 
     return action
 
 
 def _prepare_reproduce(args):
     import experiments
-    from experiments import gallery
 
     _check_seed(args.seed)
+    _check_out(args.out)
     plan = [(e, experiments.preset(e, args.scale)) for e in experiments.discover().values()]
     _join(args)
 
@@ -217,8 +273,7 @@ def _prepare_reproduce(args):
 
         def finish():
             status = max((_draw(e, s) for e, s in stores), default=0)
-            _say(f"gallery -> {gallery.write_gallery(Path(args.out), [e for e, _ in plan])}")
-            return status
+            return _write_gallery(Path(args.out), [e for e, _ in plan], status)
 
         return _leave_together(finish)
 
@@ -288,9 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(args, argv: list[str]) -> str:
+    """What to say on Ctrl-C: for a sweep, the command that resumes it (never one with --force)."""
+    if args.command not in ("run", "reproduce"):
+        return "jaxgrad: interrupted"
+    resume = [a for a in argv if not (len(a) >= 3 and "--force".startswith(a))]  # argparse takes prefixes
+    note = " (the same command without --force, which would discard them)" if len(resume) < len(argv) else ""
+    return (f"jaxgrad: interrupted; the finished points are kept, and `{shlex.join(['jaxgrad', *resume])}` "
+            f"resumes{note}")
+
+
 def main(argv=None) -> int:
     """Entry point of the `jaxgrad` console script; returns the exit code."""
     from jaxgrad import cluster
+    from jaxgrad.store import UnreadableFileError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {c.name: c for c in COMMANDS}
@@ -298,7 +364,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError(f"missing command; choose from: {', '.join(commands)}")
-        args.argv_text = " ".join(["jaxgrad", *argv])
+        args.argv_text = shlex.join(["jaxgrad", *argv])
         action = commands[args.command].prepare(args)
     except (UsageError, ValueError) as error:
         _say("jaxgrad: error: " + " ".join(str(error).split()))
@@ -308,9 +374,9 @@ def main(argv=None) -> int:
         return 1
     try:
         return action()
-    except (TimeoutError, cluster.ConfigMismatchError) as error:
+    except (TimeoutError, cluster.ConfigMismatchError, UnreadableFileError) as error:
         _say("jaxgrad: error: " + " ".join(str(error).split()))
         return 1
     except KeyboardInterrupt:
-        _say("jaxgrad: interrupted; finished points are kept, run the same command again to finish")
+        _say(_interrupted(args, argv))
         return 130

@@ -328,9 +328,9 @@ def _plot_moments(data, config, outdir) -> plotting.Figure:
     beta = np.geomspace(min(b.min() for b in beta_all), max(b.max() for b in beta_all), 100)
     plotting.theory_line(left, beta, 1.25 * beta, linestyle="--", label="limit 5β/4")
     plotting.theory_line(right, beta, 1.25 * beta, linestyle="--", label="limit 5β/4")
-    plotting.label_axes(left, "β = Σ 1/n_ℓ", "Var ln‖J_ℓ⋯J₁u‖", xlog=True, ylog=True, legend=False,
+    plotting.label_axes(left, r"β = Σ 1/$n_\ell$", r"Var ln‖$J_\ell$⋯J₁u‖", xlog=True, ylog=True, legend=False,
                         title="variance (bands: measured ± 2 SE)")
-    plotting.label_axes(right, "β = Σ 1/n_ℓ", "−E ln‖J_ℓ⋯J₁u‖ + ½ ln(n_ℓ/n₀)", xlog=True, ylog=True, legend=False,
+    plotting.label_axes(right, r"β = Σ 1/$n_\ell$", r"−E ln‖$J_\ell$⋯J₁u‖ + ½ ln($n_\ell$/n₀)", xlog=True, ylog=True, legend=False,
                         title="mean (bands: measured ± 2 SE)")
     left.legend(loc="upper left", fontsize=7)
     right.legend(loc="upper left", fontsize=7)

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
+from matplotlib.ticker import MaxNLocator
 
 import jaxgrad
 from jaxgrad import plotting, theory
@@ -323,7 +324,10 @@ def _plot_map(data, config, outdir) -> plotting.Figure:
     fig, (left, right) = plotting.subplots(1, 2, width=3.6, height=3.3, sharey=True)
     values = np.concatenate([data["grid_slope"].ravel(), data["theory_half_log_chi1"].ravel()])
     low, high = min(float(np.nanmin(values)), -1e-3), max(float(np.nanmax(values)), 1e-3)
-    norm = TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=high)  # white at 0 whatever the asymmetry
+    # Centred: white at 0 and the same depth of colour for the same |rate| on either side (−0.2 is as
+    # deep a purple as +0.2 is orange), so the colour bar is linear with 0 in the middle.
+    extent = max(-low, high)
+    norm = TwoSlopeNorm(vmin=-extent, vcenter=0.0, vmax=extent)
     mesh = left.pcolormesh(data["sigma_w"], data["sigma_b"], data["grid_slope"], norm=norm,
                            cmap=plotting.DIVERGING_CMAP, shading="nearest")
     right.pcolormesh(data["theory_sigma_w"], data["theory_sigma_b"], data["theory_half_log_chi1"],
@@ -344,14 +348,15 @@ def _plot_map(data, config, outdir) -> plotting.Figure:
     plotting.label_axes(right, "weight scale $σ_w$", "", legend=False, title="(b) mean field ½ ln χ₁")
     left.legend(loc="upper left", fontsize=7)
     bar = fig.colorbar(mesh, ax=[left, right], label="growth rate of the gradient per layer (nats)", shrink=0.9)
-    bar.set_ticks(np.round([low, low / 2, 0.0, high / 2, high], 2))
+    bar.set_ticks([t for t in MaxNLocator(nbins=8, symmetric=True).tick_values(-extent, extent) if abs(t) <= extent])
     plotting.save_figure(fig, outdir, "phase_diagram")
     return plotting.Figure("phase_diagram", (
         f"Per-layer growth rate of the backpropagated gradient of tanh networks (width {config.width}, depth "
         f"{config.depth}, {config.samples} initialisations per cell). (a) Measured: least-squares slope of the mean "
         f"of ln‖J₁ᵀ⋯J_ℓᵀ e‖ over layers {config.fit_start}–{config.depth}; purple vanishes, orange explodes. "
         "Diamonds: where the measured mean-square rate ½ ln E‖J_ℓᵀv‖² crosses zero. (b) Mean field ½ ln χ₁. "
-        "Line: χ₁ = 1 (theory.critical_sigma_w). The E ln slope sits r/(4n) below ½ ln χ₁ (Jensen's gap at "
+        "Line: χ₁ = 1 (theory.critical_sigma_w). One colour scale for both panels, centred: white at 0, the "
+        "same depth of colour for the same |rate| on either side. The E ln slope sits r/(4n) below ½ ln χ₁ (Jensen's gap at "
         "finite width), so its zero lies slightly on the chaotic side of the line."))
 
 
@@ -365,7 +370,7 @@ def _plot_slices(data, config, outdir) -> plotting.Figure:
     for i, sb in enumerate(data["sigma_b"]):
         color = plotting.PALETTE[i % len(plotting.PALETTE)]
         plotting.theory_line(ax, data["theory_sigma_w"], data["slice_half_log_chi1"][i], color=color,
-                             label=f"σ_b = {sb:g}: ½ ln χ₁")
+                             label=f"$σ_b$ = {sb:g}: ½ ln χ₁")
         plotting.theory_line(ax, data["theory_sigma_w"], data["slice_e_log"][i], color=color, linestyle="--",
                              linewidth=1.0)
         ax.errorbar(sw, data["grid_rate_ms"][i], yerr=2 * data["grid_rate_ms_se"][i], color=color, marker="D",

@@ -8,14 +8,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import time
 
 import numpy as np
 
+import experiments
 from jaxgrad import cluster, plotting
 from jaxgrad.progress import Progress
-from jaxgrad.store import (Store, _jsonable, _now, environment, point_id, point_key, read_npz, write_csv,
-                           write_json, write_npz)
+from jaxgrad.store import (Store, UnreadableFileError, _jsonable, _now, environment, point_id, point_key, read_npz,
+                           write_csv, write_json, write_npz)
 
 __all__ = ["compute", "draw_figures", "run_experiment"]
 
@@ -36,9 +38,43 @@ def _point_ids(experiment, config) -> list[tuple[str, dict]]:
 
 def compute(experiment, config, seed: int = 0) -> dict[str, np.ndarray]:
     """Every point in memory, nothing stored: the arrays ``plot`` reads (an experiment's ``run``)."""
+    experiments.require_finite(config)
     results = [(p, _as_arrays(pid, experiment.run_point(config, p, point_key(seed, pid))))
                for pid, p in _point_ids(experiment, config)]
     return dict(experiment.summarize(config, results)[1])
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _previous_manifest(experiment, store: Store, force: bool) -> dict:
+    """The stored manifest ({} if none); stops rather than discard points it cannot match."""
+    try:
+        return store.read_manifest() or {}
+    except UnreadableFileError as error:
+        finished = sorted(store.points.glob("*.npz")) if store.points.is_dir() else []
+        if force or not finished:  # nothing would be kept anyway
+            _say(f"{experiment.NAME}: {error}; no finished points to keep, so this is a new run")
+            return {}
+        raise error.with_remedy(
+            f"without it the {len(finished)} finished points in {store.points} cannot be matched to a config "
+            "and seed; restore the file (e.g. from git), or rerun with --force to discard them and recompute") from None
+
+
+def _resumable_points(experiment, store: Store, pairs) -> tuple[dict, list[str]]:
+    """({point id: arrays} of the readable stored points, the unreadable files, each said on stderr)."""
+    loaded, unreadable = {}, []
+    for pid, _ in pairs:
+        path = store.point_path(pid)
+        if not path.exists():
+            continue
+        try:
+            loaded[pid] = read_npz(path)
+        except UnreadableFileError as error:
+            unreadable.append(path.name)
+            _say(f"{experiment.NAME}: {error}; recomputing this point (the other stored points are kept)")
+    return loaded, unreadable
 
 
 def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: str = "custom",
@@ -46,54 +82,85 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
     """Run (or finish) one experiment into `store`: points, summary, comparisons, manifest.
 
     Points already stored under the same config and seed are loaded, not recomputed,
-    unless `force`. The manifest says ``running`` while it runs, then ``complete``,
-    ``interrupted`` (Ctrl-C) or ``failed`` (a kill leaves ``running``). When resuming,
-    ``started`` is the first attempt's, ``wall_seconds`` the total over all attempts
-    and ``attempts`` counts them; ``points`` says what this attempt computed.
+    unless `force`; a stored point that cannot be read is named on stderr and
+    recomputed. The manifest says ``running`` while it runs, then ``complete``,
+    ``interrupted`` (Ctrl-C) or ``failed`` (a kill leaves ``running``).
+
+    Provenance: a run that resumes at least one stored point continues the previous
+    record: ``started`` is the first attempt's, ``attempts`` counts them and
+    ``wall_seconds`` is the total over all attempts (rewritten after every computed
+    point, so a killed attempt loses at most one point's time). A run that resumes
+    nothing (a fresh clone, whose committed manifest has no ``points/``) is a new
+    run: its own start, one attempt, its own time. ``points`` says what this attempt
+    computed and resumed.
+
+    Raises:
+      ValueError: a non-finite number in `config`, before any work.
+      UnreadableFileError: the stored manifest is unreadable while points are stored
+        (they cannot be matched to a config; nothing is discarded).
 
     Returns:
       The final manifest.
     """
+    experiments.require_finite(config)
     writer = cluster.is_writer()  # in a multi-process run only process 0 reads or writes files
     pairs = _point_ids(experiment, config)
     identity = dict(config=json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable)), seed=seed)
-    previous = (store.read_manifest() or {}) if writer else {}
-    same = {k: previous.get(k) for k in identity} == identity
-    if writer and (force or not same):
-        shutil.rmtree(store.points, ignore_errors=True)  # stale or unwanted: start over
+    previous, loaded, unreadable, error = {}, {}, [], None
     if writer:
+        try:
+            previous = _previous_manifest(experiment, store, force)
+        except UnreadableFileError as caught:
+            error = caught
+    same = {k: previous.get(k) for k in identity} == identity
+    if writer and error is None:
+        if force or not same:
+            shutil.rmtree(store.points, ignore_errors=True)  # stale or unwanted: start over
         store.points.mkdir(parents=True, exist_ok=True)
-    # Which points to resume is the writer's decision, so that every process computes the same points.
-    # The others may wait here long, while the writer summarises the previous study: the broadcast
-    # has no short deadline (a dead process is caught by JAX's heartbeat).
-    stored = set(cluster.broadcast_from_writer(
-        [pid for pid, _ in pairs if store.point_path(pid).exists()] if writer else None))
+        loaded, unreadable = _resumable_points(experiment, store, pairs)
+    # Which points to resume is the writer's decision, so that every process computes the same points
+    # (and stops together if it cannot decide). The others may wait here long, while the writer
+    # summarises the previous study: the broadcast has no short deadline (a dead process is caught by
+    # JAX's heartbeat).
+    decision = cluster.broadcast_from_writer(
+        (dict(error=[str(error.path), error.reason, error.remedy]) if error else dict(stored=list(loaded)))
+        if writer else None)
+    if "error" in decision:
+        raise error or UnreadableFileError(*decision["error"])
+    stored = set(decision["stored"])
 
-    start, resuming = time.monotonic(), same and not force
-    earlier = float(previous.get("wall_seconds") or 0.0) if resuming else 0.0  # time spent on stored points
+    start, resuming = time.monotonic(), same and not force and bool(stored)
+    earlier = float(previous.get("wall_seconds") or 0.0) if resuming else 0.0  # time spent by earlier attempts
     manifest = dict(experiment=experiment.NAME, section=experiment.SECTION, title=experiment.TITLE,
                     scale=scale, overrides=list(overrides), **identity, **environment(),
                     command=command,
                     started=previous.get("started") if resuming else _now(), finished=None,
-                    wall_seconds=None, attempts=previous.get("attempts", 1) + 1 if resuming else 1,
+                    wall_seconds=earlier, attempts=previous.get("attempts", 1) + 1 if resuming else 1,
                     status="running", points=dict(total=len(pairs), computed=0, resumed=0),
                     figures=previous.get("figures", []) if same else [])
-    if writer:
-        write_json(store.manifest, manifest)
+    if unreadable:
+        manifest["points"]["unreadable"] = unreadable
+
+    def record(**changes):
+        manifest.update(wall_seconds=round(earlier + time.monotonic() - start, 3), **changes)
+        if writer:
+            write_json(store.manifest, manifest)
+
+    record()
     try:
         results = []
         with Progress(len(pairs), experiment.NAME, enabled=progress) as bar:
             for pid, point in pairs:
-                path = store.point_path(pid)
                 if pid in stored:
-                    arrays = read_npz(path) if writer else None
+                    arrays = loaded.pop(pid, None)
                     manifest["points"]["resumed"] += 1
                 else:
                     bar.describe(pid)
                     arrays = _as_arrays(pid, experiment.run_point(config, point, point_key(seed, pid)))
                     if writer:
-                        write_npz(path, arrays)
+                        write_npz(store.point_path(pid), arrays)
                     manifest["points"]["computed"] += 1
+                    record()  # a kill from here on loses at most the next point's time
                 results.append((point, arrays))
                 bar.advance(pid)
         if writer:
@@ -102,14 +169,12 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
             write_npz(store.data, data)
             write_csv(store.comparisons, [c.row() for c in experiment.comparisons(data, config)])
         manifest["status"] = "complete"
-    except BaseException as error:
-        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        manifest["error"] = f"{type(error).__name__}: {error}"
+    except BaseException as failure:
+        manifest["status"] = "interrupted" if isinstance(failure, KeyboardInterrupt) else "failed"
+        manifest["error"] = f"{type(failure).__name__}: {failure}"
         raise
     finally:
-        manifest.update(finished=_now(), wall_seconds=round(earlier + time.monotonic() - start, 3))
-        if writer:
-            write_json(store.manifest, manifest)
+        record(finished=_now())
     return manifest
 
 
@@ -120,6 +185,7 @@ def draw_figures(experiment, config, *, store: Store) -> list:
 
     Raises:
       FileNotFoundError: nothing stored yet (run the experiment first).
+      UnreadableFileError: ``data.npz`` or the manifest is there but unreadable.
     """
     if not store.data.exists():
         raise FileNotFoundError(f"no stored results for {experiment.NAME} in {store.dir} "

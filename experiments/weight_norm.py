@@ -148,9 +148,9 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     fine = np.geomspace(n[0], n[-1], 100)
     plotting.theory_line(axes[0], n, [tracy_widom_mean(w, w, config.sigma_w)[0] for w in n], linestyle="--",
                          color=plotting.PALETTE[0], label="Gaussian: Tracy–Widom mean")
-    plotting.theory_line(axes[0], fine, np.full_like(fine, 2 * config.sigma_w), label="MP edge 2σ_w")
+    plotting.theory_line(axes[0], fine, np.full_like(fine, 2 * config.sigma_w), label="MP edge 2$σ_w$")
     plotting.theory_line(axes[0], fine, np.full_like(fine, config.sigma_w), color=plotting.PALETTE[1],
-                         linestyle=":", label="orthogonal: σ_w exactly")
+                         linestyle=":", label="orthogonal: $σ_w$ exactly")
     plotting.label_axes(axes[0], "width n (square W)", "‖W‖₂", xlog=True, title="(a) square weights", legend=False)
     axes[0].legend(fontsize=6.5, loc="center right")
     aspect = np.array(config.rectangular_out) / config.rectangular_in
@@ -159,11 +159,11 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
         plotting.measured_band(axes[1], aspect, q[0], q[2], color=plotting.PALETTE[k], center=q[1], label=s)
     fine_aspect = np.geomspace(aspect.min(), aspect.max(), 100)
     plotting.theory_line(axes[1], fine_aspect, config.sigma_w * (1 + np.sqrt(fine_aspect)),
-                         label="edge σ_w(1 + √(n_out/n_in))")
-    plotting.label_axes(axes[1], f"aspect n_out / n_in  (n_in = {config.rectangular_in})", "‖W‖₂", xlog=True,
+                         label="edge $σ_w$(1 + √($n_{out}/n_{in}$))")
+    plotting.label_axes(axes[1], f"aspect $n_{{out}}/n_{{in}}$  ($n_{{in}}$ = {config.rectangular_in})", "‖W‖₂", xlog=True,
                         title="(b) rectangular weights", legend=False)
     axes[1].legend(fontsize=7, loc="upper left")
-    plotting.label_axes(axes[2], "width n", "‖J_ℓ‖₂ = ‖diag tanh′(z) W‖₂", xlog=True,
+    plotting.label_axes(axes[2], "width n", r"‖$J_\ell$‖₂ = ‖diag tanh′(z) W‖₂", xlog=True,
                         title="(c) the tanh layer's Jacobian", legend=False)
     axes[2].legend(fontsize=7)
     for ax, ticks in ((axes[0], n), (axes[1], aspect), (axes[2], n)):  # the measured values, not 2×10¹ …

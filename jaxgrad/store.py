@@ -14,7 +14,10 @@ One directory per experiment, ``<root>/<name>/``:
 Every file is written by `atomic_write` (temp file in the same directory, fsync,
 `os.replace`), so a killed run never leaves a half-written file. A sweep point is
 stored as soon as it finishes; running the experiment again with the same config and
-seed computes only the missing points (``force=True`` recomputes everything).
+seed computes only the missing points (``force=True`` recomputes everything). A file
+that is there but cannot be read (truncated, corrupt) raises `UnreadableFileError`,
+which names it; the runner then recomputes an unreadable point, and stops rather than
+discard the points an unreadable manifest describes.
 
 The study runner that fills a store (`experiments.runner`) lives with the studies;
 this module never imports ``experiments`` nor the plotting code (`jaxgrad.plotting`
@@ -34,7 +37,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -88,9 +91,39 @@ def write_npz(path, arrays: dict) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
+class UnreadableFileError(Exception):
+    """A stored file exists but cannot be read (truncated, corrupt): says which file and why.
+
+    ``str(error)`` is one line: ``<path> is unreadable (<reason>)``, then ``; <remedy>``
+    when the caller knows the way out (`with_remedy`).
+    """
+
+    def __init__(self, path, reason: str, remedy: str = ""):
+        self.path, self.reason, self.remedy = Path(path), reason, remedy
+        super().__init__(f"{path} is unreadable ({reason})" + (f"; {remedy}" if remedy else ""))
+
+    def with_remedy(self, remedy: str) -> "UnreadableFileError":
+        return UnreadableFileError(self.path, self.reason, remedy)
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
 def read_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+    """The arrays stored in `path`.
+
+    Raises:
+      FileNotFoundError: no such file.
+      UnreadableFileError: the file is there but is not a readable ``.npz`` (truncated, corrupt).
+    """
+    try:
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as f:  # our `with` closes a bad file too
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError, RuntimeError) as error:
+        raise UnreadableFileError(path, _reason(error)) from None
 
 
 def write_csv(path, rows: list[dict]) -> Path:
@@ -137,16 +170,22 @@ def environment() -> dict:
     )
 
 
-def _git_state() -> dict:
-    here = Path(__file__).resolve().parent
+def _git_state(directory=None) -> dict:
+    """The commit checked out at `directory` (default: this package's) and whether its source differs.
+
+    ``git_dirty`` describes the source tree only: changes to tracked files outside
+    ``results/`` (the run being recorded rewrites those files itself, so counting
+    them would mark every study after the first of a ``reproduce`` as dirty).
+    """
+    here = Path(__file__).resolve().parent if directory is None else Path(directory)
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
 
     try:
-        return dict(git_commit=git("rev-parse", "HEAD"),
-                    git_dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results")
+        return dict(git_commit=git("rev-parse", "HEAD"), git_dirty=bool(changed))
     except (OSError, subprocess.SubprocessError):
         return dict(git_commit=None, git_dirty=None)
 
@@ -191,7 +230,17 @@ class Store:
         return self.points / f"{pid}.npz"
 
     def read_manifest(self) -> dict | None:
+        """The stored manifest, or None when there is none.
+
+        Raises:
+          UnreadableFileError: the file is there but is not a JSON object (truncated, corrupt).
+        """
         try:
-            return json.loads(self.manifest.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+            raise UnreadableFileError(self.manifest, _reason(error)) from None
+        if not isinstance(manifest, dict):
+            raise UnreadableFileError(self.manifest, f"a JSON {type(manifest).__name__}, not an object")
+        return manifest

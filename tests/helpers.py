@@ -76,6 +76,74 @@ class Run:
                 proc.kill()
 
 
+# --------------------------------------------------------------------------- a fake study
+
+# A protocol-following study: a sweep of `n` points i ↦ i², each `delay` seconds; CALLS records them.
+FAKE_EXPERIMENT = '''
+import dataclasses, time
+import numpy as np
+from jaxgrad.stats import Comparison
+
+NAME, SECTION, TITLE = "fake", "§0", "a fake sweep"
+CALLS = []
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    n: int = 5
+    delay: float = 0.0
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"`n` must be positive, got n={self.n}")
+    @classmethod
+    def quick(cls): return cls()
+    @classmethod
+    def full(cls): return cls(n=50)
+
+def points(config):
+    return [{"i": i} for i in range(config.n)]
+
+def run_point(config, point, key):
+    CALLS.append(point["i"])
+    time.sleep(config.delay)
+    return {"value": np.array([point["i"] ** 2.0])}
+
+def summarize(config, results):
+    values = np.array([arrays["value"][0] for _, arrays in results])
+    return [dict(i=p["i"], value=a["value"][0]) for p, a in results], {"values": values}
+
+def plot(data, config, outdir):
+    from jaxgrad import plotting
+    fig, ax = plotting.subplots()
+    ax.plot(data["values"])
+    plotting.label_axes(ax, "i", "i²")
+    plotting.save_figure(fig, outdir, "values")
+    return [plotting.Figure("values", "squares")]
+
+def comparisons(data, config):
+    return [Comparison("sum of squares", data["values"].sum(), sum(i * i for i in range(config.n)), 0.0)]
+
+def run(config=None, seed=0):
+    import sys
+    from experiments.runner import compute
+    return compute(sys.modules[__name__], config or Config.quick(), seed)
+'''
+
+
+def import_fake_experiment(tmp_path, monkeypatch):
+    """`FAKE_EXPERIMENT` as the module ``fake_experiment``, importable (also by a subprocess) from tmp_path.
+
+    The caller pops ``sys.modules["fake_experiment"]`` afterwards (a fixture's teardown).
+    """
+    import sys
+
+    (tmp_path / "fake_experiment.py").write_text(FAKE_EXPERIMENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("fake_experiment", None)
+    import fake_experiment
+
+    return fake_experiment
+
+
 def run_study_at_a_tiny_size(module, config, tmp_path):
     """The whole study protocol into `tmp_path`: run, figures, tidy summary, finite comparisons.
 

@@ -1,6 +1,7 @@
 """The results store: atomic writes, manifests, resumable sweeps (also after a kill -9)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,66 +16,13 @@ from jaxgrad import store as results
 from jaxgrad.plotting import Figure, save_figure, subplots
 from jaxgrad.stats import Comparison
 from jaxgrad.store import Store
-
-FAKE_EXPERIMENT = '''
-import dataclasses, time
-import numpy as np
-from jaxgrad.stats import Comparison
-
-NAME, SECTION, TITLE = "fake", "§0", "a fake sweep"
-CALLS = []
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    n: int = 5
-    delay: float = 0.0
-    def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"`n` must be positive, got n={self.n}")
-    @classmethod
-    def quick(cls): return cls()
-    @classmethod
-    def full(cls): return cls(n=50)
-
-def points(config):
-    return [{"i": i} for i in range(config.n)]
-
-def run_point(config, point, key):
-    CALLS.append(point["i"])
-    time.sleep(config.delay)
-    return {"value": np.array([point["i"] ** 2.0])}
-
-def summarize(config, results):
-    values = np.array([arrays["value"][0] for _, arrays in results])
-    return [dict(i=p["i"], value=a["value"][0]) for p, a in results], {"values": values}
-
-def plot(data, config, outdir):
-    from jaxgrad import plotting
-    fig, ax = plotting.subplots()
-    ax.plot(data["values"])
-    plotting.label_axes(ax, "i", "i²")
-    plotting.save_figure(fig, outdir, "values")
-    return [plotting.Figure("values", "squares")]
-
-def comparisons(data, config):
-    return [Comparison("sum of squares", data["values"].sum(), sum(i * i for i in range(config.n)), 0.0)]
-
-def run(config=None, seed=0):
-    import sys
-    from experiments.runner import compute
-    return compute(sys.modules[__name__], config or Config.quick(), seed)
-'''
+from tests.helpers import import_fake_experiment
 
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """A protocol-following experiment module, importable (also by a subprocess) from tmp_path."""
-    (tmp_path / "fake_experiment.py").write_text(FAKE_EXPERIMENT)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("fake_experiment", None)
-    import fake_experiment
-
-    yield fake_experiment
+    yield import_fake_experiment(tmp_path, monkeypatch)
     sys.modules.pop("fake_experiment", None)
 
 
@@ -207,11 +155,114 @@ def test_killing_a_run_midway_and_starting_again_completes_it(fake, tmp_path):
     finished = sorted(p.stem for p in points.glob("*.npz"))
     assert 2 <= len(finished) < 6
     assert all(results.read_npz(points / f"{stem}.npz")["value"].shape == (1,) for stem in finished)
-    assert Store.of(tmp_path, "fake").read_manifest()["status"] == "running"  # what a kill leaves
+    killed = Store.of(tmp_path, "fake").read_manifest()
+    assert killed["status"] == "running"  # what a kill leaves
+    # The killed attempt's time up to its last finished point was recorded (0.25 s of sleep per point).
+    assert killed["wall_seconds"] >= 0.25 * killed["points"]["computed"] - 0.01
+    assert killed["points"]["computed"] >= len(finished) - 1  # the manifest trails the files by at most one
     fake.CALLS.clear()
     manifest = _run(fake, tmp_path, config=fake.Config(n=6, delay=0.25))
     assert manifest["status"] == "complete"
     assert fake.CALLS == [i for i in range(6) if f"i={i}" not in finished]
+    assert manifest["attempts"] == 2 and manifest["started"] == killed["started"]
+    assert manifest["wall_seconds"] >= killed["wall_seconds"] + 0.25 * len(fake.CALLS) - 0.01
+
+
+def test_a_run_that_resumes_nothing_is_a_new_run(fake, tmp_path):
+    # A fresh clone: the committed manifest (same config and seed) without its points/ directory.
+    _run(fake, tmp_path, config=fake.Config(delay=0.01))
+    store = Store.of(tmp_path, "fake")
+    old = dict(store.read_manifest(), started="2001-01-01T00:00:00+00:00", attempts=7, wall_seconds=1000.0)
+    results.write_json(store.manifest, old)
+    resumed = _run(fake, tmp_path, config=fake.Config(delay=0.01))  # every point stored: a resume
+    assert resumed["attempts"] == 8 and resumed["started"] == old["started"] and resumed["wall_seconds"] > 1000
+    results.write_json(store.manifest, old)
+    for path in store.points.glob("*.npz"):
+        path.unlink()
+    fresh = _run(fake, tmp_path, config=fake.Config(delay=0.01))
+    assert fresh["points"] == dict(total=5, computed=5, resumed=0)
+    assert fresh["attempts"] == 1 and fresh["started"] != old["started"]
+    assert 0.05 <= fresh["wall_seconds"] < 60  # its own time, not the committed run's added to it
+    assert store.read_manifest() == fresh
+
+
+def test_the_manifest_records_elapsed_time_after_every_computed_point(fake, tmp_path, monkeypatch):
+    store, seen = Store.of(tmp_path, "fake"), []
+    original = fake.run_point
+
+    def spy(config, point, key):
+        seen.append(store.read_manifest())  # what a kill at this moment would leave
+        return original(config, point, key)
+
+    monkeypatch.setattr(fake, "run_point", spy)
+    _run(fake, tmp_path, config=fake.Config(n=3, delay=0.1))
+    assert [m["points"]["computed"] for m in seen] == [0, 1, 2]
+    assert [m["status"] for m in seen] == ["running"] * 3
+    walls = [m["wall_seconds"] for m in seen]
+    assert walls[1] - walls[0] >= 0.1 and walls[2] - walls[1] >= 0.1  # each computed point's 0.1 s is recorded
+
+
+# ----------------------------------------------------------------------------- unreadable files
+
+
+def test_a_corrupt_point_is_named_and_recomputed_and_the_others_kept(fake, tmp_path, capsys):
+    _run(fake, tmp_path)
+    store = Store.of(tmp_path, "fake")
+    bad = store.point_path("i=2")
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    fake.CALLS.clear()
+    manifest = _run(fake, tmp_path)
+    assert fake.CALLS == [2]
+    assert manifest["points"] == dict(total=5, computed=1, resumed=4, unreadable=["i=2.npz"])
+    err = capsys.readouterr().err
+    assert f"{bad} is unreadable (BadZipFile" in err and "recomputing this point" in err
+    np.testing.assert_array_equal(results.read_npz(store.data)["values"], [0, 1, 4, 9, 16])
+    assert results.read_npz(bad)["value"].tolist() == [4.0]
+
+
+def test_a_corrupt_manifest_stops_the_run_and_keeps_the_points(fake, tmp_path):
+    _run(fake, tmp_path)
+    store = Store.of(tmp_path, "fake")
+    store.manifest.write_bytes(store.manifest.read_bytes()[:300])
+    broken = store.manifest.read_bytes()
+    fake.CALLS.clear()
+    with pytest.raises(results.UnreadableFileError) as caught:
+        _run(fake, tmp_path)
+    assert str(caught.value).startswith(f"{store.manifest} is unreadable (JSONDecodeError")
+    assert "5 finished points" in str(caught.value) and "--force" in str(caught.value)
+    assert fake.CALLS == [] and len(list(store.points.glob("*.npz"))) == 5
+    assert store.manifest.read_bytes() == broken  # not overwritten either
+    assert _run(fake, tmp_path, force=True)["status"] == "complete"  # the way out the message names
+    assert fake.CALLS == [0, 1, 2, 3, 4]
+
+
+def test_a_corrupt_manifest_without_points_starts_a_new_run_and_says_so(fake, tmp_path, capsys):
+    store = Store.of(tmp_path, "fake")
+    store.dir.mkdir()
+    store.manifest.write_text('{"experiment": "fake", "conf')
+    manifest = _run(fake, tmp_path)
+    assert manifest["status"] == "complete" and manifest["attempts"] == 1
+    assert f"{store.manifest} is unreadable" in capsys.readouterr().err
+    with pytest.raises(results.UnreadableFileError, match="a JSON list, not an object"):
+        store.manifest.write_text("[]")
+        store.read_manifest()
+
+
+def test_drawing_from_a_corrupt_data_file_names_it(fake, tmp_path):
+    _run(fake, tmp_path)
+    store = Store.of(tmp_path, "fake")
+    store.data.write_bytes(store.data.read_bytes()[:-30])
+    with pytest.raises(results.UnreadableFileError, match=f"^{store.data} is unreadable"):
+        runner.draw_figures(fake, fake.Config(), store=store)
+
+
+def test_a_non_finite_config_value_is_rejected_before_any_work(fake, tmp_path):
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"`delay` must be finite, got delay=(inf|nan)"):
+            _run(fake, tmp_path, config=fake.Config(delay=value))
+    assert fake.CALLS == [] and not (tmp_path / "fake").exists()
+    with pytest.raises(ValueError, match="must be finite"):
+        fake.run(fake.Config(delay=float("inf")))
 
 
 def test_figures_are_redrawn_from_stored_data_without_recomputing(fake, tmp_path, monkeypatch):
@@ -249,4 +300,25 @@ def test_comparison_passes_within_tolerance():
 def test_environment_names_versions_backend_and_commit():
     env = results.environment()
     assert env["backend"] == "cpu" and env["devices"]
-    assert env["git_commit"] is None or len(env["git_commit"]) == 40
+    assert re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])  # the tests run in a git checkout
+    assert isinstance(env["git_dirty"], bool)
+
+
+def test_dirty_describes_the_source_tree_not_the_results_being_written(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "manifest.json").write_text("{}")
+    (tmp_path / "source.py").write_text("x = 1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "initial")
+    assert results._git_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "results" / "manifest.json").write_text('{"rewritten": true}')  # what a run does
+    (tmp_path / "untracked.txt").write_text("")
+    assert results._git_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "source.py").write_text("x = 2")
+    assert results._git_state(tmp_path / "results")["git_dirty"] is True
+    assert re.fullmatch(r"[0-9a-f]{40}", results._git_state(tmp_path)["git_commit"])
