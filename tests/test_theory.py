@@ -153,7 +153,8 @@ def test_relu_q_star_cases():
         assert float(theory.q_star("relu", 1.2, 0.5)) == pytest.approx(0.25 / (1 - 0.72), rel=1e-13)
         assert float(theory.q_star("relu", 1.0, 0.0)) == 0.0  # ordered, no bias: collapses
         assert float(theory.q_star("relu", 1.5, 0.1)) == np.inf  # chaotic: diverges
-        assert float(theory.q_star("relu", math.sqrt(2), 0.0, q0=3.0)) == 3.0  # critical: every q is fixed
+        # critical: every q is fixed, so q* = q⁽¹⁾ = σ_w² q0 (q0 is the input variance)
+        assert float(theory.q_star("relu", math.sqrt(2), 0.0, q0=1.5)) == pytest.approx(3.0, rel=1e-15)
         assert float(theory.q_star("linear", 1.0, 0.0, q0=0.7)) == 0.7
 
 
