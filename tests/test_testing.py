@@ -48,8 +48,7 @@ def test_networks_in_a_phase_use_that_phases_sigma(net):
     name = net.layers[0].name  # "dense(4->4, tanh, gaussian, σ_w=1.39558, σ_b=0.1)" (6 digits)
     activation = re.search(r"(tanh|relu|erf)", name).group(1)
     sigma_w, sigma_b = (float(v) for v in re.search(r"σ_w=([0-9.e+-]+), σ_b=([0-9.e+-]+)", name).groups())
-    scale = math.sqrt(2) if "he," in name else math.sqrt(2 / (4 + 4)) * 2 if "glorot" in name else 1.0
-    if "rect" not in name and scale == 1.0:  # square gaussian/lecun/orthogonal layers: χ₁ = 1 at σ_w
+    if not any(s in name for s in ("he,", "glorot")):  # gaussian/lecun/orthogonal: entries σ_w/√n_in, χ₁ = 1
         assert float(theory.chi1(activation, sigma_w, sigma_b)) == pytest.approx(1.0, abs=1e-4)
 
 
