@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 import jaxgrad
 from jaxgrad import testing
@@ -18,6 +18,7 @@ def _jacobians(arch):
     return net, params, x, jaxgrad.layer_jacobians(net, params, x)
 
 
+@settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
 @given(testing.network_examples())
 def test_product_norm_is_at_most_product_of_norms_and_is_the_networks_jacobian(example):
     # ‖J₁ᵀ⋯J_Lᵀ‖ ≤ ∏‖J_ℓ‖ holds for any matrices; the helper also checks that the product
@@ -25,6 +26,7 @@ def test_product_norm_is_at_most_product_of_norms_and_is_the_networks_jacobian(e
     testing.assert_submultiplicative(*example)
 
 
+@settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
 @given(testing.network_examples(testing.networks(residual=False)))
 def test_layer_jacobian_is_diag_phi_prime_W_and_obeys_the_norm_bound(example):
     testing.assert_layer_bound(*example)

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxgrad
@@ -62,6 +62,7 @@ def _close(a, b, tol=1e-4):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale)
 
 
+@settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
 @given(testing.network_examples())
 def test_error_signal_chain_equals_jax_grad_at_every_layer(example):
     testing.assert_chain_equals_grad(*example)
@@ -81,6 +82,7 @@ def test_chain_check_catches_a_chain_that_skips_a_layer(monkeypatch):
         testing.assert_chain_equals_grad(net, params, x)
 
 
+@settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
 @given(testing.network_examples(), st.integers(0, 2**16))
 def test_weight_gradients_from_error_signals_equal_jax_grad(example, seed):
     net, params, x = example

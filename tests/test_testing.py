@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 import jaxgrad
 from jaxgrad import testing, theory
@@ -30,6 +30,7 @@ def test_jaxgrad_does_not_import_testing_eagerly():
     assert out.split() == ["False", "False"]
 
 
+@settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
 @given(testing.phases("tanh"))
 def test_tanh_phases_have_the_chi1_their_name_says(phase):
     assert phase.chi1 == pytest.approx(float(theory.chi1("tanh", phase.sigma_w, phase.sigma_b)))
@@ -41,6 +42,7 @@ def test_tanh_phases_have_the_chi1_their_name_says(phase):
         assert phase.chi1 == pytest.approx(1.0, abs=1e-5)
 
 
+@settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
 @given(testing.networks(phase="critical", activations=testing.activations(custom=False).filter(
     lambda a: a in ("tanh", "relu", "erf"))))
 def test_networks_in_a_phase_use_that_phases_sigma(net):

@@ -267,7 +267,7 @@ def test_gelu_with_two_stable_fixed_points_follows_the_start():
     assert float(theory.chi1("gelu", sw, sb, q0=1.0)) == pytest.approx(sw**2 / 2, rel=1e-6)
     net = jaxgrad.mlp(width=n, depth=L, activation="gelu", sigma_w=sw, sigma_b=sb)
 
-    low = jaxgrad.simulate(net, samples=512, seed=1, q0=0.01, method="vector")
+    low = jaxgrad.simulate(net, samples=256, seed=1, q0=0.01, method="vector")
     typical = theory.mean_field_log_gain("gelu", sw, sb, n, L, q0=0.01)
     check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} E ln‖Ju‖", *mean_se(low.log_forward_gain[:, -1]), typical.mean,
           kappa * L / n)  # = κ_{E ln‖Ju‖²}/2 · ℓ/n with the table's κ = 1
@@ -275,7 +275,7 @@ def test_gelu_with_two_stable_fixed_points_follows_the_start():
     check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} ‖h‖²/n vs (q*−σ_b²)/σ_w²", *mean_se(signal),
           (small - sb**2) / sw**2, 1.0 / n * (small - sb**2) / sw**2)
 
-    high = jaxgrad.simulate(net, samples=512, seed=1, q0=1.0, method="vector")
+    high = jaxgrad.simulate(net, samples=256, seed=1, q0=1.0, method="vector")
     prop = theory.signal_propagation("gelu", sw, sb, 1.0, L + 1)
     assert np.all(np.diff(np.asarray(prop.q)) > 0) and float(prop.q[0]) > unstable  # the transient runs away
     check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ln E‖Ju‖², transient", *log_mean_exp_se(2 * high.log_forward_gain[:, -1]),
