@@ -21,10 +21,18 @@ def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
 
 def test_depth_sweep_theory_is_exact_where_claimed():
     config = depth_sweep.Config.quick()
+    n, eps = config.width, float(np.finfo(np.float32).eps)
     linear = depth_sweep.predictions(config, "linear")
-    # Newman's λ₁ at n = 64: ½(ln(2/64) + ψ(32)) ≈ −1/(2n) − 1/(8n²)·…
-    assert linear["lyapunov"] == pytest.approx(-1 / 128, rel=0.05)
-    assert depth_sweep.predictions(config, "tanh_critical")["half_log_chi1"] == pytest.approx(0.0, abs=1e-5)
+    # Newman's λ₁ = ½(ln(2/n) + ψ(n/2)); with ψ(x) = ln x − 1/(2x) − 1/(12x²) + 1/(120x⁴) − …
+    # it is −1/(2n) − 1/(6n²) + 1/(15n⁴) − …: the next term, 1.8e-9 at n = 64, bounds the
+    # truncation. In float32, ln(2/n) + ψ(n/2) cancels two numbers of size ln(n/2) = 3.47:
+    # a few roundings of that, 8ε·ln(n/2) ≈ 3.3e-6, bound the computed value's error.
+    expansion = -1 / (2 * n) - 1 / (6 * n**2)
+    assert linear["lyapunov"] == pytest.approx(expansion, abs=8 * eps * np.log(n / 2) + 1 / (15 * n**4))
+    assert linear["lyapunov"] != pytest.approx(-1 / (2 * n), abs=1 / (12 * n**2))  # the 1/n² term is there
+    # critical_sigma_w bisects ln χ₁ to the last float32 bit of σ_w; χ₁ is linear in σ_w there
+    # (σ_b > 0) and its quadrature rounds to a few ε: |½ ln χ₁| ≤ 32ε (theory's 64ε "equal").
+    assert depth_sweep.predictions(config, "tanh_critical")["half_log_chi1"] == pytest.approx(0.0, abs=32 * eps)
 
 
 def test_saturation_order_statistic_law_matches_a_direct_draw():

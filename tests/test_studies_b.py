@@ -99,7 +99,32 @@ def test_bad_config_values_are_value_errors_naming_the_field(module, field, valu
         dataclasses.replace(module.Config.quick(), **{field: value})
 
 
+# What each study's points are: its grid, counted from the config (a `points` that drops or
+# repeats a point fails this, which a `>=` between presets would not catch).
+EXPECTED_POINTS = {
+    phase_diagram: lambda c: len(c.sigma_w) * len(c.sigma_b),
+    dynamical_isometry: lambda c: len(c.activations) * len(dynamical_isometry.WEIGHTS),
+    finite_width: lambda c: len(c.widths) + (1 if c.mixed_widths else 0),
+    lyapunov: lambda c: len(c.linear_widths) + len(c.tanh_sigma_w),
+}
+
+
+def _largest(config, word):
+    """The largest integer in the config fields whose name contains `word` (samples, width, depth)."""
+    values = []
+    for field in dataclasses.fields(config):
+        if word in field.name:
+            v = getattr(config, field.name)
+            values += [x for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, int)]
+    return max(values)
+
+
 @pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
 def test_presets_are_valid_and_full_is_larger(module):
     quick, full = module.Config.quick(), module.Config.full()
-    assert quick != full and len(module.points(full)) >= len(module.points(quick))
+    for config in (quick, full):
+        points = module.points(config)
+        assert len(points) == EXPECTED_POINTS[module](config)
+        assert len({repr(sorted(p.items())) for p in points}) == len(points)  # no point twice
+    for word in ("samples", "width", "depth"):  # full runs more samples on bigger, deeper networks
+        assert _largest(full, word) > _largest(quick, word), word

@@ -153,7 +153,8 @@ def test_relu_q_star_cases():
         assert float(theory.q_star("relu", 1.2, 0.5)) == pytest.approx(0.25 / (1 - 0.72), rel=1e-13)
         assert float(theory.q_star("relu", 1.0, 0.0)) == 0.0  # ordered, no bias: collapses
         assert float(theory.q_star("relu", 1.5, 0.1)) == np.inf  # chaotic: diverges
-        assert float(theory.q_star("relu", math.sqrt(2), 0.0, q0=3.0)) == 3.0  # critical: every q is fixed
+        # critical: every q is fixed, so q* = q⁽¹⁾ = σ_w² q0 (q0 is the input variance)
+        assert float(theory.q_star("relu", math.sqrt(2), 0.0, q0=1.5)) == pytest.approx(3.0, rel=1e-15)
         assert float(theory.q_star("linear", 1.0, 0.0, q0=0.7)) == 0.7
 
 
@@ -467,3 +468,31 @@ def test_inside_jit_bad_values_do_not_raise():
     assert np.isfinite(chi)
     gain = jax.jit(lambda n: theory.gaussian_log_gain(n, 3).mean)(-2.0)
     assert np.isnan(gain)
+
+
+def test_fixed_points_lists_every_fixed_point_with_its_stability():
+    with x64(True):
+        (relu,) = theory.fixed_points("relu", 1.2, 0.5)  # q* = σ_b²/(1 − σ_w²/2), stable
+        assert relu.stable and relu.q == pytest.approx(0.25 / (1 - 0.72), rel=1e-12)
+        zero, positive = theory.fixed_points("tanh", 1.5, 0.0)
+        assert (zero.q, zero.stable) == (0.0, False) and positive.stable
+        assert positive.q == pytest.approx(float(theory.q_star("tanh", 1.5, 0.0)), rel=1e-12)
+        assert theory.fixed_points("relu", math.sqrt(2), 0.0) == []  # every q is fixed
+        assert theory.fixed_points("relu", 1.5, 0.1) == [(math.inf, True)]  # diverges
+        small, unstable, large = theory.fixed_points("gelu", 1.5, 0.1)
+        assert (small.stable, unstable.stable, large) == (True, False, (math.inf, True))
+        assert small.q == pytest.approx(0.02424, rel=1e-3) and unstable.q == pytest.approx(1.3154, rel=1e-3)
+        for p in (small, unstable):  # V(q) = q: one step of the length map from q⁽¹⁾ = q leaves it there
+            q = theory.signal_propagation("gelu", 1.5, 0.1, (p.q - 0.01) / 2.25, 2).q
+            assert float(q[1]) == pytest.approx(p.q, rel=1e-10)
+
+
+def test_q_star_follows_the_start_where_two_fixed_points_are_stable():
+    # q0 is the input variance: q⁽¹⁾ = σ_w² q0 + σ_b² = 0.0325 (small basin) or 2.26 (above 1.315).
+    with x64(True):
+        assert float(theory.q_star("gelu", 1.5, 0.1, q0=0.01)) == pytest.approx(0.024244, rel=1e-4)
+        assert float(theory.q_star("gelu", 1.5, 0.1)) == math.inf
+        assert float(theory.chi1("gelu", 1.5, 0.1, q0=0.01)) == pytest.approx(0.5956, rel=1e-3)
+        assert float(theory.mean_field_log_gain("gelu", 1.5, 0.1, 64, 30, q0=0.01).mean) == pytest.approx(-8.0825, abs=1e-3)
+        # χ₁ jumps over 1 where q⁽¹⁾ crosses the unstable point: no critical line, NaN, not the jump
+        assert math.isnan(float(theory.critical_sigma_w("gelu", 0.1)))

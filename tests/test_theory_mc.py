@@ -248,3 +248,46 @@ def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, 
         check(f"{tag} Var λ(JJᵀ), exact at width n", variance, variance_se,
               float(theory.product_moments_gaussian(L, 2, width=n)) - 1)
     check(f"{tag} Var λ(JJᵀ)", variance, variance_se, predicted, kappa * L / n * predicted)
+
+
+# --------------------------------------------------------------------------- two stable fixed points: GELU
+
+
+def test_gelu_with_two_stable_fixed_points_follows_the_start():
+    # GELU at (σ_w, σ_b) = (1.5, 0.1): V(q) = q at q ≈ 0.0242 (stable), q ≈ 1.315 (unstable),
+    # and V(q)/q → σ_w²/2 = 1.125 > 1 above: the large branch is q* = ∞. From q0 = 0.01,
+    # q⁽¹⁾ = 0.0325 lies in the small basin; from the engine's default q0 = 1, q⁽¹⁾ = 2.26
+    # lies above the unstable point and the signal grows without bound.
+    sw, sb, n, L, kappa = 1.5, 0.1, 64, 30, 0.5
+    points = theory.fixed_points("gelu", sw, sb)
+    assert [p.stable for p in points] == [True, False, True] and points[-1].q == np.inf
+    small, unstable = points[0].q, points[1].q
+    assert float(theory.q_star("gelu", sw, sb, q0=0.01)) == pytest.approx(small, rel=1e-5)
+    assert float(theory.q_star("gelu", sw, sb, q0=1.0)) == np.inf
+    assert float(theory.chi1("gelu", sw, sb, q0=1.0)) == pytest.approx(sw**2 / 2, rel=1e-6)
+    net = jaxgrad.mlp(width=n, depth=L, activation="gelu", sigma_w=sw, sigma_b=sb)
+
+    low = jaxgrad.simulate(net, samples=256, seed=1, q0=0.01, method="vector")
+    typical = theory.mean_field_log_gain("gelu", sw, sb, n, L, q0=0.01)
+    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} E ln‖Ju‖", *mean_se(low.log_forward_gain[:, -1]), typical.mean,
+          kappa * L / n)  # = κ_{E ln‖Ju‖²}/2 · ℓ/n with the table's κ = 1
+    signal = np.exp(2 * low.log_signal_norm[:, -1].astype(np.float64)) / n
+    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} ‖h‖²/n vs (q*−σ_b²)/σ_w²", *mean_se(signal),
+          (small - sb**2) / sw**2, 1.0 / n * (small - sb**2) / sw**2)
+
+    high = jaxgrad.simulate(net, samples=256, seed=1, q0=1.0, method="vector")
+    prop = theory.signal_propagation("gelu", sw, sb, 1.0, L + 1)
+    assert np.all(np.diff(np.asarray(prop.q)) > 0) and float(prop.q[0]) > unstable  # the transient runs away
+    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ln E‖Ju‖², transient", *log_mean_exp_se(2 * high.log_forward_gain[:, -1]),
+          prop.log_mean_squared_gain[L - 1], kappa * L / n)
+    q_next = float(prop.q[L])
+    signal = np.exp(2 * high.log_signal_norm[:, -1].astype(np.float64)) / n
+    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ‖h‖²/n, transient", *mean_se(signal), (q_next - sb**2) / sw**2,
+          kappa * L / n * (q_next - sb**2) / sw**2)
+    # At n = 64 the finite-width fluctuations of ‖h‖²/n carry part of the ensemble back below
+    # the unstable point (E ln‖Ju‖ is bimodal); the small-basin theory no longer describes it.
+    mean, se = mean_se(high.log_forward_gain[:, -1])
+    fallen = float(np.mean(sw**2 * signal + sb**2 < unstable))  # q̂⁽ᴸ⁺¹⁾ below the unstable point
+    print(f"{'gelu (1.5, 0.1) q0=1 E ln‖Ju‖ (bimodal, not predicted)':<58} {mean:+.4f} ± {se:.4f}   "
+          f"fraction below the unstable point {fallen:.2f}")
+    assert mean - float(typical.mean) > 5

@@ -1,9 +1,13 @@
 r"""Closed-form predictions for products of layer Jacobians, each with its citation.
 
 Mean field (`jaxgrad.theory.mean_field`): the length map and its fixed point
-`q_star`, the gradient factor `chi1`, the order/chaos boundary `critical_sigma_w`,
-`depth_scales`, the transient `signal_propagation` and the typical (log) gain
-`mean_field_log_gain`.
+`q_star` (all of them, with their stability: `fixed_points`), the gradient factor `chi1`,
+the order/chaos boundary `critical_sigma_w`, `depth_scales`, the transient
+`signal_propagation` and the typical (log) gain `mean_field_log_gain`.
+
+One convention: ``q0`` is always the variance per coordinate of the network's *input*, as
+in `jaxgrad.simulate` (layer 1 has pre-activation variance $σ_w^2 q_0 + σ_b^2$), and every
+fixed-point quantity is evaluated at the fixed point the iterates from there converge to.
 
 Random matrices (`jaxgrad.theory.random_matrix`): exact laws of $\ln\|J_L\cdots J_1 u\|$
 for Gaussian linear (`gaussian_log_gain`, `gaussian_lyapunov_spectrum`) and He-ReLU
@@ -18,10 +22,12 @@ The library never imports the engine; tests put each prediction beside
 from jaxgrad.theory.moments import GaussianMoments, gaussian_moments
 from jaxgrad.theory.mean_field import (
     DepthScales,
+    FixedPoint,
     Propagation,
     chi1,
     critical_sigma_w,
     depth_scales,
+    fixed_points,
     mean_field_log_gain,
     q_star,
     signal_propagation,

@@ -30,7 +30,7 @@ import jax
 from jaxgrad.activations import Activation
 from jaxgrad.layers import WEIGHT_SCHEMES
 from jaxgrad.theory._checks import check_positive_integer
-from jaxgrad.theory.mean_field import _clip_q, _float, _q_star, _resolve, check_moments
+from jaxgrad.theory.mean_field import _clip_q, _float, _q_star, _resolve
 from jaxgrad.theory.moments import gaussian_moments
 
 Array = jax.Array
@@ -39,16 +39,16 @@ SCHEME_SCALE = {"gaussian": 1.0, "lecun": 1.0, "glorot": 1.0, "he": math.sqrt(2.
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _variance(act: Activation, free_variance_w, sigma_w, sigma_b, depth):
+def _variance(act: Activation, free_variance_w, sigma_w, sigma_b, depth, q0):
     m = gaussian_moments(act)
-    q = _clip_q(_q_star(act, sigma_w, sigma_b, 1.0))
+    q = _clip_q(_q_star(act, sigma_w, sigma_b, q0))
     sigma_w, q, depth = _float(sigma_w, q, depth)
     mu1, mu2 = m.slope2(q), m.slope4(q)
     chi = sigma_w**2 * mu1
     return chi ** (2 * depth) * depth * (mu2 / mu1**2 - 1 + free_variance_w)
 
 
-def jacobian_spectrum_variance(activation, weights: str, sigma_w, sigma_b, depth) -> Array:
+def jacobian_spectrum_variance(activation, weights: str, sigma_w, sigma_b, depth, *, q0=1.0) -> Array:
     r"""Variance of the eigenvalues of $JJ^\top$ at large width, signal at q*
     (Pennington, Schoenholz & Ganguli 2017; Pennington et al. 2018).
 
@@ -61,6 +61,9 @@ def jacobian_spectrum_variance(activation, weights: str, sigma_w, sigma_b, depth
         square layers: ``"he"`` means entries of variance $2σ_w^2/n$.
       sigma_w, sigma_b: non-negative scalars or arrays.
       depth: L, positive integer(s).
+      q0: input variance per coordinate (the engine's ``q0``); q* is the fixed point the
+        length map reaches from $q^{(1)} = σ_{\rm eff}^2 q_0 + σ_b^2$, with $σ_{\rm eff}$ the
+        entries' scale times √n (√2 σ_w for ``"he"``), as in `mean_field.q_star`.
 
     Returns:
       The variance, broadcast over σ_w, σ_b and depth. For the finite-width simulation
@@ -70,8 +73,7 @@ def jacobian_spectrum_variance(activation, weights: str, sigma_w, sigma_b, depth
     """
     if weights not in WEIGHT_SCHEMES:
         raise ValueError(f"unknown weight scheme weights={weights!r}; valid choices are {list(WEIGHT_SCHEMES)}")
-    act = _resolve(activation, sigma_w, sigma_b)
+    act = _resolve(activation, sigma_w, sigma_b, q0)
     check_positive_integer("depth", depth)
-    check_moments(act, 1.0)
     free_variance_w = 0.0 if weights == "orthogonal" else 1.0
-    return _variance(act, free_variance_w, sigma_w * SCHEME_SCALE[weights], sigma_b, depth)
+    return _variance(act, free_variance_w, sigma_w * SCHEME_SCALE[weights], sigma_b, depth, q0)

@@ -11,6 +11,13 @@ and $E\|J_\ell \cdots J_1 u\|^2 = \prod_\ell χ^{(\ell)}$ (Schoenholz et al. 201
 fixed point $q^* = V(q^*)$ this is $χ_1$; χ₁ < 1 is the ordered phase (vanishing
 gradients), χ₁ > 1 the chaotic one (exploding), χ₁ = 1 the critical line.
 
+One convention for the start, everywhere in `jaxgrad.theory`: ``q0`` is the variance
+per coordinate of the network's *input* $h^{(0)}$, exactly as in `jaxgrad.simulate`, so the
+first pre-activations have $q^{(1)} = σ_w^2 q_0 + σ_b^2$ (and $q^{(\ell+1)} = V(q^{(\ell)})$).
+Where the length map has several stable fixed points (GELU at σ_w = 1.5, σ_b = 0.1: one
+at q ≈ 0.0242, and q = ∞ above an unstable one at q ≈ 1.315) every function evaluates at
+the fixed point the iterates from that start converge to; `fixed_points` lists them all.
+
 Gaussian expectations use `jaxgrad.quadrature` (1e-13 in float64), or exact closed
 forms for linear, ReLU, leaky ReLU, erf and hard tanh. Everything here is a JAX
 function of σ_w, σ_b (scalars or arrays, broadcast elementwise; jit, vmap and first
@@ -77,31 +84,58 @@ def implicit_root(fun: Callable[[Array], Array], x: Array) -> Array:
     return x - (g - jax.lax.stop_gradient(g)) / jnp.where(ok, g_x, 1)
 
 
+SCAN_POINTS = 256  # grid from the start to the end of the range: a step of <= 0.36 in ln q
+
+
+def _first_crossing(fun: Callable[[Array], Array], x0: Array, x_end: Array, g0: Array, tol):
+    """(found, lo, hi): the first cell of the grid x0 + (x_end − x0)·k/K, k = 0..K, on which
+    `fun` takes the sign opposite to ``g0 = fun(x0)`` by more than `tol` (values within `tol`
+    of 0, e.g. tanh's ln(V/q) ≈ −2q as q → 0, are an asymptotic approach, not a crossing),
+    scanned in a `lax.fori_loop` (O(1) memory in K)."""
+    step = (x_end - x0) / SCAN_POINTS
+
+    def scan(k, carry):
+        found, lo, hi = carry
+        x = x0 + step * k
+        g = fun(x)
+        cross = ~found & (jnp.sign(g) == -jnp.sign(g0)) & (jnp.abs(g) > tol)
+        return found | cross, jnp.where(cross, x - step, lo), jnp.where(cross, x, hi)
+
+    return jax.lax.fori_loop(1, SCAN_POINTS + 1, scan, (jnp.zeros(g0.shape, bool), x0, x_end))
+
+
+def _log_ratio(m, sw2, sb2):
+    """G(x) = ln(V(q)/q) at q = e^x: the fixed points of the length map are its roots."""
+    return lambda x: jnp.log(sw2 * m.second_over_q(jnp.exp(x)) + sb2 * jnp.exp(-x))
+
+
+def _first_layer(sigma_w, sigma_b, q0):
+    r"""$q^{(1)} = σ_w^2 q_0 + σ_b^2$: the pre-activation variance of layer 1 for input variance q0."""
+    return sigma_w**2 * q0 + sigma_b**2
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _q_star(act: Activation, sigma_w, sigma_b, q0):
     m = gaussian_moments(act)
     sigma_w, sigma_b, q0 = _float(sigma_w, sigma_b, q0)
     sw2, sb2 = sigma_w**2, sigma_b**2
+    q1 = _first_layer(sigma_w, sigma_b, q0)
+    log_ratio = _log_ratio(m, sw2, sb2)
+    log_ratio_value = _log_ratio(m, jax.lax.stop_gradient(sw2), jax.lax.stop_gradient(sb2))  # bisection: no derivatives
 
-    def log_ratio(x, sw2=sw2, sb2=sb2):  # G(x) = ln(V(q)/q) at q = e^x; q* is its root
-        return jnp.log(sw2 * m.second_over_q(jnp.exp(x)) + sb2 * jnp.exp(-x))
-
-    def log_ratio_value(x):  # the same without derivatives in σ: the bisection needs none
-        return log_ratio(x, jax.lax.stop_gradient(sw2), jax.lax.stop_gradient(sb2))
-
-    tol = 64 * jnp.finfo(q0.dtype).eps
-    x0 = jnp.log(q0)
-    g0 = log_ratio_value(x0)
-    up = g0 > 0  # V(q0) > q0: the iterates grow towards the next fixed point above q0
-    x_min, x_max = math.log(Q_MIN), math.log(Q_MAX)
-    g_end = log_ratio_value(jnp.where(up, x_max, x_min))
-    at_q0 = jnp.abs(g0) <= tol  # q0 itself is fixed (ReLU/linear at criticality)
-    diverges = ~at_q0 & up & (g_end > -tol)
-    collapses = ~at_q0 & ~up & (g_end < tol)
-    regular = ~(at_q0 | diverges | collapses)
-    x = bisect(log_ratio_value, jnp.where(up, x0, x_min), jnp.where(up, x_max, x0))
-    x = implicit_root(log_ratio, jnp.where(regular, x, x0))
-    return jnp.where(at_q0, q0, jnp.where(diverges, jnp.inf, jnp.where(collapses, 0.0, jnp.exp(x))))
+    tol = 64 * jnp.finfo(q1.dtype).eps
+    x1 = jnp.log(q1)
+    g1 = log_ratio_value(x1)
+    up = g1 > 0  # V(q1) > q1: the iterates grow towards the first fixed point above q1
+    x_end = jnp.where(up, math.log(Q_MAX), math.log(Q_MIN))
+    at_q1 = jnp.abs(g1) <= tol  # q1 itself is fixed (ReLU/linear at criticality)
+    found, lo, hi = _first_crossing(log_ratio_value, x1, x_end, g1, tol)
+    diverges = ~at_q1 & ~found & up
+    collapses = ~at_q1 & ~found & ~up
+    regular = ~(at_q1 | diverges | collapses)
+    x = bisect(log_ratio_value, lo, hi)
+    x = implicit_root(log_ratio, jnp.where(regular, x, x1))
+    return jnp.where(at_q1, q1, jnp.where(diverges, jnp.inf, jnp.where(collapses, 0.0, jnp.exp(x))))
 
 
 def _clip_q(q):
@@ -143,21 +177,34 @@ def check_moments(act: Activation, q) -> None:
 
 
 def _resolve(activation, sigma_w, sigma_b, q0=1.0) -> Activation:
+    """The activation, after the eager checks of σ_w, σ_b, q0 and of φ's moments at $q^{(1)}$."""
     act = get_activation(activation)
     check_nonnegative("sigma_w", sigma_w)
     check_nonnegative("sigma_b", sigma_b)
     check_positive("q0", q0)
+    if concrete(sigma_w, sigma_b, q0):
+        check_moments(act, _first_layer(np.asarray(sigma_w, np.float64), np.asarray(sigma_b, np.float64),
+                                        np.asarray(q0, np.float64)))
     return act
 
 
 def q_star(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
     r"""Fixed point $q^*$ of the length map $q \mapsto σ_w^2 E[φ(\sqrt q z)^2] + σ_b^2$ (Poole et al. 2016).
 
-    Defined as the limit of the iterates $q^{(\ell)}$ started from `q0`; the length map
-    is increasing, so they move monotonically to the nearest fixed point in the
-    direction of $V(q_0) - q_0$. Found by 64 bisections of $\ln(V(q)/q)$ in $\ln q$ on
-    $[10^{-20}, 10^{20}]$ (inside `lax.fori_loop`), with derivatives by the
-    implicit-function theorem.
+    Defined as the limit of the iterates $q^{(\ell)}$ of a network whose input has variance
+    `q0` per coordinate (the engine's ``q0``), i.e. started from $q^{(1)} = σ_w^2 q_0 + σ_b^2$.
+    The length map is increasing, so they move monotonically to the nearest fixed point in
+    the direction of $V(q^{(1)}) - q^{(1)}$; with several stable fixed points this is the one
+    whose basin holds $q^{(1)}$ (`fixed_points` lists all). Found by scanning
+    $\ln(V(q)/q)$ on 256 steps in $\ln q$ from $q^{(1)}$ towards the end of
+    $[10^{-20}, 10^{20}]$ for its first sign change, then 64 bisections of that cell (all in
+    `lax.fori_loop`), with derivatives by the implicit-function theorem. Two fixed points
+    closer than a factor $e^{0.36}$ in q can be stepped over together.
+
+    Example: GELU at (σ_w, σ_b) = (1.5, 0.1) has a stable fixed point at q ≈ 0.0242, an
+    unstable one at q ≈ 1.315 and diverges above it: ``q_star("gelu", 1.5, 0.1, q0=0.01)``
+    is 0.0242 ($q^{(1)} = 0.0325$) and ``q_star("gelu", 1.5, 0.1)`` (q0 = 1,
+    $q^{(1)} = 2.26$) is inf.
 
     Special cases, handled and returned exactly:
       * q* = 0 when the iterates collapse, e.g. tanh or erf with σ_b = 0 and
@@ -165,13 +212,13 @@ def q_star(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
         $q^{(\ell)} \approx 1/(2\ell)$), and ReLU with σ_b = 0, σ_w² < 2.
       * q* = inf when they diverge: ReLU/linear above criticality (ReLU: σ_w² > 2; below
         it, with σ_b > 0, $q^* = σ_b^2/(1 - σ_w^2/2)$ is finite).
-      * q* = q0 when every q is fixed: homogeneous φ with σ_b = 0 at criticality
-        (ReLU σ_w² = 2, linear σ_w = 1). "Equal" means $|\ln(V(q)/q)| \le 64\,ε$.
+      * q* = $q^{(1)} = σ_w^2 q_0$ when every q is fixed: homogeneous φ with σ_b = 0 at
+        criticality (ReLU σ_w² = 2, linear σ_w = 1). "Equal" means $|\ln(V(q)/q)| \le 64\,ε$.
 
     Arguments:
       activation: name, scalar JAX function or `Activation`.
       sigma_w, sigma_b: non-negative scalars or arrays (broadcast).
-      q0: starting variance, positive.
+      q0: variance per coordinate of the input $h^{(0)}$, positive (as in `jaxgrad.simulate`).
 
     Returns:
       q* with the broadcast shape of the arguments.
@@ -181,46 +228,125 @@ def q_star(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
         activation with no finite Gaussian second moment.
     """
     act = _resolve(activation, sigma_w, sigma_b, q0)
-    check_moments(act, q0)
     q = _q_star(act, sigma_w, sigma_b, q0)
     check_moments(act, q)
     return q
 
 
+class FixedPoint(NamedTuple):
+    """A fixed point $q = V(q)$ of the length map and whether the iterates near it converge to it."""
+
+    q: float
+    stable: bool
+
+
+FIXED_POINT_GRID = 4097  # points on ln q ∈ [ln 1e-20, ln 1e20]: a step of 0.0225 (2.3 % in q)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _log_ratio_on(act: Activation, sigma_w, sigma_b, x):
+    sigma_w, sigma_b, x = _float(sigma_w, sigma_b, x)
+    return _log_ratio(gaussian_moments(act), sigma_w**2, sigma_b**2)(x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _root_between(act: Activation, sigma_w, sigma_b, lo, hi):
+    sigma_w, sigma_b, lo, hi = _float(sigma_w, sigma_b, lo, hi)
+    return jnp.exp(bisect(_log_ratio(gaussian_moments(act), sigma_w**2, sigma_b**2), lo, hi))
+
+
+def fixed_points(activation, sigma_w, sigma_b) -> list[FixedPoint]:
+    r"""Every fixed point of the length map $V(q) = σ_w^2 E[φ(\sqrt q z)^2] + σ_b^2$, ascending, with its stability.
+
+    A finite $q^* > 0$ is stable iff $V′(q^*) < 1$ ($χ_q < 1$, Schoenholz et al. 2017), i.e.
+    iff $\ln(V(q)/q)$ falls through 0 there. The ends of the range are listed when the
+    iterates can end there (what `q_star` reports as 0 or inf): q = 0 when it is a fixed
+    point ($V(0) = 0$: σ_b = 0 and φ(0) = 0), stable iff the iterates below $10^{-20}$
+    shrink; q = inf, stable, when they grow without bound above the last finite one. Which
+    stable point a network reaches depends on its start: `q_star(..., q0=...)`.
+
+    Found on a grid of 4097 points in ln q over $[10^{-20}, 10^{20}]$ (two fixed points
+    within 2.3 % of each other can be missed together, as can a tangential one), each
+    sign change refined by 64 bisections, in float64.
+
+    Example: GELU at (σ_w, σ_b) = (1.5, 0.1) gives
+    ``[FixedPoint(q=0.0242…, stable=True), FixedPoint(q=1.315…, stable=False), FixedPoint(q=inf, stable=True)]``.
+
+    Arguments:
+      activation: name, scalar JAX function or `Activation`.
+      sigma_w, sigma_b: non-negative Python scalars (concrete; not traced).
+
+    Returns:
+      A list of `FixedPoint(q, stable)`. Empty when every q > 0 is fixed (positively
+      homogeneous φ with σ_b = 0 at criticality: ReLU σ_w² = 2, linear σ_w = 1).
+    """
+    act = _resolve(activation, sigma_w, sigma_b)
+    if not concrete(sigma_w, sigma_b) or np.ndim(sigma_w) or np.ndim(sigma_b):
+        raise ValueError(f"`fixed_points` takes concrete scalars, got sigma_w={sigma_w!r}, sigma_b={sigma_b!r}")
+    sigma_w, sigma_b = float(sigma_w), float(sigma_b)
+    with jax.enable_x64(True):
+        x = np.linspace(math.log(Q_MIN), math.log(Q_MAX), FIXED_POINT_GRID)
+        g = np.asarray(_log_ratio_on(act, sigma_w, sigma_b, jnp.asarray(x)), np.float64)
+        tol = 64 * np.finfo(np.float64).eps
+        if np.all(np.abs(g) <= tol):
+            return []
+        points = []
+        if sigma_b == 0.0 and float(act.fn(jnp.zeros(()))) == 0.0:
+            points.append(FixedPoint(0.0, bool(g[0] < 0)))
+        signed = np.nonzero(np.abs(g) > tol)[0]
+        for i, j in zip(signed, signed[1:]):
+            if np.sign(g[i]) != np.sign(g[j]):
+                q = float(_root_between(act, sigma_w, sigma_b, x[i], x[j]))
+                points.append(FixedPoint(q, bool(g[i] > 0)))
+        if g[signed[-1]] > 0:
+            points.append(FixedPoint(math.inf, True))
+    return points
+
+
 def chi1(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
     r"""$χ_1 = σ_w^2 E[φ′(\sqrt{q^*} z)^2]$, the per-layer factor of $E\|δ\|^2$ (Schoenholz et al. 2017).
 
-    Evaluated at the `q_star` fixed point, as the limit q → q*: with q* = 0 this is
+    Evaluated at the `q_star` fixed point reached from an input of variance `q0` (so at
+    GELU (1.5, 0.1) it is 0.596 from q0 = 0.01 and σ_w²/2 = 1.125 from q0 = 1), as the limit
+    q → q*: with q* = 0 this is
     $σ_w^2 φ′(0)^2$ (tanh: σ_w²), and for positively homogeneous φ, where
     $φ′(\sqrt q z) = φ′(z)$, it does not depend on q at all (ReLU: σ_w²/2, also when
     q* is 0 or ∞). Arguments and errors as in `q_star`.
     """
     act = _resolve(activation, sigma_w, sigma_b, q0)
-    check_moments(act, q0)
     return _chi1(act, sigma_w, sigma_b, q0)
 
 
+JUMP = 1e-2  # |ln χ₁| at the bisection's end above which χ₁ jumped over 1 (a change of branch)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _critical_sigma_w(act: Activation, sigma_b):
-    (sigma_b,) = _float(sigma_b)
+def _critical_sigma_w(act: Activation, sigma_b, q0):
+    sigma_b, q0 = _float(sigma_b, q0)
 
     def log_chi(y, sigma_b=sigma_b):
-        return jnp.log(_chi1(act, jnp.exp(y), sigma_b, 1.0))
+        return jnp.log(_chi1(act, jnp.exp(y), sigma_b, q0))
 
     def log_chi_value(y):
         return log_chi(y, jax.lax.stop_gradient(sigma_b))
 
     y_lo, y_hi = math.log(1e-3), math.log(1e3)
     bracketed = (log_chi_value(jnp.full_like(sigma_b, y_lo)) < 0) & (log_chi_value(jnp.full_like(sigma_b, y_hi)) > 0)
-    y = implicit_root(log_chi, bisect(log_chi_value, y_lo, y_hi))
-    return jnp.where(bracketed, jnp.exp(y), jnp.nan)
+    y = bisect(log_chi_value, y_lo, y_hi)
+    continuous = jnp.abs(log_chi_value(y)) <= JUMP
+    y = implicit_root(log_chi, y)
+    return jnp.where(bracketed & continuous, jnp.exp(y), jnp.nan)
 
 
-def critical_sigma_w(activation, sigma_b) -> Array:
+def critical_sigma_w(activation, sigma_b, *, q0=1.0) -> Array:
     r"""The σ_w with $χ_1(σ_w, σ_b) = 1$: the order-to-chaos boundary (Poole et al. 2016; Schoenholz et al. 2017).
 
     Bisection of $\ln χ_1$ in $\ln σ_w$ on $[10^{-3}, 10^3]$, assuming one crossing
-    (true for the built-in activations); NaN if χ₁ − 1 has no sign change there.
+    (true for the built-in activations), with χ₁ at the fixed point reached from an input of
+    variance `q0` (as in `chi1`). NaN if χ₁ − 1 has no sign change there, or if it changes
+    sign by a jump (|ln χ₁| > 0.01 at the end of the bisection): the fixed point reached
+    switches branch, as for GELU at σ_b = 0.1, whose χ₁ jumps from 0.55 to 1.0 near
+    σ_w = 1.42 when $q^{(1)}$ crosses the unstable fixed point; there is no critical line.
     Known values: ReLU √2 (any σ_b), linear 1, tanh 1 and erf √π/2 at σ_b = 0 (where
     $σ_w φ′(0) = 1$). At σ_b = 0 for odd φ, χ₁ − 1 leaves the critical point
     quadratically on the chaotic side, so float32 locates it only to about 1e-3
@@ -229,11 +355,13 @@ def critical_sigma_w(activation, sigma_b) -> Array:
     Arguments:
       activation: name, scalar JAX function or `Activation`.
       sigma_b: non-negative scalar or array.
+      q0: input variance per coordinate, positive.
     """
     act = get_activation(activation)
     check_nonnegative("sigma_b", sigma_b)
-    check_moments(act, 1.0)
-    return _critical_sigma_w(act, sigma_b)
+    check_positive("q0", q0)
+    check_moments(act, q0)
+    return _critical_sigma_w(act, sigma_b, q0)
 
 
 class DepthScales(NamedTuple):
@@ -267,15 +395,14 @@ def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
     r"""$ξ_q = -1/\ln χ_q$ and $ξ_∇ = -1/\ln χ_1$ (Schoenholz et al. 2017, eqs. 6 and 15).
 
     $χ_q = V′(q^*) = σ_w^2\,\partial_q E[φ(\sqrt q z)^2]|_{q^*} = σ_w^2 E[φ′^2 + φφ″]$, the
-    linearisation of the length map at its fixed point (by autodiff in q), and
-    $χ_1$ as in `chi1`. For ReLU both are σ_w²/2. At tanh, σ_b = 0, σ_w = 1 both are 1
+    linearisation of the length map at the fixed point reached from input variance `q0`
+    (by autodiff in q), and $χ_1$ as in `chi1`. For ReLU both are σ_w²/2. At tanh, σ_b = 0, σ_w = 1 both are 1
     (ξ = inf): the approach to q* = 0 is algebraic, not exponential.
 
     Returns:
       `DepthScales(q, gradient)`.
     """
     act = _resolve(activation, sigma_w, sigma_b, q0)
-    check_moments(act, q0)
     return _depth_scales(act, sigma_w, sigma_b, q0)
 
 
@@ -324,25 +451,25 @@ def signal_propagation(activation, sigma_w, sigma_b, q0, depth: int) -> Propagat
     """
     act = _resolve(activation, sigma_w, sigma_b, q0)
     depth = check_positive_integer("depth", depth, static=True)
-    check_moments(act, q0)
     return _propagate(act, sigma_w, sigma_b, q0, depth)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _log_gain(act: Activation, sigma_w, sigma_b, width, depth):
+def _log_gain(act: Activation, sigma_w, sigma_b, width, depth, q0):
     m = gaussian_moments(act)
-    q = _clip_q(_q_star(act, sigma_w, sigma_b, 1.0))
+    q = _clip_q(_q_star(act, sigma_w, sigma_b, q0))
     sigma_w, q, n, L = _float(sigma_w, q, width, depth)
     mu1, mu2 = m.slope2(q), m.slope4(q)
     eta = 3 * mu2 / mu1**2 - 1
     return LogGain(L * (jnp.log(sigma_w**2 * mu1) - eta / (2 * n)) / 2, L * eta / (4 * n))
 
 
-def mean_field_log_gain(activation, sigma_w, sigma_b, width, depth):
+def mean_field_log_gain(activation, sigma_w, sigma_b, width, depth, *, q0=1.0):
     r"""Mean and variance of $\ln\|J_L\cdots J_1 u\|$ at the fixed point, to first order in 1/n.
 
     Mean field gives the mean *square* gain, $E\|J u\|^2 = χ_1^L$; the typical gain is
-    smaller. With the signal at q*, one layer multiplies $\|v\|^2$ by
+    smaller. With the signal at q* (the fixed point reached from input variance `q0`, as
+    in `chi1`: the transient on the way there is not included, see `signal_propagation`), one layer multiplies $\|v\|^2$ by
     $\tfrac{σ_w^2}{n}\sum_i φ′(z_i)^2 g_i^2$ (g_i independent standard normals), a mean of n
     independent terms with relative variance $η/n$, $η = 3μ_2/μ_1^2 - 1$,
     $μ_k = E[φ′(\sqrt{q^*}z)^{2k}]$. By the delta method, per layer
@@ -357,14 +484,13 @@ def mean_field_log_gain(activation, sigma_w, sigma_b, width, depth):
     (tests/test_theory_mc.py measures them at about $0.4 L/n$ in the mean).
 
     Arguments:
-      activation, sigma_w, sigma_b: as in `chi1`.
+      activation, sigma_w, sigma_b, q0: as in `chi1`.
       width, depth: n and L, positive integers (arrays broadcast).
 
     Returns:
       `LogGain(mean, variance)` of the natural log of the norm.
     """
-    act = _resolve(activation, sigma_w, sigma_b)
+    act = _resolve(activation, sigma_w, sigma_b, q0)
     check_positive_integer("width", width)
     check_positive_integer("depth", depth)
-    check_moments(act, 1.0)
-    return _log_gain(act, sigma_w, sigma_b, width, depth)
+    return _log_gain(act, sigma_w, sigma_b, width, depth, q0)
