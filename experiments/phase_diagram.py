@@ -33,10 +33,11 @@ Predictions follow the mean-field transient (`theory.signal_propagation`) over t
 window, which equals ½ ln χ₁ once q has reached q*; near (σ_w, σ_b) = (1, 0) q → 0
 algebraically and the window rate is below ½ ln χ₁ = 0.
 
-Compilation. Each (σ_w, σ_b) builds a new program (the layer closes over σ as Python floats)
-and XLA's CPU compile of the vmapped scan with its threefry weight draws takes 1–5 s per point
-on a shared 2-core machine (measured: ``compile_seconds`` in summary.csv), about 90 % of each
-point's wall time; the quick grid is therefore 5 × 3.
+Compilation. σ_w and σ_b are traced data (`jaxgrad.layers.Hyper`), so the whole grid is one
+compiled program: each σ_b row is one point, its σ_w values one `jaxgrad.sweep` (one seed per
+cell), and only the first row compiles (``compile_seconds`` and ``wall_seconds`` in summary.csv
+are per row). Before this, every cell compiled its own program (1–5 s each, about 90 % of the
+study's 36 s quick wall time).
 
 Run: ``jaxgrad run phase_diagram`` (quick: 15 points at width 32, depth 24, 256 samples;
 about 1 minute on 2 CPU cores, nearly all compilation); ``--scale full``: 26 × 11 points at
@@ -114,7 +115,8 @@ class Config:
 
 
 def points(config: Config) -> list[dict]:
-    return [{"sigma_b": b, "sigma_w": w} for b in config.sigma_b for w in config.sigma_w]
+    """One point per σ_b row: the row's σ_w values run as one `jaxgrad.sweep` (one program for the grid)."""
+    return [{"sigma_b": b} for b in config.sigma_b]
 
 
 @contextlib.contextmanager
@@ -143,19 +145,22 @@ def _window(config: Config) -> np.ndarray:
 
 
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
-    net = jaxgrad.mlp(width=config.width, depth=config.depth, activation="tanh",
-                      sigma_w=point["sigma_w"], sigma_b=point["sigma_b"])
+    """The row σ_b = point["sigma_b"]: every σ_w in one compiled sweep; cell j's seed from fold_in(key, j)."""
+    net = jaxgrad.mlp(width=config.width, depth=config.depth, activation="tanh", sigma_b=point["sigma_b"])
+    seeds = np.asarray([engine_seed(jax.random.fold_in(key, j)) for j in range(len(config.sigma_w))])
     start = time.perf_counter()
     with compile_timer() as compiled:
-        result = jaxgrad.simulate(net, config.samples, engine_seed(key), q0=config.q0, method="vector")
-    b = np.asarray(result.log_backward_gain, np.float64)  # (samples, depth): b[:, ℓ−1] = b_ℓ
+        result = jaxgrad.sweep(net, config.samples, seeds, grid={"sigma_w": list(config.sigma_w)}, q0=config.q0,
+                               method="vector", fields=["log_backward_gain"])
+    b = np.asarray(result.log_backward_gain, np.float64)  # (n_w, samples, depth): b[j, :, ℓ−1] = b_ℓ
     ell = _window(config)
-    window = b[:, ell - 1]
+    window = b[..., ell - 1]
     centred = ell - ell.mean()
     slope = window @ centred / (centred @ centred)       # per-sample least-squares slope
-    one_layer = b[:, ell - 1] - b[:, ell - 2]             # ln g_ℓ, ℓ in the window
-    return {"slope": slope, "mean_square_gain": np.exp(2 * one_layer).mean(axis=1),
-            "mean_log_backward_gain": b.mean(axis=0), "nonfinite": np.int64(result.nonfinite["log_backward_gain"]),
+    one_layer = b[..., ell - 1] - b[..., ell - 2]         # ln g_ℓ, ℓ in the window
+    nonfinite = (~np.isfinite(b)).any(axis=2).sum(axis=1)
+    return {"slope": slope, "mean_square_gain": np.exp(2 * one_layer).mean(axis=2),
+            "mean_log_backward_gain": b.mean(axis=1), "nonfinite": nonfinite.astype(np.int64),
             "compile_seconds": np.float64(compiled[0]), "wall_seconds": np.float64(time.perf_counter() - start)}
 
 
@@ -230,19 +235,20 @@ def summarize(config: Config, results):
                 ("slope", "slope_se", "rate_ms", "rate_ms_se", "compile_seconds", "wall_seconds")}
     mean_b = np.zeros(shape + (config.depth,))
     rows = []
-    for point, arrays in results:
-        i, j = config.sigma_b.index(point["sigma_b"]), config.sigma_w.index(point["sigma_w"])
-        slope, slope_se = _mean_se(arrays["slope"])
-        g2, g2_se = _mean_se(arrays["mean_square_gain"])
+    cells = [(point, j, w, arrays) for point, arrays in results for j, w in enumerate(config.sigma_w)]
+    for point, j, w, arrays in cells:
+        i = config.sigma_b.index(point["sigma_b"])
+        slope, slope_se = _mean_se(arrays["slope"][j])
+        g2, g2_se = _mean_se(arrays["mean_square_gain"][j])
         values = dict(slope=slope, slope_se=slope_se, rate_ms=0.5 * math.log(g2), rate_ms_se=0.5 * g2_se / g2,
                       compile_seconds=float(arrays["compile_seconds"]), wall_seconds=float(arrays["wall_seconds"]))
         for k, v in values.items():
             measured[k][i, j] = v
-        mean_b[i, j] = arrays["mean_log_backward_gain"]
+        mean_b[i, j] = arrays["mean_log_backward_gain"][j]
         theory_at = {k: float(data[f"grid_{k}"][i, j]) for k in
                      ("predicted_rate", "predicted_ms_rate", "correction", "half_log_chi1", "relative_variance")}
         rows.append(dict(
-            sigma_w=point["sigma_w"], sigma_b=point["sigma_b"], width=config.width, depth=config.depth,
+            sigma_w=w, sigma_b=point["sigma_b"], width=config.width, depth=config.depth,
             fit_window=f"{config.fit_start}-{config.depth}", samples=config.samples,
             measured_slope=slope, slope_se=slope_se,
             predicted_slope=theory_at["predicted_rate"] + theory_at["correction"],
@@ -250,7 +256,7 @@ def summarize(config: Config, results):
             predicted_mean_square_rate=theory_at["predicted_ms_rate"], half_log_chi1=theory_at["half_log_chi1"],
             finite_width_correction=theory_at["correction"], relative_variance_r=theory_at["relative_variance"],
             bias_allowance=0.5 / config.width, critical_sigma_w=float(data["critical_sigma_w"][i]),
-            nonfinite=int(arrays["nonfinite"]), compile_seconds=values["compile_seconds"],
+            nonfinite=int(arrays["nonfinite"][j]), compile_seconds=values["compile_seconds"],
             wall_seconds=values["wall_seconds"]))
     data.update({f"grid_{k}": v for k, v in measured.items()})
     data.update(sigma_w=np.asarray(config.sigma_w), sigma_b=np.asarray(config.sigma_b), mean_log_backward_gain=mean_b)
