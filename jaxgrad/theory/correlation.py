@@ -118,22 +118,12 @@ def _fixed_point(act: Activation, sigma_w, sigma_b):
     return q, c, chi_1, chi
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _c_star(act, sigma_w, sigma_b):
-    return _fixed_point(act, sigma_w, sigma_b)[1]
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _chi_c(act, sigma_w, sigma_b):
-    return _fixed_point(act, sigma_w, sigma_b)[3]
+_solve = jax.jit(_fixed_point, static_argnums=0)  # one compilation serves c_star, chi_c, xi_c and depth_scales
 
 
 def xi_c_of(act: Activation, sigma_w, sigma_b):
     """$ξ_c$ for a resolved activation, traceable (used by `depth_scales`)."""
-    return _depth(_fixed_point(act, sigma_w, sigma_b)[3])
-
-
-_xi_c = jax.jit(xi_c_of, static_argnums=0)
+    return _depth(_solve(act, sigma_w, sigma_b)[3])
 
 
 def _checked(activation, sigma_w, sigma_b) -> Activation:
@@ -157,7 +147,7 @@ def c_star(activation, sigma_w, sigma_b) -> Array:
     Returns:
       $c^*$ with the broadcast shape of σ_w and σ_b.
     """
-    return _c_star(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)
+    return _solve(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)[1]
 
 
 def chi_c(activation, sigma_w, sigma_b) -> Array:
@@ -167,7 +157,7 @@ def chi_c(activation, sigma_w, sigma_b) -> Array:
     order/chaos boundary, where it reaches 1 (Schoenholz et al. 2017, eq. 13).
     Arguments as in `c_star`.
     """
-    return _chi_c(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)
+    return _solve(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)[3]
 
 
 def xi_c(activation, sigma_w, sigma_b) -> Array:
@@ -176,7 +166,7 @@ def xi_c(activation, sigma_w, sigma_b) -> Array:
     Schoenholz et al. 2017, eq. (13); inf at the order/chaos boundary. Also
     ``depth_scales(...).xi_c``. Arguments as in `c_star`.
     """
-    return _xi_c(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)
+    return xi_c_of(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)
 
 
 @functools.partial(jax.jit, static_argnums=0)

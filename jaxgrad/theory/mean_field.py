@@ -262,9 +262,7 @@ def _depth_scales(act: Activation, sigma_w, sigma_b, q0):
     slope_of_length_map = jax.jvp(m.second, (q,), (jnp.ones_like(q),))[1]
     chi_q = sigma_w**2 * slope_of_length_map
     chi_1 = sigma_w**2 * m.slope2(q)
-    from jaxgrad.theory.correlation import xi_c_of  # (correlation builds on this module)
-
-    return DepthScales(_depth(chi_q), _depth(chi_1), xi_c_of(act, sigma_w, sigma_b))
+    return _depth(chi_q), _depth(chi_1)
 
 
 def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
@@ -282,9 +280,11 @@ def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
     Returns:
       `DepthScales(q, gradient, xi_c)`.
     """
+    from jaxgrad.theory.correlation import xi_c_of  # (correlation builds on this module)
+
     act = _resolve(activation, sigma_w, sigma_b, q0)
     check_moments(act, q0)
-    return _depth_scales(act, sigma_w, sigma_b, q0)
+    return DepthScales(*_depth_scales(act, sigma_w, sigma_b, q0), xi_c_of(act, sigma_w, sigma_b))
 
 
 class Propagation(NamedTuple):
