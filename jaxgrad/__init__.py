@@ -32,5 +32,5 @@ from jaxgrad.spectral import (
 
 __version__ = "0.1.0"
 from jaxgrad.engine import SimulationResult, lyapunov_spectrum, sample_keys, simulate
-from jaxgrad import quadrature, theory
+from jaxgrad import quadrature, theory, training
 from jaxgrad.curvature import hessian_vector_product, top_hessian_eigenvalue

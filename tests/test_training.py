@@ -124,12 +124,10 @@ def test_top_hessian_eigenvalue_matches_the_exact_hessian_of_a_tiny_network():
         loss = functools.partial(training.classifier_loss, net, x=x, y=y)
         flat, unravel = ravel_pytree(params)
         exact = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda t: loss(unravel(t)))(flat)))[-1]
-        assert flat.size == 117
-        full = jaxgrad.top_hessian_eigenvalue(loss, params, key=KEYS[0], steps=117)  # the whole Krylov space
-        assert float(full) == pytest.approx(exact, rel=1e-10)
-        ritz = float(jaxgrad.top_hessian_eigenvalue(loss, params, key=KEYS[0], steps=32))
-        assert ritz <= exact * (1 + 1e-12) and ritz == pytest.approx(exact, rel=1e-8)  # converged from below
+        assert flat.size == 117  # so 32 Lanczos steps are a proper Krylov subspace
         seeds = jax.vmap(lambda k: jaxgrad.top_hessian_eigenvalue(loss, params, key=k, steps=32))(KEYS)
+        # Ritz values converge from below; with the top separated (1.070 vs 0.919) 32 steps reach float64 rounding
+        assert np.all(np.asarray(seeds) <= exact * (1 + 1e-12))
         np.testing.assert_allclose(seeds, exact, rtol=1e-8)
 
 
