@@ -17,7 +17,7 @@ Cohen et al.'s main setting: with cross-entropy the sharpness falls again late i
 training as the logits grow, which muddies the plateau.
 
 Run: ``jaxgrad run edge_of_stability`` (quick: 512 images, 3000 steps, 5 runs × 2 seeds,
-about 1 minute on a 2-core CPU); ``--scale full``: all 1,797 images, 10,000 steps,
+about 2 minutes on a shared 2-core CPU); ``--scale full``: all 1,797 images, 10,000 steps,
 8 seeds, 32 Lanczos steps (accelerator).
 
 Reference: J. Cohen, S. Kaur, Y. Li, J. Z. Kolter, A. Talwalkar, "Gradient descent on

@@ -29,12 +29,13 @@ checks fail. The chaotic side is a finite-width effect: the same 300 Adam steps 
 128 train depth 38 at σ_w² = 4 and not 54, a bracket around 6ξ_c = 41.9, while σ_w² = 0.7
 stays at [19, 27] (a separate probe, not stored here). A finite-width reading: in the
 chaotic phase c⁽ℓ⁾ − c* ∝ e^{−ℓ/ξ_c} sinks below the O(1/√n) fluctuations of the
-empirical correlation at ℓ ≈ ξ_c ln √n; in the ordered phase those fluctuations vanish
-with 1 − c, and Adam's normalised steps undo the vanishing gradients, so deeper networks
-still train. The full preset (width 128, 3000 steps) is the scale of the 6ξ_c claim.
+empirical correlation at ℓ ≈ ξ_c ln √n. The ordered-phase excess is not explained here:
+those fluctuations vanish with 1 − c there, and it is not Adam's normalised steps alone
+(an SGD + momentum probe, η = 0.01, 500 steps, also trained σ_w² = 1 at depth 32 with
+6ξ_c = 22). The full preset (width 128, 3000 steps) is the scale of the 6ξ_c claim.
 
 Run: ``jaxgrad run trainability`` (quick: width 32, 6 depths 9–54 × 6 σ_w², 300 Adam
-steps, about 4 minutes on a busy 2-core CPU, a third of it compilation); ``--scale full``: width 128, 11 depths 8–256 ×
+steps, 2–3 minutes on a shared 2-core CPU, about a third of it compilation); ``--scale full``: width 128, 11 depths 8–256 ×
 12 σ_w², 3000 steps, 4 seeds (accelerator).
 
 Reference: S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep information
