@@ -9,6 +9,10 @@ One convention: ``q0`` is always the variance per coordinate of the network's *i
 in `jaxgrad.simulate` (layer 1 has pre-activation variance $σ_w^2 q_0 + σ_b^2$), and every
 fixed-point quantity is evaluated at the fixed point the iterates from there converge to.
 
+Correlations (`jaxgrad.theory.correlation`): the correlation map of two inputs
+`correlation_map`, its stable fixed point `c_star`, its slope there `chi_c` and the
+depth scale `xi_c` (also ``depth_scales(...).xi_c``), and `correlation_transient`.
+
 Random matrices (`jaxgrad.theory.random_matrix`): exact laws of $\ln\|J_L\cdots J_1 u\|$
 for Gaussian linear (`gaussian_log_gain`, `gaussian_lyapunov_spectrum`) and He-ReLU
 networks (`relu_log_gain`), and the Fuss–Catalan moments `product_moments_gaussian`.
@@ -32,6 +36,7 @@ from jaxgrad.theory.mean_field import (
     q_star,
     signal_propagation,
 )
+from jaxgrad.theory.correlation import c_star, chi_c, correlation_map, correlation_transient, xi_c
 from jaxgrad.theory.random_matrix import (
     LogGain,
     gaussian_log_gain,

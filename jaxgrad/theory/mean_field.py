@@ -365,12 +365,14 @@ def critical_sigma_w(activation, sigma_b, *, q0=1.0) -> Array:
 
 
 class DepthScales(NamedTuple):
-    r"""Depth scales $ξ = -1/\ln χ$: perturbations of q decay as $e^{-\ell/ξ_q}$, and
-    $E\|δ^{(\ell)}\|^2$ as $e^{-(L-\ell)/ξ_∇}$. Negative values are growth lengths
-    (χ > 1); inf marks χ = 1 to within $64\,ε$ of the float type."""
+    r"""Depth scales $ξ = -1/\ln χ$: perturbations of q decay as $e^{-\ell/ξ_q}$,
+    $E\|δ^{(\ell)}\|^2$ as $e^{-(L-\ell)/ξ_∇}$, and the correlation of two inputs
+    approaches $c^*$ as $e^{-\ell/ξ_c}$ (`jaxgrad.theory.correlation`). Negative values are
+    growth lengths (χ > 1); inf marks χ = 1 to within $64\,ε$ of the float type."""
 
     q: Array
     gradient: Array
+    xi_c: Array
 
 
 def _depth(chi):
@@ -388,22 +390,28 @@ def _depth_scales(act: Activation, sigma_w, sigma_b, q0):
     slope_of_length_map = jax.jvp(m.second, (q,), (jnp.ones_like(q),))[1]
     chi_q = sigma_w**2 * slope_of_length_map
     chi_1 = sigma_w**2 * m.slope2(q)
-    return DepthScales(_depth(chi_q), _depth(chi_1))
+    return _depth(chi_q), _depth(chi_1)
 
 
 def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
-    r"""$ξ_q = -1/\ln χ_q$ and $ξ_∇ = -1/\ln χ_1$ (Schoenholz et al. 2017, eqs. 6 and 15).
+    r"""$ξ_q = -1/\ln χ_q$, $ξ_∇ = -1/\ln χ_1$ and $ξ_c = -1/\ln χ_c$ (Schoenholz et al. 2017, eqs. 6, 13 and 15).
 
     $χ_q = V′(q^*) = σ_w^2\,\partial_q E[φ(\sqrt q z)^2]|_{q^*} = σ_w^2 E[φ′^2 + φφ″]$, the
     linearisation of the length map at the fixed point reached from input variance `q0`
     (by autodiff in q), and $χ_1$ as in `chi1`. For ReLU both are σ_w²/2. At tanh, σ_b = 0, σ_w = 1 both are 1
     (ξ = inf): the approach to q* = 0 is algebraic, not exponential.
 
+    $ξ_c$ is `jaxgrad.theory.xi_c`: the slope $χ_c$ of the correlation map at its stable
+    fixed point $c^*$, with the signals at the fixed point $q^*$ reached from q = 1 (not
+    from `q0`); in the ordered phase $c^* = 1$ and $ξ_c = ξ_∇$.
+
     Returns:
-      `DepthScales(q, gradient)`.
+      `DepthScales(q, gradient, xi_c)`.
     """
+    from jaxgrad.theory.correlation import xi_c_of  # (correlation builds on this module)
+
     act = _resolve(activation, sigma_w, sigma_b, q0)
-    return _depth_scales(act, sigma_w, sigma_b, q0)
+    return DepthScales(*_depth_scales(act, sigma_w, sigma_b, q0)[:2], xi_c_of(act, sigma_w, sigma_b))
 
 
 class Propagation(NamedTuple):
