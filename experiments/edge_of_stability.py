@@ -36,7 +36,8 @@ import optax
 
 import jaxgrad
 from jaxgrad import plotting, quadratic, training
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from jaxgrad.stats import mean_and_se
 from experiments._common import require_integers
 

@@ -55,7 +55,8 @@ from matplotlib import patheffects
 
 import jaxgrad
 from jaxgrad import plotting, theory, training
-from jaxgrad.results import Comparison, compute
+from experiments.runner import compute
+from jaxgrad.stats import Comparison
 from experiments._common import require_integers
 
 NAME = "trainability"

@@ -315,34 +315,46 @@ def _run_local(fn, samples, offset, base_keys, impl, grid_args, grid_size, data,
         chunk_size = max(per_call, free // 4 // max(1, out_bytes + work // 64))
     calls_per_chunk = max(1, -(-chunk_size // per_call))
 
-    program = _program(fn, impl, index, with_data, micro, devices, cache_key)
-    mesh = Mesh(np.asarray(devices), ("samples",))
-    sharding = NamedSharding(mesh, PartitionSpec("samples"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    base_keys_d = jax.device_put(base_keys, replicated)
-    grid_args_d = jax.device_put(grid_args, replicated)
+    # On the CPU, several host devices run one program each, one after another: XLA:CPU deadlocks
+    # when two host devices run a program with LAPACK custom calls (eigh, SVD) at the same time
+    # (jaxlib 0.10, see `_xla_workarounds`); their threads share one pool, so nothing is lost.
+    # Elsewhere one call runs a micro-batch on every device through `jax.shard_map`.
+    one_at_a_time = devices[0].platform == "cpu" and len(devices) > 1
+    groups = [(d,) for d in devices] if one_at_a_time else [devices]
+    placed = []
+    for group in groups:
+        mesh = Mesh(np.asarray(group), ("samples",))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        placed.append((_program(fn, impl, index, with_data, micro, group, cache_key),
+                       NamedSharding(mesh, PartitionSpec("samples")),
+                       jax.device_put(base_keys, replicated), jax.device_put(grid_args, replicated)))
     items = G * samples
     # Item j is sample j mod samples of grid point j // samples; the last call is padded
     # with the samples that follow (computed and dropped), as a shorter run would compute them.
     calls = -(-items // per_call)
+    per_group = per_call // len(groups)
     pieces = []
     with Progress(items, progress or "", enabled=progress is not None) as bar:
         for first_call in range(0, calls, calls_per_chunk):
             pending = []
             for c in range(first_call, min(calls, first_call + calls_per_chunk)):
-                j = c * per_call + np.arange(per_call)
-                g = np.minimum(j // samples, G - 1)
-                local = j - g * samples
-                i = (offset + local).astype(np.int32)
-                d = None
-                if with_data:
-                    rows = np.minimum(local, samples - 1)
-                    d = jax.device_put(jax.tree.map(lambda a: a[rows], data), sharding)
-                pending.append(program(jax.device_put(i, sharding), jax.device_put(g.astype(np.int32), sharding),
-                                       base_keys_d, grid_args_d, d))
+                for k, (program, sharding, base_keys_d, grid_args_d) in enumerate(placed):
+                    j = c * per_call + k * per_group + np.arange(per_group)
+                    g = np.minimum(j // samples, G - 1)
+                    local = j - g * samples
+                    i = (offset + local).astype(np.int32)
+                    d = None
+                    if with_data:
+                        rows = np.minimum(local, samples - 1)
+                        d = jax.device_put(jax.tree.map(lambda a: a[rows], data), sharding)
+                    out = program(jax.device_put(i, sharding), jax.device_put(g.astype(np.int32), sharding),
+                                  base_keys_d, grid_args_d, d)
+                    if one_at_a_time:
+                        jax.block_until_ready(out)
+                    pending.append(out)
             for out in pending:  # one host sync per chunk
                 pieces.append(jax.tree.map(np.asarray, out))
-                bar.advance(n=per_call)
+                bar.advance(n=per_group)
     stacked = jax.tree.map(lambda *p: np.concatenate(p)[:items], *pieces)
     if grid_size is None:
         return stacked

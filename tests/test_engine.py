@@ -112,6 +112,27 @@ def test_results_do_not_depend_on_chunk_size(method):
     np.testing.assert_array_equal(offset.log_forward_gain, a.log_forward_gain[30:37])
 
 
+@pytest.mark.parametrize("devices", [2, 4])
+def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devices):
+    """Issue 20 item 1: with ≥ 2 host devices, widths ≥ 16 used to hang forever (LAPACK calls of two
+    devices' programs at once); the runner now runs the host devices' programs one at a time."""
+    script = textwrap.dedent(f"""
+        import jax, numpy as np, jaxgrad
+        assert len(jax.devices()) == {devices}, jax.devices()
+        for width, method in ((16, "power"), (64, "svd")):
+            net = jaxgrad.mlp(width=width, depth=4, activation="tanh", sigma_w=1.3)
+            many = jaxgrad.simulate(net, samples=40, seed=1, method=method)
+            one = jaxgrad.simulate(net, samples=40, seed=1, method=method, devices=jax.devices()[:1])
+            for f in ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain"):
+                np.testing.assert_array_equal(getattr(many, f), getattr(one, f))
+        print("identical")
+    """)
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "identical" in out.stdout
+
+
 def test_eight_devices_give_bit_identical_results_to_one():
     script = textwrap.dedent("""
         import jax, numpy as np, jaxgrad
