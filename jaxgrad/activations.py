@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
+__all__ = ["ACTIVATIONS", "Activation", "derivative", "get_activation"]
+
 
 class Activation(NamedTuple):
     r"""A scalar activation φ.

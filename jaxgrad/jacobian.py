@@ -14,6 +14,8 @@ import jax.numpy as jnp
 
 from jaxgrad.layers import HIGHEST, DenseParams, Network, Params, forward
 
+__all__ = ["error_signals", "layer_jacobians", "weight_gradients"]
+
 Array = jax.Array
 
 

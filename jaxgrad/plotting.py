@@ -29,6 +29,10 @@ from matplotlib.figure import Figure as MplFigure
 
 from jaxgrad.store import atomic_write
 
+__all__ = ["DIVERGING_CMAP", "Figure", "OKABE_ITO", "PALETTE", "STYLE", "THEORY_COLOR",
+           "label_axes", "measured_band", "measured_points", "save_figure", "style", "subplots",
+           "theory_line"]
+
 OKABE_ITO = {
     "orange": "#E69F00",
     "sky_blue": "#56B4E9",

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
 from jaxgrad.spectral import lanczos_top_singular
 
-__all__ = ["FIELDS", "PARAM_SOURCES", "SampleKeys", "coefficient_arrays", "gains", "lanczos_steps", "layer_jacobian",
+__all__ = ["FIELDS", "PARAM_SOURCES", "SampleKeys", "coefficient_arrays", "gains", "lanczos_steps",
            "lyapunov", "parameters", "product_norms", "sample_keys"]
 
 FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
@@ -81,7 +81,7 @@ def _safe_log_normalise(x):
     return x / jnp.where(n > 0, n, 1.0), jnp.log(n)
 
 
-def layer_jacobian(jacobian, apply, params, h):
+def _layer_jacobian(jacobian, apply, params, h):
     """(J, apply(params, h)): the layer's fast path `jacobian`, or `jax.jacrev` of `apply`."""
     if jacobian is not None:
         return jacobian(params, h)
@@ -246,7 +246,7 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
                 ell, coeffs, p_given = xs
                 _, apply, jacobian = layers.functions(run, coeffs)
                 p = layers.params(run, ell, coeffs, p_given, keys, tied)
-                J, h_next = layer_jacobian(jacobian, apply, p, signal.h)
+                J, h_next = _layer_jacobian(jacobian, apply, p, signal.h)
                 signal, log_h = _advance(run.homogeneous, signal, h_next, ell)
                 J = J.astype(dtype)
                 P, log_s = _safe_log_normalise(jnp.matmul(J, P, precision=HIGHEST))
@@ -369,7 +369,7 @@ def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = Fal
                 ell, coeffs, p_given = xs
                 _, apply, jacobian = layers.functions(run, coeffs)
                 p = layers.params(run, ell, coeffs, p_given, keys, tied)
-                J, h_next = layer_jacobian(jacobian, apply, p, signal.h)
+                J, h_next = _layer_jacobian(jacobian, apply, p, signal.h)
                 signal, _ = _advance(run.homogeneous, signal, h_next, ell)
                 Q, R = jnp.linalg.qr(jnp.matmul(J.astype(dtype), Q, precision=HIGHEST))
                 return (signal, Q, acc + jnp.log(jnp.abs(jnp.diagonal(R)))), None

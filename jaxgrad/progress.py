@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
+__all__ = ["Progress"]
+
 
 class Progress:
     """Context manager counting `total` items of work.

@@ -23,6 +23,11 @@ import optax
 
 from jaxgrad.layers import HIGHEST, float_dtype
 
+__all__ = ["REGIMES", "bisect_critical_learning_rate", "check_spd", "closed_form",
+           "critical_learning_rate", "critical_learning_rate_spd", "is_stable",
+           "momentum_closed_form", "multiplier", "quadratic_loss", "regime", "sgd_growth_rates",
+           "sgd_trajectories", "spectral_radius", "transition_matrix"]
+
 Array = jax.Array
 
 REGIMES = ("monotone_shrink", "oscillating_shrink", "marginal", "monotone_growth", "oscillating_growth")

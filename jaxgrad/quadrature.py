@@ -35,6 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["GaussianRule", "gauss_hermite", "gaussian_expectation", "graded_legendre",
+           "tail_fraction"]
+
 Array = jax.Array
 
 

@@ -13,6 +13,9 @@ import jax.numpy as jnp
 
 from jaxgrad.layers import HIGHEST
 
+__all__ = ["TopSingular", "lanczos_top_singular", "log_product_norm", "log_singular_values",
+           "log_spectral_norm", "product", "spectral_norm"]
+
 Array = jax.Array
 
 

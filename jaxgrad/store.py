@@ -45,6 +45,9 @@ import numpy as np
 
 from jaxgrad.stats import Comparison  # noqa: F401 (re-exported: the record a store holds)
 
+__all__ = ["Store", "UnreadableFileError", "atomic_write", "environment", "point_id", "point_key",
+           "read_csv", "read_npz", "write_csv", "write_json", "write_npz"]
+
 
 # --------------------------------------------------------------------------- atomic files
 

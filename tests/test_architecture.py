@@ -89,8 +89,12 @@ def test_theory_never_imports_the_engine():
         assert not (_imports(path) & engine_side), f"{path.name} imports {sorted(_imports(path) & engine_side)}"
 
 
-@pytest.mark.parametrize("module", ["jaxgrad", "jaxgrad.engine", "jaxgrad.ensemble", "jaxgrad.probes",
-                                    "jaxgrad.layers", "jaxgrad.stats", "jaxgrad.cluster"])
+PUBLIC = ["jaxgrad"] + sorted(
+    _module_name(p) for p in list(LIBRARY.glob("*.py")) + list((LIBRARY / "theory").glob("*.py"))
+    if not p.name.startswith("_") and _module_name(p) != "jaxgrad.testing")  # testing: optional extra, own test
+
+
+@pytest.mark.parametrize("module", PUBLIC)
 def test_public_modules_say_what_is_public(module):
     mod = importlib.import_module(module)
     assert hasattr(mod, "__all__"), f"{module} has no __all__"
