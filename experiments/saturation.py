@@ -41,7 +41,6 @@ import numpy as np
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.activations import ACTIVATIONS, derivative
-from jaxgrad.theory import expected_max_derivative, expected_mean_square_derivative
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, quantiles, require_integers
@@ -149,23 +148,23 @@ def summarize(config: Config, results):
         # Exact at finite width: Gaussian given the input norm, averaged over that norm's χ² law.
         for route in ROUTES:
             data[f"{act}/{route}/predicted_mean_square"] = over_input_norm(
-                lambda v, act=act: expected_mean_square_derivative(act, v), route, q, config.width)
+                lambda v, act=act: theory.expected_mean_square_derivative(act, v), route, q, config.width)
             data[f"{act}/{route}/predicted_max"] = over_input_norm(
-                lambda v, act=act: expected_max_derivative(act, v, config.width), route, q, config.width)
+                lambda v, act=act: theory.expected_max_derivative(act, v, config.width), route, q, config.width)
             # The max is heavy-tailed where q is small (its deficit from φ′(0) goes like min_i z_i², and
             # min_i |z_i| is nearly exponential), so 256 samples underestimate its SE; the comparison
             # uses the larger of that and the SE under the predicted law itself.
-            second = over_input_norm(lambda v, act=act: expected_max_derivative(act, v, config.width, power=2),
+            second = over_input_norm(lambda v, act=act: theory.expected_max_derivative(act, v, config.width, power=2),
                                      route, q, config.width)
             data[f"{act}/{route}/predicted_max_se"] = np.sqrt(
                 np.maximum(second - data[f"{act}/{route}/predicted_max"] ** 2, 0.0) / config.samples)
-        predicted_m2 = expected_mean_square_derivative(act, q)
-        predicted_max = expected_max_derivative(act, q, config.width)
+        predicted_m2 = theory.expected_mean_square_derivative(act, q)
+        predicted_max = theory.expected_max_derivative(act, q, config.width)
         data[f"{act}/predicted_mean_square"] = predicted_m2
         data[f"{act}/predicted_max"] = predicted_max
         data[f"{act}/histograms"] = arrays["sigma_w/phi_prime"]
         fine = np.geomspace(q[0], q[-1], 200)
-        data["q_fine"], data[f"{act}/predicted_mean_square_fine"] = fine, expected_mean_square_derivative(act, fine)
+        data["q_fine"], data[f"{act}/predicted_mean_square_fine"] = fine, theory.expected_mean_square_derivative(act, fine)
         for route in ROUTES:
             mean_sq, mean_sq_se = mean_and_se(arrays[f"{route}/mean_square_phi_prime"], axis=1)
             log_max = arrays[f"{route}/log_max_phi_prime"]
