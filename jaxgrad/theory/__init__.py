@@ -29,7 +29,8 @@ Dynamical isometry (`jaxgrad.theory.isometry`): `jacobian_spectrum_variance`, th
 spread of the singular values of $J$ at large width, Gaussian vs orthogonal weights.
 
 The library never imports the engine; tests put each prediction beside
-`jaxgrad.simulate` (tests/test_theory_mc.py).
+`jaxgrad.simulate` (tests/test_theory_mc.py) or beside an independent NumPy/SciPy
+computation (tests/test_theory_laws.py).
 """
 from jaxgrad.theory.moments import GaussianMoments, gaussian_moments
 from jaxgrad.theory.mean_field import (
