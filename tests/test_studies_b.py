@@ -76,7 +76,7 @@ def test_bad_config_values_are_value_errors_naming_the_field(module, field, valu
 # What each study's points are: its grid, counted from the config (a `points` that drops or
 # repeats a point fails this, which a `>=` between presets would not catch).
 EXPECTED_POINTS = {
-    phase_diagram: lambda c: len(c.sigma_w) * len(c.sigma_b),
+    phase_diagram: lambda c: len(c.sigma_b),  # one point per σ_b row: its σ_w values are one jaxgrad.sweep
     dynamical_isometry: lambda c: len(c.activations) * len(dynamical_isometry.WEIGHTS),
     finite_width: lambda c: len(c.widths) + (1 if c.mixed_widths else 0),
     lyapunov: lambda c: len(c.linear_widths) + len(c.tanh_sigma_w),
