@@ -59,7 +59,7 @@ import jaxgrad
 from jaxgrad import plotting, theory
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
-from experiments._common import require_integers
+from experiments._common import mean_and_se, require_integers
 
 NAME = "dynamical_isometry"
 SECTION = "§3"
@@ -138,7 +138,7 @@ def _pooled_variance(lam):
     S = a.size
     cov = np.cov(np.stack([a, b])) / S
     grad = np.array([1.0, -2.0 * b.mean()])
-    return a.mean() - b.mean() ** 2, float(np.sqrt(max(grad @ cov @ grad, 0.0))), b.mean(), b.std(ddof=1) / np.sqrt(S)
+    return (a.mean() - b.mean() ** 2, float(np.sqrt(max(grad @ cov @ grad, 0.0))), *mean_and_se(b))
 
 
 def summarize(config: Config, results):

@@ -14,8 +14,8 @@ log-normal, $\ln\|Ju\| \approx N(\tfrac12\ln\tfrac{n_L}{n_0} - \tfrac54β,\ \tfr
 $\|J v\|^2/E$ is a mean of n terms of relative variance $r = 3μ_2/μ_1^2 - 1 = 5$, so
 $\mathrm{Var}\ln\|Jv\| = r/(4n) = 5/(4n)$ and $E\ln\|Jv\| = -r/(4n)$).
 
-**The exact density** (implemented here; it belongs in `jaxgrad.theory` beside
-`relu_log_gain`). The characteristic function of one layer's term is
+**The exact density** (`theory.relu_log_gain_density`; every depth's moments of a
+mixed-width network `theory.relu_log_gain_moments`). The characteristic function of one layer's term is
 
 $$φ_\ell(t) = E\,e^{itX_\ell} = \Big(\frac{4}{n_{\ell-1}}\Big)^{it/2}\sum_{K=1}^{n_\ell} p_K\,\frac{Γ(K/2 + it/2)}{Γ(K/2)}, \qquad
 p_K = \binom{n_\ell}{K}\frac{2^{-n_\ell}}{1 - 2^{-n_\ell}},$$
@@ -45,19 +45,17 @@ neural networks", Commun. Math. Phys. 376 (2020), arXiv:1812.05994.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 
 import jax
 import numpy as np
-from scipy.special import gammaln, loggamma
 
 import jaxgrad
 from jaxgrad import plotting, theory
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
-from experiments._common import require_integers
+from experiments._common import mean_and_se, require_integers, variance_and_se
 
 NAME = "finite_width"
 SECTION = "§3"
@@ -115,51 +113,6 @@ def _label(config: Config, point: dict) -> str:
     return "n = " + "→".join(map(str, config.mixed_widths))
 
 
-# --------------------------------------------------------------------------- the exact law
-
-
-@functools.lru_cache(maxsize=64)
-def _active_law(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """K = 1..n and P(K | K ≥ 1) for K ~ Binomial(n, ½)."""
-    K = np.arange(1, n + 1, dtype=np.float64)
-    log_p = gammaln(n + 1.0) - gammaln(K + 1) - gammaln(n - K + 1) - n * math.log(2.0)
-    return K, np.exp(log_p) / -math.expm1(-n * math.log(2.0))
-
-
-def layer_characteristic_function(n_in: int, n_out: int, t: np.ndarray) -> np.ndarray:
-    r"""$E\,e^{itX}$ for $X = \tfrac12\ln(\tfrac{2}{n_{in}}χ^2_K)$, K ~ Binomial(n_out, ½) conditioned on K ≥ 1."""
-    K, p = _active_law(int(n_out))
-    s = 0.5j * np.asarray(t, np.float64)[:, None]
-    return np.exp(s[:, 0] * math.log(4.0 / n_in)) * (p * np.exp(loggamma(K / 2 + s) - gammaln(K / 2))).sum(axis=1)
-
-
-def relu_log_gain_density(widths, x, *, nodes: int = 4096) -> np.ndarray:
-    r"""Exact density of $\ln\|J_L\cdots J_1 u\|$ (He-ReLU, widths $[n_0, …, n_L]$, given a non-zero gain) at `x`.
-
-    Inverse Fourier transform of $\prod_\ell φ_\ell(t)$ (see the module docstring), trapezoidal
-    rule on $[0, 40/\mathrm{sd}]$, sd the exact standard deviation.
-    """
-    widths = np.asarray(widths)
-    variance = sum(float(theory.relu_log_gain(int(n), 1).variance) for n in widths[1:])
-    t = np.linspace(0.0, 40.0 / math.sqrt(variance), nodes)
-    phi = np.ones_like(t, dtype=np.complex128)
-    for (n_in, n_out), count in zip(*np.unique(np.stack([widths[:-1], widths[1:]], 1), axis=0, return_counts=True)):
-        phi *= layer_characteristic_function(int(n_in), int(n_out), t) ** int(count)
-    integrand = np.real(np.exp(-1j * np.outer(np.asarray(x, np.float64), t)) * phi)
-    return np.maximum(np.trapezoid(integrand, t, axis=1) / np.pi, 0.0)
-
-
-def exact_moments(widths) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per depth ℓ = 1..L: exact mean and variance, and the log-normal limit's, of ln‖J_ℓ⋯J₁u‖."""
-    widths = np.asarray(widths)
-    per_layer = {int(n): theory.relu_log_gain(int(n), 1) for n in np.unique(widths[1:])}
-    limit = {int(n): theory.relu_log_gain(int(n), 1, limit=True) for n in per_layer}
-    shift = 0.5 * np.log(widths[1:] / widths[:-1])  # ½ ln(n_ℓ/n_{ℓ−1}): 2/n_{ℓ−1} against 4/n_ℓ
-    take = lambda table, field: np.array([float(getattr(table[int(n)], field)) for n in widths[1:]])
-    return (np.cumsum(take(per_layer, "mean") + shift), np.cumsum(take(per_layer, "variance")),
-            np.cumsum(take(limit, "mean") + shift), np.cumsum(take(limit, "variance")))
-
-
 # --------------------------------------------------------------------------- protocol
 
 
@@ -172,12 +125,6 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     net = jaxgrad.mlp(widths=layer_widths(config, point).tolist(), activation="relu", weights="he")
     result = jaxgrad.simulate(net, config.samples, int(jax.random.bits(key, dtype=np.uint32)), method="vector")
     return {"log_forward_gain": np.asarray(result.log_forward_gain, np.float32)}
-
-
-def _variance_se(x) -> float:
-    """Standard error of the sample variance, √((m₄ − s⁴)/S)."""
-    d = x - x.mean()
-    return float(np.sqrt(max(np.mean(d**4) - np.mean(d**2) ** 2, 0.0) / x.size))
 
 
 def _ks(sample, grid, cdf) -> float:
@@ -194,15 +141,13 @@ def summarize(config: Config, results):
         widths = layer_widths(config, point)
         gain = np.asarray(arrays["log_forward_gain"], np.float64)  # (samples, depth)
         finite = np.isfinite(gain)
-        mean, var, mean_lim, var_lim = exact_moments(widths)
+        mean, var, mean_lim, var_lim = theory.relu_log_gain_moments(widths)
         beta = np.cumsum(1.0 / widths[1:])
         p_zero = 1.0 - np.cumprod([1.0 - float(theory.relu_zero_gain_probability(int(n), 1)) for n in widths[1:]])
         shift = 0.5 * np.log(widths[1:] / widths[0])
         labels.append(_label(config, point))
-        m = np.array([gain[finite[:, d], d].mean() for d in range(config.depth)])
-        m_se = np.array([gain[finite[:, d], d].std(ddof=1) / np.sqrt(finite[:, d].sum()) for d in range(config.depth)])
-        v = np.array([gain[finite[:, d], d].var(ddof=1) for d in range(config.depth)])
-        v_se = np.array([_variance_se(gain[finite[:, d], d]) for d in range(config.depth)])
+        m, m_se = np.array([mean_and_se(gain[finite[:, d], d]) for d in range(config.depth)]).T
+        v, v_se = np.array([variance_and_se(gain[finite[:, d], d]) for d in range(config.depth)]).T
         data.update({f"net{k}_{name}": value for name, value in dict(
             beta=beta, mean=m, mean_se=m_se, variance=v, variance_se=v_se, exact_mean=mean, exact_variance=var,
             limit_mean=mean_lim, limit_variance=var_lim, shift=shift, zero_fraction=1 - finite.mean(axis=0),
@@ -212,7 +157,7 @@ def summarize(config: Config, results):
             sample = gain[finite[:, d - 1], d - 1]
             sd = math.sqrt(var[d - 1])
             grid = np.linspace(mean[d - 1] - 10 * sd, mean[d - 1] + 7 * sd, config.grid_points)
-            density = relu_log_gain_density(widths[:d + 1], grid)
+            density = theory.relu_log_gain_density(widths[:d + 1], grid)
             cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
             limit_sd = math.sqrt(var_lim[d - 1])
             limit_density = np.exp(-0.5 * ((grid - mean_lim[d - 1]) / limit_sd) ** 2) / (limit_sd * math.sqrt(2 * math.pi))

@@ -15,7 +15,7 @@ by the QR method (Benettin et al. 1980), $J_\ell Q_{\ell-1} = Q_\ell R_\ell$, $�
    statistics: the top one is pushed up (n = 32: by 0.016 at L = 16, 0.0035 at L = 64, 0.0004 at
    L = 256, against a sample sd of 0.008 at L = 256). That bias is computed here from the
    exact independent law (normal approximation of each $λ_i$, 20000 draws, ``sorting_bias`` in
-   summary.csv) and added to the tolerance; the sum of the exponents
+   summary.csv; `theory.lyapunov_sorting_bias`) and added to the tolerance; the sum of the exponents
    ($\tfrac1L E\ln|\det P_L|$) is sort-invariant and is compared at 4 SE alone. An engine
    option to return the unsorted QR exponents would remove the bias (they are unbiased for
    Newman's λ_i at every L for these layers).
@@ -45,19 +45,18 @@ import sys
 
 import jax
 import numpy as np
-from scipy.special import polygamma
 
 import jaxgrad
 from jaxgrad import plotting, theory
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
-from experiments._common import require_integers
+from experiments._common import mean_and_se, require_integers
 
 NAME = "lyapunov"
 SECTION = "§5"
 TITLE = "Lyapunov exponents of J_L⋯J₁: Newman's exact Gaussian spectrum, and tanh's top exponent against ½ ln χ₁"
 
-SORTING_DRAWS = 20000
+SORTING_DRAWS = 20000  # draws of theory.lyapunov_sorting_bias
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,21 +118,6 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     return {"exponents": jaxgrad.lyapunov_spectrum(net, config.tanh_samples, seed, q0=q0), "q0": np.float64(q0)}
 
 
-def sorting_bias(width: int, depth: int, draws: int = SORTING_DRAWS) -> np.ndarray:
-    r"""E[sorted per-sample exponents] − Newman's λ_i for Gaussian linear layers at finite depth.
-
-    Each sample's unsorted QR exponent i is a mean of L independent $\tfrac12\ln(χ^2_{n-i+1}/n)$,
-    approximately $N(λ_i, ψ′((n-i+1)/2)/(4L))$; sorting each draw (as the engine does) and
-    averaging gives the order-statistics bias. The estimate is E[sort(x)_i − x_i] over the same
-    draws (E x_i = λ_i), so the draws' own noise cancels, and the biases sum to exactly 0.
-    Deterministic (a fixed NumPy seed).
-    """
-    lam = np.asarray(theory.gaussian_lyapunov_spectrum(width), np.float64)
-    sd = np.sqrt(polygamma(1, (width - np.arange(width)) / 2) / (4 * depth))
-    x = lam + sd * np.random.default_rng(0).standard_normal((draws, width))
-    return (-np.sort(-x, axis=1) - x).mean(axis=0)
-
-
 def _mean_field_top(config: Config, sigma_w) -> tuple[np.ndarray, np.ndarray]:
     """½ ln χ₁ and the finite-width typical rate ½ ln χ₁ − r/(4n) at q* (`theory.mean_field_log_gain`, L = 1)."""
     sigma_w = np.asarray(sigma_w, np.float64)
@@ -148,15 +132,15 @@ def summarize(config: Config, results):
     tanh_top, tanh_se, tanh_spectra = [], [], []
     for point, arrays in results:
         ex = np.asarray(arrays["exponents"], np.float64)
-        mean, se = ex.mean(axis=0), ex.std(axis=0, ddof=1) / np.sqrt(ex.shape[0])
+        mean, se = mean_and_se(ex, axis=0)
         if point["part"] == "gaussian":
             n = point["width"]
             newman = np.asarray(theory.gaussian_lyapunov_spectrum(n), np.float64)
-            bias = sorting_bias(n, config.linear_depth)
+            bias = theory.lyapunov_sorting_bias(n, config.linear_depth, draws=SORTING_DRAWS)
             sums = ex.sum(axis=1)
             data.update({f"gaussian_{n}_mean": mean, f"gaussian_{n}_se": se, f"gaussian_{n}_newman": newman,
                          f"gaussian_{n}_sorting_bias": bias,
-                         f"gaussian_{n}_sum": np.array([sums.mean(), sums.std(ddof=1) / np.sqrt(sums.size)])})
+                         f"gaussian_{n}_sum": np.array(mean_and_se(sums))})
             rows += [dict(part="gaussian", width=n, depth=config.linear_depth, samples=config.linear_samples,
                           sigma_w=1.0, sigma_b=0.0, index=i + 1, measured=mean[i], measured_se=se[i],
                           predicted_newman=newman[i], sorting_bias=bias[i],

@@ -63,7 +63,7 @@ import jaxgrad
 from jaxgrad import plotting, theory
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
-from experiments._common import require_integers
+from experiments._common import mean_and_se, require_integers
 
 NAME = "phase_diagram"
 SECTION = "§5"
@@ -164,11 +164,6 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
             "compile_seconds": np.float64(compiled[0]), "wall_seconds": np.float64(time.perf_counter() - start)}
 
 
-def _mean_se(x):
-    x = np.asarray(x, np.float64)
-    return x.mean(), x.std(ddof=1) / np.sqrt(x.size)
-
-
 def _mean_field(config: Config) -> dict:
     """Every theory number the study needs, in a few batched calls (each new shape compiles once).
 
@@ -238,8 +233,8 @@ def summarize(config: Config, results):
     cells = [(point, j, w, arrays) for point, arrays in results for j, w in enumerate(config.sigma_w)]
     for point, j, w, arrays in cells:
         i = config.sigma_b.index(point["sigma_b"])
-        slope, slope_se = _mean_se(arrays["slope"][j])
-        g2, g2_se = _mean_se(arrays["mean_square_gain"][j])
+        slope, slope_se = mean_and_se(arrays["slope"][j])
+        g2, g2_se = mean_and_se(arrays["mean_square_gain"][j])
         values = dict(slope=slope, slope_se=slope_se, rate_ms=0.5 * math.log(g2), rate_ms_se=0.5 * g2_se / g2,
                       compile_seconds=float(arrays["compile_seconds"]), wall_seconds=float(arrays["wall_seconds"]))
         for k, v in values.items():

@@ -10,7 +10,9 @@ $\mathrm{diag}\,φ′(z)$ behave very differently:
 * $\|\mathrm{diag}\,φ′(z)\|_2 = \max_i |φ′(z_i)| = φ′(\min_i|z_i|)$ stays near its maximum
   (1 for tanh, ¼ for sigmoid) until q is of order n²: among n units one is almost
   always unsaturated. Its exact mean follows from the law of $\min_i|z_i|$,
-  $P(\min_i|z_i| > t) = \mathrm{erfc}(t/\sqrt{2q})^n$ (order statistics, David & Nagaraja 2003).
+  $P(\min_i|z_i| > t) = \mathrm{erfc}(t/\sqrt{2q})^n$ (order statistics, David & Nagaraja 2003;
+  `theory.expected_max_derivative`, and `theory.input_norm_average` for the finite-width
+  input norm).
 
 So the seed's bound $\|J_\ell\|_2 \le \|\mathrm{diag}\,φ′\|_2\|W\|_2$ barely sees saturation, while
 the Jacobian itself shrinks: $\|J_\ell\|_2/\|W\|_2$ lies between $\sqrt{E[φ′^2]}$ and $E\max_i φ′(z_i)$,
@@ -37,9 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxgrad
-from jaxgrad import plotting
+from jaxgrad import plotting, theory
 from jaxgrad.activations import ACTIVATIONS, derivative
-from jaxgrad.quadrature import gaussian_expectation
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, quantiles, require_integers
@@ -109,42 +110,10 @@ def layer_statistics(activation: str, width: int, key, sigma_w, sigma_b, q0):
                 log_norm_J=jnp.log(jaxgrad.spectral_norm(J)), log_norm_W=jnp.log(jaxgrad.spectral_norm(params.W)))
 
 
-def expected_mean_square_derivative(activation: str, q) -> np.ndarray:
-    r"""$E[φ′(z)^2]$, $z \sim N(0, q)$, by quadrature."""
-    phi_prime = derivative(ACTIVATIONS[activation].fn)
-    return np.asarray(gaussian_expectation(lambda u: phi_prime(u) ** 2, np.asarray(q, np.float32)), np.float64)
-
-
 def over_input_norm(g, route: str, q: np.ndarray, width: int, nodes: int = 161) -> np.ndarray:
-    r"""$E_s[g(q_s)]$ for each q: given the input, z is $N(0, q_s)$ with $q_s = σ_w^2 q_0 s + σ_b^2$, where
-    $s = \|h\|^2/(n q_0) \sim χ^2_n/n$ is shared by the n units of a sample; so at finite width z
-    is a Gaussian scale mixture, not exactly N(0, q). Trapezoid rule in s; g maps an array
-    of variances to an array of expectations."""
-    sigma_w, sigma_b, q0 = (np.asarray(v, np.float64) for v in route_scales(route, q))
-    half_width = 10.0 * math.sqrt(2.0 / width)
-    s = np.linspace(max(1e-9, 1.0 - half_width), 1.0 + half_width, nodes)
-    k = width / 2.0  # s ~ Gamma(shape n/2, scale 2/n)
-    density = np.exp((k - 1) * np.log(s) - s * k + k * math.log(k) - math.lgamma(k))
-    values = g(sigma_w[:, None] ** 2 * q0[:, None] * s + sigma_b[:, None] ** 2)  # (q, s)
-    return np.trapezoid(values * density, s, axis=-1) / np.trapezoid(density, s)
-
-
-def expected_max_derivative(activation: str, q, width: int, nodes: int = 4001, power: int = 1) -> np.ndarray:
-    r"""$E\max_i φ′(z_i)$ (or $E[(\max_i φ′(z_i))^p]$ for ``power`` p) over n iid
-    $z_i \sim N(0, q)$, for φ′ even and decreasing in |z|.
-
-    $\max_i φ′(z_i) = φ′(\sqrt q\,m)$ where $m = \min_i|z_i|/\sqrt q$ has
-    $P(m > u) = \mathrm{erfc}(u/\sqrt2)^n$, so (order statistics, David & Nagaraja 2003)
-    $$E\max_i φ′(z_i) = \int_0^\infty φ′(\sqrt q\,u)\; n\,\mathrm{erfc}(u/\sqrt2)^{n-1}\sqrt{2/π}\,e^{-u^2/2}\,du,$$
-    by the trapezoid rule on [0, 12], normalised by the rule's integral of the density.
-    """
-    u = np.linspace(0.0, 12.0, nodes)
-    erfc = np.array([math.erfc(x / math.sqrt(2)) for x in u])
-    density = width * erfc ** (width - 1) * math.sqrt(2 / math.pi) * np.exp(-u**2 / 2)
-    q = np.asarray(q, np.float64)
-    phi_prime = derivative(ACTIVATIONS[activation].fn)
-    values = np.asarray(phi_prime(jnp.asarray(np.sqrt(q)[..., None] * u, jnp.float32)), np.float64)
-    return np.trapezoid(values**power * density, u, axis=-1) / np.trapezoid(density, u)
+    """`theory.input_norm_average` of g along a route: z is N(0, q_s) given the input, q_s = σ_w² q₀ s + σ_b²,
+    s = ‖h‖²/(n q₀) ~ χ²_n/n shared by the n units of a sample (a Gaussian scale mixture at finite width)."""
+    return theory.input_norm_average(g, *route_scales(route, q), width, nodes=nodes)
 
 
 def points(config: Config) -> list[dict]:
@@ -179,23 +148,23 @@ def summarize(config: Config, results):
         # Exact at finite width: Gaussian given the input norm, averaged over that norm's χ² law.
         for route in ROUTES:
             data[f"{act}/{route}/predicted_mean_square"] = over_input_norm(
-                lambda v, act=act: expected_mean_square_derivative(act, v), route, q, config.width)
+                lambda v, act=act: theory.expected_mean_square_derivative(act, v), route, q, config.width)
             data[f"{act}/{route}/predicted_max"] = over_input_norm(
-                lambda v, act=act: expected_max_derivative(act, v, config.width), route, q, config.width)
+                lambda v, act=act: theory.expected_max_derivative(act, v, config.width), route, q, config.width)
             # The max is heavy-tailed where q is small (its deficit from φ′(0) goes like min_i z_i², and
             # min_i |z_i| is nearly exponential), so 256 samples underestimate its SE; the comparison
             # uses the larger of that and the SE under the predicted law itself.
-            second = over_input_norm(lambda v, act=act: expected_max_derivative(act, v, config.width, power=2),
+            second = over_input_norm(lambda v, act=act: theory.expected_max_derivative(act, v, config.width, power=2),
                                      route, q, config.width)
             data[f"{act}/{route}/predicted_max_se"] = np.sqrt(
                 np.maximum(second - data[f"{act}/{route}/predicted_max"] ** 2, 0.0) / config.samples)
-        predicted_m2 = expected_mean_square_derivative(act, q)
-        predicted_max = expected_max_derivative(act, q, config.width)
+        predicted_m2 = theory.expected_mean_square_derivative(act, q)
+        predicted_max = theory.expected_max_derivative(act, q, config.width)
         data[f"{act}/predicted_mean_square"] = predicted_m2
         data[f"{act}/predicted_max"] = predicted_max
         data[f"{act}/histograms"] = arrays["sigma_w/phi_prime"]
         fine = np.geomspace(q[0], q[-1], 200)
-        data["q_fine"], data[f"{act}/predicted_mean_square_fine"] = fine, expected_mean_square_derivative(act, fine)
+        data["q_fine"], data[f"{act}/predicted_mean_square_fine"] = fine, theory.expected_mean_square_derivative(act, fine)
         for route in ROUTES:
             mean_sq, mean_sq_se = mean_and_se(arrays[f"{route}/mean_square_phi_prime"], axis=1)
             log_max = arrays[f"{route}/log_max_phi_prime"]

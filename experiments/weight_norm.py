@@ -8,6 +8,7 @@ $\|W\|_2$ decides whether a layer can amplify (seed §4.2). Its law depends on t
   unit vector u. Finite-width fluctuations are Tracy–Widom: with $μ = (\sqrt{n_{out}-1} +
   \sqrt{n_{in}})^2$ and $s = (\sqrt{n_{out}-1} + \sqrt{n_{in}})(1/\sqrt{n_{out}-1} + 1/\sqrt{n_{in}})^{1/3}$,
   $n_{in}\|W\|_2^2/σ_w^2 \approx μ + s\,\mathrm{TW}_1$, $E\,\mathrm{TW}_1 = -1.2065$ (Johnstone 2001).
+  Both are `theory.marchenko_pastur_edge` and `theory.tracy_widom_mean_norm`.
 * Orthogonal $W = σ_w Q$: every singular value is exactly σ_w, at every width.
 
 A tanh layer's Jacobian $J = \mathrm{diag}(φ′(z))W$ then has $\|J\|_2 < \|W\|_2$ (seed §4).
@@ -18,14 +19,13 @@ mostly compilation); ``--scale full``: widths up to 1024, 4096 draws.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 
 import matplotlib.ticker
 import numpy as np
 
 import jaxgrad
-from jaxgrad import plotting
+from jaxgrad import plotting, theory
 from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import engine_seed, mean_and_se, quantiles
@@ -34,7 +34,6 @@ NAME = "weight_norm"
 SECTION = "§4.2"
 TITLE = "‖W‖₂ for Gaussian and orthogonal weights against width, and the per-layer Jacobian norms"
 
-TW1_MEAN = -1.2065  # mean of the Tracy–Widom (β = 1) law (Tracy & Widom 1996)
 SCHEMES = ("gaussian", "orthogonal")
 
 
@@ -67,20 +66,6 @@ class Config:
                    rectangular_out=(32, 64, 128, 512, 1024), samples=4096)
 
 
-def edge(n_out: int, n_in: int, sigma_w: float) -> float:
-    """Marchenko–Pastur edge σ_w(1 + √(n_out/n_in))."""
-    return sigma_w * (1 + math.sqrt(n_out / n_in))
-
-
-def tracy_widom_mean(n_out: int, n_in: int, sigma_w: float) -> tuple[float, float]:
-    """(Johnstone's approximation of E‖W‖₂, the Tracy–Widom scale of ‖W‖₂) for Gaussian W."""
-    a, b = math.sqrt(max(n_out - 1, 1)), math.sqrt(n_in)
-    mu, s = (a + b) ** 2, (a + b) * (1 / a + 1 / b) ** (1 / 3)
-    mean = sigma_w * math.sqrt((mu + s * TW1_MEAN) / n_in)
-    scale = sigma_w * s / (2 * math.sqrt(mu * n_in))  # d‖W‖/dλ · s
-    return mean, scale
-
-
 def points(config: Config) -> list[dict]:
     square = [dict(scheme=s, n_out=n, n_in=n) for s in SCHEMES for n in config.widths]
     rect = [dict(scheme=s, n_out=n, n_in=config.rectangular_in) for s in SCHEMES for n in config.rectangular_out]
@@ -103,7 +88,7 @@ def summarize(config: Config, results):
         s, n_out, n_in = point["scheme"], point["n_out"], point["n_in"]
         norm_W, norm_J = np.exp(arrays["log_norm_W"]), np.exp(arrays["log_norm_J_tanh"])
         mean, se = mean_and_se(norm_W)
-        tw_mean, tw_scale = tracy_widom_mean(n_out, n_in, config.sigma_w)
+        tw_mean, tw_scale = theory.tracy_widom_mean_norm(n_out, n_in, config.sigma_w)
         predicted_mean = config.sigma_w if s == "orthogonal" else tw_mean
         key = f"{s}/{n_out}x{n_in}"
         data[f"{key}/W"] = quantiles(norm_W)
@@ -113,7 +98,7 @@ def summarize(config: Config, results):
         rows.append(dict(scheme=s, n_out=n_out, n_in=n_in, samples=config.samples, sigma_w=config.sigma_w,
                          norm_W_mean=mean, norm_W_se=se, norm_W_q05=data[f"{key}/W"][0],
                          norm_W_q95=data[f"{key}/W"][2],
-                         norm_W_predicted_edge=config.sigma_w if s == "orthogonal" else edge(n_out, n_in, config.sigma_w),
+                         norm_W_predicted_edge=config.sigma_w if s == "orthogonal" else theory.marchenko_pastur_edge(n_out, n_in, config.sigma_w),
                          norm_W_predicted_mean=predicted_mean,
                          norm_J_tanh_median=data[f"{key}/J"][1], fraction_J_below_W=float(np.mean(norm_J <= norm_W))))
     return rows, data
@@ -124,7 +109,7 @@ def comparisons(data, config: Config) -> list[Comparison]:
     for n in config.widths:
         mean, se, predicted, tw_scale, _ = data[f"gaussian/{n}x{n}/stats"]
         out.append(Comparison(
-            f"Gaussian {n}×{n}: E‖W‖₂ against Johnstone's Tracy–Widom mean (edge {edge(n, n, config.sigma_w):g}; "
+            f"Gaussian {n}×{n}: E‖W‖₂ against Johnstone's Tracy–Widom mean (edge {theory.marchenko_pastur_edge(n, n, config.sigma_w):g}; "
             "tolerance 4 SE + ¼ of the Tracy–Widom scale for the approximation)", mean, predicted,
             4 * se + 0.25 * tw_scale))
     worst = max(float(data[f"orthogonal/{n}x{n}/stats"][4]) for n in config.widths)
@@ -146,7 +131,7 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
             q = np.stack([data[f"{s}/{w}x{w}/{part}"] for w in n], axis=1)
             plotting.measured_band(ax, n, q[0], q[2], color=color, center=q[1], label=f"{s}: 5–95 % band, median")
     fine = np.geomspace(n[0], n[-1], 100)
-    plotting.theory_line(axes[0], n, [tracy_widom_mean(w, w, config.sigma_w)[0] for w in n], linestyle="--",
+    plotting.theory_line(axes[0], n, [theory.tracy_widom_mean_norm(w, w, config.sigma_w)[0] for w in n], linestyle="--",
                          color=plotting.PALETTE[0], label="Gaussian: Tracy–Widom mean")
     plotting.theory_line(axes[0], fine, np.full_like(fine, 2 * config.sigma_w), label="MP edge 2$σ_w$")
     plotting.theory_line(axes[0], fine, np.full_like(fine, config.sigma_w), color=plotting.PALETTE[1],

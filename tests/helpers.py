@@ -18,11 +18,6 @@ def assert_within_se(measured, predicted, se, n_se=4.0, what=""):
     )
 
 
-def standard_error(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x.std(ddof=1) / np.sqrt(x.size)
-
-
 # --------------------------------------------------------------------------- subprocesses
 
 CLUSTER_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")

@@ -1,12 +1,10 @@
 """Smoke runs of the §3/§5 studies (phase diagram, dynamical isometry, finite width, Lyapunov) at tiny sizes."""
 import dataclasses
-import math
 
 import numpy as np
 import pytest
 
 from experiments import dynamical_isometry, finite_width, lyapunov, phase_diagram
-from jaxgrad import theory
 from tests.helpers import run_study_at_a_tiny_size
 
 # Each distinct network compiles once (seconds on a CPU), so every tiny config builds two.
@@ -62,32 +60,8 @@ SHAPES = {phase_diagram: _phase_diagram_shapes, dynamical_isometry: _dynamical_i
           finite_width: _finite_width_shapes, lyapunov: _lyapunov_shapes}
 
 
-def test_exact_relu_density_reproduces_the_theory_moments():
-    widths = np.full(9, 8)  # n = 8, L = 8: far from log-normal
-    law = theory.relu_log_gain(8, 8)
-    mean, sd = float(law.mean), math.sqrt(float(law.variance))
-    x = np.linspace(mean - 10 * sd, mean + 7 * sd, 1201)
-    f = finite_width.relu_log_gain_density(widths, x)
-    dx = x[1] - x[0]
-    assert f.sum() * dx == pytest.approx(1.0, abs=1e-5)
-    assert (x * f).sum() * dx == pytest.approx(mean, abs=1e-4)
-    assert ((x - mean) ** 2 * f).sum() * dx == pytest.approx(float(law.variance), rel=1e-4)
-
-
-def test_exact_moments_of_mixed_widths_add_layer_by_layer():
-    mean, var, mean_limit, var_limit = finite_width.exact_moments(np.array([16, 16, 4, 4]))
-    per = {n: theory.relu_log_gain(n, 1) for n in (16, 4)}
-    assert var[-1] == pytest.approx(float(per[16].variance) + 2 * float(per[4].variance), rel=1e-6)
-    # the 16 → 4 layer draws W with variance 2/16 but masks 4 units: ½ ln(4/16) on top of the square law
-    assert mean[-1] == pytest.approx(float(per[16].mean) + 2 * float(per[4].mean) + 0.5 * math.log(4 / 16), rel=1e-6)
-    assert var_limit[-1] == pytest.approx(1.25 * (1 / 16 + 2 / 4))
-
-
-def test_sorting_bias_pushes_the_top_exponent_up_and_sums_to_zero():
-    bias = lyapunov.sorting_bias(16, 8)
-    assert bias[0] == bias.max() > 0 > bias.min()
-    assert abs(bias.sum()) < 1e-10  # sorting permutes each draw: the sum is invariant
-    assert abs(lyapunov.sorting_bias(16, 4096)[0]) < abs(bias[0]) / 5
+# The closed forms these studies use (the He-ReLU law, the sorting bias) are tested in
+# tests/test_theory_laws.py.
 
 
 @pytest.mark.parametrize("module,field,value", [
@@ -102,7 +76,7 @@ def test_bad_config_values_are_value_errors_naming_the_field(module, field, valu
 # What each study's points are: its grid, counted from the config (a `points` that drops or
 # repeats a point fails this, which a `>=` between presets would not catch).
 EXPECTED_POINTS = {
-    phase_diagram: lambda c: len(c.sigma_w) * len(c.sigma_b),
+    phase_diagram: lambda c: len(c.sigma_b),  # one point per σ_b row: its σ_w values are one jaxgrad.sweep
     dynamical_isometry: lambda c: len(c.activations) * len(dynamical_isometry.WEIGHTS),
     finite_width: lambda c: len(c.widths) + (1 if c.mixed_widths else 0),
     lyapunov: lambda c: len(c.linear_widths) + len(c.tanh_sigma_w),

@@ -42,6 +42,7 @@ from scipy import stats
 
 import jaxgrad
 from jaxgrad import theory
+from jaxgrad.stats import log_mean_exp, mean_and_se, variance_and_se  # E[g²] by log_mean_exp: gains are log-normal
 
 N_SE = 4.0
 
@@ -55,30 +56,6 @@ def check(what, measured, se, predicted, allowance=0.0):
     assert abs(diff) <= tolerance, f"{what}: |{diff:.4g}| > {tolerance:.4g}"
 
 
-def mean_se(x):
-    x = np.asarray(x, np.float64)
-    return x.mean(), x.std(ddof=1) / math.sqrt(x.size)
-
-
-def var_se(x):
-    """Sample variance and its standard error $\\sqrt{(m_4 - s^4)/N}$."""
-    x = np.asarray(x, np.float64)
-    c = x - x.mean()
-    s2 = c.var(ddof=1)
-    return s2, math.sqrt(max(np.mean(c**4) - s2**2, 0.0) / x.size)
-
-
-def log_mean_exp_se(x):
-    """ln E[e^x] by log-sum-exp, and its delta-method SE $\\mathrm{sd}(e^{x-m})/(\\sqrt N\\,\\overline{e^{x-m}})$.
-
-    Gains are heavy-tailed (log-normal), so E[g²] is estimated in the log domain, never as
-    a mean of overflowing squares.
-    """
-    x = np.asarray(x, np.float64)
-    w = np.exp(x - x.max())
-    return x.max() + math.log(w.mean()), w.std(ddof=1) / (math.sqrt(x.size) * w.mean())
-
-
 # --------------------------------------------------------------------------- exact laws
 
 
@@ -89,8 +66,8 @@ def test_gaussian_linear_product_log_gain():
     for ell in (8, 32):
         exact = theory.gaussian_log_gain(n, ell, sigma_w)
         for name, gain in (("forward", res.log_forward_gain), ("backward", res.log_backward_gain)):
-            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} E ln‖·‖ {name}", *mean_se(gain[:, ell - 1]), exact.mean)
-            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *var_se(gain[:, ell - 1]), exact.variance)
+            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} E ln‖·‖ {name}", *mean_and_se(gain[:, ell - 1]), exact.mean)
+            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *variance_and_se(gain[:, ell - 1]), exact.variance)
 
 
 def test_gaussian_lyapunov_spectrum_by_qr():
@@ -102,7 +79,7 @@ def test_gaussian_lyapunov_spectrum_by_qr():
                                           samples=256, seed=1)
     predicted = np.asarray(theory.gaussian_lyapunov_spectrum(n, sigma_w))
     for i in range(n):
-        check(f"linear n={n} L={L} Lyapunov λ_{i + 1}", *mean_se(exponents[:, i]), predicted[i])
+        check(f"linear n={n} L={L} Lyapunov λ_{i + 1}", *mean_and_se(exponents[:, i]), predicted[i])
 
 
 @pytest.mark.parametrize("n,L,samples", [(4, 10, 1024), (16, 24, 4096), (128, 8, 1024)])
@@ -118,11 +95,11 @@ def test_he_relu_log_gain_at_finite_width(n, L, samples):
         print(f"He-ReLU n={n} L={L} zero gains: {zero.sum()} of {samples}, expected {p0 * samples:.2f}")
         assert zero.sum() <= stats.poisson(p0 * samples).ppf(1 - 1e-5)
     exact = theory.relu_log_gain(n, L)  # conditional on a non-zero gain
-    check(f"He-ReLU n={n} L={L} E ln‖Ju‖ | gain > 0", *mean_se(gain[~zero]), exact.mean)
-    check(f"He-ReLU n={n} L={L} Var ln‖Ju‖ | gain > 0", *var_se(gain[~zero]), exact.variance)
+    check(f"He-ReLU n={n} L={L} E ln‖Ju‖ | gain > 0", *mean_and_se(gain[~zero]), exact.mean)
+    check(f"He-ReLU n={n} L={L} Var ln‖Ju‖ | gain > 0", *variance_and_se(gain[~zero]), exact.variance)
     if n == 128:  # the log-normal limit differs from the exact law by O(L/n²): within the noise here
         limit = theory.relu_log_gain(n, L, limit=True)
-        check(f"He-ReLU n={n} L={L} E ln‖Ju‖, log-normal limit", *mean_se(gain), limit.mean)
+        check(f"He-ReLU n={n} L={L} E ln‖Ju‖, log-normal limit", *mean_and_se(gain), limit.mean)
 
 
 def test_orthogonal_linear_is_an_exact_isometry():
@@ -149,15 +126,15 @@ def test_fuss_catalan_moments_of_gaussian_products():
                            method="svd", spectrum_at=(1, 2, 4))
     for ell in (1, 2, 4):
         m1, m2, m3 = spectral_moments(res.log_singular_values[ell])
-        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_se(m1), theory.product_moments_gaussian(ell, 1, width=n))
+        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_and_se(m1), theory.product_moments_gaussian(ell, 1, width=n))
         exact = theory.product_moments_gaussian(ell, 2, width=n)
-        check(f"linear n={n} ℓ={ell} m₂, exact at finite width", *mean_se(m2), exact)
+        check(f"linear n={n} ℓ={ell} m₂, exact at finite width", *mean_and_se(m2), exact)
         # The Fuss–Catalan limit, with its finite-width bias added explicitly (known exactly for k = 2).
         fc2 = theory.product_moments_gaussian(ell, 2)
-        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_se(m2)[0] - (exact - fc2), mean_se(m2)[1], fc2)
+        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_and_se(m2)[0] - (exact - fc2), mean_and_se(m2)[1], fc2)
     # k = 3 at finite width is not in closed form here: the bias must be visible and shrink
     # like 1/n; at n = 32 it is (m₃ − FC)/FC = 0.15 ± 0.02 for ℓ = 4 (FC = 35).
-    m3_mean, m3_se = mean_se(spectral_moments(res.log_singular_values[4])[2])
+    m3_mean, m3_se = mean_and_se(spectral_moments(res.log_singular_values[4])[2])
     assert 35 < m3_mean < 35 * (1 + 4 * 4 / n) + N_SE * m3_se
 
 
@@ -183,15 +160,15 @@ def test_tanh_gain_and_signal_follow_mean_field(phase):
     tag = f"tanh {phase} (σ_w={sigma_w:.3f}, σ_b={SIGMA_B}) n={n}"
     for ell in (8, 16):
         # χ₁ is the per-layer factor of the mean square gain: compare ln E‖J u‖², not E ln.
-        check(f"{tag} ℓ={ell} ln E‖Ju‖²", *log_mean_exp_se(2 * res.log_forward_gain[:, ell - 1]),
+        check(f"{tag} ℓ={ell} ln E‖Ju‖²", *log_mean_exp(2 * res.log_forward_gain[:, ell - 1]),
               ell * math.log(chi), kappa * ell / n)
         typical = theory.mean_field_log_gain("tanh", sigma_w, SIGMA_B, n, ell)
-        check(f"{tag} ℓ={ell} E ln‖Ju‖²", *mean_se(2 * res.log_forward_gain[:, ell - 1]), 2 * typical.mean,
+        check(f"{tag} ℓ={ell} E ln‖Ju‖²", *mean_and_se(2 * res.log_forward_gain[:, ell - 1]), 2 * typical.mean,
               2 * kappa * ell / n)
         signal = np.exp(2 * res.log_signal_norm[:, ell - 1].astype(np.float64)) / n
-        check(f"{tag} ℓ={ell} ‖h‖²/n vs E φ(√q* z)²", *mean_se(signal), q0, 1.0 * q0 / n)
+        check(f"{tag} ℓ={ell} ‖h‖²/n vs E φ(√q* z)²", *mean_and_se(signal), q0, 1.0 * q0 / n)
     # Backward: e_L is a fresh random unit vector, so ℓ = L is the clean comparison.
-    check(f"{tag} ℓ={L} ln E‖J₁ᵀ⋯J_Lᵀ e‖²", *log_mean_exp_se(2 * res.log_backward_gain[:, L - 1]),
+    check(f"{tag} ℓ={L} ln E‖J₁ᵀ⋯J_Lᵀ e‖²", *log_mean_exp(2 * res.log_backward_gain[:, L - 1]),
           L * math.log(chi), kappa * L / n)
 
 
@@ -204,7 +181,7 @@ def test_tanh_at_one_zero_decays_algebraically_not_as_chi1_says():
     res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=1.0, sigma_b=0.0),
                            samples=2048, seed=2, q0=1.0, method="vector")
     prop = theory.signal_propagation("tanh", 1.0, 0.0, 1.0, L)
-    measured, se = log_mean_exp_se(2 * res.log_forward_gain[:, L - 1])
+    measured, se = log_mean_exp(2 * res.log_forward_gain[:, L - 1])
     tolerance = N_SE * se + kappa * L / n
     check(f"tanh (1, 0) n={n} ℓ={L} ln E‖Ju‖², transient", measured, se, prop.log_mean_squared_gain[L - 1],
           kappa * L / n)
@@ -215,7 +192,7 @@ def test_tanh_at_one_zero_decays_algebraically_not_as_chi1_says():
     signal = np.exp(2 * res.log_signal_norm[:, L - 1].astype(np.float64)) / n
     # E‖h^(L)‖²/n = E φ(√q^(L) z)² = (q^(L+1) − σ_b²)/σ_w²: the next step of the length map
     q_next = float(theory.signal_propagation("tanh", 1.0, 0.0, 1.0, L + 1).q[L])
-    check(f"tanh (1, 0) n={n} ℓ={L} ‖h‖²/n, transient", *mean_se(signal), q_next, kappa * L / n * q_next)
+    check(f"tanh (1, 0) n={n} ℓ={L} ‖h‖²/n, transient", *mean_and_se(signal), q_next, kappa * L / n * q_next)
 
 
 # --------------------------------------------------------------------------- dynamical isometry
@@ -243,7 +220,7 @@ def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, 
     predicted = float(theory.jacobian_spectrum_variance(activation, weights, sigma_w, sigma_b, L))
     tag = f"{activation} {weights} (σ_w={sigma_w:.3f}, σ_b={sigma_b}) n={n} L={L}"
     exact = activation == "linear"
-    check(f"{tag} E λ(JJᵀ)", *mean_se(m1), mean, 0.0 if exact else 0.5 * L / n * mean)
+    check(f"{tag} E λ(JJᵀ)", *mean_and_se(m1), mean, 0.0 if exact else 0.5 * L / n * mean)
     if exact:  # the finite-width variance is known: m₂(n) − 1
         check(f"{tag} Var λ(JJᵀ), exact at width n", variance, variance_se,
               float(theory.product_moments_gaussian(L, 2, width=n)) - 1)
@@ -269,24 +246,24 @@ def test_gelu_with_two_stable_fixed_points_follows_the_start():
 
     low = jaxgrad.simulate(net, samples=256, seed=1, q0=0.01, method="vector")
     typical = theory.mean_field_log_gain("gelu", sw, sb, n, L, q0=0.01)
-    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} E ln‖Ju‖", *mean_se(low.log_forward_gain[:, -1]), typical.mean,
+    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} E ln‖Ju‖", *mean_and_se(low.log_forward_gain[:, -1]), typical.mean,
           kappa * L / n)  # = κ_{E ln‖Ju‖²}/2 · ℓ/n with the table's κ = 1
     signal = np.exp(2 * low.log_signal_norm[:, -1].astype(np.float64)) / n
-    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} ‖h‖²/n vs (q*−σ_b²)/σ_w²", *mean_se(signal),
+    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} ‖h‖²/n vs (q*−σ_b²)/σ_w²", *mean_and_se(signal),
           (small - sb**2) / sw**2, 1.0 / n * (small - sb**2) / sw**2)
 
     high = jaxgrad.simulate(net, samples=256, seed=1, q0=1.0, method="vector")
     prop = theory.signal_propagation("gelu", sw, sb, 1.0, L + 1)
     assert np.all(np.diff(np.asarray(prop.q)) > 0) and float(prop.q[0]) > unstable  # the transient runs away
-    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ln E‖Ju‖², transient", *log_mean_exp_se(2 * high.log_forward_gain[:, -1]),
+    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ln E‖Ju‖², transient", *log_mean_exp(2 * high.log_forward_gain[:, -1]),
           prop.log_mean_squared_gain[L - 1], kappa * L / n)
     q_next = float(prop.q[L])
     signal = np.exp(2 * high.log_signal_norm[:, -1].astype(np.float64)) / n
-    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ‖h‖²/n, transient", *mean_se(signal), (q_next - sb**2) / sw**2,
+    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ‖h‖²/n, transient", *mean_and_se(signal), (q_next - sb**2) / sw**2,
           kappa * L / n * (q_next - sb**2) / sw**2)
     # At n = 64 the finite-width fluctuations of ‖h‖²/n carry part of the ensemble back below
     # the unstable point (E ln‖Ju‖ is bimodal); the small-basin theory no longer describes it.
-    mean, se = mean_se(high.log_forward_gain[:, -1])
+    mean, se = mean_and_se(high.log_forward_gain[:, -1])
     fallen = float(np.mean(sw**2 * signal + sb**2 < unstable))  # q̂⁽ᴸ⁺¹⁾ below the unstable point
     print(f"{'gelu (1.5, 0.1) q0=1 E ln‖Ju‖ (bimodal, not predicted)':<58} {mean:+.4f} ± {se:.4f}   "
           f"fraction below the unstable point {fallen:.2f}")

@@ -15,13 +15,22 @@ depth scale `xi_c` (also ``depth_scales(...).xi_c``), and `correlation_transient
 
 Random matrices (`jaxgrad.theory.random_matrix`): exact laws of $\ln\|J_L\cdots J_1 u\|$
 for Gaussian linear (`gaussian_log_gain`, `gaussian_lyapunov_spectrum`) and He-ReLU
-networks (`relu_log_gain`), and the Fuss–Catalan moments `product_moments_gaussian`.
+networks (`relu_log_gain`; every depth of a mixed-width network `relu_log_gain_moments`,
+the exact density `relu_log_gain_density` by Fourier inversion of
+`relu_layer_characteristic_function`), the Fuss–Catalan moments `product_moments_gaussian`,
+the spectral norm of one Gaussian matrix (`marchenko_pastur_edge`, `tracy_widom_mean_norm`)
+and the order-statistics bias of sorted Lyapunov exponents `lyapunov_sorting_bias`.
+
+Extremes (`jaxgrad.theory.extremes`): the bound's factor $E\max_i φ′(z_i)$ at width n
+(`expected_max_derivative`), the mean-field $E[φ′(z)^2]$ (`expected_mean_square_derivative`)
+and the average over a finite-width input norm's χ² law (`input_norm_average`).
 
 Dynamical isometry (`jaxgrad.theory.isometry`): `jacobian_spectrum_variance`, the
 spread of the singular values of $J$ at large width, Gaussian vs orthogonal weights.
 
 The library never imports the engine; tests put each prediction beside
-`jaxgrad.simulate` (tests/test_theory_mc.py).
+`jaxgrad.simulate` (tests/test_theory_mc.py) or beside an independent NumPy/SciPy
+computation (tests/test_theory_laws.py).
 """
 from jaxgrad.theory.moments import GaussianMoments, gaussian_moments
 from jaxgrad.theory.mean_field import (
@@ -42,7 +51,16 @@ from jaxgrad.theory.random_matrix import (
     gaussian_log_gain,
     gaussian_lyapunov_spectrum,
     product_moments_gaussian,
+    ReluLogGainMoments,
+    TW1_MEAN,
+    lyapunov_sorting_bias,
+    marchenko_pastur_edge,
+    relu_layer_characteristic_function,
     relu_log_gain,
+    relu_log_gain_density,
+    relu_log_gain_moments,
     relu_zero_gain_probability,
+    tracy_widom_mean_norm,
 )
+from jaxgrad.theory.extremes import expected_max_derivative, expected_mean_square_derivative, input_norm_average
 from jaxgrad.theory.isometry import jacobian_spectrum_variance
