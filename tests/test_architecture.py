@@ -91,7 +91,7 @@ def test_theory_never_imports_the_engine():
 
 PUBLIC = ["jaxgrad"] + sorted(
     _module_name(p) for p in list(LIBRARY.glob("*.py")) + list((LIBRARY / "theory").glob("*.py"))
-    if not p.name.startswith("_") and _module_name(p) != "jaxgrad.testing")  # testing: optional extra, own test
+    if not p.name.startswith("_") and _module_name(p) != "jaxgrad.testing") + ["jaxgrad.theory"]
 
 
 @pytest.mark.parametrize("module", PUBLIC)

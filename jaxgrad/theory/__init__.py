@@ -39,13 +39,12 @@ from jaxgrad.theory.mean_field import (
     Propagation,
     chi1,
     critical_sigma_w,
-    depth_scales,
     fixed_points,
     mean_field_log_gain,
     q_star,
     signal_propagation,
 )
-from jaxgrad.theory.correlation import c_star, chi_c, correlation_map, correlation_transient, xi_c
+from jaxgrad.theory.correlation import c_star, chi_c, correlation_map, correlation_transient, depth_scales, xi_c
 from jaxgrad.theory.random_matrix import (
     LogGain,
     gaussian_log_gain,
@@ -64,3 +63,13 @@ from jaxgrad.theory.random_matrix import (
 )
 from jaxgrad.theory.extremes import expected_max_derivative, expected_mean_square_derivative, input_norm_average
 from jaxgrad.theory.isometry import jacobian_spectrum_variance
+
+__all__ = [
+    "DepthScales", "FixedPoint", "GaussianMoments", "LogGain", "Propagation", "ReluLogGainMoments", "TW1_MEAN",
+    "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
+    "expected_max_derivative", "expected_mean_square_derivative", "fixed_points", "gaussian_log_gain",
+    "gaussian_lyapunov_spectrum", "gaussian_moments", "input_norm_average", "jacobian_spectrum_variance",
+    "lyapunov_sorting_bias", "marchenko_pastur_edge", "mean_field_log_gain", "product_moments_gaussian", "q_star",
+    "relu_layer_characteristic_function", "relu_log_gain", "relu_log_gain_density", "relu_log_gain_moments",
+    "relu_zero_gain_probability", "signal_propagation", "tracy_widom_mean_norm", "xi_c",
+]

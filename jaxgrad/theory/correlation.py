@@ -48,7 +48,8 @@ import numpy as np
 from jaxgrad.activations import Activation, derivative
 from jaxgrad.quadrature import graded_legendre
 from jaxgrad.theory._checks import check_positive_integer
-from jaxgrad.theory.mean_field import _clip_q, _depth, _float, _q_star, _resolve, bisect, check_moments, implicit_root
+from jaxgrad.theory.mean_field import (DepthScales, _clip_q, _depth, _depth_scales, _float, _q_star, _resolve, bisect,
+                                        check_moments, implicit_root)
 from jaxgrad.theory.moments import gaussian_moments
 
 __all__ = ["c_star", "chi_c", "correlation_map", "correlation_transient", "xi_c"]
@@ -210,3 +211,22 @@ def correlation_transient(activation, sigma_w, sigma_b, c1, depth: int) -> Array
     act = _checked(activation, sigma_w, sigma_b)
     depth = check_positive_integer("depth", depth, static=True)
     return _transient(act, sigma_w, sigma_b, c1, depth)
+
+
+def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
+    r"""$ξ_q = -1/\ln χ_q$, $ξ_∇ = -1/\ln χ_1$ and $ξ_c = -1/\ln χ_c$ (Schoenholz et al. 2017, eqs. 6, 13 and 15).
+
+    $χ_q = V′(q^*) = σ_w^2\,\partial_q E[φ(\sqrt q z)^2]|_{q^*} = σ_w^2 E[φ′^2 + φφ″]$, the
+    linearisation of the length map at the fixed point reached from input variance `q0`
+    (by autodiff in q), and $χ_1$ as in `chi1`. For ReLU both are σ_w²/2. At tanh, σ_b = 0, σ_w = 1 both are 1
+    (ξ = inf): the approach to q* = 0 is algebraic, not exponential.
+
+    $ξ_c$ is `jaxgrad.theory.xi_c`: the slope $χ_c$ of the correlation map at its stable
+    fixed point $c^*$, with the signals at the fixed point $q^*$ reached from q = 1 (not
+    from `q0`); in the ordered phase $c^* = 1$ and $ξ_c = ξ_∇$.
+
+    Returns:
+      `DepthScales(q, gradient, xi_c)`.
+    """
+    act = _resolve(activation, sigma_w, sigma_b, q0)
+    return DepthScales(*_depth_scales(act, sigma_w, sigma_b, q0)[:2], xi_c_of(act, sigma_w, sigma_b))

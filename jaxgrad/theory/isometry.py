@@ -33,6 +33,8 @@ from jaxgrad.theory._checks import check_positive_integer
 from jaxgrad.theory.mean_field import _clip_q, _float, _q_star, _resolve
 from jaxgrad.theory.moments import gaussian_moments
 
+__all__ = ["SCHEME_SCALE", "jacobian_spectrum_variance"]
+
 Array = jax.Array
 # Square layers: the factor turning each scheme's gain σ_w into the entries' σ_w·√n.
 SCHEME_SCALE = {"gaussian": 1.0, "lecun": 1.0, "glorot": 1.0, "he": math.sqrt(2.0), "orthogonal": 1.0}

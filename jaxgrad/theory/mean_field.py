@@ -45,6 +45,10 @@ from jaxgrad.theory._checks import check_nonnegative, check_positive, check_posi
 from jaxgrad.theory.moments import gaussian_moments
 from jaxgrad.theory.random_matrix import LogGain
 
+__all__ = ["BISECTIONS", "DepthScales", "FIXED_POINT_GRID", "FixedPoint", "JUMP", "Propagation",
+           "SCAN_POINTS", "bisect", "check_moments", "chi1", "critical_sigma_w", "fixed_points",
+           "implicit_root", "mean_field_log_gain", "q_star", "signal_propagation"]
+
 Array = jax.Array
 Q_MIN, Q_MAX = 1e-20, 1e20  # the solvers' range of q; q* outside it is reported as 0 or inf
 BISECTIONS = 64  # halves a bracket of width 92 (in ln q) below float64 resolution
@@ -391,27 +395,6 @@ def _depth_scales(act: Activation, sigma_w, sigma_b, q0):
     chi_q = sigma_w**2 * slope_of_length_map
     chi_1 = sigma_w**2 * m.slope2(q)
     return _depth(chi_q), _depth(chi_1)
-
-
-def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
-    r"""$ξ_q = -1/\ln χ_q$, $ξ_∇ = -1/\ln χ_1$ and $ξ_c = -1/\ln χ_c$ (Schoenholz et al. 2017, eqs. 6, 13 and 15).
-
-    $χ_q = V′(q^*) = σ_w^2\,\partial_q E[φ(\sqrt q z)^2]|_{q^*} = σ_w^2 E[φ′^2 + φφ″]$, the
-    linearisation of the length map at the fixed point reached from input variance `q0`
-    (by autodiff in q), and $χ_1$ as in `chi1`. For ReLU both are σ_w²/2. At tanh, σ_b = 0, σ_w = 1 both are 1
-    (ξ = inf): the approach to q* = 0 is algebraic, not exponential.
-
-    $ξ_c$ is `jaxgrad.theory.xi_c`: the slope $χ_c$ of the correlation map at its stable
-    fixed point $c^*$, with the signals at the fixed point $q^*$ reached from q = 1 (not
-    from `q0`); in the ordered phase $c^* = 1$ and $ξ_c = ξ_∇$.
-
-    Returns:
-      `DepthScales(q, gradient, xi_c)`.
-    """
-    from jaxgrad.theory.correlation import xi_c_of  # (correlation builds on this module)
-
-    act = _resolve(activation, sigma_w, sigma_b, q0)
-    return DepthScales(*_depth_scales(act, sigma_w, sigma_b, q0)[:2], xi_c_of(act, sigma_w, sigma_b))
 
 
 class Propagation(NamedTuple):

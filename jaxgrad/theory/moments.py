@@ -20,6 +20,8 @@ from jax.scipy.special import erf, erfc
 from jaxgrad.activations import ACTIVATIONS, Activation, derivative, get_activation
 from jaxgrad.quadrature import gaussian_expectation
 
+__all__ = ["CLOSED_FORMS", "ERF", "GaussianMoments", "HARD_TANH", "gaussian_moments"]
+
 Array = jax.Array
 
 

@@ -45,6 +45,12 @@ from jax.scipy.special import digamma, gammaln, polygamma
 
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 
+__all__ = ["LogGain", "ReluLogGainMoments", "TW1_MEAN", "gaussian_log_gain",
+           "gaussian_lyapunov_spectrum", "lyapunov_sorting_bias", "marchenko_pastur_edge",
+           "product_moments_gaussian", "relu_layer_characteristic_function", "relu_log_gain",
+           "relu_log_gain_density", "relu_log_gain_moments", "relu_zero_gain_probability",
+           "tracy_widom_mean_norm"]
+
 Array = jax.Array
 
 
