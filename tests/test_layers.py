@@ -118,3 +118,29 @@ def test_wrong_input_shape_is_a_clear_error():
 def test_bad_key_is_a_clear_error():
     with pytest.raises(ValueError, match="PRNG key"):
         jaxgrad.mlp(width=3, depth=1).init(jnp.zeros(3))
+
+
+def test_numpy_integers_are_accepted_as_sizes_and_bools_are_not():
+    """Issue 20 item 6: np.int64(8) was refused for width/depth but accepted for samples."""
+    import numpy as np
+
+    net = jaxgrad.mlp(width=np.int64(4), depth=np.int32(3))
+    assert net.widths == (4, 4, 4, 4) and all(isinstance(n, int) for n in net.widths)
+    assert jaxgrad.mlp(widths=[np.int64(3), 5, np.int16(2)]).widths == (3, 5, 2)
+    res = jaxgrad.simulate(net, samples=np.int64(3), seed=np.uint32(1), chunk_size=np.int64(2))
+    assert res.log_spectral_norm.shape == (3, 3)
+    for bad in (True, np.bool_(True), 2.0):
+        with pytest.raises(ValueError, match="width"):
+            jaxgrad.mlp(width=bad, depth=2)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "complex64", "bool", "float16"])
+def test_non_float_parameter_dtypes_are_refused(dtype):
+    with pytest.raises(ValueError, match=rf"`dtype` must be None, 'float32' or 'float64', got dtype='{dtype}'"):
+        jaxgrad.mlp(width=4, depth=2, dtype=dtype)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), "half"])
+def test_non_finite_residual_scales_are_refused(alpha):
+    with pytest.raises(ValueError, match="alpha.*finite"):
+        jaxgrad.mlp(width=4, depth=2, residual_alpha=alpha)
