@@ -64,6 +64,18 @@ class Hyper(NamedTuple):
     build: Callable[[Mapping[str, Array]], tuple]
     rebuild: Callable[..., "Layer"]
 
+    def _key(self):
+        return (self.structure, tuple(sorted(self.values.items())), tuple(sorted(self.coefficients.items())))
+
+    def __hash__(self):  # layers and networks stay hashable (users cache on them), by structure and values
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, Hyper) and self._key() == other._key()
+
+    def __ne__(self, other):
+        return not self == other
+
 
 class Layer(NamedTuple):
     r"""A layer: pure `init` and `apply`, plus what the engine may exploit.

@@ -281,3 +281,9 @@ def test_non_finite_results_are_counted_and_warned_about():
     with pytest.warns(jaxgrad.NonFiniteWarning, match="log_signal_norm: 3"):
         res = jaxgrad.simulate(net, 3, seed=0, method="vector")
     assert res.nonfinite["log_signal_norm"] == 3 and np.isfinite(res.log_forward_gain).all()
+
+
+def test_networks_stay_hashable_for_users_who_cache_on_them():
+    a, b = jaxgrad.mlp(width=4, depth=3, sigma_w=1.5), jaxgrad.mlp(width=4, depth=3, sigma_w=1.5)
+    assert isinstance(hash(a), int) and a.layers[0].hyper == b.layers[0].hyper
+    assert a.layers[0].hyper != jaxgrad.mlp(width=4, depth=3, sigma_w=2.0).layers[0].hyper
