@@ -230,7 +230,8 @@ def from_flax(make: Callable[[Any], Any], *, shape: Sequence[int] | int | None =
 
     def floating(path, variable):
         del path
-        return _is_float(variable.get_value() if hasattr(variable, "get_value") else variable)
+        value = variable.get_value() if hasattr(variable, "get_value") else getattr(variable, "value", variable)
+        return _is_float(value)
 
     abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
     if not isinstance(abstract, nnx.Module):
