@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxgrad.layers import Hyper, Layer, Network, float_dtype, serial
 
-__all__ = ["from_equinox", "from_flax", "serial_from_equinox", "serial_from_flax"]
+__all__ = ["from_equinox", "from_flax", "from_functions", "serial_from_equinox", "serial_from_flax"]
 
 _SHAPE_ATTRIBUTES = ("in_features", "in_size", "num_features")
 
@@ -144,7 +144,10 @@ def _flat(call, shape: tuple[int, ...]):
 
 
 def _layer(kind, make, shape, init, apply, name, homogeneous) -> Layer:
-    """A `Layer` whose structure is (kind, make, shape): adapters of one constructor share a scan segment."""
+    """A `Layer` whose structure is (kind, make, shape): adapters of one constructor share a scan segment.
+
+    `make` is what identifies the block (the constructor; for `from_functions`, the pair).
+    """
     n = math.prod(shape)
     structure = (kind, make, shape)
     hyper = Hyper(values={}, coefficients={}, structure=structure, build=lambda c: (init, apply, None),
@@ -252,6 +255,37 @@ def from_flax(make: Callable[[Any], Any], *, shape: Sequence[int] | int | None =
     _validate(apply, params, shape, where, inferred)
     return _layer("flax", make, shape, init, apply,
                   name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous))
+
+
+def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.Array], jax.Array], *,
+                   shape: Sequence[int] | int, name: str | None = None, homogeneous: bool = False) -> Layer:
+    r"""Any pair of pure functions on a state of any `shape`: $h \mapsto \mathrm{vec}(f_θ(\mathrm{reshape}(h, \text{shape})))$.
+
+    For a vector state, ``jaxgrad.Layer(init, apply, n, n)`` is the same thing; this is for
+    states such as (tokens, features), and checks the pair when built, as the other adapters do.
+
+    Arguments:
+      init: ``key -> params`` (a pytree of floating arrays).
+      apply: ``(params, x) -> x`` with x of shape `shape`.
+      shape, name, homogeneous: as in `from_equinox` (`shape` is required).
+    """
+    where = f"from_functions({_label(apply)})"
+    if not callable(init) or not callable(apply):
+        raise TypeError(f"{where}: `init` and `apply` must be functions, got {type(init).__name__}, "
+                        f"{type(apply).__name__}")
+    _check_make(init, where, "key", "`init(key) -> params`")
+    shape = _check_shape(shape, where)
+    params = jax.eval_shape(init, jax.random.key(0))
+    if any(not _is_float(x) for x in jax.tree.leaves(params)):
+        raise ValueError(f"{where}: `init(key)` must return floating arrays only, got "
+                         f"{sorted({str(x.dtype) for x in jax.tree.leaves(params)})}")
+
+    def flat_apply(params, h):
+        return _flat(lambda x: apply(params, x), shape)(h)
+
+    _validate(flat_apply, params, shape, where, inferred=False)
+    return _layer("functions", (init, apply), shape, init, flat_apply,
+                  name or f"{_label(apply)}(shape={shape})", bool(homogeneous))
 
 
 def serial_from_equinox(makes: Sequence[Callable], *, shape=None, tied: bool = False) -> Network:

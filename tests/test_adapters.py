@@ -9,7 +9,7 @@ import pytest
 
 import jaxgrad
 from jaxgrad import ensemble
-from jaxgrad.adapters import from_equinox, from_flax, serial_from_equinox
+from jaxgrad.adapters import from_equinox, from_flax, from_functions, serial_from_equinox
 from jaxgrad.layers import structure_of
 
 eqx = pytest.importorskip("equinox")
@@ -132,11 +132,11 @@ def test_flax_tanh_block_jacobian_and_simulate_match_the_plain_function():
                                rtol=1e-6, atol=1e-7)
 
     net = jaxgrad.serial(*[layer] * 5)
-    drawn = jaxgrad.draw_params(net, 8, seed=0)
+    given = jax.vmap(net.init)(jax.random.split(jax.random.key(7), 8))
     pair = jaxgrad.Layer(lambda key: (jnp.zeros((WIDTH, WIDTH)), jnp.zeros(WIDTH)),
                          lambda p, h: jnp.tanh(h @ p[0] + p[1]), WIDTH, WIDTH)
-    as_pair = tuple(_flax_linear_values(p) for p in drawn)
-    assert_same_results(jaxgrad.simulate(net, 8, seed=0),
+    as_pair = tuple(_flax_linear_values(p) for p in given)
+    assert_same_results(jaxgrad.simulate(net, 8, seed=0, params=given),
                         jaxgrad.simulate(jaxgrad.serial(*[pair] * 5), 8, seed=0, params=as_pair))
 
 
@@ -163,6 +163,21 @@ def test_flax_self_attention_over_tokens_is_a_flattened_block():
     np.testing.assert_allclose(J, by_hand, rtol=1e-5, atol=1e-5)
     result = jaxgrad.simulate(jaxgrad.serial(*[layer] * 3), 2, seed=0)
     assert result.log_spectral_norm.shape == (2, 3) and np.isfinite(result.log_spectral_norm).all()
+
+
+def test_a_plain_pair_on_a_matrix_state_flattens_row_major():
+    """X ↦ A X on (tokens, features) has the flattened Jacobian A ⊗ I, so ‖J‖₂ = ‖A‖₂."""
+    tokens, features = 6, 4
+    mix = from_functions(lambda key: jax.random.normal(key, (tokens, tokens)) / np.sqrt(tokens),
+                         lambda A, X: A @ X, shape=(tokens, features))
+    assert (mix.n_in, mix.n_out) == (24, 24)
+    A = mix.init(jax.random.key(0))
+    J = jax.jacrev(mix.apply, argnums=1)(A, jnp.ones(24))
+    np.testing.assert_allclose(J, np.kron(A, np.eye(features)), rtol=1e-6, atol=1e-7)
+    result = jaxgrad.simulate(jaxgrad.serial(mix), 3, seed=0, method="svd")
+    drawn = jaxgrad.draw_params(jaxgrad.serial(mix), 3, seed=0)[0]
+    np.testing.assert_allclose(result.log_spectral_norm[:, 0], np.log(np.linalg.norm(drawn, ord=2, axis=(1, 2))),
+                               rtol=1e-5)
 
 
 def test_float64_runs_draw_float64_parameters():
@@ -219,6 +234,8 @@ class Shapeless(eqx.Module):
     (lambda: from_equinox("TanhBlock"), TypeError, "must be a constructor"),
     (lambda: from_flax(lambda: FlaxTanh(nnx.Rngs(0))), TypeError, "the rngs"),
     (lambda: from_flax(FlaxSelfAttention), ValueError, "cannot infer|state shape"),
+    (lambda: from_functions(lambda key: jnp.arange(3), lambda p, x: x, shape=(3,)), ValueError, "floating"),
+    (lambda: from_functions(lambda key: jnp.ones(3), lambda p, x: x[:2], shape=(3,)), ValueError, "same shape"),
 ])
 def test_bad_blocks_are_refused_when_built_with_the_fix(build, error, message):
     with pytest.raises(error, match=message) as info:
