@@ -87,7 +87,6 @@ def test_equinox_tanh_block_equals_jaxgrad_dense_on_the_same_weights():
     as_dense = tuple(jaxgrad.DenseParams(p.linear.weight, p.linear.bias) for p in drawn)
     ours = jaxgrad.simulate(net, 16, seed=3)  # every field; the matrix-free path is tested below
     assert_same_results(ours, jaxgrad.simulate(dense, 16, seed=3, params=as_dense))
-    assert_same_results(ours, jaxgrad.simulate(net, 16, seed=3, params=drawn), rtol=0, atol=0)
     assert np.isfinite(ours.log_forward_gain).all()
 
 
@@ -109,11 +108,12 @@ def test_equinox_residual_block_follows_the_module_itself():
     net = serial_from_equinox([make_residual] * depth)
     result = jaxgrad.simulate(net, samples, seed=seed)
     assert np.isfinite(result.log_spectral_norm).all()
+    step = jax.jit(lambda key, h: make_residual(key)(h))  # the module itself, not the adapter
     for i in range(samples):
         keys = jaxgrad.sample_keys(seed, i)
         h = jax.random.normal(keys.input, (WIDTH,), jnp.float32)  # q0 = 1
         for ell in range(depth):
-            h = make_residual(jax.random.fold_in(keys.weights, ell))(h)
+            h = step(jax.random.fold_in(keys.weights, ell), h)
             np.testing.assert_allclose(result.log_signal_norm[i, ell], np.log(np.linalg.norm(h)), rtol=1e-5)
 
 
@@ -174,9 +174,9 @@ def test_a_plain_pair_on_a_matrix_state_flattens_row_major():
     A = mix.init(jax.random.key(0))
     J = jax.jacrev(mix.apply, argnums=1)(A, jnp.ones(24))
     np.testing.assert_allclose(J, np.kron(A, np.eye(features)), rtol=1e-6, atol=1e-7)
-    result = jaxgrad.simulate(jaxgrad.serial(mix), 3, seed=0, method="svd")
-    drawn = jaxgrad.draw_params(jaxgrad.serial(mix), 3, seed=0)[0]
-    np.testing.assert_allclose(result.log_spectral_norm[:, 0], np.log(np.linalg.norm(drawn, ord=2, axis=(1, 2))),
+    given = jax.vmap(mix.init)(jax.random.split(jax.random.key(1), 3))
+    result = jaxgrad.simulate(jaxgrad.serial(mix), 3, seed=0, method="svd", params=(given,))
+    np.testing.assert_allclose(result.log_spectral_norm[:, 0], np.log(np.linalg.norm(given, ord=2, axis=(1, 2))),
                                rtol=1e-5)
 
 
