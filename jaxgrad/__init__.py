@@ -46,13 +46,13 @@ from jaxgrad.engine import (  # noqa: E402
     sweep,
 )
 from jaxgrad.ensemble import run as run_ensemble  # noqa: E402
-from jaxgrad import quadrature, stats, theory, training  # noqa: E402
+from jaxgrad import adapters, quadrature, stats, theory, training  # noqa: E402
 from jaxgrad.curvature import hessian_vector_product, top_hessian_eigenvalue  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
+    "ACTIVATIONS", "Activation", "adapters", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
     "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
     "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "log_product_norm", "log_singular_values",
     "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "residual",

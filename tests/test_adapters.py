@@ -1,0 +1,270 @@
+"""Equinox and Flax NNX modules as jaxgrad layers: the same numbers as the module itself, or as jaxgrad's own."""
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgrad
+from jaxgrad import ensemble
+from jaxgrad.adapters import from_equinox, from_flax, from_functions, serial_from_equinox
+from jaxgrad.layers import structure_of
+
+eqx = pytest.importorskip("equinox")
+nnx = pytest.importorskip("flax.nnx")
+
+WIDTH = 16
+FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+
+
+class TanhBlock(eqx.Module):
+    linear: eqx.nn.Linear
+
+    def __init__(self, key):
+        self.linear = eqx.nn.Linear(WIDTH, WIDTH, key=key)
+
+    def __call__(self, h):
+        return jnp.tanh(self.linear(h))
+
+
+class PreNormResidual(eqx.Module):
+    """h + W₂ gelu(W₁ LN(h) + b₁) + b₂."""
+    norm: eqx.nn.LayerNorm
+    up: eqx.nn.Linear
+    down: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.norm = eqx.nn.LayerNorm(WIDTH)
+        self.up = eqx.nn.Linear(WIDTH, 2 * WIDTH, key=k1)
+        self.down = eqx.nn.Linear(2 * WIDTH, WIDTH, key=k2)
+
+    def __call__(self, h):
+        return h + self.down(jax.nn.gelu(self.up(self.norm(h))))
+
+
+class FlaxTanh(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(WIDTH, WIDTH, rngs=rngs)
+
+    def __call__(self, h):
+        return jnp.tanh(self.linear(h))
+
+
+class FlaxSelfAttention(nnx.Module):
+    """x + MHA(x), one head over 16 tokens × 8 features (dropout kept, deterministic: RNG state in the module)."""
+
+    def __init__(self, rngs):
+        self.attention = nnx.MultiHeadAttention(1, 8, decode=False, rngs=rngs)
+        self.dropout = nnx.Dropout(0.1, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.dropout(self.attention(x, deterministic=True), deterministic=True)
+
+
+def make_tanh(key):
+    return TanhBlock(key)
+
+
+def make_residual(key):
+    return PreNormResidual(key)
+
+
+def assert_same_results(a, b, rtol=1e-5, atol=1e-5):
+    for field in FIELDS:
+        x, y = getattr(a, field), getattr(b, field)
+        assert (x is None) == (y is None), field
+        if x is not None:
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=field)
+
+
+def test_equinox_tanh_block_equals_jaxgrad_dense_on_the_same_weights():
+    net = serial_from_equinox([make_tanh] * 6)
+    dense = jaxgrad.mlp(WIDTH, 6, activation="tanh")
+    drawn = jaxgrad.draw_params(net, 16, seed=3)
+    as_dense = tuple(jaxgrad.DenseParams(p.linear.weight, p.linear.bias) for p in drawn)
+    ours = jaxgrad.simulate(net, 16, seed=3)  # every field; the matrix-free path is tested below
+    assert_same_results(ours, jaxgrad.simulate(dense, 16, seed=3, params=as_dense))
+    assert np.isfinite(ours.log_forward_gain).all()
+
+
+def test_adapters_of_one_constructor_are_one_segment_and_one_program():
+    first, second = from_equinox(make_tanh), from_equinox(make_tanh)
+    assert structure_of(first) == structure_of(second)
+    net = jaxgrad.serial(first, second, first, second)
+    assert [(start, count) for _, start, count in net.segments()] == [(0, 4)]
+    jaxgrad.simulate(net, 4, seed=0, method="vector")
+    before = ensemble.compile_count()
+    jaxgrad.simulate(jaxgrad.serial(second, first, second, first), 4, seed=1, method="vector")
+    assert ensemble.compile_count() == before, "an equal network of adapters recompiled"
+    assert structure_of(from_equinox(lambda key: TanhBlock(key))) != structure_of(first)
+
+
+def test_equinox_residual_block_follows_the_module_itself():
+    """log ‖h⁽ℓ⁾‖ from the engine equals the module applied by hand to the engine's input."""
+    depth, samples, seed = 4, 2, 5
+    net = serial_from_equinox([make_residual] * depth)
+    result = jaxgrad.simulate(net, samples, seed=seed)
+    assert np.isfinite(result.log_spectral_norm).all()
+    step = jax.jit(lambda key, h: make_residual(key)(h))  # the module itself, not the adapter
+    for i in range(samples):
+        keys = jaxgrad.sample_keys(seed, i)
+        h = jax.random.normal(keys.input, (WIDTH,), jnp.float32)  # q0 = 1
+        for ell in range(depth):
+            h = step(jax.random.fold_in(keys.weights, ell), h)
+            np.testing.assert_allclose(result.log_signal_norm[i, ell], np.log(np.linalg.norm(h)), rtol=1e-5)
+
+
+def _flax_linear_values(state):
+    return state["linear"]["kernel"].get_value(), state["linear"]["bias"].get_value()
+
+
+def test_flax_tanh_block_jacobian_and_simulate_match_the_plain_function():
+    layer = from_flax(FlaxTanh)
+    assert (layer.n_in, layer.n_out) == (WIDTH, WIDTH)
+    params = layer.init(jax.random.key(1))
+    kernel, bias = _flax_linear_values(params)
+    plain = lambda h: jnp.tanh(h @ kernel + bias)  # noqa: E731
+    h = jax.random.normal(jax.random.key(2), (WIDTH,))
+    np.testing.assert_allclose(jax.jacrev(layer.apply, argnums=1)(params, h), jax.jacrev(plain)(h),
+                               rtol=1e-6, atol=1e-7)
+
+    net = jaxgrad.serial(*[layer] * 5)
+    given = jax.vmap(net.init)(jax.random.split(jax.random.key(7), 8))
+    pair = jaxgrad.Layer(lambda key: (jnp.zeros((WIDTH, WIDTH)), jnp.zeros(WIDTH)),
+                         lambda p, h: jnp.tanh(h @ p[0] + p[1]), WIDTH, WIDTH)
+    as_pair = tuple(_flax_linear_values(p) for p in given)
+    assert_same_results(jaxgrad.simulate(net, 8, seed=0, params=given),
+                        jaxgrad.simulate(jaxgrad.serial(*[pair] * 5), 8, seed=0, params=as_pair))
+
+
+def _attention_by_hand(state, x):
+    """Single-head self-attention x + softmax(q kᵀ/√d) v W_o, written out from the Flax parameters."""
+    p = {name: (state["attention"][name]["kernel"].get_value(), state["attention"][name]["bias"].get_value())
+         for name in ("query", "key", "value", "out")}
+    project = lambda name: jnp.einsum("ti,ihd->thd", x, p[name][0]) + p[name][1]  # noqa: E731
+    q, k, v = project("query"), project("key"), project("value")
+    weights = jax.nn.softmax(jnp.einsum("qhd,khd->hqk", q, k) / jnp.sqrt(q.shape[-1]), axis=-1)
+    mixed = jnp.einsum("hqk,khd->qhd", weights, v)
+    return x + jnp.einsum("qhd,hdo->qo", mixed, p["out"][0]) + p["out"][1]
+
+
+def test_flax_self_attention_over_tokens_is_a_flattened_block():
+    layer = from_flax(FlaxSelfAttention, shape=(16, 8))
+    assert (layer.n_in, layer.n_out) == (128, 128) and "(16, 8)" in layer.name
+    params = layer.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (16, 8))
+    np.testing.assert_allclose(layer.apply(params, x.reshape(-1)), _attention_by_hand(params, x).reshape(-1),
+                               rtol=1e-5, atol=1e-5)
+    J = jax.jacrev(layer.apply, argnums=1)(params, x.reshape(-1))
+    by_hand = jax.jacrev(lambda h: _attention_by_hand(params, h.reshape(16, 8)).reshape(-1))(x.reshape(-1))
+    np.testing.assert_allclose(J, by_hand, rtol=1e-5, atol=1e-5)
+    result = jaxgrad.simulate(jaxgrad.serial(*[layer] * 3), 2, seed=0)
+    assert result.log_spectral_norm.shape == (2, 3) and np.isfinite(result.log_spectral_norm).all()
+
+
+def test_a_plain_pair_on_a_matrix_state_flattens_row_major():
+    """X ↦ A X on (tokens, features) has the flattened Jacobian A ⊗ I, so ‖J‖₂ = ‖A‖₂."""
+    tokens, features = 6, 4
+    mix = from_functions(lambda key: jax.random.normal(key, (tokens, tokens)) / np.sqrt(tokens),
+                         lambda A, X: A @ X, shape=(tokens, features))
+    assert (mix.n_in, mix.n_out) == (24, 24)
+    A = mix.init(jax.random.key(0))
+    J = jax.jacrev(mix.apply, argnums=1)(A, jnp.ones(24))
+    np.testing.assert_allclose(J, np.kron(A, np.eye(features)), rtol=1e-6, atol=1e-7)
+    given = jax.vmap(mix.init)(jax.random.split(jax.random.key(1), 3))
+    result = jaxgrad.simulate(jaxgrad.serial(mix), 3, seed=0, method="svd", params=(given,))
+    np.testing.assert_allclose(result.log_spectral_norm[:, 0], np.log(np.linalg.norm(given, ord=2, axis=(1, 2))),
+                               rtol=1e-5)
+
+
+def test_float64_runs_draw_float64_parameters():
+    layer = from_flax(FlaxTanh)
+    result = jaxgrad.simulate(jaxgrad.serial(layer, layer), 2, seed=0, dtype="float64", method="vector")
+    assert result.log_forward_gain.dtype == np.float64
+    with jax.enable_x64(True):
+        assert {a.dtype for a in jax.tree.leaves(layer.init(jax.random.key(0)))} == {jnp.dtype("float64")}
+
+
+# --------------------------------------------------------------------------- bad blocks, named at build time
+
+
+class Narrowing(eqx.Module):
+    linear: eqx.nn.Linear
+
+    def __init__(self, key):
+        self.linear = eqx.nn.Linear(WIDTH, 8, key=key)
+
+    def __call__(self, h):
+        return self.linear(h)
+
+
+class IntegerOnly(eqx.Module):
+    table: jax.Array
+    in_features: int = WIDTH
+
+    def __init__(self, key):
+        del key
+        self.table = jnp.arange(WIDTH)
+
+    def __call__(self, h):
+        return h[self.table]
+
+
+class Shapeless(eqx.Module):
+    scale: jax.Array
+
+    def __init__(self, key):
+        self.scale = jax.random.normal(key, ())
+
+    def __call__(self, h):
+        return self.scale * h
+
+
+@pytest.mark.parametrize("build, error, message", [
+    (lambda: from_equinox(lambda key: Narrowing(key)), ValueError, "same shape"),
+    (lambda: from_equinox(lambda: TanhBlock(jax.random.key(0))), TypeError, "one positional argument, the key"),
+    (lambda: from_equinox(lambda key: IntegerOnly(key)), ValueError, "no floating-point arrays"),
+    (lambda: from_equinox(lambda key: Shapeless(key)), ValueError, "cannot infer the state's shape"),
+    (lambda: from_equinox(make_tanh, shape=(8,)), ValueError, "declared state shape"),
+    (lambda: from_equinox(make_tanh, shape=(0, 3)), ValueError, "positive integers"),
+    (lambda: from_equinox(lambda key: jnp.zeros(3)), TypeError, "must return an equinox.Module"),
+    (lambda: from_equinox("TanhBlock"), TypeError, "must be a constructor"),
+    (lambda: from_flax(lambda: FlaxTanh(nnx.Rngs(0))), TypeError, "the rngs"),
+    (lambda: from_flax(FlaxSelfAttention), ValueError, "cannot infer|state shape"),
+    (lambda: from_functions(lambda key: jnp.arange(3), lambda p, x: x, shape=(3,)), ValueError, "floating"),
+    (lambda: from_functions(lambda key: jnp.ones(3), lambda p, x: x[:2], shape=(3,)), ValueError, "same shape"),
+])
+def test_bad_blocks_are_refused_when_built_with_the_fix(build, error, message):
+    with pytest.raises(error, match=message) as info:
+        build()
+    assert "from_" in str(info.value)  # names the block
+
+
+def test_shapeless_block_works_once_its_shape_is_given():
+    layer = from_equinox(lambda key: Shapeless(key), shape=(WIDTH,))
+    assert layer.n_in == WIDTH
+
+
+@pytest.mark.parametrize("blocked, adapter, extra", [
+    (("equinox",), lambda: from_equinox(make_tanh), "jaxgrad[equinox]"),
+    (("flax", "flax.nnx"), lambda: from_flax(FlaxTanh), "jaxgrad[flax]"),
+])
+def test_missing_framework_says_which_extra_to_install(monkeypatch, blocked, adapter, extra):
+    for name in blocked:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+        adapter()
+
+
+def test_jaxgrad_imports_without_equinox_or_flax():
+    code = ("import sys; sys.modules.update(equinox=None, flax=None); import jaxgrad, jaxgrad.adapters; "
+            "assert 'equinox' not in [m for m in sys.modules if sys.modules[m] is not None]")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"JAX_PLATFORMS": "cpu", **_path_env()})
+
+
+def _path_env():
+    import os
+    return {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME")}
