@@ -42,6 +42,7 @@ R. Jozefowicz et al., ICML 2015; A. Saxe et al., ICLR 2014; X. Glorot and Y. Ben
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -253,7 +254,14 @@ def inputs(net: Network, params: CellParams) -> jax.Array:
     spec = _spec_of(net)
     x_scale = net.layers[0].hyper.values["input_std"]
     dtype = jnp.asarray(params.W).dtype
-    return jnp.stack([_draw_input(params, t, x_scale, spec.input_dim, dtype) for t in range(net.depth)])
+    return _inputs_program(spec.input_dim, net.depth)(params, jnp.asarray(x_scale, dtype))
+
+
+@functools.cache
+def _inputs_program(input_dim: int, steps: int):
+    def draw(params, x_scale):
+        return jax.vmap(lambda t: _draw_input(params, t, x_scale, input_dim, x_scale.dtype))(jnp.arange(steps))
+    return jax.jit(draw)
 
 
 def cell_jacobian(net: Network, params: CellParams, h, x) -> jax.Array:
@@ -279,11 +287,21 @@ def unroll(net: Network, params: CellParams, h0, xs=None) -> tuple[jax.Array, ja
     if xs.shape != (T, spec.input_dim):
         raise ValueError(f"`xs` (the input sequence) must have shape (steps, input_dim) = ({T}, {spec.input_dim}), "
                          f"got xs.shape={xs.shape}")
+    dtype = jnp.asarray(params.W).dtype
+    return _unroll_program(spec)(params, h0.astype(dtype), xs.astype(dtype))
+
+
+@functools.cache
+def _unroll_program(spec: _Spec):
     step = _step_function(spec)
     jac = jax.jacrev(step, argnums=1)
 
-    def body(h, x):
-        return step(params, h, x), (step(params, h, x), jac(params, h, x))
+    def run(params, h0, xs):
+        def body(h, x):
+            h_next = step(params, h, x)
+            return h_next, (h_next, jac(params, h, x))
 
-    _, (hs, Js) = jax.lax.scan(body, h0.astype(params.W.dtype), xs.astype(params.W.dtype))
-    return jnp.concatenate([h0[None].astype(hs.dtype), hs]), Js
+        _, (hs, Js) = jax.lax.scan(body, h0, xs)
+        return jnp.concatenate([h0[None], hs]), Js
+
+    return jax.jit(run)
