@@ -88,6 +88,7 @@ def _mm(A, x):
     return jnp.matmul(A, x, precision=HIGHEST)
 
 
+@functools.cache
 def _step_function(spec: _Spec) -> Callable:
     """``(params, s, x) -> s'``: one step of the cell with an explicit input x."""
     phi, n = spec.act.fn, spec.width
@@ -112,6 +113,7 @@ def _step_function(spec: _Spec) -> Callable:
     return step
 
 
+@functools.cache
 def _fast_jacobian(spec: _Spec) -> Callable:
     r"""``(params, s, x) -> (J, s')`` in closed form (tests hold it to `jax.jacrev` of the step).
 
