@@ -33,14 +33,14 @@ $J_s = ∂h_s/∂h_{s-1}$ and one parameter set for every step (`jaxgrad.rnn`). 
    1024  −0.0022 ± 0.0005    −0.0014 ± 0.0003    (not run: 17 min on CPU)
    ====  ==================  ==================  ==================  ==================
 
-   (½ ln χ₁ = 0.0652 at g² = 2.25 and 0.1547 at g² = 4.) The tied gap closes roughly as 1/n and is
-   several times the untied one at equal n: at n = 128, 16 % of tied networks at g² = 2.25 have
+   (½ ln χ₁ = 0.0652 at g² = 2.25 and 0.1547 at g² = 4.) The tied gap roughly halves with each doubling
+   of n (faster from 512 to 1024) and is several times the untied one at equal n: at n = 128, 16 % of tied networks at g² = 2.25 have
    λ₁ ≤ 0 (a fixed point or a cycle rather than chaos), none of the untied; at g = 1 the tied λ₁ is
    −0.0185 ± 0.0055 (n = 128), −0.0059 ± 0.0027 (512), −0.0019 ± 0.0010 (1024).
 
 Run: ``jaxgrad run recurrent`` (quick: n = 32 lags over T = 200, top exponents at n = 32 and 128,
-T = 600; about 85 s of CPU time, mostly compiling seven programs: 112 s wall on 2 idle-ish CPU
-cores, 261 s when they were shared with a test suite); ``--scale full``
+T = 600; about 70 s of CPU time, mostly compiling seven programs: 68–112 s wall on 2 CPU cores,
+261 s when they were shared with a test suite); ``--scale full``
 (n = 128 lags over T = 2000, top exponents n = 64 … 1024 over T = 10000: an accelerator).
 
 References: R. Pascanu, T. Mikolov and Y. Bengio, ICML 2013; L. Molgedey, J. Schuchhardt and
