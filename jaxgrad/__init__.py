@@ -7,7 +7,8 @@ explodes is the many-dimensional version of $θ_t = (1-ηa)^t θ_0$.
 The public API is listed in ``__all__``; modules: `layers` (pure layers and networks),
 `jacobian`, `spectral`, `probes` (per-sample measurements), `ensemble` (the runner),
 `engine` (`simulate`, `sweep`, `lyapunov_spectrum`), `theory`, `stats`, `store`,
-`plotting`, `cluster` (multi-process control plane), `quadratic`.
+`plotting`, `cluster` (multi-process control plane), `quadratic`, `recurrent` (RNN, GRU and
+LSTM cells unrolled in time with tied weights).
 """
 from jaxgrad import _xla_workarounds
 
@@ -48,6 +49,8 @@ from jaxgrad.engine import (  # noqa: E402
 from jaxgrad.ensemble import run as run_ensemble  # noqa: E402
 from jaxgrad import adapters, quadrature, stats, theory, training  # noqa: E402
 from jaxgrad.curvature import hessian_vector_product, top_hessian_eigenvalue  # noqa: E402
+from jaxgrad import recurrent  # noqa: E402
+from jaxgrad.recurrent import rnn  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -55,7 +58,7 @@ __all__ = [
     "ACTIVATIONS", "Activation", "adapters", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
     "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
     "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "log_product_norm", "log_singular_values",
-    "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "residual",
-    "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
+    "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "recurrent", "residual",
+    "rnn", "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
     "top_hessian_eigenvalue", "training", "weight_gradients",
 ]
