@@ -26,8 +26,9 @@ STUDY = "dynamical_isometry"
 SETS = ["--set", "width=4", "--set", "depths=1,2", "--set", "samples=5", "--set", "activations=linear"]
 POINTS = 2
 
-# `python -m jaxgrad` (runpy, as -m does) with a spy on the engine that reports, on stderr, each
-# call's samples, first sample and devices: the proof that the processes split the samples. The
+# `python -m jaxgrad` (runpy, as -m does) with spies on the engine and on the runner's local
+# block that report, on stderr, each call's samples, first sample and devices: the proof that
+# the processes split the samples (the runner splits them; the engine is called once per point). The
 # spy takes the place of the function wherever the study or jaxgrad.cluster looks it up.
 SPY = textwrap.dedent("""
     import runpy, sys
@@ -43,6 +44,12 @@ SPY = textwrap.dedent("""
 
         for module in (jaxgrad, engine, cluster):
             setattr(module, name, spy)
+
+    from jaxgrad import ensemble
+    def run_local(fn, samples, offset, *args, _real=ensemble._run_local):  # where each process's block runs
+        print(f"spy: runner samples={samples} offset={offset} devices={len(args[6])}", file=sys.stderr, flush=True)
+        return _real(fn, samples, offset, *args)
+    ensemble._run_local = run_local
     runpy.run_module("jaxgrad", run_name="__main__", alter_sys=True)
 """)
 
@@ -168,9 +175,9 @@ def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bi
     # the samples were split: the study asks for 5, process 0 computes 2 and process 1 the other 3,
     # each on its 2 local devices, for every point
     study = "spy: simulate samples=5 offset=0 devices=None"
-    assert spied(single_err) == [study] * POINTS
-    assert spied(err0) == [study, "spy: simulate samples=2 offset=0 devices=2"] * POINTS
-    assert spied(err1) == [study, "spy: simulate samples=3 offset=2 devices=2"] * POINTS
+    assert spied(single_err) == [study, "spy: runner samples=5 offset=0 devices=2"] * POINTS
+    assert spied(err0) == [study, "spy: runner samples=2 offset=0 devices=2"] * POINTS
+    assert spied(err1) == [study, "spy: runner samples=3 offset=2 devices=2"] * POINTS
 
     # only the writer reports
     assert f"{STUDY}: complete" in err0 and f"{STUDY}: complete" not in err1
@@ -197,8 +204,8 @@ def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them
     assert code0 == 0, err0
     assert code1 == 0, err1
     study = "spy: simulate samples=5 offset=0 devices=None"
-    assert spied(err0) == [study, "spy: simulate samples=2 offset=0 devices=2"] * POINTS
-    assert spied(err1) == [study, "spy: simulate samples=3 offset=2 devices=2"] * POINTS
+    assert spied(err0) == [study, "spy: runner samples=2 offset=0 devices=2"] * POINTS
+    assert spied(err1) == [study, "spy: runner samples=3 offset=2 devices=2"] * POINTS
     manifest = json.loads((root / "f0" / "results" / STUDY / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["attempts"] == 1
     assert manifest["points"] == dict(total=POINTS, computed=POINTS, resumed=0)
