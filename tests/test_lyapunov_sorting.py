@@ -6,18 +6,13 @@ $\\hat λ_i = \\frac1L\\sum_\\ell\\ln|(R_\\ell)_{ii}|$ has mean exactly Newman's
 (`theory.gaussian_lyapunov_spectrum`), while sorting each sample biases the top one upward
 (8.8 SE at n = 50, L = 50, 400 samples).
 """
-import inspect
 
 import numpy as np
-import pytest
 
 import jaxgrad
 from jaxgrad import stats, theory
 
-HAS_SORT = "sort" in inspect.signature(jaxgrad.lyapunov_spectrum).parameters
 
-
-@pytest.mark.skipif(not HAS_SORT, reason="needs jaxgrad.lyapunov_spectrum(..., sort=False) (the engine rewrite)")
 def test_unsorted_lyapunov_matches_newman():
     n, L, samples = 50, 50, 400
     net = jaxgrad.mlp(width=n, depth=L, activation="linear", weights="gaussian", sigma_w=1.0)
