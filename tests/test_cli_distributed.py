@@ -117,7 +117,7 @@ def reruns(runs):
     """The two-process command again, once into its own output (resumed) and once into a copy with
     --force, started at once when the first run has finished."""
     root, started = runs
-    outcomes = started["good"].finish(limit_s=180)
+    outcomes = started["good"].finish(limit_s=600)
     if any(code != 0 for code, _, _ in outcomes):
         pytest.fail("the first two-process run failed (see the test of it)")
     for me in (0, 1):
@@ -150,7 +150,7 @@ def assert_same_data(want_dir: Path, got_dir: Path):
 
 def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bit(runs):
     root, started = runs
-    (code, single_err, _), (code0, err0, _), (code1, err1, _) = started["good"].finish(limit_s=180)
+    (code, single_err, _), (code0, err0, _), (code1, err1, _) = started["good"].finish(limit_s=600)
     assert code == 0, single_err
     assert code0 == 0, err0
     assert code1 == 0, err1
@@ -187,7 +187,7 @@ def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bi
 def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them(reruns):
     root, again = reruns
     single = root / "single" / "results" / STUDY
-    (code0, err0, _), (code1, err1, _) = again["resumed"].finish(limit_s=120)
+    (code0, err0, _), (code1, err1, _) = again["resumed"].finish(limit_s=600)
     assert code0 == 0, err0
     assert code1 == 0, err1
     # process 0 decided that every point is stored; neither process simulated anything
@@ -200,7 +200,7 @@ def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them
     assert_same_data(single, root / "p0" / "results" / STUDY)
 
     # with --force both processes compute their blocks again, to the same bits
-    (code0, err0, _), (code1, err1, _) = again["forced"].finish(limit_s=120)
+    (code0, err0, _), (code1, err1, _) = again["forced"].finish(limit_s=600)
     assert code0 == 0, err0
     assert code1 == 0, err1
     study = "spy: simulate samples=5 offset=0 devices=None"

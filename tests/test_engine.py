@@ -112,7 +112,7 @@ def test_results_do_not_depend_on_chunk_size(method):
     np.testing.assert_array_equal(offset.log_forward_gain, a.log_forward_gain[30:37])
 
 
-@pytest.mark.parametrize("devices", [2, 4])
+@pytest.mark.parametrize("devices", [2])  # 8 devices: the next test
 def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devices):
     """Issue 20 item 1: with ≥ 2 host devices, widths ≥ 16 used to hang forever (LAPACK calls of two
     devices' programs at once); the runner now runs the host devices' programs one at a time."""
@@ -128,7 +128,7 @@ def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devic
         print("identical")
     """)
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "identical" in out.stdout
 
@@ -149,7 +149,7 @@ def test_eight_devices_give_bit_identical_results_to_one():
         print("identical")
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "identical" in out.stdout
 
