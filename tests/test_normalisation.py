@@ -114,3 +114,13 @@ def test_bad_input_is_a_value_error_naming_the_argument(make, kwargs, match):
 def test_batch_norm_theory_refuses_cases_it_does_not_close(kwargs, match):
     with pytest.raises(ValueError, match=match):
         theory.batch_norm_gradient_factor(**kwargs)
+
+
+def test_pre_norm_signal_variance_closed_form_and_refusals():
+    # linear: E φ(σ_w z)² = σ_w², so q₀ + ℓβ²σ_w²; tanh: below it (|tanh x| < |x|); ReLU is refused (mean drift)
+    assert theory.pre_norm_signal_variance("linear", 10, 0.5, sigma_w=2.0, q0=3.0) == pytest.approx(3.0 + 10 * 0.25 * 4)
+    assert 1.0 < theory.pre_norm_signal_variance("tanh", 1, 1.0) < 2.0
+    with pytest.raises(ValueError, match="odd"):
+        theory.pre_norm_signal_variance("relu", 1, 1.0)
+    with pytest.raises(ValueError, match="beta"):
+        theory.pre_norm_signal_variance("tanh", 1, -1.0)

@@ -83,11 +83,12 @@ from jaxgrad.theory.normalisation import (
     batch_norm_gradient_factor,
     batch_norm_gradient_rate,
     norm_jacobian_singular_values,
+    pre_norm_signal_variance,
 )
 
 __all__ = [
     "DepthScales", "FixedPoint", "GaussianMoments", "LogGain", "Propagation", "ReluLogGainMoments", "ResidualLogGain",
-    "TW1_MEAN", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
+    "TW1_MEAN", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "pre_norm_signal_variance", "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
     "expected_max_derivative", "expected_mean_square_derivative", "fixed_points", "gaussian_log_gain",
     "gaussian_lyapunov_spectrum", "gaussian_moments", "input_norm_average", "jacobian_spectrum_variance",
     "linear_residual_gain", "linear_residual_log_gain", "linear_residual_log_variance_limit", "lyapunov_sorting_bias", "marchenko_pastur_edge", "mean_field_log_gain", "mean_field_residual_gain", "norm_jacobian_singular_values", "product_moments_gaussian", "q_star",

@@ -13,6 +13,16 @@ removes the radial one (and the mean). In a product this means: **post-norm** $J
 scale at every block (the factor $1/s$ undoes the growth of $\|h + βf\|$), **pre-norm**
 $I + βJ_fJ_N(h)$ adds a branch whose weight $β/s_\ell$ falls as the residual stream grows.
 
+**Pre-norm residual stream (exact for odd φ).** For the pre-norm block $h + βφ(W\,\mathrm{LN}(h))$,
+$W_{ij}\sim N(0, σ_w^2/n)$ fresh per block, no bias, condition on h: $x = \mathrm{LN}(h)$ has
+$\|x\|^2 = n\,v/(v+ε)$, so $z = Wx \sim N(0, σ_w^2\frac{v}{v+ε}I)$ whatever h is, and for odd φ the cross term
+$E\,h\cdot φ(Wx)$ vanishes (W and −W have one law). Hence, up to the relative ε/v,
+
+$$E\|h_\ell\|^2/n = q_0 + \ell\,β^2\,E[φ(σ_w z)^2], \quad z\sim N(0,1)$$
+
+(`pre_norm_signal_variance`): the stream grows linearly, so the branch's weight β/s_ℓ in the
+Jacobian $I + βJ_fJ_N$ falls as $1/\sqrt{\ell}$. For ReLU the cross term is not zero (mean drift); not closed here.
+
 **BatchNorm (mean field, Yang et al. 2019).** For $H^{(\ell)} = φ(\mathrm{BN}(H^{(\ell-1)}W^\top))$ on a batch
 of B inputs at width n → ∞, the batch Gram matrix converges to a permutation-symmetric fixed point
 (BSB1) and $E\|δ\|^2$ grows backwards by a factor $λ_G$ per layer; σ_w and σ_b cancel exactly
@@ -42,9 +52,12 @@ import math
 
 import numpy as np
 
-from jaxgrad.activations import get_activation
 
-__all__ = ["NORM_KINDS", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "norm_jacobian_singular_values"]
+from jaxgrad.activations import get_activation
+from jaxgrad.quadrature import gaussian_expectation
+
+__all__ = ["NORM_KINDS", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "norm_jacobian_singular_values",
+           "pre_norm_signal_variance"]
 
 NORM_KINDS = ("layer", "rms")
 
@@ -102,3 +115,28 @@ def batch_norm_gradient_factor(activation="relu", batch: int | None = None) -> f
 def batch_norm_gradient_rate(activation="relu", batch: int | None = None) -> float:
     """½ ln λ_G: the growth of ln‖δ‖ per layer, backwards (ReLU, B → ∞: ½ ln(π/(π−1)) = 0.19159)."""
     return 0.5 * math.log(batch_norm_gradient_factor(activation, batch))
+
+
+_ODD = ("linear", "tanh", "erf")
+
+
+def pre_norm_signal_variance(activation, depth, beta, sigma_w=1.0, q0=1.0) -> np.ndarray:
+    r"""$E\|h_\ell\|^2/n = q_0 + \ell β^2 E[φ(σ_w z)^2]$ for pre-norm blocks $h + βφ(W\,\mathrm{LN}(h))$ (module docstring).
+
+    Exact in expectation (up to ε/v) for an odd φ and no bias, at every width.
+
+    Arguments:
+      activation: an odd activation: ``"linear"``, ``"tanh"`` or ``"erf"``.
+      depth: ℓ (array allowed); beta: the branch scale β ≥ 0; sigma_w: σ_w ≥ 0; q0: $E h_{0,i}^2$ > 0.
+    """
+    act = get_activation(activation)
+    if act.name not in _ODD:
+        raise ValueError(f"`activation` must be odd ({', '.join(_ODD)}) for this closed form (the cross term "
+                         f"vanishes only then), got activation={act.name!r}")
+    for name, value in (("beta", beta), ("sigma_w", sigma_w)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"`{name}` must be finite and non-negative, got {name}={value!r}")
+    if not (math.isfinite(q0) and q0 > 0):
+        raise ValueError(f"`q0` must be finite and positive, got q0={q0!r}")
+    second = float(gaussian_expectation(lambda z: act.fn(float(sigma_w) * z) ** 2))
+    return float(q0) + np.asarray(depth, np.float64) * float(beta) ** 2 * second

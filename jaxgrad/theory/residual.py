@@ -37,6 +37,12 @@ variance, as for a log-normal). For α > ½ both vanish; for α < ½ both grow w
 width, treating W in the backward pass as independent of the forward one (Schoenholz et al.
 2017), $E\|(I + βDW)v\|^2 \approx (1 + β^2 χ_f)\|v\|^2$ with $χ_f = σ_w^2 E[φ′(z)^2]$, so the
 product's mean-square gain is $(1 + β^2χ_f)^\ell$ and the α = ½ plateau is $e^{a^2χ_f}$ (`mean_field_residual_gain`).
+This drops a term first order in β: the tangent along h obeys $Jh = h + βf(h)$ (homogeneity), and
+for ReLU $E f(h) = σ_w\|h\|/\sqrt{2πn}\,\mathbf 1 \ne 0$, so $E\|h + βf(h)\|^2 = (1 + β^2χ_f)\|h\|^2 +
+2β\,σ_w\|h\|\sum_i h_i/\sqrt{2πn}$; once h has a mean component (each block adds one) the cross term
+sums to $O(Lβ)$, unbounded for α ≤ ½. Measured (experiments/residual_scaling.py, n = 16): at α = ½
+ln E‖J_L⋯J_1u‖² keeps growing with L instead of levelling at $a^2/2$; the law is good only while
+$Lβ \ll 1$ (α = 1) or for a zero-mean branch (linear).
 
 References: K. He et al., CVPR 2016 (residual networks); G. Yang and E. Littwin et al.,
 "Tensor Programs VI: Feature learning in infinite-depth neural networks", ICLR 2024 (depth-μP,
@@ -161,7 +167,8 @@ def linear_residual_log_variance_limit(width, a=1.0, sigma_w=1.0) -> float:
 def mean_field_residual_gain(activation, blocks, alpha, a=1.0, sigma_w=1.0, depth=None) -> np.ndarray:
     r"""Mean field $(1 + β^2σ_w^2E[φ′(z)^2])^\ell$ for a positively homogeneous branch $φ(Wh)$ (module docstring).
 
-    Exact for ``"linear"`` (`linear_residual_gain`); for ReLU ($E φ′^2 = ½$) a large-width limit.
+    Exact for ``"linear"`` (`linear_residual_gain`); for ReLU ($E φ′^2 = ½$) it omits the drift of the
+    branch's non-zero mean (module docstring) and fails at α ≤ ½ beyond small depth (measured).
     """
     act = get_activation(activation)
     if not act.homogeneous:
