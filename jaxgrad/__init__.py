@@ -8,7 +8,8 @@ The public API is listed in ``__all__``; modules: `layers` (pure layers and netw
 `jacobian`, `spectral`, `probes` (per-sample measurements), `ensemble` (the runner),
 `engine` (`simulate`, `sweep`, `lyapunov_spectrum`), `theory`, `stats`, `store`,
 `plotting`, `cluster` (multi-process control plane), `quadratic`, `recurrent` (RNN, GRU and
-LSTM cells unrolled in time with tied weights).
+LSTM cells unrolled in time with tied weights), `normalisation` (RMSNorm, LayerNorm, BatchNorm),
+`resnets` (residual networks with depth-scaled branches and pre-/post-norm).
 """
 from jaxgrad import _xla_workarounds
 
@@ -51,14 +52,17 @@ from jaxgrad import adapters, quadrature, stats, theory, training  # noqa: E402
 from jaxgrad.curvature import hessian_vector_product, top_hessian_eigenvalue  # noqa: E402
 from jaxgrad import recurrent  # noqa: E402
 from jaxgrad.recurrent import rnn  # noqa: E402
+from jaxgrad import normalisation, resnets  # noqa: E402
+from jaxgrad.normalisation import batch_norm, batch_norm_mlp, layer_norm, rms_norm  # noqa: E402
+from jaxgrad.resnets import resnet  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "adapters", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
+    "ACTIVATIONS", "Activation", "adapters", "batch_norm", "batch_norm_mlp", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
     "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
-    "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "log_product_norm", "log_singular_values",
-    "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "recurrent", "residual",
-    "rnn", "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
+    "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "layer_norm", "log_product_norm", "log_singular_values",
+    "log_spectral_norm", "lyapunov_spectrum", "mlp", "normalisation", "probes", "product", "quadrature", "recurrent",
+    "residual", "resnet", "resnets", "rms_norm", "rnn", "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
     "top_hessian_eigenvalue", "training", "weight_gradients",
 ]

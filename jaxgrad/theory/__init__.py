@@ -25,6 +25,14 @@ Extremes (`jaxgrad.theory.extremes`): the bound's factor $E\max_i φ′(z_i)$ at
 (`expected_max_derivative`), the mean-field $E[φ′(z)^2]$ (`expected_mean_square_derivative`)
 and the average over a finite-width input norm's χ² law (`input_norm_average`).
 
+Residual branches (`jaxgrad.theory.residual`): the exact mean-square and log-normal laws of a
+linear residual network with branch scale a·L^(−α) (`linear_residual_gain`, `linear_residual_log_gain`),
+their depth limits (`residual_gain_limit`: e^{a²} for α = ½; `linear_residual_log_variance_limit`) and
+the mean field of a ReLU branch (`mean_field_residual_gain`). Normalisation
+(`jaxgrad.theory.normalisation`): the exact singular values of the LayerNorm/RMSNorm Jacobian
+(`norm_jacobian_singular_values`) and BatchNorm's gradient explosion (`batch_norm_gradient_factor`,
+`batch_norm_gradient_rate`: π/(π−1) for ReLU, Yang et al. 2019).
+
 Dynamical isometry (`jaxgrad.theory.isometry`): `jacobian_spectrum_variance`, the
 spread of the singular values of $J$ at large width, Gaussian vs orthogonal weights.
 
@@ -63,13 +71,27 @@ from jaxgrad.theory.random_matrix import (
 )
 from jaxgrad.theory.extremes import expected_max_derivative, expected_mean_square_derivative, input_norm_average
 from jaxgrad.theory.isometry import jacobian_spectrum_variance
+from jaxgrad.theory.residual import (
+    ResidualLogGain,
+    linear_residual_gain,
+    linear_residual_log_gain,
+    linear_residual_log_variance_limit,
+    mean_field_residual_gain,
+    residual_gain_limit,
+)
+from jaxgrad.theory.normalisation import (
+    batch_norm_gradient_factor,
+    batch_norm_gradient_rate,
+    norm_jacobian_singular_values,
+    pre_norm_signal_variance,
+)
 
 __all__ = [
-    "DepthScales", "FixedPoint", "GaussianMoments", "LogGain", "Propagation", "ReluLogGainMoments", "TW1_MEAN",
-    "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
+    "DepthScales", "FixedPoint", "GaussianMoments", "LogGain", "Propagation", "ReluLogGainMoments", "ResidualLogGain",
+    "TW1_MEAN", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "pre_norm_signal_variance", "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
     "expected_max_derivative", "expected_mean_square_derivative", "fixed_points", "gaussian_log_gain",
     "gaussian_lyapunov_spectrum", "gaussian_moments", "input_norm_average", "jacobian_spectrum_variance",
-    "lyapunov_sorting_bias", "marchenko_pastur_edge", "mean_field_log_gain", "product_moments_gaussian", "q_star",
+    "linear_residual_gain", "linear_residual_log_gain", "linear_residual_log_variance_limit", "lyapunov_sorting_bias", "marchenko_pastur_edge", "mean_field_log_gain", "mean_field_residual_gain", "norm_jacobian_singular_values", "product_moments_gaussian", "q_star",
     "relu_layer_characteristic_function", "relu_log_gain", "relu_log_gain_density", "relu_log_gain_moments",
-    "relu_zero_gain_probability", "signal_propagation", "tracy_widom_mean_norm", "xi_c",
+    "relu_zero_gain_probability", "residual_gain_limit", "signal_propagation", "tracy_widom_mean_norm", "xi_c",
 ]
