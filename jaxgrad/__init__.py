@@ -38,8 +38,10 @@ from jaxgrad.spectral import (  # noqa: E402
 )
 from jaxgrad import ensemble, probes  # noqa: E402
 from jaxgrad.engine import (  # noqa: E402
+    AUTO_MATRIX_FREE_ABOVE,
     NonFiniteWarning,
     SimulationResult,
+    choose_method,
     draw_params,
     lyapunov_spectrum,
     sample_keys,
@@ -55,8 +57,8 @@ from jaxgrad.recurrent import rnn  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "adapters", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
-    "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
+    "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
+    "SimulationResult", "WEIGHT_SCHEMES", "choose_method", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
     "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "log_product_norm", "log_singular_values",
     "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "recurrent", "residual",
     "rnn", "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
