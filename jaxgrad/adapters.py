@@ -14,8 +14,10 @@ Everything else about the module (its Python structure, activation functions, in
 buffers, a Flax module's RNG state) is taken once, when the adapter is built, so the
 compiled program holds only the module's own arithmetic: recombining and reshaping are
 done while tracing. The engine differentiates ``apply`` with `jax.jacrev` (methods
-"power"/"svd") or `jax.jvp`/`jax.vjp` (method "vector"), so $J_\ell = \partial f^{(\ell)}/\partial h$
-is the Jacobian of the flattened map.
+"power"/"svd") or `jax.jvp`/`jax.vjp` (methods "vector" and "matrix_free", for states too large
+to materialise), so $J_\ell = \partial f^{(\ell)}/\partial h$ is the Jacobian of the flattened map.
+A constructor may take scalar hyperparameters as keyword arguments (``hyper=``): they are then
+traced, like σ_w of `jaxgrad.dense`, and a `jaxgrad.sweep` over them is one compiled program.
 
 Equinox and Flax are optional (``pip install "jaxgrad[equinox]"`` / ``"jaxgrad[flax]"``);
 this module imports them only when an adapter is built.

@@ -15,6 +15,10 @@ $P_0 = I$, inside one `lax.scan` over depth and records
   error signal at depth ℓ (the backprop chain of seed §2.5),
 * ``log_signal_norm``    $\ln\|h^{(\ell)}\|$.
 
+``method="matrix_free"`` records the same quantities without forming any Jacobian (Lanczos
+on Jacobian-vector products, $\|J_d\cdots J_1\|_2$ at the depths asked for: `probes.matrix_free`);
+``method="auto"`` chooses it above a state size of `AUTO_MATRIX_FREE_ABOVE`.
+
 Numerics: $P_\ell$ is kept with unit Frobenius norm and its log-scale accumulated,
 so products of thousands of Jacobians neither overflow nor underflow. For positively
 homogeneous layers (ReLU, linear, leaky ReLU, no bias) $h^{(\ell)}$ is also carried
@@ -70,8 +74,11 @@ class SimulationResult(NamedTuple):
     for homogeneous layers, it never does), 0 if never. ``nonfinite`` counts, per field, the
     samples with any non-finite value (they are kept, not dropped).
     Fields a method does not compute, or that were not asked for, are None (``vector``
-    has no matrix norms). From `sweep`, every array has the grid's axes in front and
-    ``nonfinite`` counts over the whole grid.
+    has no matrix norms; ``matrix_free`` has no ``log_spectral_norm`` at every depth, and its
+    ``log_singular_values[d]`` is (samples, 1), the largest only). From `sweep`, every array
+    has the grid's axes in front and ``nonfinite`` counts over the whole grid. ``config``
+    records the call, including ``method`` (the one run), ``requested_method`` (``"auto"``
+    resolves by state size) and ``state_shape`` (the input block's declared state shape).
     """
 
     log_spectral_norm: np.ndarray | None
