@@ -39,8 +39,10 @@ from jaxgrad.spectral import (  # noqa: E402
 )
 from jaxgrad import ensemble, probes  # noqa: E402
 from jaxgrad.engine import (  # noqa: E402
+    AUTO_MATRIX_FREE_ABOVE,
     NonFiniteWarning,
     SimulationResult,
+    choose_method,
     draw_params,
     lyapunov_spectrum,
     sample_keys,
@@ -59,10 +61,12 @@ from jaxgrad.resnets import resnet  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "adapters", "batch_norm", "batch_norm_mlp", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
-    "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
-    "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "layer_norm", "log_product_norm", "log_singular_values",
+    "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "batch_norm", "batch_norm_mlp", "DenseParams",
+    "Hyper", "Layer", "Network", "NonFiniteWarning", "SimulationResult", "WEIGHT_SCHEMES", "choose_method", "dense",
+    "derivative", "draw_params", "ensemble", "error_signals", "forward", "get_activation", "hessian_vector_product",
+    "lanczos_top_singular", "layer_jacobians", "layer_norm", "log_product_norm", "log_singular_values",
     "log_spectral_norm", "lyapunov_spectrum", "mlp", "normalisation", "probes", "product", "quadrature", "recurrent",
-    "residual", "resnet", "resnets", "rms_norm", "rnn", "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory",
+    "residual", "resnet", "resnets", "rms_norm", "rnn", "run_ensemble", "sample_keys", "serial", "simulate",
+    "spectral_norm", "stats", "sweep", "theory",
     "top_hessian_eigenvalue", "training", "weight_gradients",
 ]

@@ -14,8 +14,10 @@ Everything else about the module (its Python structure, activation functions, in
 buffers, a Flax module's RNG state) is taken once, when the adapter is built, so the
 compiled program holds only the module's own arithmetic: recombining and reshaping are
 done while tracing. The engine differentiates ``apply`` with `jax.jacrev` (methods
-"power"/"svd") or `jax.jvp`/`jax.vjp` (method "vector"), so $J_\ell = \partial f^{(\ell)}/\partial h$
-is the Jacobian of the flattened map.
+"power"/"svd") or `jax.jvp`/`jax.vjp` (methods "vector" and "matrix_free", for states too large
+to materialise), so $J_\ell = \partial f^{(\ell)}/\partial h$ is the Jacobian of the flattened map.
+A constructor may take scalar hyperparameters as keyword arguments (``hyper=``): they are then
+traced, like σ_w of `jaxgrad.dense`, and a `jaxgrad.sweep` over them is one compiled program.
 
 Equinox and Flax are optional (``pip install "jaxgrad[equinox]"`` / ``"jaxgrad[flax]"``);
 this module imports them only when an adapter is built.
@@ -25,13 +27,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad.layers import Hyper, Layer, Network, float_dtype, serial
+from jaxgrad.layers import Hyper, Layer, Network, ShapedStructure, float_dtype, serial
 
 __all__ = ["from_equinox", "from_flax", "from_functions", "serial_from_equinox", "serial_from_flax"]
 
@@ -59,17 +61,42 @@ def _is_array(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
 
 
-def _check_make(make, where: str, argument: str, example: str) -> None:
+def _check_make(make, where: str, argument: str, example: str, hyper=None) -> None:
     if not callable(make):
         raise TypeError(f"{where}: `make` must be a constructor {example}, got {type(make).__name__}")
+    hyper = hyper or {}
     try:
-        inspect.signature(make).bind(object())
+        inspect.signature(make).bind(object(), **hyper)
     except TypeError:
-        raise TypeError(f"{where}: `make` must accept one positional argument, the {argument}: {example}; "
-                        f"its signature is {inspect.signature(make)}. Wrap it, e.g. "
-                        f"`lambda {argument}: Block(..., {argument}={argument})`") from None
+        names = "".join(f", {k}" for k in hyper)
+        raise TypeError(f"{where}: `make` must accept one positional argument, the {argument}"
+                        f"{', and the keyword arguments ' + ', '.join(hyper) + ' (`hyper`)' if hyper else ''}: "
+                        f"{example}; its signature is {inspect.signature(make)}. Wrap it, e.g. "
+                        f"`lambda {argument}{names}: Block(..., {argument}={argument}{names})`") from None
     except ValueError:  # no signature (a builtin); calling it will tell
         pass
+
+
+def _check_hyper(hyper, where: str) -> dict[str, float]:
+    """`hyper` as {name: float}: names are identifiers, values finite numbers."""
+    if hyper is None:
+        return {}
+    if not hasattr(hyper, "items"):
+        raise TypeError(f"{where}: `hyper` must be a dict of name -> number, e.g. hyper={{'sigma_w': 1.0}}, "
+                        f"got {type(hyper).__name__}")
+    out = {}
+    for name, value in hyper.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{where}: `hyper` names must be Python identifiers (keyword arguments of `make`), "
+                             f"got {name!r}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: `hyper[{name!r}]` must be a finite number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: `hyper[{name!r}]` must be a finite number, got {value!r}")
+        out[name] = value
+    return out
 
 
 def _check_shape(shape, where: str) -> tuple[int, ...]:
@@ -143,21 +170,28 @@ def _flat(call, shape: tuple[int, ...]):
     return lambda h: call(h.reshape(shape)).reshape(-1)
 
 
-def _layer(kind, make, shape, init, apply, name, homogeneous) -> Layer:
-    """A `Layer` whose structure is (kind, make, shape): adapters of one constructor share a scan segment.
+def _layer(kind, make, shape, init_with, apply, name, homogeneous, values, rebuild) -> Layer:
+    """A `Layer` whose structure is (kind, make, shape, hyperparameter names): adapters of one constructor
+    share a scan segment and a compiled program whatever their hyperparameter values.
 
-    `make` is what identifies the block (the constructor; for `from_functions`, the pair).
+    `make` is what identifies the block (the constructor; for `from_functions`, the pair);
+    ``init_with(c)`` is the block's ``init`` with hyperparameters c (floats or traced arrays).
     """
     n = math.prod(shape)
-    structure = (kind, make, shape)
-    hyper = Hyper(values={}, coefficients={}, structure=structure, build=lambda c: (init, apply, None),
-                  rebuild=lambda: layer)
-    layer = Layer(init, apply, n, n, None, homogeneous=homogeneous, name=name, hyper=hyper)
+    structure = ShapedStructure(kind, make, shape, tuple(sorted(values)))
+    if values:
+        name = f"{name[:-1]}, {', '.join(f'{k}={v:g}' for k, v in values.items())})" if name.endswith(")") \
+            else f"{name}({', '.join(f'{k}={v:g}' for k, v in values.items())})"
+    hyper = Hyper(values=dict(values), coefficients=dict(values), structure=structure,
+                  build=lambda c: (init_with(c), apply, None),
+                  rebuild=(lambda **changed: rebuild({**values, **changed})) if values else (lambda: layer))
+    layer = Layer(init_with(values), apply, n, n, None, homogeneous=homogeneous, name=name, hyper=hyper)
     return layer
 
 
-def from_equinox(make: Callable[[jax.Array], Any], *, shape: Sequence[int] | int | None = None,
-                 name: str | None = None, homogeneous: bool = False) -> Layer:
+def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None = None,
+                 name: str | None = None, homogeneous: bool = False,
+                 hyper: Mapping[str, float] | None = None) -> Layer:
     r"""An Equinox module as a `Layer`: $h \mapsto \mathrm{vec}(m_θ(\mathrm{reshape}(h, \text{shape})))$.
 
     Arguments:
@@ -168,6 +202,11 @@ def from_equinox(make: Callable[[jax.Array], Any], *, shape: Sequence[int] | int
       name: a short description (default: the module's class and shape).
       homogeneous: declare $m(ch) = c\,m(h)$ for c > 0 (e.g. ReLU without bias), so the
         engine may carry the signal as direction × log-scale.
+      hyper: the block's scalar hyperparameters, e.g. ``{"sigma_w": 1.5, "sigma_b": 0.2}``:
+        `make` is then called as ``make(key, sigma_w=…, sigma_b=…)`` with *traced* values,
+        so `jaxgrad.sweep` (``grid={"sigma_w": [...]}``) and blocks that differ only in
+        them share one compiled program. The values may shape the module's arrays (a weight
+        scale) but not its Python structure (that comes from the construction at these values).
 
     Returns:
       A `Layer` with ``n_in = n_out = prod(shape)``; its params are the module's floating
@@ -184,31 +223,34 @@ def from_equinox(make: Callable[[jax.Array], Any], *, shape: Sequence[int] | int
     """
     eqx = _require("equinox", "equinox")
     where = f"from_equinox({_label(make)})"
-    _check_make(make, where, "key", "`make(key) -> eqx.Module`")
-    abstract = eqx.filter_eval_shape(make, jax.random.key(0))
+    values = _check_hyper(hyper, where)
+    _check_make(make, where, "key", "`make(key) -> eqx.Module`", values)
+    abstract = eqx.filter_eval_shape(make, jax.random.key(0), **values)
     if not isinstance(abstract, eqx.Module):
         raise TypeError(f"{where}: `make(key)` must return an equinox.Module, got {type(abstract).__name__}")
     template = abstract
     if any(_is_array(x) and not _is_float(x) for x in jax.tree.leaves(abstract)):
-        template = make(jax.random.key(0))  # integer buffers are taken from one concrete construction
+        template = make(jax.random.key(0), **values)  # integer buffers are taken from one concrete construction
     params, static = eqx.partition(template, _is_float)
     inferred = shape is None
     shape = _infer_shape(template, where, lambda m: isinstance(m, eqx.Module)) if inferred \
         else _check_shape(shape, where)
 
-    def init(key):
-        return _cast(eqx.partition(make(key), eqx.is_inexact_array)[0])
+    def init_with(c):
+        return lambda key: _cast(eqx.partition(make(key, **c), eqx.is_inexact_array)[0])
 
     def apply(params, h):
         return _flat(eqx.combine(params, static), shape)(h)
 
     _validate(apply, params, shape, where, inferred)
-    return _layer("equinox", make, shape, init, apply,
-                  name or f"equinox({type(abstract).__name__}, shape={shape})", bool(homogeneous))
+    return _layer("equinox", make, shape, init_with, apply,
+                  name or f"equinox({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
+                  lambda v: from_equinox(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
 
 
-def from_flax(make: Callable[[Any], Any], *, shape: Sequence[int] | int | None = None,
-              name: str | None = None, homogeneous: bool = False) -> Layer:
+def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = None,
+              name: str | None = None, homogeneous: bool = False,
+              hyper: Mapping[str, float] | None = None) -> Layer:
     r"""A Flax NNX module as a `Layer`: $h \mapsto \mathrm{vec}(m_θ(\mathrm{reshape}(h, \text{shape})))$.
 
     Arguments:
@@ -216,6 +258,7 @@ def from_flax(make: Callable[[Any], Any], *, shape: Sequence[int] | int | None =
         `shape` to one of `shape`. Layer ℓ calls ``make(nnx.Rngs(fold_in(key, ℓ−1)))``.
         Put dropout and the like in deterministic mode (the probes measure the map itself).
       shape, name, homogeneous: as in `from_equinox` (shape inferred from ``in_features``).
+      hyper: as in `from_equinox`: ``make(rngs, **hyper)`` with traced values.
 
     Returns:
       A `Layer`; its params are the module's floating variables (an `nnx.State`, from
@@ -229,32 +272,34 @@ def from_flax(make: Callable[[Any], Any], *, shape: Sequence[int] | int | None =
     """
     nnx = _require("flax.nnx", "flax")
     where = f"from_flax({_label(make)})"
-    _check_make(make, where, "rngs", "`make(rngs) -> nnx.Module`")
+    values = _check_hyper(hyper, where)
+    _check_make(make, where, "rngs", "`make(rngs) -> nnx.Module`", values)
 
     def floating(path, variable):
         del path
         value = variable.get_value() if hasattr(variable, "get_value") else getattr(variable, "value", variable)
         return _is_float(value)
 
-    abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0), **values))
     if not isinstance(abstract, nnx.Module):
         raise TypeError(f"{where}: `make(rngs)` must return a flax.nnx.Module, got {type(abstract).__name__}")
     graphdef, params, rest = nnx.split(abstract, floating, ...)
     if jax.tree.leaves(rest):  # RNG state, integer buffers: taken from one concrete construction
-        graphdef, _, rest = nnx.split(make(nnx.Rngs(0)), floating, ...)
+        graphdef, _, rest = nnx.split(make(nnx.Rngs(0), **values), floating, ...)
     inferred = shape is None
     shape = _infer_shape(abstract, where, lambda m: isinstance(m, nnx.Module)) if inferred \
         else _check_shape(shape, where)
 
-    def init(key):
-        return _cast(nnx.split(make(nnx.Rngs(key)), floating, ...)[1])
+    def init_with(c):
+        return lambda key: _cast(nnx.split(make(nnx.Rngs(key), **c), floating, ...)[1])
 
     def apply(params, h):
         return _flat(nnx.merge(graphdef, params, rest), shape)(h)
 
     _validate(apply, params, shape, where, inferred)
-    return _layer("flax", make, shape, init, apply,
-                  name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous))
+    return _layer("flax", make, shape, init_with, apply,
+                  name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
+                  lambda v: from_flax(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
 
 
 def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.Array], jax.Array], *,
@@ -284,24 +329,26 @@ def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.A
         return _flat(lambda x: apply(params, x), shape)(h)
 
     _validate(flat_apply, params, shape, where, inferred=False)
-    return _layer("functions", (init, apply), shape, init, flat_apply,
-                  name or f"{_label(apply)}(shape={shape})", bool(homogeneous))
+    return _layer("functions", (init, apply), shape, lambda c: init, flat_apply,
+                  name or f"{_label(apply)}(shape={shape})", bool(homogeneous), {}, None)
 
 
-def serial_from_equinox(makes: Sequence[Callable], *, shape=None, tied: bool = False) -> Network:
-    """A network of Equinox blocks, ``jaxgrad.serial(*[from_equinox(m, shape=shape) for m in makes])``.
+def serial_from_equinox(makes: Sequence[Callable], *, shape=None, tied: bool = False,
+                        hyper: Mapping[str, float] | None = None) -> Network:
+    """A network of Equinox blocks, ``jaxgrad.serial(*[from_equinox(m, shape=shape, hyper=hyper) for m in makes])``.
 
     Repeat one constructor object (``[make] * depth``) for a stack that scans as one segment.
     """
-    return _serial(from_equinox, makes, shape, tied)
+    return _serial(from_equinox, makes, shape, tied, hyper)
 
 
-def serial_from_flax(makes: Sequence[Callable], *, shape=None, tied: bool = False) -> Network:
-    """A network of Flax NNX blocks, ``jaxgrad.serial(*[from_flax(m, shape=shape) for m in makes])``."""
-    return _serial(from_flax, makes, shape, tied)
+def serial_from_flax(makes: Sequence[Callable], *, shape=None, tied: bool = False,
+                     hyper: Mapping[str, float] | None = None) -> Network:
+    """A network of Flax NNX blocks, ``jaxgrad.serial(*[from_flax(m, shape=shape, hyper=hyper) for m in makes])``."""
+    return _serial(from_flax, makes, shape, tied, hyper)
 
 
-def _serial(adapter, makes, shape, tied) -> Network:
+def _serial(adapter, makes, shape, tied, hyper=None) -> Network:
     makes = list(makes)
     if not makes:
         raise ValueError("a network needs at least one block constructor, got none")
@@ -310,7 +357,7 @@ def _serial(adapter, makes, shape, tied) -> Network:
     for make in makes:
         layer = next((l for m, l in built if m is make), None)
         if layer is None:
-            layer = adapter(make, shape=shape)
+            layer = adapter(make, shape=shape, hyper=hyper)
             built.append((make, layer))
         layers.append(layer)
     return serial(*layers, tied=tied)

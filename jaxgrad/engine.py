@@ -15,6 +15,10 @@ $P_0 = I$, inside one `lax.scan` over depth and records
   error signal at depth ℓ (the backprop chain of seed §2.5),
 * ``log_signal_norm``    $\ln\|h^{(\ell)}\|$.
 
+``method="matrix_free"`` records the same quantities without forming any Jacobian (Lanczos
+on Jacobian-vector products, $\|J_d\cdots J_1\|_2$ at the depths asked for: `probes.matrix_free`);
+``method="auto"`` chooses it above a state size of `AUTO_MATRIX_FREE_ABOVE`.
+
 Numerics: $P_\ell$ is kept with unit Frobenius norm and its log-scale accumulated,
 so products of thousands of Jacobians neither overflow nor underflow. For positively
 homogeneous layers (ReLU, linear, leaky ReLU, no bias) $h^{(\ell)}$ is also carried
@@ -39,15 +43,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import ensemble, probes
-from jaxgrad.layers import Network
+from jaxgrad.layers import Network, state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
-__all__ = ["DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys", "SimulationResult", "draw_params",
-           "lyapunov_spectrum", "sample_keys", "simulate", "sweep"]
+__all__ = ["AUTO_MATRIX_FREE_ABOVE", "DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys",
+           "SimulationResult", "choose_method", "draw_params", "lyapunov_spectrum", "sample_keys", "simulate", "sweep",
+           "state_shape"]
 
-METHODS = ("power", "svd", "vector")
+METHODS = ("power", "svd", "vector", "matrix_free", "auto")
 DTYPES = ("float32", "float64")
 _VECTOR_FIELDS = ("log_forward_gain", "log_backward_gain", "log_signal_norm")
+_METHOD_FIELDS = {"vector": _VECTOR_FIELDS, "matrix_free": probes.MATRIX_FREE_FIELDS}
+AUTO_MATRIX_FREE_ABOVE = 1024
+"""``method="auto"`` materialises Jacobians (``"power"``) up to this state size and goes
+matrix-free above it. At state size n the matrix probe holds O(n²) per sample and costs
+about n VJPs (the Jacobian) plus an n³ product per layer; the matrix-free probe costs
+2k + 2 JVPs/VJPs per layer (k = 32) plus 2kd per requested depth d, and holds O(L n)."""
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -63,8 +74,11 @@ class SimulationResult(NamedTuple):
     for homogeneous layers, it never does), 0 if never. ``nonfinite`` counts, per field, the
     samples with any non-finite value (they are kept, not dropped).
     Fields a method does not compute, or that were not asked for, are None (``vector``
-    has no matrix norms). From `sweep`, every array has the grid's axes in front and
-    ``nonfinite`` counts over the whole grid.
+    has no matrix norms; ``matrix_free`` has no ``log_spectral_norm`` at every depth, and its
+    ``log_singular_values[d]`` is (samples, 1), the largest only). From `sweep`, every array
+    has the grid's axes in front and ``nonfinite`` counts over the whole grid. ``config``
+    records the call, including ``method`` (the one run), ``requested_method`` (``"auto"``
+    resolves by state size) and ``state_shape`` (the input block's declared state shape).
     """
 
     log_spectral_norm: np.ndarray | None
@@ -172,8 +186,23 @@ def _progress(progress, label):
 # --------------------------------------------------------------------------- simulate
 
 
+def choose_method(net: Network, method: str = "auto") -> str:
+    """The method `simulate` runs for `method`: itself, or for ``"auto"``, ``"power"`` when the largest
+    state of `net` has at most `AUTO_MATRIX_FREE_ABOVE` entries and ``"matrix_free"`` above."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    if method != "auto":
+        return method
+    return "power" if max(net.widths) <= AUTO_MATRIX_FREE_ABOVE else "matrix_free"
+
+
+def state_shape(net: Network) -> tuple[int, ...]:
+    """The shape of the network's input state h⁽⁰⁾: a block's declared shape (adapters), else (n₀,)."""
+    return layer_state_shape(net.layers[0])
+
+
 def _check_fields(fields, method):
-    available = _VECTOR_FIELDS if method == "vector" else FIELDS
+    available = _METHOD_FIELDS.get(method, FIELDS)
     if fields is None:
         return tuple(available)
     if isinstance(fields, str):
@@ -188,12 +217,16 @@ def _check_fields(fields, method):
 
 
 def _check_spectrum_at(spectrum_at, net, method):
+    if isinstance(spectrum_at, (int, np.integer)):
+        spectrum_at = (spectrum_at,)
     spectrum_at = tuple(sorted(set(spectrum_at)))
     for d in spectrum_at:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
-            raise ValueError(f"`spectrum_at` depths must be integers in 1..{net.depth}, got {d!r}")
+            raise ValueError(f"`spectrum_at` depths must be integers in 1..{net.depth} (the network's depth), "
+                             f"got spectrum_at={d!r}")
     if method == "vector" and spectrum_at:
-        raise ValueError("`spectrum_at` needs the product matrix; use method='power' or 'svd', not 'vector'")
+        raise ValueError("`spectrum_at` needs the product's singular values; use method='power', 'svd' or "
+                         "'matrix_free' (the top one only), not 'vector'")
     return tuple(int(d) for d in spectrum_at)
 
 
@@ -205,6 +238,11 @@ def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_giv
     if method == "vector":
         probe = probes.gains(net, dtype=dtype, params_given=params_given)
         work = item * (4 * n_max * n_max + 2 * net.depth * n_max)
+    elif method == "matrix_free":
+        probe = probes.matrix_free(net, dtype=dtype, spectrum_at=spectrum_at, fields=fields,
+                                   params_given=params_given)
+        k = probes.lanczos_steps(n_max)
+        work = item * (2 * net.depth * n_max + 2 * (k + 8) * n_max) + 4 * _param_bytes(net)
     else:
         probe = probes.product_norms(net, dtype=dtype, method=method, spectrum_at=spectrum_at,
                                      params_given=params_given)
@@ -216,6 +254,19 @@ def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_giv
 
     key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given)
     return measure, key, work
+
+
+def _param_bytes(net: Network) -> int:
+    """Bytes of the largest layer's parameters (abstractly: nothing is drawn)."""
+    sizes = []
+    for layer, _, _ in net.segments():
+        shapes = jax.eval_shape(layer.init, jax.random.key(0))
+        sizes.append(sum(np.prod(a.shape, dtype=np.int64) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(shapes)))
+    return int(max(sizes))
+
+
+def _method_config(net: Network, requested: str, method: str) -> dict:
+    return dict(method=method, requested_method=requested, state_shape=list(state_shape(net)))
 
 
 def _result(raw: dict, fields, spectrum_at, config: dict) -> SimulationResult:
@@ -263,10 +314,17 @@ def simulate(
         ``jax.vmap(net.init)(keys)`` returns, leading axis `samples` (trained or
         hand-made weights). Sample i uses row i; inputs and probes still come from (seed, i).
       q0: input variance per coordinate.
-      spectrum_at: depths (1..depth) at which to record every $\ln σ_i(J_\ell\cdots J_1)$.
+      spectrum_at: depths (1..depth) at which to record every $\ln σ_i(J_\ell\cdots J_1)$
+        (``"matrix_free"``: the largest only, shape (samples, 1)).
       method: ``"power"`` (default; warm-started Lanczos, the Krylov form of the power
-        iteration, ≤ 1e-4 relative to SVD), ``"svd"`` (exact, slower), or ``"vector"``
-        (matrix-free gains only, for wide networks).
+        iteration, ≤ 1e-4 relative to SVD), ``"svd"`` (exact, slower), ``"vector"``
+        (matrix-free gains only, for wide networks), ``"matrix_free"`` (no Jacobian is
+        formed: gains, ``log_norm_product`` and $\ln\|J_d\cdots J_1\|_2$ at the depths
+        `spectrum_at`, by Lanczos on JVPs/VJPs; ``log_spectral_norm`` is None; costs in
+        `jaxgrad.probes.matrix_free`), or ``"auto"``: ``"power"`` up to a state size of
+        `AUTO_MATRIX_FREE_ABOVE`, ``"matrix_free"`` above (`choose_method`). The config
+        records the method run (``method``), the one asked for (``requested_method``) and
+        the input state's shape (``state_shape``).
       fields: the fields to record (default: all the method computes); the others are
         None and their work is not compiled in.
       dtype: ``"float32"`` (default) or ``"float64"``.
@@ -285,8 +343,7 @@ def simulate(
     """
     samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset)
     q0 = _check_q0(q0)
-    if method not in METHODS:
-        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    requested, method = method, choose_method(net, method)
     fields = _check_fields(fields, method)
     spectrum_at = _check_spectrum_at(spectrum_at, net, method)
     given = None if params is None else _given_params(net, params, samples, dtype_name)
@@ -299,8 +356,8 @@ def simulate(
                            bytes_per_sample=work, progress=_progress(progress, "simulate"), cache_key=cache_key)
     result = _result(raw, fields, spectrum_at, dict(
         net=[layer.name for layer in net.layers], tied=net.tied, samples=samples, seed=_seed_repr(seed, key),
-        q0=q0, method=method, dtype=dtype_name, spectrum_at=list(spectrum_at), fields=list(fields),
-        params="given" if given is not None else ("tied" if net.tied else "drawn")))
+        q0=q0, **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
+        fields=list(fields), params="given" if given is not None else ("tied" if net.tied else "drawn")))
     _warn_nonfinite(result.nonfinite, samples, "jaxgrad.simulate")
     return result
 
@@ -315,8 +372,7 @@ def draw_params(net: Network, samples: int, seed: int = 0, *, key: jax.Array | N
     params=...)`` after changing them (training, pruning, hand-made edits).
     """
     samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, None, None, 0)
-    if method not in METHODS:
-        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    method = choose_method(net, method)
     _, _, work = _simulation_program(net, method, (), _check_fields(None, method), dtype_name, False)
     np_dtype = np.dtype(dtype_name)
     with jax.enable_x64(dtype_name == "float64"):
@@ -413,8 +469,7 @@ def sweep(
     """
     samples, _, dtype_name = _check_common(net, samples, 0, key, dtype, chunk_size, devices, 0)
     q0 = _check_q0(q0)
-    if method not in METHODS:
-        raise ValueError(f"unknown method={method!r}; valid choices are {list(METHODS)}")
+    requested, method = method, choose_method(net, method)
     fields = _check_fields(fields, method)
     spectrum_at = _check_spectrum_at(spectrum_at, net, method)
     names, shape, points = _grid_points(net, grid)
@@ -439,7 +494,8 @@ def sweep(
         net=[layer.name for layer in net.layers], tied=net.tied, samples=samples,
         seed=_seed_repr(0, key) if key is not None else np.asarray(seed).reshape(shape).tolist(), q0=q0,
         grid={n: [float(x) for x in np.asarray(grid[n], np.float64).ravel()] for n in names},
-        method=method, dtype=dtype_name, spectrum_at=list(spectrum_at), fields=list(fields)))
+        **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
+        fields=list(fields)))
     _warn_nonfinite(result.nonfinite, samples * G, "jaxgrad.sweep")
     return result
 

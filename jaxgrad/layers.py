@@ -19,9 +19,9 @@ import numpy as np
 
 from jaxgrad.activations import Activation, derivative, get_activation
 
-__all__ = ["HIGHEST", "WEIGHT_SCHEMES", "DenseParams", "Hyper", "Layer", "Network", "as_key", "check_input", "dense",
-           "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp", "residual", "serial",
-           "standard_normal", "structure_of", "weight_std"]
+__all__ = ["HIGHEST", "WEIGHT_SCHEMES", "DenseParams", "Hyper", "Layer", "Network", "ShapedStructure", "as_key",
+           "check_input", "dense", "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp", "residual",
+           "serial", "standard_normal", "state_shape", "structure_of", "weight_std"]
 
 Array = jax.Array
 Params = Any
@@ -102,6 +102,27 @@ class Layer(NamedTuple):
     homogeneous: bool = False
     name: str = "layer"
     hyper: Hyper | None = None
+
+
+class ShapedStructure(NamedTuple):
+    """A `Hyper.structure` that declares the shape of the layer's state (the adapters' blocks).
+
+    The engine sees the flattened state, ``n_in = prod(shape)``; `state_shape` reads it back
+    for the result's config.
+    """
+
+    kind: str
+    block: Hashable
+    shape: tuple[int, ...]
+    names: tuple[str, ...] = ()  # the block's traced hyperparameters, if any
+
+
+def state_shape(layer: Layer) -> tuple[int, ...]:
+    """The shape of the state `layer` reads: a declared `ShapedStructure`'s, else ``(n_in,)``."""
+    structure = layer.hyper.structure if layer.hyper is not None else None
+    if isinstance(structure, ShapedStructure):
+        return tuple(structure.shape)
+    return (layer.n_in,)
 
 
 def structure_of(layer: Layer) -> Hashable:

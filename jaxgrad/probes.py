@@ -24,6 +24,8 @@ Probes here:
   ``log_forward_gain`` $\ln\|P_\ell u\|$, ``log_backward_gain`` $\ln\|P_\ell^\top e_\ell\|$ and
   ``log_signal_norm`` $\ln\|h^{(\ell)}\|$;
 * `gains`: the same vector fields matrix-free (`jax.jvp` forward, `jax.vjp` backward);
+* `matrix_free`: the gains, $\|J_\ell\|_2$ and $\|J_\ell\cdots J_1\|_2$ at chosen depths by
+  Lanczos on Jacobian-vector products, for blocks too large to materialise;
 * `lyapunov`: the QR method (Benettin et al. 1980).
 
 A new architecture needs a layer (`jaxgrad.layers.Layer`) and, if it measures something
@@ -37,12 +39,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
-from jaxgrad.spectral import lanczos_top_singular
+from jaxgrad.spectral import lanczos_top_singular, lanczos_top_singular_operator
 
-__all__ = ["FIELDS", "PARAM_SOURCES", "SampleKeys", "coefficient_arrays", "gains", "lanczos_steps",
-           "lyapunov", "parameters", "product_norms", "sample_keys"]
+__all__ = ["FIELDS", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys", "coefficient_arrays", "gains",
+           "lanczos_steps", "lyapunov", "matrix_free", "parameters", "product_norms", "sample_keys"]
 
 FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+MATRIX_FREE_FIELDS = ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
 PARAM_SOURCES = ("drawn", "tied", "given")
 
 
@@ -342,6 +345,170 @@ def gains(net: Network, *, dtype, params_given: bool = False):
         gain, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
         return dict(log_forward_gain=gain, log_backward_gain=backward, log_signal_norm=log_h,
                     overflow=signal.exit_depth)
+
+    return probe
+
+
+def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields: Sequence[str] = MATRIX_FREE_FIELDS,
+                params_given: bool = False):
+    r"""The matrix probe without matrices: every quantity from Jacobian-vector products.
+
+    No Jacobian is formed; each layer is used only through $v \mapsto J_\ell v$ (`jax.jvp`,
+    or `jax.linearize` once per layer) and $w \mapsto J_\ell^\top w$ (`jax.vjp` or its
+    transpose). With k = `lanczos_steps` (n) = min(n, 32), the cost per sample, in
+    Jacobian-vector products (JVP: $J v$; VJP: $J^\top w$; each about one forward pass of
+    the layer), is:
+
+    * ``log_forward_gain``, ``log_signal_norm``: one JVP per layer (L in all), as `gains`;
+    * ``log_backward_gain``: one VJP per layer (L), with `gains`' definition: one error
+      signal $e_L$ backpropagated, ``[ℓ]`` $= \ln\|J_1^\top\cdots J_\ell^\top ê_\ell\|$, $ê_\ell$ its
+      normalised value at depth ℓ. At ℓ = L it is the matrix probe's value (both start from
+      the same random $e_L$); the matrix probe draws a fresh $e_\ell$ at every ℓ, which
+      matrix-free would cost ℓ VJPs per depth, L(L+1)/2 in all;
+    * ``log_norm_product`` $\sum_{k\le\ell}\ln\|J_k\|_2$: k JVPs and k VJPs per layer (2kL), by
+      Lanczos on $J_\ell^\top J_\ell / c_\ell^2$ (below) of the layer alone at its input
+      $h^{(\ell-1)}$, from the random start and with the recurrence the matrix probe uses (no
+      re-orthogonalisation);
+    * ``sv{d}`` for the depths d in `spectrum_at`: $\ln\|J_d\cdots J_1\|_2$ (the top singular
+      value only), by re-orthogonalised Lanczos on $P_d^\top P_d$ (k steps from a random
+      start) whose matvec runs `jax.jvp` forward through the chain and `jax.vjp` back. The
+      m requested depths share one sweep: each Lanczos step carries the m vectors together
+      through layers 1..D, D = max(spectrum_at), keeping vector j's value at depth $d_j$ on the
+      way forward and injecting it at $d_j$ on the way back (a zero cotangent stays zero above
+      it), so each step redraws each layer once for all m: k·m·D JVPs and k·m·D VJPs in all
+      (k·Σd would be the minimum, at m times the program size).
+
+    Numerics: the chain's matvec divides the vector after layer ℓ by a fixed
+    $c_\ell = \|J_\ell \hat f_{\ell-1}\|$, the forward probe's gain at ℓ (the same number for
+    every Lanczos vector, so the map stays linear), and adds $\sum_{\ell\le d}\ln c_\ell$
+    back: products of thousands of layers neither overflow nor underflow. The layer's own
+    Lanczos is scaled the same way, so tiny or huge layers (σ_w = 1e-9) keep their accuracy.
+
+    Memory per sample: the layer inputs $h^{(0)},…,h^{(L-1)}$ (O(L n): the chain's
+    linearisation points; the parameters are redrawn from their keys at every pass through
+    a layer, as in `gains`, so none are stored for drawn or tied parameters), the Lanczos
+    bases (O(k m n)), and one layer's parameters and linearisation at a time: no n² term
+    unless a layer's own parameters have one, nothing else that grows with depth.
+
+    Arguments:
+      net: the network.
+      dtype: float dtype of the computation.
+      spectrum_at: depths (1..L) at which to record ``sv{d}``, shape (1,).
+      fields: which of `MATRIX_FREE_FIELDS` to compute (the others' work is not traced).
+      params_given: parameters are an argument (one set per sample), not drawn.
+    """
+    spectrum_at = tuple(sorted(set(spectrum_at)))
+    layers = _Layers(net, _source(net, params_given))
+    n0 = net.widths[0]
+    tied_given = params_given and net.tied
+    want_norms = "log_norm_product" in fields
+    want_backward = "log_backward_gain" in fields
+
+    def layer_map(run, x, keys, tied):
+        """(h ↦ f⁽ℓ⁾(h)) for the layer of scan input x = (ℓ, coefficients, given params)."""
+        ell, coeffs, p_given = x
+        _, apply, _ = layers.functions(run, coeffs)
+        p = layers.params(run, ell, coeffs, p_given, keys, tied)
+        return lambda h: apply(p, h)
+
+    def chain(xs, inputs, scales, keys, tied, depth):
+        """Runs (sliced to layers 1..depth) and v, d ↦ (P_d/C_d)ᵀ(P_d/C_d) v, C_d = Π_{ℓ≤d} c_ℓ (d traced ≤ depth)."""
+        parts = []
+        for r, run in enumerate(layers.runs):
+            count = min(run.count, depth - run.start)
+            if count > 0:
+                cut = lambda a, count=count: a[:count]  # noqa: E731
+                parts.append((run, run._replace(count=count), jax.tree.map(cut, (xs[r], inputs[r], scales[r]))))
+
+        def gram(v, d):
+            t, stash = v, []
+            for run, sliced, data in parts:  # forward: t ← J_ℓ t / c_ℓ; keep t at depth d
+                def fbody(carry, x, run=run):
+                    t, kept = carry
+                    x, h, log_c = x
+                    _, t = jax.jvp(layer_map(run, x, keys, tied), (h,), (t,))
+                    t = t * jnp.exp(-log_c)
+                    return (t, jnp.where(x[0] + 1 == d, t, kept)), None
+
+                (t, kept), _ = _scan(fbody, (t, jnp.zeros((run.layer.n_out,), dtype)), sliced, data)
+                stash.append(kept)
+            u = jnp.zeros((parts[-1][0].layer.n_out,), dtype)
+            for (run, sliced, data), kept in reversed(list(zip(parts, stash))):  # back: inject at d, u ← J_ℓᵀ u / c_ℓ
+                def bbody(u, x, run=run, kept=kept):
+                    x, h, log_c = x
+                    u = u + jnp.where(x[0] + 1 == d, kept, jnp.zeros_like(kept))
+                    _, pullback = jax.vjp(layer_map(run, x, keys, tied), h)
+                    return pullback(u * jnp.exp(-log_c))[0], None
+
+                u, _ = _scan(bbody, u, sliced, data, reverse=True)
+            return u
+
+        return gram
+
+    def probe(key, *rest):
+        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        keys = _split(key)
+        tied = layers.tied_params(keys, coefficients, params)
+        given = None if tied_given else params
+        xs = [layers.xs(r, coefficients, given) for r in range(len(layers.runs))]
+        f, log_f, cum = _unit_vector(keys.forward_probe, n0, dtype), jnp.zeros((), dtype), jnp.zeros((), dtype)
+        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        fwd_out, inputs, scales = [], [], []
+        for r, run in enumerate(layers.runs):
+            signal = _prepare(signal, run.homogeneous)
+
+            def fbody(carry, x, run=run):
+                signal, f, log_f, cum = carry
+                h_in = signal.h
+                h_next, linear = jax.linearize(layer_map(run, x, keys, tied), h_in)
+                signal, log_h = _advance(run.homogeneous, signal, h_next, x[0])
+                f_next, log_s = _safe_log_normalise(linear(f))
+                log_c = jnp.where(jnp.isfinite(log_s), log_s, 0.0)  # c_ℓ of the chain's matvec
+                if want_norms:  # ‖J_ℓ‖₂ = c_ℓ ‖J_ℓ/c_ℓ‖₂, Lanczos on (J_ℓ/c_ℓ)ᵀ(J_ℓ/c_ℓ) = transpose ∘ linearisation
+                    transpose = jax.linear_transpose(linear, h_in)
+                    inverse_square = jnp.exp(-2 * log_c)
+                    v_J = _unit_vector(jax.random.fold_in(keys.lanczos, x[0]), run.layer.n_in, dtype)
+                    s_J = lanczos_top_singular_operator(lambda v: transpose(linear(v))[0] * inverse_square, v_J,
+                                                        lanczos_steps(run.layer.n_in), reorthogonalise=False).value
+                    cum = cum + log_c + jnp.log(s_J)
+                return (signal, f_next, log_f + log_s, cum), (log_f + log_s, cum, log_h, h_in, log_c)
+
+            (signal, f, log_f, cum), (gain, norms, log_h, h_in, log_c) = _scan(
+                fbody, (signal, f, log_f, cum), run, xs[r])
+            fwd_out.append((gain, norms, log_h))
+            inputs.append(h_in)
+            scales.append(log_c)
+        gain, norms, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
+        out = dict(log_forward_gain=gain, log_signal_norm=log_h, overflow=signal.exit_depth)
+        if want_norms:
+            out["log_norm_product"] = norms
+        if want_backward:  # as `gains`: δ ← J_ℓᵀ δ from a random unit e_L, tracking ln ‖δ⁽ℓ⁾‖
+            delta = _unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), net.widths[-1], dtype)
+            log_d, log_delta = jnp.zeros((), dtype), []
+            for r in reversed(range(len(layers.runs))):
+                def bbody(carry, x, run=layers.runs[r]):
+                    delta, log_d = carry
+                    x, h = x
+                    _, pullback = jax.vjp(layer_map(run, x, keys, tied), h)
+                    delta, log_s = _safe_log_normalise(pullback(delta)[0])
+                    return (delta, log_d + log_s), log_d
+
+                (delta, log_d), logs = _scan(bbody, (delta, log_d), layers.runs[r], (xs[r], inputs[r]), reverse=True)
+                log_delta.insert(0, logs)
+            out["log_backward_gain"] = log_d - jnp.concatenate(log_delta)
+        if spectrum_at:
+            gram = chain(xs, inputs, scales, keys, tied, max(spectrum_at))
+            starts = jnp.stack([_unit_vector(jax.random.fold_in(keys.lanczos, (1 << 30) + d), n0, dtype)
+                                for d in spectrum_at])
+
+            def top(v0, d):
+                return lanczos_top_singular_operator(lambda v: gram(v, d), v0, lanczos_steps(n0)).value
+
+            values = jax.vmap(top)(starts, jnp.asarray(spectrum_at, jnp.int32))
+            log_scale = jnp.cumsum(jnp.concatenate(scales))
+            for j, d in enumerate(spectrum_at):
+                out[f"sv{d}"] = (log_scale[d - 1] + jnp.log(values[j]))[None]
+        return out
 
     return probe
 

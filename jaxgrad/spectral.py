@@ -6,15 +6,15 @@ an error signal. Seed §3: $\|J_1^\top \cdots J_L^\top\|_2 \le \prod_\ell \|J_\e
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxgrad.layers import HIGHEST
 
-__all__ = ["TopSingular", "lanczos_top_singular", "log_product_norm", "log_singular_values",
-           "log_spectral_norm", "product", "spectral_norm"]
+__all__ = ["TopSingular", "lanczos_top_singular", "lanczos_top_singular_operator", "log_product_norm",
+           "log_singular_values", "log_spectral_norm", "product", "spectral_norm"]
 
 Array = jax.Array
 
@@ -88,15 +88,35 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bo
     Returns:
       `TopSingular(value, vector)`; `vector` is trustworthy only with `reorthogonalise=True`.
     """
-    n = A.shape[1]
-    dtype = A.dtype
+    return lanczos_top_singular_operator(
+        lambda v: jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST),
+        v0.astype(A.dtype), steps, reorthogonalise=reorthogonalise)
+
+
+def lanczos_top_singular_operator(gram: Callable[[Array], Array], v0: Array, steps: int, *,
+                                  reorthogonalise: bool = True) -> TopSingular:
+    r"""`lanczos_top_singular` matrix-free: A is known only through $v \mapsto A^\top A v$.
+
+    For a Jacobian product $A = J_\ell\cdots J_1$, ``gram`` is a `jax.jvp` sweep forward
+    through the chain followed by a `jax.vjp` sweep back, so A is never formed: k steps
+    cost k JVPs and k VJPs of the chain and O(k n) memory for the Lanczos basis.
+
+    Arguments:
+      gram: ``v -> Aᵀ A v`` for v of the shape of `v0` (linear, symmetric positive semi-definite).
+      v0, steps, reorthogonalise: as in `lanczos_top_singular` (n = ``v0.size``).
+
+    Returns:
+      `TopSingular(value, vector)`, as `lanczos_top_singular`.
+    """
+    n = v0.shape[0]
+    dtype = v0.dtype
     tiny = jnp.finfo(dtype).tiny ** 0.5
     breakdown = 1e3 * jnp.finfo(dtype).eps
 
     def body(j, carry):
         V, alpha, beta, v, v_prev, b_prev = carry
         V = V.at[j].set(v)
-        w = jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST)
+        w = gram(v)
         if reorthogonalise:  # (traced exactly as before: results are bit-identical)
             a = jnp.vdot(w, v)
             alpha = alpha.at[j].set(a)

@@ -9,6 +9,7 @@ formulas live here once:
   (the exact large-sample variance of $s^2$, Cramér 1946 §27.4);
 * log-mean-exp: $\ln\frac1N\sum_i e^{y_i}$, SE by the delta method
   (the relative standard error of the mean of $e^{y}$);
+* two samples from one distribution? `ks_two_sample` (Kolmogorov–Smirnov, with its critical value);
 * `Comparison`, the measured-vs-predicted record the gallery prints.
 """
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Comparison", "log_mean_exp", "mean_and_se", "quantiles", "slope", "variance_and_se",
-           "within_standard_errors"]
+__all__ = ["Comparison", "KolmogorovSmirnov", "ks_two_sample", "log_mean_exp", "mean_and_se", "quantiles", "slope",
+           "variance_and_se", "within_standard_errors"]
 
 
 def mean_and_se(x, axis=0):
@@ -60,6 +61,30 @@ def slope(depths, y):
     """Least-squares slope of y against depth."""
     depths = np.asarray(depths, np.float64)
     return float(np.polyfit(depths, np.asarray(y, np.float64), 1)[0])
+
+
+class KolmogorovSmirnov(NamedTuple):
+    statistic: float  # D = sup_x |F_x(x) − F_y(x)|
+    critical: float   # D is below this with probability 1 − alpha when both samples share one distribution
+
+
+def ks_two_sample(x, y, alpha: float = 1e-3) -> KolmogorovSmirnov:
+    r"""Two-sample Kolmogorov–Smirnov statistic and its critical value at level `alpha`.
+
+    $D = \sup_t |\hat F_x(t) - \hat F_y(t)|$; under the null (one continuous distribution)
+    $P(D > c(α)\sqrt{(n+m)/(nm)}) \to α$ with $c(α) = \sqrt{-\tfrac12\ln(α/2)}$ (Smirnov 1948,
+    the leading term of the Kolmogorov distribution's tail, accurate for n, m ≳ 50).
+    """
+    x = np.sort(np.asarray(x, np.float64).ravel())
+    y = np.sort(np.asarray(y, np.float64).ravel())
+    if not 0 < alpha < 1:
+        raise ValueError(f"`alpha` must lie in (0, 1), got alpha={alpha!r}")
+    if x.size < 2 or y.size < 2:
+        raise ValueError(f"each sample needs at least 2 values, got {x.size} and {y.size}")
+    t = np.concatenate([x, y])
+    D = np.max(np.abs(np.searchsorted(x, t, side="right") / x.size - np.searchsorted(y, t, side="right") / y.size))
+    n, m = x.size, y.size
+    return KolmogorovSmirnov(float(D), float(np.sqrt(-0.5 * np.log(alpha / 2)) * np.sqrt((n + m) / (n * m))))
 
 
 class Comparison(NamedTuple):

@@ -90,6 +90,42 @@ def test_equinox_tanh_block_equals_jaxgrad_dense_on_the_same_weights():
     assert np.isfinite(ours.log_forward_gain).all()
 
 
+class ScaledTanh(eqx.Module):
+    """tanh(W h + b), W ~ N(0, σ_w²/n), b ~ N(0, σ_b²): drawn exactly as jaxgrad.dense draws them."""
+    linear: eqx.nn.Linear
+
+    def __init__(self, key, sigma_w, sigma_b):
+        k_w, k_b = jax.random.split(key)
+        linear = eqx.nn.Linear(WIDTH, WIDTH, key=k_w)
+        W = sigma_w / np.sqrt(WIDTH) * jax.random.normal(k_w, (WIDTH, WIDTH), jnp.float32)
+        b = sigma_b * jax.random.normal(k_b, (WIDTH,), jnp.float32)
+        self.linear = eqx.tree_at(lambda m: (m.weight, m.bias), linear, (W, b))
+
+    def __call__(self, h):
+        return jnp.tanh(self.linear(h))
+
+
+def make_scaled(key, sigma_w, sigma_b):
+    return ScaledTanh(key, sigma_w, sigma_b)
+
+
+def test_traced_hyperparameters_of_a_block_sweep_as_one_program_and_are_used():
+    """`hyper=`: make(key, sigma_w=…, sigma_b=…) with traced values; a σ_w grid is one program and each
+    point equals jaxgrad.mlp at that σ_w (the block draws its weights as jaxgrad.dense does)."""
+    net = serial_from_equinox([make_scaled] * 4, hyper={"sigma_w": 1.0, "sigma_b": 0.2})
+    assert net.layers[0].hyper.values == {"sigma_w": 1.0, "sigma_b": 0.2} and len(net.segments()) == 1
+    grid = {"sigma_w": [0.7, 1.9]}
+    ours = jaxgrad.sweep(net, 4, 5, grid=grid, method="vector")
+    before = ensemble.compile_count()
+    again = jaxgrad.sweep(net, 4, 6, grid={"sigma_w": [1.2, 2.5], "sigma_b": [0.05]}, method="vector")
+    assert ensemble.compile_count() == before, "new hyperparameter values recompiled the block's program"
+    assert not np.allclose(again.log_forward_gain[0, 0], ours.log_forward_gain[0])
+    theirs = jaxgrad.sweep(jaxgrad.mlp(WIDTH, 4, activation="tanh", sigma_b=0.2), 4, 5, grid=grid, method="vector")
+    assert_same_results(ours, theirs)
+    assert from_equinox(make_scaled, hyper={"sigma_w": 2.0, "sigma_b": 0.0}).hyper.structure == \
+        net.layers[0].hyper.structure
+
+
 def test_adapters_of_one_constructor_are_one_segment_and_one_program():
     first, second = from_equinox(make_tanh), from_equinox(make_tanh)
     assert structure_of(first) == structure_of(second)
@@ -236,6 +272,9 @@ class Shapeless(eqx.Module):
     (lambda: from_flax(FlaxSelfAttention), ValueError, "cannot infer|state shape"),
     (lambda: from_functions(lambda key: jnp.arange(3), lambda p, x: x, shape=(3,)), ValueError, "floating"),
     (lambda: from_functions(lambda key: jnp.ones(3), lambda p, x: x[:2], shape=(3,)), ValueError, "same shape"),
+    (lambda: from_equinox(make_tanh, hyper={"sigma_w": 1.0}), TypeError, "keyword arguments sigma_w"),
+    (lambda: from_equinox(make_scaled, hyper={"sigma_w": "big", "sigma_b": 0.0}), ValueError, "hyper.*finite"),
+    (lambda: from_equinox(make_scaled, hyper={"sigma_w": float("nan"), "sigma_b": 0.0}), ValueError, "finite"),
 ])
 def test_bad_blocks_are_refused_when_built_with_the_fix(build, error, message):
     with pytest.raises(error, match=message) as info:
