@@ -8,7 +8,9 @@ The public API is listed in ``__all__``; modules: `layers` (pure layers and netw
 `jacobian`, `spectral`, `probes` (per-sample measurements), `ensemble` (the runner),
 `engine` (`simulate`, `sweep`, `lyapunov_spectrum`), `theory`, `stats`, `store`,
 `plotting`, `cluster` (multi-process control plane), `quadratic`, `recurrent` (RNN, GRU and
-LSTM cells unrolled in time with tied weights).
+LSTM cells unrolled in time with tied weights), `transformer` (self-attention on token states),
+`convolution` (circular convolutions, delta-orthogonal kernels), `measures` (token similarity,
+Fourier modes, weight-gradient norms and product spectra at every depth).
 """
 from jaxgrad import _xla_workarounds
 
@@ -51,11 +53,14 @@ from jaxgrad import adapters, quadrature, stats, theory, training  # noqa: E402
 from jaxgrad.curvature import hessian_vector_product, top_hessian_eigenvalue  # noqa: E402
 from jaxgrad import recurrent  # noqa: E402
 from jaxgrad.recurrent import rnn  # noqa: E402
+from jaxgrad import convolution, measures, transformer  # noqa: E402
+from jaxgrad.convolution import conv  # noqa: E402
+from jaxgrad.transformer import attention  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "adapters", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
+    "ACTIVATIONS", "Activation", "adapters", "attention", "conv", "convolution", "measures", "transformer", "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning",
     "SimulationResult", "WEIGHT_SCHEMES", "dense", "derivative", "draw_params", "ensemble", "error_signals", "forward",
     "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "log_product_norm", "log_singular_values",
     "log_spectral_norm", "lyapunov_spectrum", "mlp", "probes", "product", "quadrature", "recurrent", "residual",
