@@ -260,7 +260,7 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
     (``log_stretches``, shape (len(depths), n)), with $J_k Q_{k-1} = Q_k R_k$, $Q_0 = I$.
 
     ℓ times the finite-depth Lyapunov exponents of `jaxgrad.lyapunov_spectrum` (Benettin et al. 1980),
-    recorded at several depths in one pass: they approach $\ln σ_i(J_\ell\cdots J_1)$ as ℓ grows and
+    recorded at several depths in one pass (the sums Kahan-compensated, as in `product_spectrum`): they approach $\ln σ_i(J_\ell\cdots J_1)$ as ℓ grows and
     resolve every exponent whatever the spread (no product is formed).
     """
     n = _check_square(net, "qr_log_stretches")
@@ -274,12 +274,12 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
         keys = _keys(key)
         tied = chain.tied(keys, coefficients)
         h = _input(keys, n, q0, dtype)
-        Q, acc = jnp.eye(n, dtype=dtype), jnp.zeros((n,), dtype)
+        Q, acc, comp = jnp.eye(n, dtype=dtype), jnp.zeros((n,), dtype), jnp.zeros((n,), dtype)
         out = jnp.zeros((len(depths), n), dtype)
         slot = jnp.zeros((), jnp.int32)
         for s in range(len(chain.segments)):
             def body(carry, xs, s=s):
-                h, Q, acc, out, slot = carry
+                h, Q, acc, comp, out, slot = carry
                 ell, coeffs = xs
                 p, apply, jacobian = chain.layer(s, ell, coeffs, keys, tied)
                 if jacobian is not None:
@@ -287,11 +287,15 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
                 else:
                     J, h_next = jax.jacrev(apply, argnums=1)(p, h), apply(p, h)
                 Q, R = jnp.linalg.qr(jnp.matmul(J.astype(dtype), Q, precision=HIGHEST))
-                acc = acc + jnp.log(jnp.abs(jnp.diagonal(R)))
-                out = jax.lax.cond(wanted[ell], lambda o: o.at[slot].set(-jnp.sort(-acc)), lambda o: o, out)
-                return (h_next, Q, acc, out, slot + wanted[ell].astype(jnp.int32)), None
+                y = jnp.log(jnp.abs(jnp.diagonal(R))) - comp  # Kahan-compensated running sums
+                total = acc + y
+                comp = (total - acc) - y
+                acc = total
+                out = jax.lax.cond(wanted[ell], lambda o: o.at[slot].set(-jnp.sort(-(acc - comp))), lambda o: o, out)
+                return (h_next, Q, acc, comp, out, slot + wanted[ell].astype(jnp.int32)), None
 
-            (h, Q, acc, out, slot), _ = jax.lax.scan(body, (h, Q, acc, out, slot), chain.xs(s, coefficients))
+            (h, Q, acc, comp, out, slot), _ = jax.lax.scan(body, (h, Q, acc, comp, out, slot),
+                                                           chain.xs(s, coefficients))
         return {"log_stretches": out}
 
     return probe
