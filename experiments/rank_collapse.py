@@ -33,6 +33,7 @@ References: Y. Dong, J.-B. Cordonnier, A. Loukas, ICML 2021; L. Noci et al., Neu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 
@@ -95,28 +96,26 @@ def points(config: Config) -> list[dict]:
     return [{"part": "pure"}] + [{"part": "residual", "depth": L} for L in config.depths]
 
 
-def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
-    seed = engine_seed(key)
-    T, d, H = config.tokens, config.width, config.heads
-    run = dict(seed=seed, dtype="float64")
-    if point["part"] == "pure":
-        net = _block(config, config.pure_depth)
+@functools.lru_cache(maxsize=None)
+def _probes(T: int, d: int, H: int):
+    """The per-state and per-layer functions of the runs, one object per (T, d, H): `measures.measure` keys
+    its compiled programs by them, so every residual point shares one program."""
 
-        def dong(p, h_in, h_out):
-            a, v = transformer.score_and_value_norms(p, H)
-            log_in = jnp.log(transformer.max_token_residual(h_in.reshape(T, d)))
-            Y = h_out.reshape(T, d)
-            return {"log_rho_in": log_in, "log_rho_out": jnp.log(transformer.max_token_residual(Y)),
-                    "log_bound": theory.attention_residual_log_bound(log_in, a, v),
-                    "log_scale": jnp.log(jnp.max(jnp.linalg.norm(Y, axis=1)))}
+    def tokens(h):
+        X = h.reshape(T, d)
+        return {"token_cosine": transformer.token_cosine(X), "token_residual": transformer.token_residual(X),
+                "rank_one_distance": transformer.rank_one_distance(X), "log_state_norm": jnp.log(jnp.linalg.norm(h))}
 
-        out = measures.measure(measures.layerwise, net, config.samples, layer=dong, **run)
-        out.update(measures.measure(measures.token_similarity, net, config.samples, tokens=T, **run))
-        grads = measures.measure(measures.weight_gradient_norms, net, config.samples, **run)
-        return {**out, **{f"pure_{k}": v for k, v in grads.items()}}
-    L = point["depth"]
-    out = {}
-    net = _block(config, L, residual_scale=1.0)
+    def dong(p, h_in, h_out):
+        a, v = transformer.score_and_value_norms(p, H)
+        log_in = jnp.log(transformer.max_token_residual(h_in.reshape(T, d)))
+        Y = h_out.reshape(T, d)
+        return {"log_rho_in": log_in, "log_rho_out": jnp.log(transformer.max_token_residual(Y)),
+                "log_bound": theory.attention_residual_log_bound(log_in, a, v),
+                "log_scale": jnp.log(jnp.max(jnp.linalg.norm(Y, axis=1)))}
+
+    def cosine(h):
+        return {"token_cosine": transformer.token_cosine(h.reshape(T, d))}
 
     def residual_change(p, h_in, h_out):  # uniform attention leaves R exactly unchanged
         R_in = h_in.reshape(T, d) - jnp.mean(h_in.reshape(T, d), axis=0)
@@ -126,17 +125,35 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
                 "mean_sq": jnp.sum(jnp.mean(h_out.reshape(T, d), axis=0) ** 2),
                 "mean_sq_in": jnp.sum(jnp.mean(h_in.reshape(T, d), axis=0) ** 2)}
 
+    return tokens, dong, cosine, residual_change
+
+
+def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
+    seed = engine_seed(key)
+    T, d, H = config.tokens, config.width, config.heads
+    tokens, dong, cosine, residual_change = _probes(T, d, H)
+    run = dict(seed=seed, dtype="float64")
+    if point["part"] == "pure":
+        net = _block(config, config.pure_depth)
+        out = measures.measure(measures.layerwise, net, config.samples, state=tokens, layer=dong, **run)
+        grads = measures.measure(measures.weight_gradient_norms, net, config.samples, **run)
+        return {**out, **{f"pure_{k}": v for k, v in grads.items()}}
+    # Depth L runs as the first L layers of the deepest network: layer ℓ of sample i is drawn from
+    # (seed, i, ℓ) whatever the depth, so this is the depth-L network, and every depth shares one program.
+    L, deepest = point["depth"], config.depths[-1]
+    out = {}
+    net = _block(config, deepest, residual_scale=1.0)
     for scaling, alpha in (("unscaled", 1.0), ("scaled", 1.0 / math.sqrt(L))):
         for attn, sigma_qk in (("softmax", 1.0), ("uniform", 0.0)):
             net_a = jaxgrad.serial(*[layer.hyper.rebuild(residual_scale=alpha, sigma_qk=sigma_qk)
                                      for layer in net.layers])
-            sim = measures.measure(measures.token_similarity, net_a, config.samples, tokens=T, **run)
-            out[f"{attn}_{scaling}_cosine"] = sim["token_cosine"]
+            geo = measures.measure(measures.layerwise, net_a, config.samples, state=cosine, layer=residual_change,
+                                   **run)
+            out[f"{attn}_{scaling}_cosine"] = geo["token_cosine"][:, :L + 1]
             if attn == "uniform":
-                geo = measures.measure(measures.layerwise, net_a, config.samples, layer=residual_change, **run)
-                out[f"uniform_{scaling}_residual_change"] = geo["residual_change"].max(axis=1)
-                out[f"uniform_{scaling}_mean_growth"] = geo["mean_sq"][:, -1] / geo["mean_sq_in"][:, 0]
-        if L == config.depths[-1]:
+                out[f"uniform_{scaling}_residual_change"] = geo["residual_change"][:, :L].max(axis=1)
+                out[f"uniform_{scaling}_mean_growth"] = geo["mean_sq"][:, L - 1] / geo["mean_sq_in"][:, 0]
+        if L == deepest:
             grads = measures.measure(measures.weight_gradient_norms, jaxgrad.serial(
                 *[layer.hyper.rebuild(residual_scale=alpha) for layer in net.layers]), config.samples, **run)
             out.update({f"{scaling}_{k}": v for k, v in grads.items()})

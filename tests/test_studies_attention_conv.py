@@ -9,7 +9,7 @@ from tests.helpers import run_study_at_a_tiny_size
 
 TINY = {
     rank_collapse: rank_collapse.Config(tokens=4, width=4, samples=32, pure_depth=4, depths=(2, 4)),
-    delta_orthogonal: delta_orthogonal.Config(channels=2, deep_pixels=2, depths=(10, 1000), deep_samples=2,
+    delta_orthogonal: delta_orthogonal.Config(channels=2, deep_pixels=3, depths=(10, 1000), deep_samples=2,
                                               pixels=4, product_depths=(2,), samples=16),
 }
 
@@ -20,7 +20,7 @@ def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
     data, comparisons = run_study_at_a_tiny_size(module, config, tmp_path)
     assert all(c.tolerance > 0 for c in comparisons)
     if module is delta_orthogonal:
-        assert data["deep_linear_delta_orthogonal_log_stretches"].shape == (2, 2, 4)
+        assert data["deep_linear_delta_orthogonal_log_stretches"].shape == (2, 2, 6)
         assert data["isometry_svd_deviation"].shape == (1,) and data["isometry_svd_deviation"][0] < 1e-4 * 1000
     else:
         assert data["token_cosine"].shape == (32, 5) and np.all(data["token_cosine"][:, 0] < 1)
