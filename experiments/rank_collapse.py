@@ -25,7 +25,7 @@ Everything runs in float64: pure attention reaches the float32 rounding floor
 $2^{L/2}$.
 
 Run: ``jaxgrad run rank_collapse`` (quick: T = d = 16, 256 samples, pure depth 6, residual depths
-4–32; about a minute on 2 CPU cores); ``--scale full`` (T = 64 tokens, d = 128, 1024 samples,
+4–32; about 35 s on 2 CPU cores); ``--scale full`` (T = 64 tokens, d = 128, 1024 samples,
 residual depths to 256: an accelerator).
 
 References: Y. Dong, J.-B. Cordonnier, A. Loukas, ICML 2021; L. Noci et al., NeurIPS 2022.
