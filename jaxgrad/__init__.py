@@ -9,7 +9,9 @@ The public API is listed in ``__all__``; modules: `layers` (pure layers and netw
 `engine` (`simulate`, `sweep`, `lyapunov_spectrum`), `theory`, `stats`, `store`,
 `plotting`, `cluster` (multi-process control plane), `quadratic`, `recurrent` (RNN, GRU and
 LSTM cells unrolled in time with tied weights), `normalisation` (RMSNorm, LayerNorm, BatchNorm),
-`resnets` (residual networks with depth-scaled branches and pre-/post-norm).
+`resnets` (residual networks with depth-scaled branches and pre-/post-norm), `transformer`
+(self-attention on token states), `convolution` (circular convolutions, delta-orthogonal kernels),
+`measures` (token similarity, Fourier modes, weight-gradient norms and product spectra at every depth).
 """
 from jaxgrad import _xla_workarounds
 
@@ -57,16 +59,19 @@ from jaxgrad.recurrent import rnn  # noqa: E402
 from jaxgrad import normalisation, resnets  # noqa: E402
 from jaxgrad.normalisation import batch_norm, batch_norm_mlp, layer_norm, rms_norm  # noqa: E402
 from jaxgrad.resnets import resnet  # noqa: E402
+from jaxgrad import convolution, measures, transformer  # noqa: E402
+from jaxgrad.convolution import conv  # noqa: E402
+from jaxgrad.transformer import attention  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "batch_norm", "batch_norm_mlp", "DenseParams",
-    "Hyper", "Layer", "Network", "NonFiniteWarning", "SimulationResult", "WEIGHT_SCHEMES", "choose_method", "dense",
-    "derivative", "draw_params", "ensemble", "error_signals", "forward", "get_activation", "hessian_vector_product",
-    "lanczos_top_singular", "layer_jacobians", "layer_norm", "log_product_norm", "log_singular_values",
-    "log_spectral_norm", "lyapunov_spectrum", "mlp", "normalisation", "probes", "product", "quadrature", "recurrent",
-    "residual", "resnet", "resnets", "rms_norm", "rnn", "run_ensemble", "sample_keys", "serial", "simulate",
-    "spectral_norm", "stats", "sweep", "theory",
+    "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "attention", "batch_norm", "batch_norm_mlp",
+    "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning", "SimulationResult", "WEIGHT_SCHEMES",
+    "choose_method", "conv", "convolution", "dense", "derivative", "draw_params", "ensemble", "error_signals",
+    "forward", "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "layer_norm",
+    "log_product_norm", "log_singular_values", "log_spectral_norm", "lyapunov_spectrum", "measures", "mlp",
+    "normalisation", "probes", "product", "quadrature", "recurrent", "residual", "resnet", "resnets", "rms_norm", "rnn",
+    "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory", "transformer",
     "top_hessian_eigenvalue", "training", "weight_gradients",
 ]

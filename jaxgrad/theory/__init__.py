@@ -36,6 +36,12 @@ the mean field of a ReLU branch (`mean_field_residual_gain`). Normalisation
 Dynamical isometry (`jaxgrad.theory.isometry`): `jacobian_spectrum_variance`, the
 spread of the singular values of $J$ at large width, Gaussian vs orthogonal weights.
 
+Attention and convolution (`jaxgrad.theory.attention`): Dong et al.'s bound on the residual from
+token uniformity `attention_residual_log_bound` (cubic: `RANK_COLLAPSE_EXPONENT`), the uniform-attention
+growth of the mean token with a residual branch `uniform_attention_mean_growth` and its token cosine
+`uniform_attention_token_cosine` (Noci et al. 2022), and `delta_orthogonal_log_singular_value`
+(Xiao et al. 2018).
+
 The library never imports the engine; tests put each prediction beside
 `jaxgrad.simulate` (tests/test_theory_mc.py) or beside an independent NumPy/SciPy
 computation (tests/test_theory_laws.py).
@@ -85,8 +91,17 @@ from jaxgrad.theory.normalisation import (
     norm_jacobian_singular_values,
     pre_norm_signal_variance,
 )
+from jaxgrad.theory.attention import (
+    RANK_COLLAPSE_EXPONENT,
+    attention_residual_log_bound,
+    delta_orthogonal_log_singular_value,
+    uniform_attention_mean_growth,
+    uniform_attention_token_cosine,
+)
 
 __all__ = [
+    "RANK_COLLAPSE_EXPONENT", "attention_residual_log_bound", "delta_orthogonal_log_singular_value",
+    "uniform_attention_mean_growth", "uniform_attention_token_cosine",
     "DepthScales", "FixedPoint", "GaussianMoments", "LogGain", "Propagation", "ReluLogGainMoments", "ResidualLogGain",
     "TW1_MEAN", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "pre_norm_signal_variance", "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
     "expected_max_derivative", "expected_mean_square_derivative", "fixed_points", "gaussian_log_gain",
