@@ -97,14 +97,14 @@ def runs(tmp_path_factory):
         mismatch=Run([run_study(root / "m0", *processes(mismatch, 0)),
                       run_study(root / "m1", "--set", "samples=6", *processes(mismatch, 1))]),
         out_of_range=Run([run_study(root / "range", *processes(f"127.0.0.1:{free_port()}", 2))]),
-        # a typo, in a process that would otherwise wait 120 s for its peer
+        # a typo, in a process that would otherwise wait 300 s for its peer
         typo=Run([run_study(root / "typo", "--set", "bogus=1", *processes(f"127.0.0.1:{free_port()}", 0, 2,
-                                                                             "--init-timeout", 120))]),
+                                                                             "--init-timeout", 300))]),
         # process 1 of 2; nothing listens at the coordinator's address
         unreachable=Run([run_study(root / "lonely", *processes(f"127.0.0.1:{free_port()}", 1, 2,
                                                                 "--init-timeout", 5))]),
         port_taken=Run([run_study(root / "taken", *processes(f"127.0.0.1:{occupied.getsockname()[1]}", 0, 2,
-                                                              "--init-timeout", 20))]),
+                                                              "--init-timeout", 300))]),
     )
     yield root, started
     for run in started.values():
@@ -216,20 +216,20 @@ def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them
 
 def test_a_configuration_mismatch_stops_both_processes_and_writes_nothing(runs):
     root, started = runs
-    for me, (code, err, seconds) in enumerate(started["mismatch"].finish(limit_s=90)):
+    for me, (code, err, seconds) in enumerate(started["mismatch"].finish(limit_s=150)):
         assert code == 1, err
         (line,) = error_lines(err)
         assert line.startswith(f"jaxgrad: error: process {me}: the processes of this run have different "
                                "configurations"), err
         assert f"samples={(5, 6)[me]} vs {(6, 5)[me]}" in line, line
         assert "Traceback" not in err
-        assert seconds < 90
+        assert seconds < 150  # bounded: no process waits for a peer that has stopped
     assert files(root / "m0") == files(root / "m1") == []
 
 
 def test_a_process_id_out_of_range_is_a_one_line_usage_error(runs):
     root, started = runs
-    ((code, err, seconds),) = started["out_of_range"].finish(limit_s=60)
+    ((code, err, seconds),) = started["out_of_range"].finish(limit_s=240)
     assert code == 2, err
     assert err.strip().splitlines() == error_lines(err), err  # one line, no traceback
     (line,) = error_lines(err)
@@ -239,7 +239,7 @@ def test_a_process_id_out_of_range_is_a_one_line_usage_error(runs):
 
 def test_bad_usage_is_reported_at_once_without_waiting_for_the_other_processes(runs):
     root, started = runs
-    ((code, err, seconds),) = started["typo"].finish(limit_s=60)
+    ((code, err, seconds),) = started["typo"].finish(limit_s=240)
     assert code == 2, err
     assert err.strip().splitlines() == ["jaxgrad: error: unknown --set key 'bogus'; valid keys: width, depths, "
                                         "samples, sigma_b, activations, method"], err
@@ -248,26 +248,28 @@ def test_bad_usage_is_reported_at_once_without_waiting_for_the_other_processes(r
 
 def test_an_unreachable_coordinator_is_a_clear_error_after_the_init_timeout(runs):
     root, started = runs
-    ((code, err, seconds),) = started["unreachable"].finish(limit_s=45)
+    ((code, err, seconds),) = started["unreachable"].finish(limit_s=150)
     assert code == 1, err
     (line,) = error_lines(err)
     assert "process 1 of 2 could not reach the coordinator at 127.0.0.1:" in line, err
     assert "within 5 s" in line and "nothing accepts connections there" in line, line
     assert "Traceback" not in err
-    assert 5 <= seconds < 40
+    assert 5 <= seconds < 150  # the 5 s --init-timeout, plus starting Python and JAX under load
     assert files(root / "lonely") == []
 
 
 def test_a_coordinator_port_in_use_is_a_one_line_error_at_once(runs):
     root, started = runs
-    ((code, err, seconds),) = started["port_taken"].finish(limit_s=60)
+    # Under load, starting Python and JAX alone can take 20–30 s: "at once" means well before the 300 s
+    # --init-timeout, which a run that waited for the other processes would reach (finish kills it at 240 s).
+    ((code, err, seconds),) = started["port_taken"].finish(limit_s=240)
     assert code == 1, err
     assert err.strip().splitlines() == error_lines(err), err  # one line, no traceback
     (line,) = error_lines(err)
     assert line.startswith("jaxgrad: error: could not start the multi-process run: process 0 cannot listen on "
                            "port "), line
     assert "choose a free port" in line, line
-    assert seconds < 20  # before the --init-timeout
+    assert seconds < 240  # before the --init-timeout
     assert files(root / "taken") == []
 
 

@@ -118,19 +118,19 @@ def test_two_processes_reproduce_a_single_process_run_bit_for_bit(tmp_path, fail
 
 def test_a_configuration_mismatch_stops_every_process_clearly(failing_runs):
     # started as SLURM tasks, so this also exercises detection from the environment
-    for me, (code, err, seconds) in enumerate(failing_runs["mismatch"].finish(limit_s=60)):
+    for me, (code, err, seconds) in enumerate(failing_runs["mismatch"].finish(limit_s=150)):
         assert code == 3, err
         assert f"process {me}: the processes of this run have different configurations" in err
         assert f"seed={me!r} vs {1 - me!r}" in err
-        assert seconds < 60
+        assert seconds < 150
 
 
 def test_a_missing_peer_or_coordinator_is_a_clear_error_in_bounded_time(failing_runs):
-    (code0, err0, seconds0), (code1, err1, seconds1) = failing_runs["lonely"].finish(limit_s=45)
+    (code0, err0, seconds0), (code1, err1, seconds1) = failing_runs["lonely"].finish(limit_s=150)
     assert code0 == 3 and "process 0 of 2: not all 2 processes joined the coordinator at 127.0.0.1:" in err0, err0
     assert "within 3 s" in err0 and "--process-id 0..1" in err0
     assert code1 == 3 and "process 1 of 2 could not reach the coordinator at 127.0.0.1:" in err1, err1
-    assert max(seconds0, seconds1) < 45
+    assert max(seconds0, seconds1) < 150  # the 3 s timeout, plus starting Python and JAX under load
 
 
 # --------------------------------------------------------------------------- one process, no network
