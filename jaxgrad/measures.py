@@ -202,6 +202,30 @@ def weight_gradient_norms(net: Network, *, dtype):
     return probe
 
 
+def _check_depths(net: Network, depths, where: str) -> tuple[int, ...]:
+    depths = tuple(sorted(set(int(d) for d in depths)))
+    if not depths or depths[0] < 1 or depths[-1] > net.depth:
+        raise ValueError(f"{where}: `depths` must be integers in 1..{net.depth}, got depths={depths!r}")
+    return depths
+
+
+def _jacobian_step(chain: "_Chain", s: int, ell, coeffs, keys, tied, h, dtype):
+    """Layer ℓ's Jacobian at h (its fast path, else `jax.jacrev`) and its output."""
+    p, apply, jacobian = chain.layer(s, ell, coeffs, keys, tied)
+    if jacobian is not None:
+        J, h_next = jacobian(p, h)
+    else:
+        J, h_next = jax.jacrev(apply, argnums=1)(p, h), apply(p, h)
+    return J.astype(dtype), h_next
+
+
+def _kahan_add(total, comp, x):
+    """Kahan summation: (total, comp) ← total + x, with total − comp the running sum to rounding."""
+    y = x - comp
+    new = total + y
+    return new, (new - total) - y
+
+
 def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
     r"""A probe of every $\ln σ_i(J_\ell\cdots J_1)$ (descending) at each ℓ in `depths`: ``log_singular_values``
     of shape (len(depths), n).
@@ -210,9 +234,7 @@ def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
     sum, so in float32 the scale at depth 10,000 carries no accumulated rounding of its own.
     """
     n = _check_square(net, "product_spectrum")
-    depths = tuple(sorted(set(int(d) for d in depths)))
-    if not depths or depths[0] < 1 or depths[-1] > net.depth:
-        raise ValueError(f"`depths` must be integers in 1..{net.depth}, got depths={depths!r}")
+    depths = _check_depths(net, depths, "product_spectrum")
     chain = _Chain(net)
     wanted = jnp.asarray(np.isin(np.arange(1, net.depth + 1), depths))
 
@@ -228,18 +250,11 @@ def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
             def body(carry, xs, s=s):
                 h, P, log_c, comp, spectra, slot = carry
                 ell, coeffs = xs
-                p, apply, jacobian = chain.layer(s, ell, coeffs, keys, tied)
-                if jacobian is not None:
-                    J, h_next = jacobian(p, h)
-                else:
-                    J, h_next = jax.jacrev(apply, argnums=1)(p, h), apply(p, h)
-                P = jnp.matmul(J.astype(dtype), P, precision=HIGHEST)
+                J, h_next = _jacobian_step(chain, s, ell, coeffs, keys, tied, h, dtype)
+                P = jnp.matmul(J, P, precision=HIGHEST)
                 norm = jnp.linalg.norm(P)
                 P = P / norm
-                y = jnp.log(norm) - comp  # Kahan: log_c + comp is the exact running sum to rounding
-                total = log_c + y
-                comp = (total - log_c) - y
-                log_c = total
+                log_c, comp = _kahan_add(log_c, comp, jnp.log(norm))
 
                 def record(spectra):
                     sv = jnp.linalg.svd(P, compute_uv=False)
@@ -264,9 +279,7 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
     resolve every exponent whatever the spread (no product is formed).
     """
     n = _check_square(net, "qr_log_stretches")
-    depths = tuple(sorted(set(int(d) for d in depths)))
-    if not depths or depths[0] < 1 or depths[-1] > net.depth:
-        raise ValueError(f"`depths` must be integers in 1..{net.depth}, got depths={depths!r}")
+    depths = _check_depths(net, depths, "qr_log_stretches")
     chain = _Chain(net)
     wanted = jnp.asarray(np.isin(np.arange(1, net.depth + 1), depths))
 
@@ -281,16 +294,9 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
             def body(carry, xs, s=s):
                 h, Q, acc, comp, out, slot = carry
                 ell, coeffs = xs
-                p, apply, jacobian = chain.layer(s, ell, coeffs, keys, tied)
-                if jacobian is not None:
-                    J, h_next = jacobian(p, h)
-                else:
-                    J, h_next = jax.jacrev(apply, argnums=1)(p, h), apply(p, h)
-                Q, R = jnp.linalg.qr(jnp.matmul(J.astype(dtype), Q, precision=HIGHEST))
-                y = jnp.log(jnp.abs(jnp.diagonal(R))) - comp  # Kahan-compensated running sums
-                total = acc + y
-                comp = (total - acc) - y
-                acc = total
+                J, h_next = _jacobian_step(chain, s, ell, coeffs, keys, tied, h, dtype)
+                Q, R = jnp.linalg.qr(jnp.matmul(J, Q, precision=HIGHEST))
+                acc, comp = _kahan_add(acc, comp, jnp.log(jnp.abs(jnp.diagonal(R))))
                 out = jax.lax.cond(wanted[ell], lambda o: o.at[slot].set(-jnp.sort(-(acc - comp))), lambda o: o, out)
                 return (h_next, Q, acc, comp, out, slot + wanted[ell].astype(jnp.int32)), None
 
