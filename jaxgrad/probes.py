@@ -302,8 +302,11 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
                 # ‖J_ℓ‖₂ from a random start; only the value is used, for which the
                 # three-term recurrence suffices (no re-orthogonalisation).
                 v_J = _unit_vector(jax.random.fold_in(keys.lanczos, ell), J.shape[1], dtype)
-                s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]), reorthogonalise=False,
-                             max_steps=lanczos_max_steps(J.shape[1]) if adaptive else None)
+                if adaptive and J.shape[1] <= lanczos_steps(J.shape[1]):  # a full Krylov space: exact
+                    s_J, _ = top(J, v_J, J.shape[1])
+                else:
+                    s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]), reorthogonalise=False,
+                                 max_steps=lanczos_max_steps(J.shape[1]) if adaptive else None)
                 cum = cum + jnp.log(s_J)
                 if adaptive:  # P₁ = J₁ (P₀ = I): the adaptive run's norm, not the warm-started one's
                     log_P = jnp.where(ell == 0, cum, log_P)  # (whose start at ℓ = 1 is random)
