@@ -47,6 +47,7 @@ DEFAULT_WIDTHS = (64, 128, 256)
 DEFAULT_DEPTHS = (64, 1000)
 BASELINE_DEPTH = 64
 BASELINE_BATCH = 64  # samples per call of the vectorised baselines (b), (c)
+BACKEND_TAGS = ("cpu", "gpu", "tpu")
 QUICK = dict(widths=(8, 16), depths=(4, 8), samples=16, repeats=2, baseline_depth=8)
 
 
@@ -98,6 +99,17 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         args.samples, args.repeats = QUICK["samples"], min(args.repeats, QUICK["repeats"])
     if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"--tag must be letters, digits, - or _, got {args.tag!r}")
+    if args.tag in BACKEND_TAGS:  # a tag that names a backend promises numbers measured on it
+        import jax
+
+        try:
+            present = bool(jax.devices(args.tag))
+        except RuntimeError:
+            present = False
+        if not present or jax.default_backend() != args.tag:
+            seen = sorted({d.platform for d in jax.devices()})
+            raise ValueError(f"--tag {args.tag} names a backend that is not the one here (JAX runs on {seen}); "
+                             f"run it where a {args.tag.upper()} is, or choose another tag")
     return args
 
 

@@ -47,7 +47,7 @@ from jaxgrad.layers import Network, state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
 __all__ = ["AUTO_MATRIX_FREE_ABOVE", "DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys",
-           "SimulationResult", "choose_method", "draw_params", "lyapunov_spectrum", "sample_keys", "simulate", "sweep",
+           "SimulationResult", "choose_method", "draw_params", "log_spaced_depths", "lyapunov_spectrum", "sample_keys", "simulate", "sweep",
            "state_shape"]
 
 METHODS = ("power", "svd", "vector", "matrix_free", "auto")
@@ -230,7 +230,35 @@ def _check_spectrum_at(spectrum_at, net, method):
     return tuple(int(d) for d in spectrum_at)
 
 
-def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_given):
+def _check_norms_at(norms_at, net, method, fields):
+    if norms_at is None:
+        return None
+    if isinstance(norms_at, (int, np.integer)):
+        norms_at = (norms_at,)
+    norms_at = tuple(norms_at)
+    for d in norms_at:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
+            raise ValueError(f"`norms_at` depths must be integers in 1..{net.depth} (the network's depth), "
+                             f"got norms_at={d!r}")
+    if not norms_at:
+        raise ValueError("`norms_at` must name at least one depth (or be None: every depth), got an empty list")
+    if method not in ("power", "svd"):
+        raise ValueError(f"`norms_at` selects the depths of log_spectral_norm, which method={method!r} does not "
+                         "record at every depth; use method='power' or 'svd' (matrix_free: `spectrum_at`)")
+    if "log_spectral_norm" not in fields:
+        raise ValueError(f"`norms_at` selects the depths of log_spectral_norm, which fields={list(fields)} leaves out")
+    return tuple(sorted({int(d) for d in norms_at}))
+
+
+def log_spaced_depths(depth: int, count: int = 16) -> tuple[int, ...]:
+    """About `count` depths from 1 to `depth`, evenly spaced in log depth (always 1 and `depth`):
+    a `norms_at` for growth laws that are exponential in depth."""
+    _check_int("depth", depth, 1)
+    _check_int("count", count, 1)
+    return tuple(sorted({int(round(d)) for d in np.geomspace(1, depth, min(count, depth))} | {depth}))
+
+
+def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_given, norms_at=None):
     """(probe, cache key, bytes per sample) for `simulate` and `sweep`."""
     dtype = jnp.dtype(dtype_name)
     item = dtype.itemsize
@@ -245,14 +273,14 @@ def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_giv
         work = item * (2 * net.depth * n_max + 2 * (k + 8) * n_max) + 4 * _param_bytes(net)
     else:
         probe = probes.product_norms(net, dtype=dtype, method=method, spectrum_at=spectrum_at,
-                                     params_given=params_given)
+                                     params_given=params_given, norms_at=norms_at)
         work = item * 8 * n_max * n_max
     wanted = set(fields) | {"overflow"} | {f"sv{d}" for d in spectrum_at}
 
     def measure(*a):
         return {k: v for k, v in probe(*a).items() if k in wanted}
 
-    key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given)
+    key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given, norms_at)
     return measure, key, work
 
 
@@ -291,6 +319,7 @@ def simulate(
     spectrum_at: Sequence[int] = (),
     method: str = "power",
     fields: Sequence[str] | None = None,
+    norms_at: Sequence[int] | None = None,
     dtype=None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -327,6 +356,11 @@ def simulate(
         the input state's shape (``state_shape``).
       fields: the fields to record (default: all the method computes); the others are
         None and their work is not compiled in.
+      norms_at: depths (1..depth) at which to compute ``log_spectral_norm``, the one field
+        that needs a Lanczos run on the product at every depth (``"power"``, ``"svd"``);
+        it is then (samples, len(norms_at)), in increasing depth, and the config records
+        the depths. Every other field, the bound included, is still recorded at every depth.
+        `log_spaced_depths` (depth) gives a log-spaced choice. Default None: every depth.
       dtype: ``"float32"`` (default) or ``"float64"``.
       chunk_size: samples per host round trip (default: from available memory).
       devices: devices to shard samples over (default: all local devices; in a
@@ -346,8 +380,10 @@ def simulate(
     requested, method = method, choose_method(net, method)
     fields = _check_fields(fields, method)
     spectrum_at = _check_spectrum_at(spectrum_at, net, method)
+    norms_at = _check_norms_at(norms_at, net, method, fields)
     given = None if params is None else _given_params(net, params, samples, dtype_name)
-    probe, cache_key, work = _simulation_program(net, method, spectrum_at, fields, dtype_name, given is not None)
+    probe, cache_key, work = _simulation_program(net, method, spectrum_at, fields, dtype_name, given is not None,
+                                                 norms_at)
     np_dtype = np.dtype(dtype_name)
     args = (probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype))
     with jax.enable_x64(dtype_name == "float64"):
@@ -357,7 +393,8 @@ def simulate(
     result = _result(raw, fields, spectrum_at, dict(
         net=[layer.name for layer in net.layers], tied=net.tied, samples=samples, seed=_seed_repr(seed, key),
         q0=q0, **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
-        fields=list(fields), params="given" if given is not None else ("tied" if net.tied else "drawn")))
+        fields=list(fields), norms_at=None if norms_at is None else list(norms_at),
+        params="given" if given is not None else ("tied" if net.tied else "drawn")))
     _warn_nonfinite(result.nonfinite, samples, "jaxgrad.simulate")
     return result
 
@@ -449,6 +486,7 @@ def sweep(
     spectrum_at: Sequence[int] = (),
     method: str = "power",
     fields: Sequence[str] | None = None,
+    norms_at: Sequence[int] | None = None,
     dtype=None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -472,6 +510,7 @@ def sweep(
     requested, method = method, choose_method(net, method)
     fields = _check_fields(fields, method)
     spectrum_at = _check_spectrum_at(spectrum_at, net, method)
+    norms_at = _check_norms_at(norms_at, net, method, fields)
     names, shape, points = _grid_points(net, grid)
     G = len(points)
     if key is None:
@@ -481,7 +520,7 @@ def sweep(
                              f"got shape {seeds.shape}")
         seed = np.broadcast_to(seeds, shape).reshape(G)
     rep = _representative([n for n, _ in points])
-    probe, cache_key, work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False)
+    probe, cache_key, work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False, norms_at)
     np_dtype = np.dtype(dtype_name)
     coeffs = jax.tree.map(lambda *xs: np.stack(xs), *[probes.coefficient_arrays(n, np_dtype) for n, _ in points])
     q0s = np.asarray([q0 if g_q0 is None else _check_q0(g_q0) for _, g_q0 in points], np_dtype)
@@ -495,7 +534,7 @@ def sweep(
         seed=_seed_repr(0, key) if key is not None else np.asarray(seed).reshape(shape).tolist(), q0=q0,
         grid={n: [float(x) for x in np.asarray(grid[n], np.float64).ravel()] for n in names},
         **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
-        fields=list(fields)))
+        fields=list(fields), norms_at=None if norms_at is None else list(norms_at)))
     _warn_nonfinite(result.nonfinite, samples * G, "jaxgrad.sweep")
     return result
 

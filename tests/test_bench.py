@@ -38,6 +38,9 @@ def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):
     (["bench", "--repeats", "0"], ["--repeats must be a positive integer"]),
     (["bench", "--samples", "many"], ["--samples", "invalid int value"]),
     (["bench", "--frobnicate"], ["unrecognized arguments", "--frobnicate"]),
+    (["bench", "--widths", "0,64"], ["--widths", "positive"]),
+    (["bench", "--samples", "0"], ["--samples must be a positive integer"]),
+    (["bench", "--tag", "tpu"], ["--tag tpu", "not the one here"]),
 ])
 def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
     code = main(argv)

@@ -189,6 +189,51 @@ def test_power_method_agrees_with_svd_to_1e4(activation, sigma_w):
     assert np.all(np.abs(p.log_norm_product - s.log_norm_product) <= 1e-4 * np.arange(1, 13))
 
 
+@pytest.mark.parametrize("width,depth,activation,weights,sigma_w", [
+    (16, 12, "tanh", "gaussian", 1.0),
+    (512, 3, "tanh", "gaussian", 1.0),      # the widest: the smallest relative gap of a random J_ℓ
+    (64, 8, "relu", "gaussian", 2.0 ** 0.5),  # rank-deficient J_ℓ (about half the rows zero)
+    (64, 8, "tanh", "orthogonal", 1.2),     # orthogonal W: J_ℓ's spectrum is φ′'s, clustered near σ_w
+    (32, 8, "linear", "orthogonal", 1.0),   # every singular value 1: no gap at all (Lanczos breaks down)
+])
+def test_power_meets_the_1e4_contract_on_hard_cases(width, depth, activation, weights, sigma_w):
+    net = jaxgrad.mlp(width=width, depth=depth, activation=activation, weights=weights, sigma_w=sigma_w)
+    samples = 2 if width > 256 else 8
+    p = jaxgrad.simulate(net, samples=samples, seed=4, method="power")
+    s = jaxgrad.simulate(net, samples=samples, seed=4, method="svd")
+    assert np.max(np.abs(p.log_spectral_norm - s.log_spectral_norm)) <= 1e-4
+    per_layer = np.abs(np.diff(p.log_norm_product, axis=1, prepend=0) - np.diff(s.log_norm_product, axis=1, prepend=0))
+    assert np.max(per_layer) <= 1e-4
+
+
+def test_norms_at_records_the_product_norm_at_those_depths_only_and_everything_else_as_before():
+    net = jaxgrad.mlp(width=24, depth=20, activation="tanh", sigma_w=1.5, sigma_b=0.1)
+    depths = jaxgrad.log_spaced_depths(20, 6)
+    assert depths[0] == 1 and depths[-1] == 20 and list(depths) == sorted(set(depths))
+    every = jaxgrad.simulate(net, samples=16, seed=2)
+    some = jaxgrad.simulate(net, samples=16, seed=2, norms_at=depths)
+    exact = jaxgrad.simulate(net, samples=16, seed=2, method="svd")
+    assert some.log_spectral_norm.shape == (16, len(depths)) and some.config["norms_at"] == list(depths)
+    columns = np.asarray(depths) - 1
+    assert np.max(np.abs(some.log_spectral_norm - exact.log_spectral_norm[:, columns])) <= 1e-4
+    for field in ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm"):
+        np.testing.assert_array_equal(getattr(some, field), getattr(every, field), err_msg=field)
+    assert every.config["norms_at"] is None
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(norms_at=(0,)), r"norms_at.*1\.\.5.*norms_at=0"),
+    (dict(norms_at=(6,)), r"norms_at.*1\.\.5.*norms_at=6"),
+    (dict(norms_at=()), r"norms_at.*at least one"),
+    (dict(norms_at=(2,), method="vector"), r"norms_at.*method='vector'"),
+    (dict(norms_at=(2,), method="matrix_free"), r"norms_at.*method='matrix_free'.*spectrum_at"),
+    (dict(norms_at=(2,), fields=("log_norm_product",)), r"norms_at.*leaves out"),
+])
+def test_bad_norms_at(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jaxgrad.simulate(jaxgrad.mlp(width=4, depth=5), samples=4, **kwargs)
+
+
 def test_signal_overflow_is_reported_not_dropped():
     net = jaxgrad.mlp(width=4, depth=40, activation=lambda x: jnp.exp(x), sigma_w=2.0, sigma_b=1.0)
     res = jaxgrad.simulate(net, samples=8, seed=0)
