@@ -96,8 +96,9 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bo
         before the Ritz value finds the top of a cluster) can pass this test early, so it is
         a heuristic: results/benchmarks/NOTES.md measures what it reaches. Only a sample
         that has not settled takes more steps (under `vmap`, a settled sample's state is
-        frozen), so its result depends on its own data alone. Without re-orthogonalisation the extra steps cost matrix–vector products
-        only; with it, the basis (and its Gram–Schmidt) is `max_steps` long.
+        frozen), so its result depends on its own data alone. Without re-orthogonalisation
+        the extra steps cost matrix–vector products only; with it, the basis (and its
+        Gram–Schmidt) is `max_steps` long.
       tol: the relative settling tolerance on σ² (σ to about tol/2) of the adaptive mode.
 
     Returns:
