@@ -47,8 +47,8 @@ from jaxgrad.layers import Network, state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
 __all__ = ["AUTO_MATRIX_FREE_ABOVE", "DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys",
-           "SimulationResult", "choose_method", "draw_params", "log_spaced_depths", "lyapunov_spectrum", "sample_keys", "simulate", "sweep",
-           "state_shape"]
+           "SimulationResult", "choose_method", "draw_params", "log_spaced_depths", "lyapunov_spectrum", "sample_keys",
+           "simulate", "sweep", "state_shape"]
 
 METHODS = ("power", "svd", "vector", "matrix_free", "auto")
 DTYPES = ("float32", "float64")

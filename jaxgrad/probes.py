@@ -42,8 +42,9 @@ import numpy as np
 from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
 from jaxgrad.spectral import lanczos_top_singular, lanczos_top_singular_operator
 
-__all__ = ["FIELDS", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys", "coefficient_arrays", "gains",
-           "clustered_spectrum", "lanczos_max_steps", "lanczos_steps", "lyapunov", "matrix_free", "parameters", "product_norms", "sample_keys"]
+__all__ = ["FIELDS", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys", "clustered_spectrum", "coefficient_arrays",
+           "gains", "lanczos_max_steps", "lanczos_steps", "lyapunov", "matrix_free", "parameters", "product_norms",
+           "sample_keys"]
 
 FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
 MATRIX_FREE_FIELDS = ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")

@@ -93,11 +93,12 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bo
         geometric (Aitken) extrapolation of the remaining rise, $Δ_2 q/(1-q)$ with
         $Δ_i$ the last two rises and $q = Δ_2/Δ_1$ (after the first block; later, the rises
         over the last two blocks), is at most ``tol·θ_k``. A stagnating run (a flat stretch
-        before the Ritz value finds the top of a cluster) can pass this test early, so it is a
-        heuristic: results/benchmarks/NOTES.md measures what it reaches. Only a sample that has not settled takes more steps (under
-        `vmap`, a settled sample's state is frozen), so its result depends on its own data
-        alone. Without re-orthogonalisation the extra steps cost matrix–vector products
-        only; with it, the basis (and its Gram–Schmidt) is `max_steps` long.
+        before the Ritz value finds the top of a cluster) can pass this test early, so it is
+        a heuristic: results/benchmarks/NOTES.md measures what it reaches. Only a sample
+        that has not settled takes more steps (under `vmap`, a settled sample's state is
+        frozen), so its result depends on its own data alone. Without re-orthogonalisation
+        the extra steps cost matrix–vector products only; with it, the basis (and its
+        Gram–Schmidt) is `max_steps` long.
       tol: the relative settling tolerance on σ² (σ to about tol/2) of the adaptive mode.
 
     Returns:
@@ -163,7 +164,9 @@ def lanczos_top_singular_operator(gram: Callable[[Array], Array], v0: Array, ste
     carry = jax.lax.fori_loop(0, steps, body, (V, alpha, beta, v0, jnp.zeros_like(v0), jnp.zeros((), dtype)))
     top = None
     if total > steps:
-        carry, top = _settle(body, carry, steps, total, tol)
+        carry, top, k = _settle(body, carry, steps, total, tol)
+        V, alpha, beta, *rest = carry
+        carry = (V, alpha, jnp.where(jnp.arange(total) < k - 1, beta, 0.0), *rest)  # T_k: drop β_k
     V, alpha, beta, v, *_ = carry
     if not reorthogonalise:
         if top is None:
@@ -191,11 +194,10 @@ def _ritz_values(alpha, beta):
 def _settle(body, carry, steps: int, total: int, tol: float):
     """Lanczos steps beyond the first `steps`, in blocks of `steps`, until the top Ritz value settles.
 
-    Returns (carry, θ), θ the top Ritz value at the last step taken. The test after the first
+    Returns (carry, θ, k): θ the top Ritz value after the k steps taken. The test after the first
     block uses static slices (cheap); only a sample still unsettled enters the while loop.
     """
     _, alpha, beta, *_ = carry
-    dtype = alpha.dtype
     m = max(1, steps // 4)
     index = jnp.arange(total)
 
@@ -220,8 +222,8 @@ def _settle(body, carry, steps: int, total: int, tol: float):
         return (k < total) & ~done
 
     state = (jnp.asarray(steps, jnp.int32), carry, settled(*first), tuple(first))
-    _, carry, _, (_, _, top) = jax.lax.while_loop(unsettled, block, state)
-    return carry, top
+    k, carry, _, (_, _, top) = jax.lax.while_loop(unsettled, block, state)
+    return carry, top, k
 
 
 def _top_eigenvalue_by_bisection(alpha, beta, points: int = 15):

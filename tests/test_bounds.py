@@ -128,3 +128,7 @@ def test_adaptive_lanczos_reaches_the_top_of_a_clustered_spectrum():
     assert plain.max() > 1e-4 and adaptive.max() <= 1e-5
     exact_G = np.linalg.svd(np.asarray(G, np.float64), compute_uv=False)[:, 0]
     assert np.max(np.abs(np.log(np.asarray(top(G, 256), np.float64) / exact_G))) <= 1e-6
+    with_basis = jax.vmap(lambda a, v: jaxgrad.lanczos_top_singular(a, v, 16, max_steps=64))(J, v0)
+    np.testing.assert_allclose(np.asarray(with_basis.value, np.float64), exact, rtol=1e-5)
+    np.testing.assert_allclose(jnp.linalg.norm(jnp.einsum("bij,bj->bi", J, with_basis.vector), axis=-1),
+                               with_basis.value, rtol=1e-4)
