@@ -216,14 +216,18 @@ def _check_fields(fields, method):
     return tuple(f for f in available if f in fields)
 
 
+def _check_depths(name, depths, net):
+    for d in depths:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
+            raise ValueError(f"`{name}` depths must be integers in 1..{net.depth} (the network's depth), "
+                             f"got {name}={d!r}")
+
+
 def _check_spectrum_at(spectrum_at, net, method):
     if isinstance(spectrum_at, (int, np.integer)):
         spectrum_at = (spectrum_at,)
     spectrum_at = tuple(sorted(set(spectrum_at)))
-    for d in spectrum_at:
-        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
-            raise ValueError(f"`spectrum_at` depths must be integers in 1..{net.depth} (the network's depth), "
-                             f"got spectrum_at={d!r}")
+    _check_depths("spectrum_at", spectrum_at, net)
     if method == "vector" and spectrum_at:
         raise ValueError("`spectrum_at` needs the product's singular values; use method='power', 'svd' or "
                          "'matrix_free' (the top one only), not 'vector'")
@@ -236,10 +240,7 @@ def _check_norms_at(norms_at, net, method, fields):
     if isinstance(norms_at, (int, np.integer)):
         norms_at = (norms_at,)
     norms_at = tuple(norms_at)
-    for d in norms_at:
-        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
-            raise ValueError(f"`norms_at` depths must be integers in 1..{net.depth} (the network's depth), "
-                             f"got norms_at={d!r}")
+    _check_depths("norms_at", norms_at, net)
     if not norms_at:
         raise ValueError("`norms_at` must name at least one depth (or be None: every depth), got an empty list")
     if method not in ("power", "svd"):
