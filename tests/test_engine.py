@@ -189,6 +189,14 @@ def test_power_method_agrees_with_svd_to_1e4(activation, sigma_w):
     assert np.all(np.abs(p.log_norm_product - s.log_norm_product) <= 1e-4 * np.arange(1, 13))
 
 
+def test_product_norm_runs_adaptive_blocks_up_to_the_fixed_length():
+    from jaxgrad import probes
+    assert probes.product_lanczos_steps(4) == (4, None)  # a full Krylov space: exact, nothing to adapt
+    assert probes.product_lanczos_steps(8) == (8, None)
+    assert probes.product_lanczos_steps(64) == (probes.PRODUCT_BLOCK, probes.lanczos_steps(64))
+    assert probes.product_lanczos_steps(512) == (8, 32)
+
+
 @pytest.mark.parametrize("width,depth,activation,weights,sigma_w", [
     (16, 12, "tanh", "gaussian", 1.0),
     (512, 3, "tanh", "gaussian", 1.0),      # the widest: the smallest relative gap of a random J_ℓ
