@@ -50,3 +50,20 @@ def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
     assert err.startswith("jaxgrad: error: ")
     for word in words:
         assert word in err
+
+
+def test_targets_are_judged_at_every_width():
+    from benchmarks import bench
+    configs = [dict(width=n, depth=d, engine_over_limit=r, memory=dict(peak_mb=m))
+               for n, d, r, m in ((64, 64, 1.4, 100.0), (64, 1000, 1.3, 110.0), (128, 64, 1.6, 100.0),
+                                  (128, 1000, 1.5, 130.0))]
+    baselines = [dict(width=64, b=dict(ratio=5.0, ratio_all_depths=9.0), c=dict(ratio=1.1)),
+                 dict(width=128, b=dict(ratio=4.5, ratio_all_depths=9.0), c=dict(ratio=0.9))]
+    t = bench.targets(dict(configs=configs, baselines=baselines))
+    assert t["engine_over_limit"] == dict(by_width={64: 1.4, 128: 1.6}, target="<= 1.5", met=False)  # one width misses
+    assert t["b_over_engine"]["met"] and t["b_all_depths_over_engine"]["met"] is None
+    assert not t["c_over_engine"]["met"]
+    assert t["memory_deep_over_64"]["by_width"] == {64: pytest.approx(1.1), 128: pytest.approx(1.3)}
+    assert not t["memory_deep_over_64"]["met"]
+    text = bench._targets_text(t)
+    assert "1.4 (n = 64), 1.6 (n = 128); target <= 1.5 — MISSED" in text
