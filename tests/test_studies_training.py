@@ -42,3 +42,29 @@ def test_bad_config_values_are_value_errors_naming_the_field(module, field, valu
 def test_presets_are_valid_and_full_is_larger(module):
     quick, full = module.Config.quick(), module.Config.full()
     assert quick != full and len(module.points(full)) >= len(module.points(quick))
+
+
+def test_shape_fit_recovers_the_constant_of_a_boundary_proportional_to_xi_c():
+    xi = np.array([1.8, 3.6, 7.0, 12.0])
+    fit = trainability.fit_constant(np.log(8.0 * xi), xi, ceiling=np.inf, tolerance=np.log(1.46))
+    assert fit.k == pytest.approx(8.0, rel=1e-3) and np.all(np.abs(fit.deviation) < 1e-3) and fit.xi_bound.all()
+    lo, hi = fit.consistent
+    assert lo < 8.0 < hi and hi / lo == pytest.approx(1.46**2, rel=1e-3)
+
+
+def test_shape_fit_caps_at_the_budget_ceiling_and_fails_where_no_constant_fits():
+    xi = np.array([1.84, 3.63, 6.98])
+    capped = trainability.fit_constant(np.log([11.0, 21.8, 32.0]), xi, ceiling=32.0, tolerance=np.log(1.46))
+    assert capped.k == pytest.approx(6.0, rel=2e-2) and list(capped.xi_bound) == [True, True, False]
+    # width 32's boundaries (ordered side at ~10ξ_c, chaotic side at ~3ξ_c): no one k within one grid step
+    width_32 = trainability.fit_constant(np.log([22.6, 32.0, 22.6]), xi, ceiling=45.3, tolerance=np.log(1.46))
+    assert np.isnan(width_32.consistent[0]) and np.abs(width_32.deviation).max() > np.log(1.46)
+    # a boundary flat in σ_w² (no ξ_c dependence) does not fit either
+    xi_wide = np.array([1.84, 7.83, 25.2])
+    flat = trainability.fit_constant(np.log([20.0, 20.0, 20.0]), xi_wide, ceiling=np.inf, tolerance=np.log(1.46))
+    assert np.isnan(flat.consistent[0])
+
+
+def test_shape_fit_names_bad_shapes():
+    with pytest.raises(ValueError, match="log_depth"):
+        trainability.fit_constant(np.zeros(3), np.ones(2), ceiling=np.inf, tolerance=0.3)
