@@ -140,7 +140,8 @@ def _seed_repr(seed, key):
 
 def _given_params(net: Network, params, samples: int, dtype_name: str):
     """Validates `params` against ``jax.vmap(net.init)`` and stacks them per segment (host arrays)."""
-    keys = jax.random.split(jax.random.key(0), samples)
+    # abstract keys: drawing real ones would compile a split, and a bad `params` must cost no compile
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), samples))
     with jax.enable_x64(dtype_name == "float64"):
         expected = jax.eval_shape(jax.vmap(net.init), keys)
     want, got = jax.tree.structure(expected), jax.tree.structure(params)
