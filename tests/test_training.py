@@ -49,10 +49,17 @@ def test_training_learns_the_digits():
 def test_a_divergent_member_is_masked_and_the_others_are_unchanged():
     grid = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=[0.01, 1.0],
                           loss="mse", record_every=10)
+    calm = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=[0.01, 0.02],
+                          loss="mse", record_every=10)
     alone = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.01,
                            loss="mse", record_every=10)
     assert np.all(grid.diverged_at[0] == -1) and np.all(grid.diverged_at[1] > 0)
-    np.testing.assert_array_equal(grid.loss[0], alone.loss[0])  # a member does not see its neighbours
+    # a member does not see its neighbours: bit for bit the same beside a divergent or a calm one (one program) …
+    for field in ("loss", "step_loss", "gradient_norms"):
+        np.testing.assert_array_equal(getattr(grid, field)[0], getattr(calm, field)[0], err_msg=field)
+    # … and, to float32 rounding, the same as alone: a grid of 1 is another program, which XLA may vectorise
+    # differently (on some CPUs the last bit differs)
+    np.testing.assert_allclose(grid.loss[0], alone.loss[0], rtol=4 * np.finfo(np.float32).eps)
     for s in range(2):
         t = int(grid.diverged_at[1, s])
         assert np.all(np.isfinite(grid.step_loss[1, s, :t])) and np.all(np.isnan(grid.step_loss[1, s, t + 1:]))
