@@ -189,7 +189,7 @@ def summarize(config: Config, results):
     data = dict(depths=np.array(config.depths), sigma_w2=sw2, accuracy=accuracy, xi_c=xi, theory_sigma_w2=fine,
                 theory_xi_c=xi_fine, boundary_low=low, boundary_high=high, initial_gradient_norms=norms,
                 critical_sigma_w2=np.array(float(theory.critical_sigma_w("tanh", math.sqrt(config.sigma_b2))) ** 2))
-    columns, _, _, fit = _shape(data, config)
+    fit = _shape(data)[3]
     data.update(fitted_k=np.array(np.nan if fit is None else fit.k),
                 consistent_k=np.array((np.nan, np.nan) if fit is None else fit.consistent))
     return rows, data
@@ -205,7 +205,7 @@ class ShapeFit(NamedTuple):
     """`fit_constant`'s answer: the trainable depth modelled as min(k·ξ_c, D_T), one k for every column."""
 
     k: float  # the least-squares constant
-    consistent: tuple[float, float]  # every k that keeps every column within the tolerance (NaN, NaN: none)
+    consistent: tuple[float, float]  # the ks keeping every column within the tolerance (NaN, NaN: none; inf: open)
     deviation: np.ndarray  # ln(measured) − ln min(k·ξ_c, D_T) per column, at k
     xi_bound: np.ndarray  # True where k·ξ_c < D_T: the columns that constrain k
 
@@ -216,7 +216,8 @@ def fit_constant(log_depth, xi, ceiling, tolerance, k_range=(0.5, 1000.0)) -> Sh
     ``log_depth``: the measured ln(trainable depth) per column; ``xi``: ξ_c there;
     ``ceiling``: D_T (``inf``: none). k minimises $\sum_j$ deviation² on a grid of ln k
     (step 1e-4) over ``k_range`` (the geometric middle of a flat minimum);
-    ``consistent`` is the range of k keeping every |deviation| ≤ ``tolerance``. This is
+    ``consistent`` is the range of k keeping every |deviation| ≤ ``tolerance`` (upper end
+    ``inf`` where it reaches the end of ``k_range``: ceiling-bound columns allow any larger k). This is
     how the study measures "the boundary follows ξ_c's shape": one free constant for
     all columns, every column within one depth-grid step. A boundary flat in σ_w², or
     one deeper in the ordered phase than the chaotic one at equal ξ_c, cannot be fitted.
@@ -232,12 +233,13 @@ def fit_constant(log_depth, xi, ceiling, tolerance, k_range=(0.5, 1000.0)) -> Sh
     worst = np.abs(residual).max(1)
     k = math.exp(0.5 * (u[best[0]] + u[best[-1]]))
     ok = np.flatnonzero(worst <= tolerance)
-    consistent = (math.exp(u[ok[0]]), math.exp(u[ok[-1]])) if ok.size else (math.nan, math.nan)
+    consistent = ((math.exp(u[ok[0]]), math.inf if ok[-1] == u.size - 1 else math.exp(u[ok[-1]])) if ok.size
+                  else (math.nan, math.nan))
     deviation = m - np.minimum(math.log(k) + np.log(xi), math.log(ceiling))
     return ShapeFit(k, consistent, deviation, k * xi < ceiling)
 
 
-def _shape(data, config: Config):
+def _shape(data):
     """(columns compared, D_T, grid ratio, ShapeFit) for the non-critical columns with closed brackets."""
     depths = data["depths"].astype(float)
     ratio = float(np.max(depths[1:] / depths[:-1]))
@@ -252,14 +254,14 @@ def _shape(data, config: Config):
 
 
 def comparisons(data, config: Config) -> list[Comparison]:
-    columns, ceiling, ratio, fit = _shape(data, config)
+    columns, ceiling, ratio, fit = _shape(data)
     if fit is None:
         return []
     j_c = _ceiling(data)[0]
     n_bound = int(fit.xi_bound.sum())
     lo, hi = fit.consistent
-    span = ("no k" if not np.isfinite(lo) else f"every k ≥ {lo:.3g}" if hi > 0.99 * 1000.0 else
-            f"every k in [{lo:.3g}, {hi:.3g}]")
+    span = ("no k" if np.isnan(lo) else f"every k ≥ {lo:.3g}" if np.isinf(hi) else f"every k in [{lo:.3g}, {hi:.3g}]")
+    binds = f"{n_bound} bind{'s' if n_bound == 1 else ''} at k"
     out = []
     for i, j in enumerate(columns):
         s, low, high = data["sigma_w2"][j], data["boundary_low"][j], data["boundary_high"][j]
@@ -269,8 +271,8 @@ def comparisons(data, config: Config) -> list[Comparison]:
             f"shape: ln(trainable depth) at σ_w² = {s:g}, σ_b² = {config.sigma_b2:g} (largest depth with accuracy > "
             f"{config.threshold:g} after {config.steps} steps, geometric mid of its bracket [{low:g}, {high:g}]) vs "
             f"ln min(k·ξ_c = {fit.k * xi:.3g}, D_T) ({which} binds). One constant k = {fit.k:.3g} for all "
-            f"{len(columns)} columns, fitted by least squares in ln depth ({n_bound} bind{'s' if n_bound == 1 else ''} at k; {span} keeps every column "
-            f"within the tolerance; Schoenholz et al.'s k = 6 gives 6ξ_c = {6 * xi:.3g}); D_T measured at σ_w² = "
+            f"{len(columns)} columns, fitted by least squares in ln depth ({binds}; {span} keeps every column within "
+            f"the tolerance; Schoenholz et al.'s k = 6 gives 6ξ_c = {6 * xi:.3g}); D_T measured at σ_w² = "
             f"{data['sigma_w2'][j_c]:g}, ξ_c = ∞. Tolerance ln {ratio:.3g}, one depth-grid step: half a bracket "
             "for this boundary plus half one for the fit (D_T)",
             float(0.5 * math.log(low * high)), float(0.5 * math.log(low * high) - fit.deviation[i]), math.log(ratio)))
