@@ -19,11 +19,28 @@ to materialise), so $J_\ell = \partial f^{(\ell)}/\partial h$ is the Jacobian of
 A constructor may take scalar hyperparameters as keyword arguments (``hyper=``): they are then
 traced, like σ_w of `jaxgrad.dense`, and a `jaxgrad.sweep` over them is one compiled program.
 
+One network per seed, whatever the dtype: ``init`` runs the constructor with JAX's 64-bit mode
+off, so a module that draws in "the default float" (`eqx.nn.Linear`) draws in float32 in a
+float64 run too, and its floats are then cast to the run's dtype (as `jaxgrad.standard_normal`
+draws jaxgrad's own weights). Half-precision parameters or outputs (bfloat16, float16) are
+refused rather than silently upcast: build the module in float32 and pick the precision with
+``simulate(dtype=...)``.
+
+Modes. The probes measure the block as the deterministic map ``h ↦ module(h)``, so a module
+whose call draws random numbers (dropout in training mode) is refused when the adapter is built,
+naming the module and the switch (`eqx.nn.inference_mode`; Flax ``deterministic=True``,
+``model.eval()`` or ``nnx.view``). A Flax module is applied functionally: each call merges a
+fresh copy of its variables (``nnx.merge(..., copy=True)``), so `nnx.BatchNorm` in training mode
+normalises with the batch statistics of the state it is given and its updated running averages
+are discarded (never written back); in eval mode it uses the stored averages, which for a freshly
+built module (mean 0, variance 1) make it the affine map $x \mapsto γ x/\sqrt{1 + ε} + β$.
+
 Equinox and Flax are optional (``pip install "jaxgrad[equinox]"`` / ``"jaxgrad[flax]"``);
 this module imports them only when an adapter is built.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
@@ -37,7 +54,8 @@ from jaxgrad.layers import Hyper, Layer, Network, ShapedStructure, float_dtype, 
 
 __all__ = ["from_equinox", "from_flax", "from_functions", "serial_from_equinox", "serial_from_flax"]
 
-_SHAPE_ATTRIBUTES = ("in_features", "in_size", "num_features")
+_SHAPE_ATTRIBUTES = ("in_features", "in_size", "num_features", "hidden_size")
+_HALF = ("bfloat16", "float16")  # refused: jaxgrad measures in float32 or float64
 
 
 def _require(module: str, extra: str):
@@ -135,32 +153,114 @@ def _infer_shape(module, where: str, is_module) -> tuple[int, ...]:
     return shape
 
 
-def _validate(apply, params, shape: tuple[int, ...], where: str, inferred: bool) -> None:
-    """Runs `apply` abstractly on a state of `shape`: it must return a floating state of that shape."""
+def _check_signature(module, where: str) -> None:
+    """The engine calls ``module(state)`` alone: a `__call__` that requires more (``key=``, a second input) is named."""
+    try:
+        parameters = list(inspect.signature(type(module).__call__).parameters.values())[1:]  # drop self
+    except (TypeError, ValueError):  # no signature to read; calling it will tell
+        return
+    positional = [q for q in parameters if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD, q.VAR_POSITIONAL)]
+    state = positional[0] if positional else None
+    required = [q.name for q in parameters if q is not state and q.default is q.empty
+                and q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)]
+    bare = inspect.signature(type(module).__call__).replace(return_annotation=inspect.Signature.empty)
+    bare = bare.replace(parameters=[q.replace(annotation=q.empty) for q in bare.parameters.values()])
+    signature = f"{type(module).__name__}.__call__{bare}"
+    if {"key", "rngs"} & set(required):
+        name = "key" if "key" in required else "rngs"
+        raise TypeError(f"{where}: `{signature}` needs `{name}=`, but a block is called as `module(state)` and "
+                        f"measured as a deterministic map (no random draws). Give `{name}` a default "
+                        f"(`{name}=None`) and keep dropout and the like in inference mode "
+                        f"(`eqx.nn.inference_mode(model)`; Flax: `deterministic=True` or `model.eval()`)")
+    if required:
+        raise TypeError(f"{where}: a block is called as `module(state)`, but `{signature}` also requires "
+                        f"{', '.join(required)}. Wrap it in a module that maps the state alone, e.g. for a "
+                        f"recurrent cell `h ↦ cell(x, h)` with a fixed input x")
+
+
+def _check_precision(params, where: str, module: str) -> None:
+    """Refuses half-precision parameters: the engine would upcast them without a word."""
+    half = [(jax.tree_util.keystr(path), str(leaf.dtype))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if str(leaf.dtype) in _HALF]
+    if half:
+        listing = ", ".join(f"{path or 'the module'} ({dtype})" for path, dtype in half[:4])
+        raise ValueError(f"{where}: {module}'s parameters {listing} are half precision; jaxgrad computes in "
+                         f"float32 or float64 and would upcast them silently. Build the module in float32 "
+                         f"(e.g. eqx.nn.Linear(..., dtype=jnp.float32); nnx.Linear(..., param_dtype=jnp.float32, "
+                         f"dtype=jnp.float32)) and choose the precision with simulate(dtype=...)")
+
+
+class _Refused(Exception):
+    """Raised from inside a traced call by an adapter's check; `_validate` re-raises it as a ValueError."""
+
+
+def _validate(call, params, shape: tuple[int, ...], where: str, inferred: bool, cause=None,
+              module: str = "the block") -> None:
+    """Runs ``call(params, x)`` abstractly on a state x of `shape`: it must return a floating state of that shape.
+
+    ``cause(error)``, if given, names a known cause of a failed call (a module in training mode) or
+    returns None; the adapter's checks of what the call did (RNG draws) raise from inside `call`.
+    """
     if not jax.tree.leaves(params):
         raise ValueError(f"{where}: the module has no floating-point arrays, so no parameters to draw "
                          f"(integer-only state). Give it float weights, e.g. eqx.nn.Linear / nnx.Linear")
-    n = math.prod(shape)
+    _check_precision(params, where, module)
     how = "the inferred" if inferred else "the declared"
     try:
-        out = jax.eval_shape(apply, params, jax.ShapeDtypeStruct((n,), jnp.float32))
+        out = jax.eval_shape(call, params, jax.ShapeDtypeStruct(shape, jnp.float32))
+    except _Refused as refused:
+        raise ValueError(f"{where}: {refused}") from None
     except Exception as error:  # noqa: BLE001  (any failure of the user's module; re-raised with context)
+        known = cause(error) if cause is not None else None
+        if known:
+            raise ValueError(f"{where}: {known}") from error
         raise ValueError(f"{where}: calling the module on {how} state shape {shape} failed "
-                         f"({type(error).__name__}: {error}); pass the module's state shape, "
-                         f"e.g. shape=(16, 8)") from error
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != (n,):
-        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+                         f"({type(error).__name__}: {error}). If the module reads another shape, declare it, "
+                         f"e.g. shape=(16, 8) for 16 tokens × 8 features") from error
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        leaves = jax.tree.leaves(out)
+        shapes = ", ".join(str(getattr(leaf, "shape", type(leaf).__name__)) for leaf in leaves[:4])
+        raise ValueError(f"{where}: the module returned a {type(out).__name__} of {len(leaves)} arrays ({shapes}) "
+                         f"on a state of shape {shape}; a block must return the state alone, one array of shape "
+                         f"{shape}. Return the state: e.g. `return h` of a cell's (h, c), the output and not the "
+                         f"attention weights, or carry (h, c) stacked as one state")
+    if out.shape != shape:
         raise ValueError(f"{where}: a block must map a state to a state of the same shape; on shape {shape} "
-                         f"the module returned {got} (flattened; expected ({n},)). Project back to the "
+                         f"the module returned {out.shape} (expected {shape}). Project back to the "
                          f"input's size, e.g. with a final Linear, or declare the right `shape`")
     if not jnp.issubdtype(out.dtype, jnp.inexact):
         raise ValueError(f"{where}: the module must return floating values, got dtype {out.dtype}")
+    if str(out.dtype) in _HALF:
+        raise ValueError(f"{where}: on a float32 state {module} returns {out.dtype}: it computes in half "
+                         f"precision, which jaxgrad would upcast silently. Build it to compute in float32 "
+                         f"(e.g. nnx.Linear(..., dtype=jnp.float32)) and choose the precision with "
+                         f"simulate(dtype=...)")
+
+
+@contextlib.contextmanager
+def _float32_default():
+    """JAX's default float is float32 inside (64-bit mode off), also while tracing a float64 run."""
+    with jax.enable_x64(False):
+        yield
+
+
+def _as_float32(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Traced hyperparameters as float32 (as a float32 run passes them); Python floats unchanged."""
+    return {k: v.astype(jnp.float32) if isinstance(v, (jax.Array, np.ndarray)) else v for k, v in values.items()}
 
 
 def _cast(params):
     """Floating leaves in JAX's default float (float64 under `jax.enable_x64`), as jaxgrad's own layers."""
     dtype = float_dtype()
     return jax.tree.map(lambda a: a.astype(dtype), params)
+
+
+def _drawn_in_float32(construct):
+    """``construct()``'s floating arrays drawn as in a float32 run, then cast to the run's float: one network
+    per seed whatever the dtype (a module that draws in the default float draws the same numbers)."""
+    with _float32_default():
+        params = construct()
+    return _cast(params)
 
 
 def _flat(call, shape: tuple[int, ...]):
@@ -210,42 +310,74 @@ def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None 
 
     Returns:
       A `Layer` with ``n_in = n_out = prod(shape)``; its params are the module's floating
-      arrays (``eqx.partition(module, eqx.is_inexact_array)[0]``, in JAX's default float).
-      Non-floating leaves (activation functions, integer buffers) come from one
-      construction, ``make(jax.random.key(0))``, made when the adapter is built.
+      arrays (``eqx.partition(module, eqx.is_inexact_array)[0]``), drawn as a float32 run
+      draws them (64-bit mode off while `make` runs) and cast to JAX's default float, so a
+      float64 run measures the float32 run's network. Non-floating leaves (activation
+      functions, integer buffers) come from one construction, ``make(jax.random.key(0))``,
+      made when the adapter is built.
       Two adapters of the same `make` object and shape have one structure: a network of
       them is one `lax.scan` and one compiled program.
 
     Raises:
       ImportError: Equinox is not installed (``pip install "jaxgrad[equinox]"``).
-      TypeError: `make` does not take a key, or does not return an `eqx.Module`.
-      ValueError: the module has no floating parameters, or does not map `shape` to `shape`.
+      TypeError: `make` does not take a key or does not return an `eqx.Module`, or the module's
+        `__call__` requires more than the state (``key=``, a second input such as a cell's hidden state).
+      ValueError: the module has no floating parameters; has half-precision (bfloat16, float16)
+        parameters or output; does not map `shape` to `shape` (a tuple such as (h, c) included); or
+        its call is random (`eqx.nn.Dropout` not in inference mode: use `eqx.nn.inference_mode`).
     """
     eqx = _require("equinox", "equinox")
     where = f"from_equinox({_label(make)})"
     values = _check_hyper(hyper, where)
     _check_make(make, where, "key", "`make(key) -> eqx.Module`", values)
-    abstract = eqx.filter_eval_shape(make, jax.random.key(0), **values)
-    if not isinstance(abstract, eqx.Module):
-        raise TypeError(f"{where}: `make(key)` must return an equinox.Module, got {type(abstract).__name__}")
-    template = abstract
-    if any(_is_array(x) and not _is_float(x) for x in jax.tree.leaves(abstract)):
-        template = make(jax.random.key(0), **values)  # integer buffers are taken from one concrete construction
+    with _float32_default():  # the structure and dtypes a float32 run draws, whatever the caller's mode
+        abstract = eqx.filter_eval_shape(make, jax.random.key(0), **values)
+        if not isinstance(abstract, eqx.Module):
+            raise TypeError(f"{where}: `make(key)` must return an equinox.Module, got {type(abstract).__name__}")
+        template = abstract
+        if any(_is_array(x) and not _is_float(x) for x in jax.tree.leaves(abstract)):
+            template = make(jax.random.key(0), **values)  # integer buffers are taken from one concrete construction
     params, static = eqx.partition(template, _is_float)
     inferred = shape is None
     shape = _infer_shape(template, where, lambda m: isinstance(m, eqx.Module)) if inferred \
         else _check_shape(shape, where)
+    _check_signature(template, where)
 
     def init_with(c):
-        return lambda key: _cast(eqx.partition(make(key, **c), eqx.is_inexact_array)[0])
+        return lambda key: _drawn_in_float32(
+            lambda: eqx.partition(make(key, **_as_float32(c)), eqx.is_inexact_array)[0])
+
+    def call(params, x):
+        return eqx.combine(params, static)(x)
 
     def apply(params, h):
-        return _flat(eqx.combine(params, static), shape)(h)
+        return _flat(lambda x: call(params, x), shape)(h)
 
-    _validate(apply, params, shape, where, inferred)
+    _validate(call, params, shape, where, inferred, lambda error: _equinox_cause(eqx, template, error),
+              type(template).__name__)
     return _layer("equinox", make, shape, init_with, apply,
                   name or f"equinox({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
                   lambda v: from_equinox(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
+
+
+def _equinox_cause(eqx, module, error) -> str | None:
+    """Names the `eqx.nn.Dropout` in training mode behind a call that failed for want of a key, if any."""
+    if "key" not in str(error):
+        return None
+    dropouts = [jax.tree_util.keystr(path) or type(module).__name__
+                for path, leaf in jax.tree_util.tree_flatten_with_path(
+                    module, is_leaf=lambda x: isinstance(x, eqx.nn.Dropout))[0]
+                if isinstance(leaf, eqx.nn.Dropout) and not leaf.inference and not _is_zero(leaf.p)]
+    if not dropouts:
+        return None
+    return (f"{type(module).__name__} is in training mode: eqx.nn.Dropout at {', '.join(dropouts)} has "
+            f"inference=False and draws a random mask, so its `__call__` wants `key=` ({error}). The probes "
+            f"measure the block as a deterministic map: switch it to inference mode in `make`, e.g. "
+            f"`lambda key: eqx.nn.inference_mode(Block(key))`, or build eqx.nn.Dropout(p, inference=True)")
+
+
+def _is_zero(p) -> bool:
+    return isinstance(p, (int, float)) and p == 0
 
 
 def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = None,
@@ -256,13 +388,20 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
     Arguments:
       make: ``rngs -> nnx.Module`` (``rngs`` an `nnx.Rngs`); the module maps an array of
         `shape` to one of `shape`. Layer ℓ calls ``make(nnx.Rngs(fold_in(key, ℓ−1)))``.
-        Put dropout and the like in deterministic mode (the probes measure the map itself).
+        Modes: dropout must be deterministic (the probes measure the map itself; a module whose
+        call draws from its RNG streams is refused). The module is applied functionally, on a
+        fresh copy of its variables (``nnx.merge(..., copy=True)``): `nnx.BatchNorm` in training
+        mode (``use_running_average=False``) normalises with the statistics of the state it is
+        given, e.g. a batch state (B, …), and its updated running averages are discarded; in
+        eval mode it uses the stored ones (as built: mean 0, variance 1, an affine map).
       shape, name, homogeneous: as in `from_equinox` (shape inferred from ``in_features``).
       hyper: as in `from_equinox`: ``make(rngs, **hyper)`` with traced values.
 
     Returns:
       A `Layer`; its params are the module's floating variables (an `nnx.State`, from
-      ``nnx.split``), in JAX's default float. Other state (RNG keys and counts, integer
+      ``nnx.split``: `nnx.Param` and `nnx.BatchStat` alike, so trained running averages can be
+      given with ``simulate(params=...)``), drawn as in `from_equinox` (as a float32 run, then cast
+      to JAX's default float). Other state (RNG keys and counts, integer
       buffers) comes from one construction, ``make(nnx.Rngs(0))``, made when the adapter
       is built, and is shared by every sample.
 
@@ -280,26 +419,75 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
         value = variable.get_value() if hasattr(variable, "get_value") else getattr(variable, "value", variable)
         return _is_float(value)
 
-    abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0), **values))
-    if not isinstance(abstract, nnx.Module):
-        raise TypeError(f"{where}: `make(rngs)` must return a flax.nnx.Module, got {type(abstract).__name__}")
-    graphdef, params, rest = nnx.split(abstract, floating, ...)
-    if jax.tree.leaves(rest):  # RNG state, integer buffers: taken from one concrete construction
-        graphdef, _, rest = nnx.split(make(nnx.Rngs(0), **values), floating, ...)
+    with _float32_default():  # the structure and dtypes a float32 run draws, whatever the caller's mode
+        abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0), **values))
+        if not isinstance(abstract, nnx.Module):
+            raise TypeError(f"{where}: `make(rngs)` must return a flax.nnx.Module, got {type(abstract).__name__}")
+        graphdef, params, rest = nnx.split(abstract, floating, ...)
+        if jax.tree.leaves(rest):  # RNG state, integer buffers: taken from one concrete construction
+            graphdef, _, rest = nnx.split(make(nnx.Rngs(0), **values), floating, ...)
     inferred = shape is None
     shape = _infer_shape(abstract, where, lambda m: isinstance(m, nnx.Module)) if inferred \
         else _check_shape(shape, where)
+    _check_signature(abstract, where)
 
     def init_with(c):
-        return lambda key: _cast(nnx.split(make(nnx.Rngs(key), **c), floating, ...)[1])
+        return lambda key: _drawn_in_float32(
+            lambda: nnx.split(make(nnx.Rngs(key), **_as_float32(c)), floating, ...)[1])
+
+    def call(params, x):
+        # a fresh copy of the variables at this trace level: what the module writes (BatchNorm's running
+        # averages in training mode, RNG counts) stays in the copy and is discarded
+        return nnx.merge(graphdef, params, rest, copy=True)(x)
 
     def apply(params, h):
-        return _flat(nnx.merge(graphdef, params, rest), shape)(h)
+        return _flat(lambda x: call(params, x), shape)(h)
 
-    _validate(apply, params, shape, where, inferred)
+    def checked_call(params, x):
+        """`call`, refusing a module whose call draws from its RNG streams (dropout in training mode)."""
+        module = nnx.merge(graphdef, params, rest, copy=True)
+        before = _rng_counts(nnx, module)
+        out = module(x)
+        drawn = [path for path, count in _rng_counts(nnx, module).items() if count is not before.get(path)]
+        if drawn:
+            raise _Refused(_flax_training_mode(nnx, module, f"its RNG stream {', '.join(drawn)} advanced",
+                                               drew=True))
+        return out
+
+    def cause(error):
+        text = str(error)
+        return _flax_training_mode(nnx, abstract, text) if "rngs" in text or "deterministic" in text else None
+
+    _validate(checked_call, params, shape, where, inferred, cause, type(abstract).__name__)
     return _layer("flax", make, shape, init_with, apply,
                   name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
                   lambda v: from_flax(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
+
+
+def _rng_counts(nnx, module) -> dict[str, Any]:
+    """{path: the array object} of the module's RNG counts (a draw replaces the object)."""
+    state = nnx.state(module, nnx.RngCount)
+    return {_dotted(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+
+
+def _dotted(path) -> str:
+    """A pytree path as ``a.b.0``, without a trailing Variable ``.value``."""
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return ".".join(names[:-1] if names and names[-1] == "value" else names)
+
+
+def _flax_training_mode(nnx, module, evidence: str, drew: bool = False) -> str | None:
+    """The message for a Flax module whose call is random (`drew`: it was seen drawing) or failed for want of
+    RNGs with a dropout that is not deterministic; None if neither."""
+    dropouts = [".".join(map(str, path)) or type(module).__name__ for path, node in nnx.iter_graph(module)
+                if isinstance(node, nnx.Dropout) and node.deterministic is not True and not _is_zero(node.rate)]
+    if not dropouts and not drew:
+        return None
+    which = f"nnx.Dropout at {', '.join(dropouts)} is not deterministic" if dropouts else "it draws random numbers"
+    return (f"{type(module).__name__} is in training mode: {which} ({evidence}). The probes measure the block "
+            f"as a deterministic map: in `make`, build nnx.Dropout(rate, deterministic=True), or switch the "
+            f"model with `nnx.view(model, deterministic=True)` (dropout only) or `model.eval()` (also puts "
+            f"BatchNorm on its running averages); or call it with deterministic=True")
 
 
 def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.Array], jax.Array], *,
@@ -310,7 +498,8 @@ def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.A
     states such as (tokens, features), and checks the pair when built, as the other adapters do.
 
     Arguments:
-      init: ``key -> params`` (a pytree of floating arrays).
+      init: ``key -> params`` (a pytree of floating arrays); run with 64-bit mode off and cast,
+        as `from_equinox` draws, so a float64 run has the float32 run's parameters.
       apply: ``(params, x) -> x`` with x of shape `shape`.
       shape, name, homogeneous: as in `from_equinox` (`shape` is required).
     """
@@ -320,7 +509,8 @@ def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.A
                         f"{type(apply).__name__}")
     _check_make(init, where, "key", "`init(key) -> params`")
     shape = _check_shape(shape, where)
-    params = jax.eval_shape(init, jax.random.key(0))
+    with _float32_default():
+        params = jax.eval_shape(init, jax.random.key(0))
     if any(not _is_float(x) for x in jax.tree.leaves(params)):
         raise ValueError(f"{where}: `init(key)` must return floating arrays only, got "
                          f"{sorted({str(x.dtype) for x in jax.tree.leaves(params)})}")
@@ -328,8 +518,12 @@ def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.A
     def flat_apply(params, h):
         return _flat(lambda x: apply(params, x), shape)(h)
 
-    _validate(flat_apply, params, shape, where, inferred=False)
-    return _layer("functions", (init, apply), shape, lambda c: init, flat_apply,
+    _validate(apply, params, shape, where, inferred=False)
+    def drawn(c):
+        del c  # no hyperparameters
+        return lambda key: _drawn_in_float32(lambda: init(key))
+
+    return _layer("functions", (init, apply), shape, drawn, flat_apply,
                   name or f"{_label(apply)}(shape={shape})", bool(homogeneous), {}, None)
 
 

@@ -259,6 +259,79 @@ class Shapeless(eqx.Module):
         return self.scale * h
 
 
+class EquinoxDropout(eqx.Module):
+    """tanh(W h) then dropout, left in training mode (inference=False)."""
+    linear: eqx.nn.Linear
+    dropout: eqx.nn.Dropout
+
+    def __init__(self, key):
+        self.linear = eqx.nn.Linear(WIDTH, WIDTH, key=key)
+        self.dropout = eqx.nn.Dropout(0.1)
+
+    def __call__(self, h, *, key=None):
+        return self.dropout(jnp.tanh(self.linear(h)), key=key)
+
+
+class NeedsKey(eqx.Module):
+    linear: eqx.nn.Linear
+
+    def __init__(self, key):
+        self.linear = eqx.nn.Linear(WIDTH, WIDTH, key=key)
+
+    def __call__(self, h, *, key):
+        return jnp.tanh(self.linear(h))
+
+
+class LSTMStep(eqx.Module):
+    """Returns the cell's (h, c), not a state."""
+    cell: eqx.nn.LSTMCell
+
+    def __init__(self, key):
+        self.cell = eqx.nn.LSTMCell(WIDTH, WIDTH, key=key)
+
+    def __call__(self, h):
+        return self.cell(jnp.zeros(WIDTH), (h, h))
+
+
+class AttentionWithWeights(eqx.Module):
+    """x + softmax(x xᵀ) x W, returning the attention weights too."""
+    linear: eqx.nn.Linear
+
+    def __init__(self, key):
+        self.linear = eqx.nn.Linear(8, 8, key=key)
+
+    def __call__(self, x):
+        weights = jax.nn.softmax(x @ x.T, axis=-1)
+        return x + jax.vmap(self.linear)(weights @ x), weights
+
+
+class FlaxDropout(nnx.Module):
+    """Dropout left in training mode, with an RNG stream to draw from."""
+
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(WIDTH, WIDTH, rngs=rngs)
+        self.dropout = nnx.Dropout(0.1, rngs=rngs)
+
+    def __call__(self, h):
+        return self.dropout(jnp.tanh(self.linear(h)))
+
+
+class FlaxDropoutWithoutRngs(FlaxDropout):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(WIDTH, WIDTH, rngs=rngs)
+        self.dropout = nnx.Dropout(0.1)
+
+
+class FlaxHalf(nnx.Module):
+    """float32 parameters, computing in bfloat16."""
+
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(WIDTH, WIDTH, dtype=jnp.bfloat16, rngs=rngs)
+
+    def __call__(self, h):
+        return self.linear(h)
+
+
 @pytest.mark.parametrize("build, error, message", [
     (lambda: from_equinox(lambda key: Narrowing(key)), ValueError, "same shape"),
     (lambda: from_equinox(lambda: TanhBlock(jax.random.key(0))), TypeError, "one positional argument, the key"),
@@ -275,6 +348,26 @@ class Shapeless(eqx.Module):
     (lambda: from_equinox(make_tanh, hyper={"sigma_w": 1.0}), TypeError, "keyword arguments sigma_w"),
     (lambda: from_equinox(make_scaled, hyper={"sigma_w": "big", "sigma_b": 0.0}), ValueError, "hyper.*finite"),
     (lambda: from_equinox(make_scaled, hyper={"sigma_w": float("nan"), "sigma_b": 0.0}), ValueError, "finite"),
+    # the real cause, not "pass the module's state shape" (issue 27, item 10)
+    (lambda: from_equinox(lambda key: EquinoxDropout(key)), ValueError,
+     r"EquinoxDropout is in training mode: eqx.nn.Dropout at .dropout .*eqx.nn.inference_mode"),
+    (lambda: from_equinox(lambda key: eqx.nn.Sequential([eqx.nn.Linear(WIDTH, WIDTH, key=key), eqx.nn.Dropout(0.5)])),
+     ValueError, r"Dropout at .layers\[1\] .*wants `key=`.*inference_mode"),
+    (lambda: from_equinox(lambda key: NeedsKey(key)), TypeError, r"NeedsKey.__call__\(self, h, \*, key\)` needs `key=`"),
+    (lambda: from_equinox(lambda key: eqx.nn.GRUCell(WIDTH, WIDTH, key=key), shape=(WIDTH,)), TypeError,
+     "also requires hidden.*h ↦ cell"),
+    (lambda: from_equinox(lambda key: LSTMStep(key), shape=(WIDTH,)), ValueError,
+     r"returned a tuple of 2 arrays .*Return the state"),
+    (lambda: from_equinox(lambda key: AttentionWithWeights(key), shape=(4, 8)), ValueError,
+     r"returned a tuple of 2 arrays \(\(4, 8\), \(4, 4\)\).*Return the state"),
+    (lambda: from_flax(FlaxDropout), ValueError,
+     (r"FlaxDropout is in training mode: nnx.Dropout at dropout is not deterministic .*RNG stream"
+      r".*deterministic=True.*model.eval\(\)")),
+    (lambda: from_flax(FlaxDropoutWithoutRngs), ValueError, "nnx.Dropout at dropout is not deterministic"),
+    # half precision is refused, not upcast silently (issue 27, item 5)
+    (lambda: from_equinox(lambda key: eqx.nn.Linear(WIDTH, WIDTH, dtype=jnp.bfloat16, key=key)), ValueError,
+     r"Linear's parameters .weight \(bfloat16\), .bias \(bfloat16\) are half precision.*float32"),
+    (lambda: from_flax(FlaxHalf), ValueError, "FlaxHalf returns bfloat16.*float32"),
 ])
 def test_bad_blocks_are_refused_when_built_with_the_fix(build, error, message):
     with pytest.raises(error, match=message) as info:
@@ -285,6 +378,75 @@ def test_bad_blocks_are_refused_when_built_with_the_fix(build, error, message):
 def test_shapeless_block_works_once_its_shape_is_given():
     layer = from_equinox(lambda key: Shapeless(key), shape=(WIDTH,))
     assert layer.n_in == WIDTH
+
+
+def test_the_advised_switches_out_of_training_mode_are_accepted():
+    """eqx.nn.inference_mode and nnx.view(deterministic=True): the block is then the deterministic map."""
+    layer = from_equinox(lambda key: eqx.nn.inference_mode(EquinoxDropout(key)))
+    params, h = layer.init(jax.random.key(0)), jnp.linspace(-1.0, 1.0, WIDTH)
+    np.testing.assert_allclose(layer.apply(params, h), jnp.tanh(params.linear.weight @ h + params.linear.bias),
+                               rtol=1e-6)
+    layer = from_flax(lambda rngs: nnx.view(FlaxDropout(rngs), deterministic=True))
+    params = layer.init(jax.random.key(0))
+    kernel, bias = _flax_linear_values(params)
+    np.testing.assert_allclose(layer.apply(params, h), jnp.tanh(h @ kernel + bias), rtol=1e-6)
+
+
+BN_BATCH, BN_WIDTH = 4, 6
+
+
+def _flax_batch_norm(train: bool):
+    return lambda rngs: nnx.BatchNorm(BN_WIDTH, use_running_average=not train, rngs=rngs)
+
+
+def test_flax_batch_norm_in_training_mode_is_jaxgrad_batch_norm_and_writes_nothing_back():
+    """Training mode normalises with the batch statistics of the (B, n) state, as `jaxgrad.batch_norm`; the
+    running averages it updates go to a copy that is discarded (the given params are not mutated)."""
+    ours = from_flax(_flax_batch_norm(train=True), shape=(BN_BATCH, BN_WIDTH))
+    theirs = jaxgrad.batch_norm(BN_WIDTH, BN_BATCH)
+    params = ours.init(jax.random.key(0))
+    h = jax.random.normal(jax.random.key(1), (BN_BATCH * BN_WIDTH,)) * 2.0 + 0.5
+    np.testing.assert_allclose(ours.apply(params, h), theirs.apply(theirs.init(None), h), rtol=1e-5, atol=1e-5)
+    assert np.all(params["mean"].get_value() == 0) and np.all(params["var"].get_value() == 1), \
+        "applying the block wrote its running averages back"
+    np.testing.assert_allclose(jax.jacrev(ours.apply, argnums=1)(params, h),
+                               jax.jacrev(theirs.apply, argnums=1)(theirs.init(None), h), rtol=1e-4, atol=1e-5)
+    result = jaxgrad.simulate(jaxgrad.serial(ours, ours), 3, seed=0, method="svd", fields=("log_spectral_norm",))
+    expected = jaxgrad.simulate(jaxgrad.serial(theirs, theirs), 3, seed=0, method="svd",
+                                fields=("log_spectral_norm",))
+    np.testing.assert_allclose(result.log_spectral_norm, expected.log_spectral_norm, rtol=1e-5, atol=1e-5)
+
+
+def test_flax_batch_norm_in_eval_mode_with_fresh_statistics_is_an_affine_map():
+    """Stored mean 0, variance 1: x ↦ γ x/√(1 + ε) + β, the same Jacobian at every state."""
+    layer = from_flax(_flax_batch_norm(train=False), shape=(BN_BATCH, BN_WIDTH))
+    params = layer.init(jax.random.key(0))
+    jacobian = jax.jacrev(layer.apply, argnums=1)
+    expected = np.eye(BN_BATCH * BN_WIDTH) / np.sqrt(1.0 + 1e-5)
+    for key in (1, 2):
+        h = 3.0 * jax.random.normal(jax.random.key(key), (BN_BATCH * BN_WIDTH,))
+        np.testing.assert_allclose(jacobian(params, h), expected, rtol=1e-6, atol=1e-7)
+
+
+def _float32_rounding(a32, a64):
+    a32, a64 = np.asarray(a32), np.asarray(a64)
+    assert a32.dtype == np.float32 and a64.dtype == np.float64
+    np.testing.assert_allclose(a64, a32.astype(np.float64), rtol=2 * np.finfo(np.float32).eps, atol=0)
+
+
+@pytest.mark.parametrize("net", [
+    lambda: serial_from_equinox([make_tanh] * 3),
+    lambda: serial_from_equinox([make_scaled] * 2, hyper={"sigma_w": 1.3, "sigma_b": 0.1}),
+    lambda: jaxgrad.serial(*[from_flax(FlaxTanh)] * 3),
+], ids=["equinox", "equinox with traced hyperparameters", "flax"])
+def test_one_network_per_seed_whatever_the_dtype(net):
+    """A float64 run draws the float32 run's weights (eqx.nn.Linear draws in the default float; the adapter
+    runs the constructor with 64-bit mode off, inside the engine's jit/vmap/scan, and casts)."""
+    net = net()
+    single, double = jaxgrad.draw_params(net, 4, seed=0), jaxgrad.draw_params(net, 4, seed=0, dtype="float64")
+    assert jax.tree.structure(single) == jax.tree.structure(double)
+    for a32, a64 in zip(jax.tree.leaves(single), jax.tree.leaves(double)):
+        _float32_rounding(a32, a64)
 
 
 @pytest.mark.parametrize("blocked, adapter, extra", [
