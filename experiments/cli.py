@@ -293,6 +293,12 @@ def _prepare_info(args):
         print(f"devices  {', '.join(env['devices'])}")
         print(f"x64      {jax.config.jax_enable_x64}")
         print(f"git      {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}")
+        from jaxgrad._known_bad import jaxlib_version, known_bad
+
+        why = known_bad()
+        if why:
+            print(f"WARNING  jaxlib {jaxlib_version()} is known to compute jaxgrad's programs wrongly: {why}. "
+                  "Install another version: pip install \"jaxlib!=0.10.2\" \"jax!=0.10.2\"")
         return 0
 
     return action

@@ -39,12 +39,13 @@ from jaxgrad.spectral import (  # noqa: E402
     product,
     spectral_norm,
 )
-from jaxgrad import ensemble, probes  # noqa: E402
+from jaxgrad import ensemble, probes, verify  # noqa: E402
 from jaxgrad.engine import (  # noqa: E402
     AUTO_MATRIX_FREE_ABOVE,
     NonFiniteWarning,
     SimulationResult,
     choose_method,
+    draw_inputs,
     draw_params,
     log_spaced_depths,
     lyapunov_spectrum,
@@ -69,10 +70,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "attention", "batch_norm", "batch_norm_mlp",
     "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning", "SimulationResult", "WEIGHT_SCHEMES",
-    "choose_method", "conv", "convolution", "dense", "derivative", "draw_params", "ensemble", "error_signals",
+    "choose_method", "conv", "convolution", "dense", "derivative", "draw_inputs", "draw_params", "ensemble", "error_signals",
     "forward", "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "layer_norm",
     "log_product_norm", "log_singular_values", "log_spaced_depths", "log_spectral_norm", "lyapunov_spectrum", "measures", "mlp",
     "normalisation", "probes", "product", "quadrature", "recurrent", "residual", "resnet", "resnets", "rms_norm", "rnn",
     "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory", "transformer",
-    "top_hessian_eigenvalue", "training", "weight_gradients",
+    "top_hessian_eigenvalue", "training", "verify", "weight_gradients",
 ]

@@ -43,12 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import ensemble, probes
-from jaxgrad.layers import Network, state_shape as layer_state_shape
+from jaxgrad import verify as _verify
+from jaxgrad.layers import Network, as_key, state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
 __all__ = ["AUTO_MATRIX_FREE_ABOVE", "DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys",
-           "SimulationResult", "choose_method", "draw_params", "log_spaced_depths", "lyapunov_spectrum", "sample_keys",
-           "simulate", "sweep", "state_shape"]
+           "SimulationResult", "choose_method", "draw_inputs", "draw_params", "log_spaced_depths", "lyapunov_spectrum",
+           "sample_keys", "simulate", "sweep", "state_shape"]
 
 METHODS = ("power", "svd", "vector", "matrix_free", "auto")
 DTYPES = ("float32", "float64")
@@ -123,7 +124,9 @@ def _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_of
         except TypeError:
             name = repr(dtype)
     if name not in DTYPES:
-        raise ValueError(f"unsupported dtype={dtype!r}; valid choices are {list(DTYPES)}")
+        extra = (" (bfloat16/float16 are not supported: products of many Jacobians need float32's "
+                 "exponent and mantissa; run in float32 and cast your own results)") if "16" in name else ""
+        raise ValueError(f"unsupported dtype={dtype!r}; valid choices are {list(DTYPES)}{extra}")
     if chunk_size is not None:
         _check_int("chunk_size", chunk_size, 1)
     _check_int("sample_offset", sample_offset, 0)
@@ -168,6 +171,84 @@ def _given_params(net: Network, params, samples: int, dtype_name: str):
     per_layer = tuple(params)
     return tuple(jax.tree.map(lambda *xs: np.stack(xs, axis=1), *per_layer[start:start + count])
                  for _, start, count in net.segments())
+
+
+def _given_inputs(net: Network, inputs, samples: int, dtype_name: str) -> np.ndarray:
+    """Validates `inputs` (samples × the state's shape, or samples × n₀) and returns them flat, (samples, n₀)."""
+    n0 = net.widths[0]
+    shape = state_shape(net)
+    try:
+        array = np.asarray(inputs)
+    except Exception as error:  # noqa: BLE001  (anything numpy cannot read)
+        raise ValueError(f"`inputs` must be an array of shape ({samples}, {n0}) or ({samples}, *{shape}), got "
+                         f"{type(inputs).__name__}") from error
+    if array.shape not in ((samples, n0), (samples, *shape)):
+        raise ValueError(f"`inputs` must have shape ({samples}, {n0})" + (f" or ({samples}, *{shape})"
+                         if shape != (n0,) else "") + f" (samples × the input state), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"`inputs` must be a floating array, got dtype {array.dtype}")
+    array = array.reshape(samples, n0)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise ValueError(f"`inputs` has non-finite entries in {bad} of {samples} samples; give finite inputs")
+    return array.astype(dtype_name)
+
+
+def _per_sample(given, inputs):
+    if given is None and inputs is None:
+        return None
+    data = {}
+    if given is not None:
+        data["params"] = given
+    if inputs is not None:
+        data["inputs"] = inputs
+    return data
+
+
+def _check_verify(verify):
+    if isinstance(verify, _verify.Plan):
+        return verify
+    if not isinstance(verify, (bool, np.bool_)):
+        raise ValueError(f"`verify` must be True or False, got verify={verify!r}")
+    return bool(verify)
+
+
+def _plan(verify, net, method, fields, norms_at, spectrum_at):
+    if isinstance(verify, _verify.Plan):
+        return verify
+    return _verify.plan(net, method, fields, norms_at, spectrum_at) if verify else None
+
+
+def _platform(devices) -> str:
+    return list(devices)[0].platform if devices is not None else jax.default_backend()
+
+
+def _check_sample(net, row, grid, base_key, offset, given, inputs, q0):
+    """One sample for `jaxgrad.verify`: its key, given data and float64 coefficients."""
+    pick = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[row], tree)  # noqa: E731
+    return _verify._Sample(row=row, grid=grid, key=jax.random.fold_in(base_key, offset + row), params=pick(given),
+                           inputs=None if inputs is None else np.asarray(inputs[row], np.float64),
+                           coefficients=probes.coefficient_arrays(net, np.float64), q0=float(q0))
+
+
+def _run_verified(net, execute, samples_of, *, plan, method, dtype_name, source, norms_at):
+    """Runs ``execute(jacobian_mode)`` and, with a `plan`, checks its result (`jaxgrad.verify`); on a
+    miscompiled batched jacrev, runs again with jacfwd. Returns (raw, verification record, jacobian mode)."""
+    raw = execute("rev")
+    if plan is None:
+        return raw, None, "rev"
+    check = dict(plan_=plan, method=method, dtype_name=dtype_name, source=source, norms_at=norms_at)
+    try:
+        return raw, _verify.verify(net, raw, samples_of(raw), jacobian_mode="rev", **check), "rev"
+    except _verify._JacobianMismatch as mismatch:
+        raw = execute("fwd")
+        record = _verify.verify(net, raw, samples_of(raw), jacobian_mode="fwd", **check)
+        _verify.fallback_warning(mismatch)
+        return raw, record, "fwd"
+
+
+def _strip_checks(raw: dict) -> dict:
+    return {k: v for k, v in raw.items() if not k.startswith("check_")}
 
 
 def _warn_nonfinite(nonfinite: Mapping[str, int], samples: int, where: str) -> None:
@@ -260,29 +341,38 @@ def log_spaced_depths(depth: int, count: int = 16) -> tuple[int, ...]:
     return tuple(sorted({int(round(d)) for d in np.geomspace(1, depth, min(count, depth))} | {depth}))
 
 
-def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_given, norms_at=None):
-    """(probe, cache key, bytes per sample) for `simulate` and `sweep`."""
+def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_given, norms_at=None,
+                        inputs_given=False, keep_at=(), jacobian_mode="rev"):
+    """(probe, cache key, bytes per sample) for `simulate` and `sweep`.
+
+    ``keep_at``: layers whose inputs the probe also returns for the self-check (`jaxgrad.verify`),
+    which also reads ``log_norm_product`` whenever the method computes it."""
     dtype = jnp.dtype(dtype_name)
     item = dtype.itemsize
     n_max = max(net.widths)
     if method == "vector":
-        probe = probes.gains(net, dtype=dtype, params_given=params_given)
+        probe = probes.gains(net, dtype=dtype, params_given=params_given, inputs_given=inputs_given, keep_at=keep_at)
         work = item * (4 * n_max * n_max + 2 * net.depth * n_max)
     elif method == "matrix_free":
-        probe = probes.matrix_free(net, dtype=dtype, spectrum_at=spectrum_at, fields=fields,
-                                   params_given=params_given)
+        inner = tuple(fields) if not keep_at or "log_norm_product" in fields else (*fields, "log_norm_product")
+        probe = probes.matrix_free(net, dtype=dtype, spectrum_at=spectrum_at, fields=inner,
+                                   params_given=params_given, inputs_given=inputs_given, keep_at=keep_at)
         k = probes.lanczos_steps(n_max)
         work = item * (2 * net.depth * n_max + 2 * (k + 8) * n_max) + 4 * _param_bytes(net)
     else:
         probe = probes.product_norms(net, dtype=dtype, method=method, spectrum_at=spectrum_at,
-                                     params_given=params_given, norms_at=norms_at)
+                                     params_given=params_given, norms_at=norms_at, inputs_given=inputs_given,
+                                     keep_at=keep_at, jacobian_mode=jacobian_mode)
         work = item * 8 * n_max * n_max
     wanted = set(fields) | {"overflow"} | {f"sv{d}" for d in spectrum_at}
+    if keep_at:
+        wanted |= {f"check_{x}{c}" for c in keep_at for x in "hs"} | {"log_norm_product", "log_forward_gain"}
 
     def measure(*a):
         return {k: v for k, v in probe(*a).items() if k in wanted}
 
-    key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given, norms_at)
+    key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given, norms_at,
+           inputs_given, tuple(keep_at), jacobian_mode)
     return measure, key, work
 
 
@@ -327,6 +417,8 @@ def simulate(
     devices: Sequence[jax.Device] | None = None,
     sample_offset: int = 0,
     progress: bool | None = None,
+    inputs=None,
+    verify: bool = True,
 ) -> SimulationResult:
     r"""Measures the Jacobian products of `samples` independent initialisations of `net`.
 
@@ -369,36 +461,87 @@ def simulate(
         multi-process run, every process's: see `jaxgrad.ensemble.run`).
       sample_offset: index of the first sample.
       progress: show a progress bar (default: when stderr is a terminal).
+      inputs: given inputs $h^{(0)}$ instead of drawn ones, shape (samples, n₀) or (samples,
+        *state shape) (`draw_inputs` returns the drawn ones); weights and probes still come
+        from (seed, i).
+      verify: recompute two samples by an independent path and compare (`jaxgrad.verify`:
+        per-layer Jacobians by unbatched `jax.jacfwd` and `jax.jacrev`, the product by a dense
+        float64 SVD at a shallow, a middle and the last depth). A mismatch beyond the derived
+        tolerance raises `jaxgrad.verify.VerificationError`; a miscompiled batched `jax.jacrev`
+        is replaced by `jax.jacfwd` with a warning. The config records ``verified`` and the
+        check (``verification``: samples, layers, depths, worst error, depths skipped where
+        a chaotic network separated the two forward passes). False skips it (the numbers are
+        then unchecked).
 
     Returns:
       A `SimulationResult`; logarithms are natural, of norms. Non-finite values are
       counted in ``nonfinite`` and a `NonFiniteWarning` names them.
 
     Compiles once per structure: a second call that differs only in seed, key, q0 or
-    the hyperparameters of the layers (σ_w, σ_b, α …) reuses the program.
+    the hyperparameters of the layers (σ_w, σ_b, α …) reuses the program (and the
+    self-check's reference programs).
     """
     samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset)
     q0 = _check_q0(q0)
+    verify = _check_verify(verify)
     requested, method = method, choose_method(net, method)
     fields = _check_fields(fields, method)
     spectrum_at = _check_spectrum_at(spectrum_at, net, method)
     norms_at = _check_norms_at(norms_at, net, method, fields)
     given = None if params is None else _given_params(net, params, samples, dtype_name)
-    probe, cache_key, work = _simulation_program(net, method, spectrum_at, fields, dtype_name, given is not None,
-                                                 norms_at)
+    h0 = None if inputs is None else _given_inputs(net, inputs, samples, dtype_name)
+    plan = _plan(verify, net, method, fields, norms_at, spectrum_at)
     np_dtype = np.dtype(dtype_name)
     args = (probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype))
-    with jax.enable_x64(dtype_name == "float64"):
-        raw = ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=given,
-                           sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
-                           bytes_per_sample=work, progress=_progress(progress, "simulate"), cache_key=cache_key)
-    result = _result(raw, fields, spectrum_at, dict(
+    work = _simulation_program(net, method, spectrum_at, fields, dtype_name, False, norms_at)[2]
+
+    def execute(mode):
+        probe, cache_key, work = _simulation_program(net, method, spectrum_at, fields, dtype_name, given is not None,
+                                                     norms_at, h0 is not None, plan.keep_at if plan else (), mode)
+        with jax.enable_x64(dtype_name == "float64"):
+            return ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=_per_sample(given, h0),
+                                sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
+                                bytes_per_sample=work, progress=_progress(progress, "simulate"), cache_key=cache_key)
+
+    base = as_key(key) if key is not None else jax.random.key(seed)
+    rows = _verify.check_samples(samples, ensemble.micro_batch_size(work, _platform(devices)))
+    if plan is not None and plan.rows is not None:
+        rows = tuple(i for i in plan.rows if i < samples)
+    raw, record, mode = _run_verified(
+        net, execute, lambda raw: [_check_sample(net, i, None, base, sample_offset, given, h0, q0) for i in rows],
+        plan=plan, method=method, dtype_name=dtype_name, source=probes._source(net, given is not None),
+        norms_at=norms_at)
+    result = _result(_strip_checks(raw), fields, spectrum_at, dict(
         net=[layer.name for layer in net.layers], tied=net.tied, samples=samples, seed=_seed_repr(seed, key),
         q0=q0, **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
         fields=list(fields), norms_at=None if norms_at is None else list(norms_at),
-        params="given" if given is not None else ("tied" if net.tied else "drawn")))
+        params="given" if given is not None else ("tied" if net.tied else "drawn"),
+        inputs="given" if h0 is not None else "drawn", verified=record is not None, verification=record,
+        jacobian=mode))
     _warn_nonfinite(result.nonfinite, samples, "jaxgrad.simulate")
     return result
+
+
+def draw_inputs(net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, q0: float = 1.0,
+                dtype=None, sample_offset: int = 0) -> np.ndarray:
+    r"""The inputs $h^{(0)}$ `simulate(net, samples, seed, q0=q0)` uses, bit for bit: (samples, n₀).
+
+    Sample i's is $\sqrt{q_0}\,z$ with z ~ N(0, I) drawn in float32 from ``sample_keys(seed, i).input``
+    and cast to `dtype`. Reshape to ``(samples, *jaxgrad.state_shape(net))`` for a token state; pass
+    changed ones back with ``simulate(..., inputs=...)``.
+    """
+    samples, seed, dtype_name = _check_common(net, samples, seed, key, dtype, None, None, sample_offset)
+    q0 = _check_q0(q0)
+    n0, dt = net.widths[0], jnp.dtype(dtype_name)
+
+    def probe(key, q0):
+        return probes._input(probes._split(key), n0, q0, dt)
+
+    np_dtype = np.dtype(dtype_name)
+    with jax.enable_x64(dtype_name == "float64"):
+        return ensemble.run(probe, samples, seed=seed, key=key, args=(np.asarray(q0, np_dtype),),
+                            sample_offset=sample_offset, bytes_per_sample=8 * n0,
+                            cache_key=("draw_inputs", n0, dtype_name))
 
 
 def draw_params(net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, dtype=None,
@@ -493,6 +636,7 @@ def sweep(
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress: bool | None = None,
+    verify: bool = True,
 ) -> SimulationResult:
     r"""`simulate` over the outer product of hyperparameter values, as one compiled program.
 
@@ -503,12 +647,16 @@ def sweep(
     instead be an integer array of the grid's shape (one seed per grid point), and then
     grid point g equals ``simulate(net_g, samples, seed[g])`` bit for bit.
 
+    ``verify`` (default True): the self-check of `simulate`, on the first grid point's first
+    sample and on a sample inside a micro-batch of the last grid point.
+
     Returns:
       A `SimulationResult` whose arrays carry the grid's axes in front; its config
       records the grid.
     """
     samples, _, dtype_name = _check_common(net, samples, 0, key, dtype, chunk_size, devices, 0)
     q0 = _check_q0(q0)
+    verify = _check_verify(verify)
     requested, method = method, choose_method(net, method)
     fields = _check_fields(fields, method)
     spectrum_at = _check_spectrum_at(spectrum_at, net, method)
@@ -522,21 +670,41 @@ def sweep(
                              f"got shape {seeds.shape}")
         seed = np.broadcast_to(seeds, shape).reshape(G)
     rep = _representative([n for n, _ in points])
-    probe, cache_key, work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False, norms_at)
+    plan = _plan(verify, rep, method, fields, norms_at, spectrum_at)
     np_dtype = np.dtype(dtype_name)
     coeffs = jax.tree.map(lambda *xs: np.stack(xs), *[probes.coefficient_arrays(n, np_dtype) for n, _ in points])
-    q0s = np.asarray([q0 if g_q0 is None else _check_q0(g_q0) for _, g_q0 in points], np_dtype)
-    with jax.enable_x64(dtype_name == "float64"):
-        raw = ensemble.run(probe, samples, seed=seed, key=key, args=(coeffs, q0s), grid_size=G,
-                           chunk_size=chunk_size, devices=devices, bytes_per_sample=work,
-                           progress=_progress(progress, "sweep"), cache_key=cache_key)
-    raw = {k: v.reshape(*shape, *v.shape[1:]) for k, v in raw.items()}
+    q0_values = [q0 if g_q0 is None else _check_q0(g_q0) for _, g_q0 in points]
+    q0s = np.asarray(q0_values, np_dtype)
+    work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False, norms_at)[2]
+
+    def execute(mode):
+        probe, cache_key, work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False, norms_at,
+                                                     False, plan.keep_at if plan else (), mode)
+        with jax.enable_x64(dtype_name == "float64"):
+            return ensemble.run(probe, samples, seed=seed, key=key, args=(coeffs, q0s), grid_size=G,
+                                chunk_size=chunk_size, devices=devices, bytes_per_sample=work,
+                                progress=_progress(progress, "sweep"), cache_key=cache_key)
+
+    def base(g):
+        if key is not None:
+            keys = as_key(key)
+            return keys if keys.ndim == 0 else keys.reshape(-1)[g]
+        return jax.random.key(int(np.asarray(seed).reshape(-1)[g]))
+
+    rows = _verify.check_samples(samples, ensemble.micro_batch_size(work, _platform(devices)))
+    checks = [(0, rows[0]), (G - 1, rows[-1])]
+    raw, record, mode = _run_verified(
+        rep, execute, lambda raw: [_check_sample(points[g][0], i, g, base(g), 0, None, None, q0_values[g])
+                                   for g, i in checks],
+        plan=plan, method=method, dtype_name=dtype_name, source=probes._source(rep, False), norms_at=norms_at)
+    raw = {k: v.reshape(*shape, *v.shape[1:]) for k, v in _strip_checks(raw).items()}
     result = _result(raw, fields, spectrum_at, dict(
         net=[layer.name for layer in net.layers], tied=net.tied, samples=samples,
         seed=_seed_repr(0, key) if key is not None else np.asarray(seed).reshape(shape).tolist(), q0=q0,
         grid={n: [float(x) for x in np.asarray(grid[n], np.float64).ravel()] for n in names},
         **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
-        fields=list(fields), norms_at=None if norms_at is None else list(norms_at)))
+        fields=list(fields), norms_at=None if norms_at is None else list(norms_at), verified=record is not None,
+        verification=record, jacobian=mode))
     _warn_nonfinite(result.nonfinite, samples * G, "jaxgrad.sweep")
     return result
 
@@ -585,7 +753,7 @@ def lyapunov_spectrum(
     np_dtype = np.dtype(dtype_name)
     args = (probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype))
     with jax.enable_x64(dtype_name == "float64"):
-        raw = ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=given,
+        raw = ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=_per_sample(given, None),
                            sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
                            bytes_per_sample=dtype.itemsize * 8 * n_max * n_max,
                            progress=_progress(progress, "lyapunov"),

@@ -20,7 +20,7 @@ import numpy as np
 from jaxgrad.activations import Activation, derivative, get_activation
 
 __all__ = ["HIGHEST", "WEIGHT_SCHEMES", "DenseParams", "Hyper", "Layer", "Network", "ShapedStructure", "as_key",
-           "check_input", "dense", "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp", "residual",
+           "check_claims", "check_input", "dense", "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp", "residual",
            "serial", "standard_normal", "state_shape", "structure_of", "weight_std"]
 
 Array = jax.Array
@@ -438,10 +438,67 @@ def forward(net: Network, params, x: Array) -> list[Array]:
     return hs
 
 
+_checked: dict[Hashable, None] = {}  # layers whose claims were checked (by structure and values)
+
+
+def check_claims(layer: Layer) -> Layer:
+    r"""Checks what `layer` claims beyond ``(init, apply)``, at a random point; returns it unchanged.
+
+    * a fast-path ``jacobian`` must return ``(jax.jacrev(apply, argnums=1)(params, h), apply(params, h))``;
+    * ``homogeneous=True`` must satisfy ``apply(params, c·h) == c·apply(params, h)`` at c = 2 and 1/2.
+
+    The point is the layer's ``init(key(0))`` and h ~ N(0, I); the tolerance is the rounding of the
+    two computations, $8(n+4)ε$ relative (Frobenius) in the layer's dtype ($γ_n$ of Higham 2002, §3.5,
+    for each, with room for the activation's few roundings). Scaling by 2 and 1/2 is exact in floating
+    point, so a homogeneous layer passes with room to spare. The engine trusts these claims (it uses the
+    fast path, and carries a homogeneous signal as direction × log-scale), so `serial` checks every
+    distinct layer once. Raises ValueError naming the layer and what differed.
+    """
+    ident = (structure_of(layer), layer.hyper._key() if layer.hyper is not None else None, layer.homogeneous)
+    if ident in _checked or (layer.jacobian is None and not layer.homogeneous):
+        return layer
+    params = layer.init(jax.random.key(0))
+    h = jax.random.normal(jax.random.key(1), (layer.n_in,), jnp.float32)
+    out = layer.apply(params, h.astype(jnp.result_type(*jax.tree.leaves(params), h)))
+    dtype = jnp.result_type(out)
+    h = h.astype(dtype)
+    tol = 8 * (max(layer.n_in, layer.n_out) + 4) * float(jnp.finfo(dtype).eps)
+
+    def gap(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), np.finfo(np.float64).tiny))
+
+    if layer.jacobian is not None:
+        J_fast, out_fast = layer.jacobian(params, h)
+        J_rev = jax.jacrev(layer.apply, argnums=1)(params, h)
+        if np.shape(J_fast) != np.shape(J_rev) or not gap(J_fast, J_rev) <= tol:
+            detail = (f"shape {np.shape(J_fast)} instead of {np.shape(J_rev)}" if np.shape(J_fast) != np.shape(J_rev)
+                      else f"they differ by {gap(J_fast, J_rev):.3g} relative (Frobenius; tolerance {tol:.1e})")
+            raise ValueError(f"layer {layer.name!r}: its fast-path `jacobian` is not the derivative of its `apply` "
+                             f"(jax.jacrev) at a random point: {detail}. Fix the `jacobian` function, or pass "
+                             "jacobian=None to let the engine differentiate `apply`")
+        if not gap(out_fast, layer.apply(params, h)) <= tol:
+            raise ValueError(f"layer {layer.name!r}: its fast-path `jacobian` returns an output that differs from "
+                             f"`apply` by {gap(out_fast, layer.apply(params, h)):.3g} relative; it must return "
+                             "(J, apply(params, h))")
+    if layer.homogeneous:
+        for c in (2.0, 0.5):
+            scaled, want = layer.apply(params, c * h), c * layer.apply(params, h)
+            if not gap(scaled, want) <= tol:
+                raise ValueError(f"layer {layer.name!r} is declared homogeneous (f(c·h) = c·f(h) for c > 0) but "
+                                 f"f({c:g}·h) differs from {c:g}·f(h) by {gap(scaled, want):.3g} relative at a random "
+                                 "point (tolerance {:.1e}); declare homogeneous=False (biases, normalisations and "
+                                 "residual branches with a nonlinearity are not homogeneous)".format(tol))
+    _checked[ident] = None
+    return layer
+
+
 def serial(*layers: Layer, tied: bool = False) -> Network:
     """A network from layers; consecutive widths must agree.
 
     ``tied=True``: the layers share one set of parameters (they must have equal structure).
+    Every distinct layer's claims (a fast-path ``jacobian``, ``homogeneous=True``) are checked
+    once (`check_claims`).
     """
     if not layers:
         raise ValueError("a network needs at least one layer, got none")
@@ -453,6 +510,11 @@ def serial(*layers: Layer, tied: bool = False) -> Network:
             raise ValueError(f"layer {i + 1} outputs width {a.n_out} but layer {i + 2} expects {b.n_in}")
     if not isinstance(tied, (bool, np.bool_)):
         raise ValueError(f"`tied` must be True or False, got tied={tied!r}")
+    seen = set()
+    for layer in layers:
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            check_claims(layer)
     if tied:
         first = structure_of(layers[0])
         if layers[0].n_in != layers[0].n_out or any(structure_of(layer) != first for layer in layers[1:]):

@@ -308,11 +308,15 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
 
 
 def measure(builder: Callable, net: Network, samples: int, seed: int = 0, *, q0: float = 1.0,
-            dtype: str = "float32", chunk_size: int | None = None, **options) -> dict[str, np.ndarray]:
+            dtype: str = "float32", chunk_size: int | None = None, cache_key: Hashable | None = None,
+            **options) -> dict[str, np.ndarray]:
     """Runs ``builder(net, dtype=…, **options)`` over `samples` initialisations with `jaxgrad.ensemble.run`.
 
     The compiled program is cached per (builder, network structure, dtype, options): networks
-    that differ only in hyperparameter values (σ_w, the branch scale …) share it.
+    that differ only in hyperparameter values (σ_w, the branch scale …) share it. The builder is
+    identified by the function object itself (two lambdas or two closures of one factory are two
+    builders, even with one ``__qualname__``), or by `cache_key` when given: a hashable that says
+    what the builder computes, so that equal builders made anew (in a loop) share one program.
 
     Returns:
       The probe's arrays with a leading axis `samples`, as NumPy arrays.
@@ -323,7 +327,8 @@ def measure(builder: Callable, net: Network, samples: int, seed: int = 0, *, q0:
         raise ValueError(f"`q0` must be a positive finite number, got q0={q0!r}")
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     np_dtype = np.dtype(dtype)
-    cache_key: Hashable = ("measures", builder.__qualname__, net.structure(), dtype, tuple(sorted(options.items())))
+    what = builder if cache_key is None else ("key", cache_key)
+    cache_key = ("measures", what, net.structure(), dtype, tuple(sorted(options.items())))
     with jax.enable_x64(dtype == "float64"):
         probe = builder(net, dtype=jnp.dtype(dtype), **options)
         n = max(net.widths)

@@ -42,7 +42,7 @@ import numpy as np
 from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
 from jaxgrad.spectral import lanczos_top_singular, lanczos_top_singular_operator
 
-__all__ = ["FIELDS", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys", "clustered_spectrum", "coefficient_arrays",
+__all__ = ["FIELDS", "JACOBIAN_MODES", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys", "clustered_spectrum", "coefficient_arrays",
            "gains", "lanczos_max_steps", "lanczos_steps", "lyapunov", "matrix_free", "parameters",
            "product_lanczos_steps", "product_norms", "sample_keys"]
 
@@ -80,17 +80,60 @@ def _input(keys: SampleKeys, n0: int, q0, dtype) -> jax.Array:
     return jnp.sqrt(q0).astype(dtype) * jax.random.normal(keys.input, (n0,), jnp.float32).astype(dtype)
 
 
+def _unpack(rest, params_given: bool, inputs_given: bool):
+    """(params, inputs, coefficients, q0) from a probe's arguments after the key.
+
+    With given parameters or inputs the first argument is the sample's data, a dict with
+    ``"params"`` and/or ``"inputs"`` (`jaxgrad.ensemble.run`'s ``per_sample``)."""
+    if params_given or inputs_given:
+        data, (coefficients, q0) = rest[0], rest[1:]
+        return data.get("params"), data.get("inputs"), coefficients, q0
+    coefficients, q0 = rest
+    return None, None, coefficients, q0
+
+
+def _start(keys: SampleKeys, n0: int, q0, dtype, inputs) -> "_Signal":
+    """The signal at depth 0: the given input, or h⁽⁰⁾ ~ N(0, q₀ I) drawn from the sample's key."""
+    h = _input(keys, n0, q0, dtype) if inputs is None else inputs.astype(dtype)
+    return _Signal(h, jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+
+
+def _kept_start(run, keep_at, dtype):
+    """The layer inputs kept for the self-check (`jaxgrad.verify`): h⁽ℓ⁻¹⁾ and its log-scale for
+    the 1-based layers ℓ of `keep_at` in `run`."""
+    return {c: (jnp.zeros((run.layer.n_in,), dtype), jnp.zeros((), dtype))
+            for c in keep_at if run.start < c <= run.start + run.count}
+
+
+def _keep(kept, ell, signal):
+    """Keeps the input of layer ``ell + 1`` (0-based ``ell``) if it is one of `kept`'s layers."""
+    return {c: (jnp.where(ell == c - 1, signal.h.astype(h.dtype), h),
+                jnp.where(ell == c - 1, signal.log_scale.astype(s.dtype), s)) for c, (h, s) in kept.items()}
+
+
+def _kept_out(kept) -> dict:
+    out = {}
+    for c, (h, s) in kept.items():
+        out[f"check_h{c}"], out[f"check_s{c}"] = h, s
+    return out
+
+
 def _safe_log_normalise(x):
     """(x / ‖x‖, ln ‖x‖), with 0 → (0, −inf) rather than NaN."""
     n = jnp.linalg.norm(x)
     return x / jnp.where(n > 0, n, 1.0), jnp.log(n)
 
 
-def _layer_jacobian(jacobian, apply, params, h):
-    """(J, apply(params, h)): the layer's fast path `jacobian`, or `jax.jacrev` of `apply`."""
+JACOBIAN_MODES = ("rev", "fwd")
+
+
+def _layer_jacobian(jacobian, apply, params, h, mode: str = "rev"):
+    """(J, apply(params, h)): the layer's fast path `jacobian`, or `jax.jacrev` (``mode="rev"``)
+    or `jax.jacfwd` (``"fwd"``) of `apply`."""
     if jacobian is not None:
         return jacobian(params, h)
-    return jax.jacrev(apply, argnums=1)(params, h), apply(params, h)
+    differentiate = jax.jacfwd if mode == "fwd" else jax.jacrev
+    return differentiate(apply, argnums=1)(params, h), apply(params, h)
 
 
 def lanczos_steps(n: int) -> int:
@@ -98,19 +141,18 @@ def lanczos_steps(n: int) -> int:
     return min(n, 32)
 
 
-PRODUCT_BLOCK = 8  # the adaptive ‖P_ℓ‖₂ run's block of Lanczos steps
-
-
 def product_lanczos_steps(n: int) -> tuple[int, int | None]:
-    """(steps, max_steps) of the warm-started Lanczos run for ‖P_ℓ‖₂ = ‖J_ℓ⋯J₁‖₂ at width n.
+    """(steps, max_steps) of the warm-started Lanczos run for ‖P_ℓ‖₂ = ‖J_ℓ⋯J₁‖₂ at width n: the fixed
+    `lanczos_steps` (n), never adaptive.
 
-    Adaptive (`jaxgrad.spectral.lanczos_top_singular` with ``max_steps``): blocks of 8 steps up
-    to `lanczos_steps` (n) until the top Ritz value settles. Warm-started from ‖P_{ℓ−1}‖'s top
-    vector, most layers settle after the first block; a sample that does not takes more, up to
-    the fixed run's length. Where n ≤ 8 the fixed run is already a full Krylov space.
+    An adaptive run (blocks of 8 steps until the top Ritz value settles) was 7–13 % faster on MLPs,
+    but its settling test stops on a stagnating run: where many singular values sit near the top
+    (a residual identity puts them near 1) the Ritz value can stay flat for a block before the
+    Krylov space finds the top of the cluster, and the run stopped up to 0.35 low in ln‖P_ℓ‖₂
+    (issue 27; `benchmarks/accuracy.py`, cases ``token-rms-residual`` and ``mlp-residual``). No
+    test on Ritz values can tell a stagnating run from a converged one, so the run is fixed.
     """
-    full = lanczos_steps(n)
-    return (full, None) if full <= PRODUCT_BLOCK else (PRODUCT_BLOCK, full)
+    return lanczos_steps(n), None
 
 
 def lanczos_max_steps(n: int) -> int:
@@ -252,7 +294,8 @@ def _source(net: Network, params_given: bool) -> str:
 
 
 def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Sequence[int] = (),
-                  params_given: bool = False, norms_at: Sequence[int] | None = None):
+                  params_given: bool = False, norms_at: Sequence[int] | None = None, inputs_given: bool = False,
+                  keep_at: Sequence[int] = (), jacobian_mode: str = "rev"):
     r"""The matrix probe: every field of `FIELDS` at every depth, and spectra at `spectrum_at`.
 
     ``method="power"``: warm-started Lanczos for $\|P_\ell\|_2$ (``product_lanczos_steps``) and
@@ -264,6 +307,11 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
     skip its Lanczos run (a `lax.cond` on the unbatched depth; the warm start carries over
     from the last computed depth). The chain itself, the vector fields and the bound
     $\sum\ln\|J_k\|_2$ are still computed at every depth.
+
+    ``inputs_given``: the sample's $h^{(0)}$ is given (``data["inputs"]``), not drawn.
+    ``keep_at``: 1-based layers whose input $h^{(\ell-1)}$ is returned (``check_h{ℓ}``, with its
+    log-scale ``check_s{ℓ}``) for the self-check (`jaxgrad.verify`). ``jacobian_mode``: ``"rev"``
+    (`jax.jacrev`, default) or ``"fwd"`` (`jax.jacfwd`) for layers without a fast path.
     """
     layers = _Layers(net, _source(net, params_given), spectrum_at)
     n0 = net.widths[0]
@@ -285,34 +333,37 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
         return t.value, t.vector
 
     def probe(key, *rest):
-        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        params, inputs, coefficients, q0 = _unpack(rest, params_given, inputs_given)
         keys = _split(key)
         tied = layers.tied_params(keys, coefficients, params)
         given = None if tied_given else params
         u = _unit_vector(keys.forward_probe, n0, dtype)
-        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        signal = _start(keys, n0, q0, dtype, inputs)
         P, log_c, cum = jnp.eye(n0, dtype=dtype), jnp.zeros((), dtype), jnp.zeros((), dtype)
-        v = _unit_vector(jax.random.fold_in(keys.lanczos, 1 << 30), n0, dtype)
-        outputs, spectra = [], {}
+        v = jnp.zeros((n0,), dtype)  # the previous depth's top vector (none before depth 1)
+        outputs, spectra, checks = [], {}, {}
         for r, run in enumerate(layers.runs):
             signal = _prepare(signal, run.homogeneous)
 
             def body(carry, xs, run=run):
-                signal, P, log_c, v, cum = carry
+                signal, P, log_c, v, cum, kept = carry
                 ell, coeffs, p_given = xs
+                kept = _keep(kept, ell, signal)
                 _, apply, jacobian = layers.functions(run, coeffs)
                 p = layers.params(run, ell, coeffs, p_given, keys, tied)
-                J, h_next = _layer_jacobian(jacobian, apply, p, signal.h)
+                J, h_next = _layer_jacobian(jacobian, apply, p, signal.h, jacobian_mode)
                 signal, log_h = _advance(run.homogeneous, signal, h_next, ell)
                 J = J.astype(dtype)
                 P, log_s = _safe_log_normalise(jnp.matmul(J, P, precision=HIGHEST))
                 log_c = log_c + log_s
+                # The warm start plus a fresh random unit vector of the same norm (`product_start`).
+                restart = _unit_vector(jax.random.fold_in(keys.lanczos, (1 << 30) + ell), n0, dtype)
                 if wanted is None:
-                    s_P, v = top(P, v, product_steps[0], max_steps=product_steps[1])
+                    s_P, v = top(P, v + restart, product_steps[0], max_steps=product_steps[1])
                     log_P = log_c + jnp.log(s_P)
                 else:
                     def norm(v, P=P):
-                        s, v = top(P, v, product_steps[0], max_steps=product_steps[1])
+                        s, v = top(P, v + restart, product_steps[0], max_steps=product_steps[1])
                         return jnp.log(s).astype(dtype), v
 
                     log_P, v = jax.lax.cond(jnp.asarray(wanted)[ell], norm,
@@ -337,22 +388,25 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
                     log_c + jnp.log(jnp.linalg.norm(jnp.matmul(P.T, e, precision=HIGHEST))),
                     log_h,
                 )
-                return (signal, P, log_c, v, cum), out
+                return (signal, P, log_c, v, cum, kept), out
 
-            carry, out = _scan(body, (signal, P, log_c, v, cum), run, layers.xs(r, coefficients, given))
-            signal, P, log_c, v, cum = carry
+            carry, out = _scan(body, (signal, P, log_c, v, cum, _kept_start(run, keep_at, dtype)), run,
+                               layers.xs(r, coefficients, given))
+            signal, P, log_c, v, cum, kept = carry
+            checks.update(_kept_out(kept))
             outputs.append(out)
             if run.start + run.count in spectrum_at:
                 spectra[f"sv{run.start + run.count}"] = log_c + jnp.log(jnp.linalg.svd(P, compute_uv=False))
         stacked = [jnp.concatenate(parts) for parts in zip(*outputs)]
         if wanted is not None:
             stacked[0] = stacked[0][picked]
-        return dict(zip(FIELDS, stacked), overflow=signal.exit_depth, **spectra)
+        return dict(zip(FIELDS, stacked), overflow=signal.exit_depth, **spectra, **checks)
 
     return probe
 
 
-def gains(net: Network, *, dtype, params_given: bool = False):
+def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool = False,
+          keep_at: Sequence[int] = ()):
     """Matrix-free gains: a forward sweep with `jax.jvp`, a backward sweep with `jax.vjp`.
 
     The backward sweep starts from a random unit $e_L$ at depth L and redraws each
@@ -367,29 +421,31 @@ def gains(net: Network, *, dtype, params_given: bool = False):
     tied_given = params_given and net.tied
 
     def probe(key, *rest):
-        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        params, h0, coefficients, q0 = _unpack(rest, params_given, inputs_given)
         keys = _split(key)
         tied = layers.tied_params(keys, coefficients, params)
         given = None if tied_given else params
         f, log_f = _unit_vector(keys.forward_probe, n0, dtype), jnp.zeros((), dtype)
-        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-        fwd_out, inputs = [], []
+        signal = _start(keys, n0, q0, dtype, h0)
+        fwd_out, inputs, checks = [], [], {}
         for r, run in enumerate(layers.runs):
             signal = _prepare(signal, run.homogeneous)
 
             def fbody(carry, xs, run=run):
-                signal, f, log_f = carry
+                signal, f, log_f, kept = carry
                 ell, coeffs, p_given = xs
+                kept = _keep(kept, ell, signal)
                 _, apply, _ = layers.functions(run, coeffs)
                 p = layers.params(run, ell, coeffs, p_given, keys, tied)
                 h_in = signal.h
                 h_next, f_next = jax.jvp(lambda h: apply(p, h), (h_in,), (f,))
                 signal, log_h = _advance(run.homogeneous, signal, h_next, ell)
                 f_next, log_s = _safe_log_normalise(f_next)
-                return (signal, f_next, log_f + log_s), (log_f + log_s, log_h, h_in)
+                return (signal, f_next, log_f + log_s, kept), (log_f + log_s, log_h, h_in)
 
-            (signal, f, log_f), (gain, log_h, h_in) = _scan(fbody, (signal, f, log_f), run,
-                                                             layers.xs(r, coefficients, given))
+            (signal, f, log_f, kept), (gain, log_h, h_in) = _scan(
+                fbody, (signal, f, log_f, _kept_start(run, keep_at, dtype)), run, layers.xs(r, coefficients, given))
+            checks.update(_kept_out(kept))
             fwd_out.append((gain, log_h))
             inputs.append(h_in)
         # Backward sweep from depth L to 1: δ ← J_ℓᵀ δ, tracking ln ‖δ⁽ℓ⁾‖.
@@ -415,13 +471,13 @@ def gains(net: Network, *, dtype, params_given: bool = False):
         backward = log_d - jnp.concatenate(log_delta)
         gain, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
         return dict(log_forward_gain=gain, log_backward_gain=backward, log_signal_norm=log_h,
-                    overflow=signal.exit_depth)
+                    overflow=signal.exit_depth, **checks)
 
     return probe
 
 
 def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields: Sequence[str] = MATRIX_FREE_FIELDS,
-                params_given: bool = False):
+                params_given: bool = False, inputs_given: bool = False, keep_at: Sequence[int] = ()):
     r"""The matrix probe without matrices: every quantity from Jacobian-vector products.
 
     No Jacobian is formed; each layer is used only through $v \mapsto J_\ell v$ (`jax.jvp`,
@@ -518,19 +574,20 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
         return gram
 
     def probe(key, *rest):
-        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        params, h0, coefficients, q0 = _unpack(rest, params_given, inputs_given)
         keys = _split(key)
         tied = layers.tied_params(keys, coefficients, params)
         given = None if tied_given else params
         xs = [layers.xs(r, coefficients, given) for r in range(len(layers.runs))]
         f, log_f, cum = _unit_vector(keys.forward_probe, n0, dtype), jnp.zeros((), dtype), jnp.zeros((), dtype)
-        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
-        fwd_out, inputs, scales = [], [], []
+        signal = _start(keys, n0, q0, dtype, h0)
+        fwd_out, inputs, scales, checks = [], [], [], {}
         for r, run in enumerate(layers.runs):
             signal = _prepare(signal, run.homogeneous)
 
             def fbody(carry, x, run=run):
-                signal, f, log_f, cum = carry
+                signal, f, log_f, cum, kept = carry
+                kept = _keep(kept, x[0], signal)
                 h_in = signal.h
                 h_next, linear = jax.linearize(layer_map(run, x, keys, tied), h_in)
                 signal, log_h = _advance(run.homogeneous, signal, h_next, x[0])
@@ -545,15 +602,16 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
                                                         max_steps=lanczos_max_steps(run.layer.n_in)
                                                         if adaptive else None).value
                     cum = cum + log_c + jnp.log(s_J)
-                return (signal, f_next, log_f + log_s, cum), (log_f + log_s, cum, log_h, h_in, log_c)
+                return (signal, f_next, log_f + log_s, cum, kept), (log_f + log_s, cum, log_h, h_in, log_c)
 
-            (signal, f, log_f, cum), (gain, norms, log_h, h_in, log_c) = _scan(
-                fbody, (signal, f, log_f, cum), run, xs[r])
+            (signal, f, log_f, cum, kept), (gain, norms, log_h, h_in, log_c) = _scan(
+                fbody, (signal, f, log_f, cum, _kept_start(run, keep_at, dtype)), run, xs[r])
+            checks.update(_kept_out(kept))
             fwd_out.append((gain, norms, log_h))
             inputs.append(h_in)
             scales.append(log_c)
         gain, norms, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
-        out = dict(log_forward_gain=gain, log_signal_norm=log_h, overflow=signal.exit_depth)
+        out = dict(log_forward_gain=gain, log_signal_norm=log_h, overflow=signal.exit_depth, **checks)
         if want_norms:
             out["log_norm_product"] = norms
         if want_backward:  # as `gains`: δ ← J_ℓᵀ δ from a random unit e_L, tracking ln ‖δ⁽ℓ⁾‖
@@ -587,7 +645,7 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
     return probe
 
 
-def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = False):
+def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = False, inputs_given: bool = False):
     r"""QR method (Benettin et al. 1980): $J_\ell Q_{\ell-1} = Q_\ell R_\ell$,
     $λ_i = \frac1L \sum_\ell \ln|(R_\ell)_{ii}|$; sorted descending per sample if `sort`."""
     layers = _Layers(net, _source(net, params_given))
@@ -595,11 +653,11 @@ def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = Fal
     tied_given = params_given and net.tied
 
     def probe(key, *rest):
-        params, (coefficients, q0) = (rest[0], rest[1:]) if params_given else (None, rest)
+        params, inputs, coefficients, q0 = _unpack(rest, params_given, inputs_given)
         keys = _split(key)
         tied = layers.tied_params(keys, coefficients, params)
         given = None if tied_given else params
-        signal = _Signal(_input(keys, n0, q0, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        signal = _start(keys, n0, q0, dtype, inputs)
         Q = jnp.eye(n0, k, dtype=dtype)
         acc = jnp.zeros((k,), dtype)
         for r, run in enumerate(layers.runs):

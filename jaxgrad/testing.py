@@ -14,7 +14,11 @@ Every claim below holds for *every* network, so it can be tested "for all" with
 * gradient descent on $\tfrac12 aθ^2$ follows $θ_t = (1-ηa)^tθ_0$ and contracts iff
   $0 < η < 2/a$ (seed §1): `assert_quadratic_contracts_iff_stable`;
 * a Monte-Carlo statistic beside its closed form at k standard errors (`jaxgrad.stats`):
-  `assert_measured_beside_predicted`.
+  `assert_measured_beside_predicted`;
+* the engine's own path (the batched program `jaxgrad.simulate` runs: a layer's fast-path
+  Jacobian, the batched `jax.jacrev`, the Lanczos norms) equals an independent computation at
+  every sample, layer and depth: `assert_engine_matches_reference`. The assertions above
+  differentiate with `jax.jacrev` themselves and never touch that path.
 
 Tolerances are rounding bounds, not guesses. With ε the machine epsilon of the dtype, a
 product or matrix–vector chain of L factors of inner dimension ≤ n computed in floating
@@ -69,7 +73,7 @@ __all__ = [
     "CUSTOM_ACTIVATIONS", "PHASES", "NetworkExample", "Phase",
     "activations", "weight_schemes", "widths", "depths", "phases", "networks", "inputs", "network_examples",
     "assert_chain_equals_grad", "assert_submultiplicative", "assert_layer_bound",
-    "assert_quadratic_contracts_iff_stable", "assert_measured_beside_predicted",
+    "assert_quadratic_contracts_iff_stable", "assert_measured_beside_predicted", "assert_engine_matches_reference",
 ]
 
 # --------------------------------------------------------------------------- strategies
@@ -468,3 +472,42 @@ def assert_measured_beside_predicted(samples, predicted, *, statistic: str = "me
                                        f"|diff| > {c.tolerance:.3g}" for c in failed[:5])
                              + (f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""))
     return rows
+
+
+# --------------------------------------------------------------------------- the engine's own path
+
+
+def assert_engine_matches_reference(net: Network, samples: int = 4, seed: int = 0, *, method: str = "power",
+                                    dtype=None, q0: float = 1.0, params=None, inputs=None) -> None:
+    r"""The engine's per-layer norms and product norms for `net` equal an independent computation.
+
+    Runs ``jaxgrad.simulate(net, samples, seed, method=method, ...)`` with its self-check
+    (`jaxgrad.verify`) widened to every sample, every layer and every depth, and without the
+    fallback to `jax.jacfwd`: at each layer input the engine saw, $J_\ell$ by unbatched `jax.jacfwd`
+    and `jax.jacrev` (float64, which must agree) and $\ln\|J_\ell\|_2$ by numpy's SVD against the
+    engine's; $\ln\|J_d\cdots J_1\|_2$ (or the forward gain for ``method="vector"``) against the
+    float64 chain's SVD at every depth the two forward passes have not separated (chaotic networks
+    separate them; `jaxgrad.verify.TRAJECTORY_LIMIT`). Tolerances are derived from rounding and the
+    method's contract (`jaxgrad.verify.CONTRACT`).
+
+    It fails on a layer whose fast-path ``jacobian`` is wrong only where the engine uses it (a check
+    of the claim at one point, `jaxgrad.layers.check_claims`, runs when the network is built), on a
+    batched `jax.jacrev` that the compiler got wrong (jaxlib 0.10.2's LayerNorm), and on a Lanczos
+    run that stops short of the top singular value.
+
+    Raises:
+      AssertionError: naming the sample, the layer or depth, both values and the tolerance.
+    """
+    from jaxgrad import engine as _engine
+    from jaxgrad import verify as _verify
+
+    method = _engine.choose_method(net, method)
+    fields = _engine._check_fields(None, method)
+    spectrum_at = tuple(range(1, net.depth + 1)) if method == "matrix_free" else ()
+    plan = _verify.plan(net, method, fields, None, spectrum_at, everything=True)
+    plan = plan._replace(rows=tuple(range(samples)), fallback=False)
+    try:
+        _engine.simulate(net, samples, seed, method=method, dtype=dtype, q0=q0, params=params, inputs=inputs,
+                         spectrum_at=spectrum_at, verify=plan)
+    except _verify.VerificationError as error:
+        raise AssertionError(f"the engine's path differs from an independent computation: {error}") from None

@@ -189,12 +189,11 @@ def test_power_method_agrees_with_svd_to_1e4(activation, sigma_w):
     assert np.all(np.abs(p.log_norm_product - s.log_norm_product) <= 1e-4 * np.arange(1, 13))
 
 
-def test_product_norm_runs_adaptive_blocks_up_to_the_fixed_length():
+def test_product_norm_runs_the_fixed_lanczos_length():
     from jaxgrad import probes
-    assert probes.product_lanczos_steps(4) == (4, None)  # a full Krylov space: exact, nothing to adapt
-    assert probes.product_lanczos_steps(8) == (8, None)
-    assert probes.product_lanczos_steps(64) == (probes.PRODUCT_BLOCK, probes.lanczos_steps(64))
-    assert probes.product_lanczos_steps(512) == (8, 32)
+    # a stagnating adaptive run stopped up to 0.35 low (issue 27): the product's run is never adaptive
+    for n in (4, 8, 64, 512):
+        assert probes.product_lanczos_steps(n) == (probes.lanczos_steps(n), None)
 
 
 @pytest.mark.parametrize("width,depth,activation,weights,sigma_w", [
