@@ -170,10 +170,14 @@ def clustered_spectrum(net: Network) -> bool:
     $σ_w D$ up to mixing: φ′ values packed near their maximum, a relative top gap of about
     1e-4 at n = 64 and 1e-6 at n = 512 (tanh), where 32 steps leave up to 1.3e-3 relative
     error. For such networks the engine runs ‖J_ℓ‖₂ adaptively, up to `lanczos_max_steps`
-    (results/benchmarks/NOTES.md). A user layer is detected by the word "orthogonal" in
-    its `Hyper.structure`; others run the fixed `lanczos_steps`.
+    (results/benchmarks/NOTES.md). Residual layers $I + αJ_f$ pack their singular values
+    near 1 the same way: at n = 192 the fixed 32 steps left 2.7e-4 relative error on
+    ``mlp(residual_alpha=0.5)`` (`benchmarks/accuracy.py`, issue 27), so they run adaptively too.
+    A user layer is detected by the word "orthogonal" or "residual" in its `Hyper.structure`;
+    others run the fixed `lanczos_steps` (and the self-check, `jaxgrad.verify`, compares them).
     """
-    return any(layer.hyper is not None and "orthogonal" in repr(layer.hyper.structure) for layer in net.layers)
+    return any(layer.hyper is not None and ("orthogonal" in repr(layer.hyper.structure)
+                                            or "residual" in repr(layer.hyper.structure)) for layer in net.layers)
 
 
 class _Signal(NamedTuple):
@@ -317,9 +321,7 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
     n0 = net.widths[0]
     tied_given = params_given and net.tied
     adaptive = clustered_spectrum(net)
-    # ‖P_ℓ‖₂: adaptive blocks, except for clustered spectra, whose fixed 32 warm steps are what
-    # the accuracy contract was measured with (results/benchmarks/NOTES.md).
-    product_steps = (lanczos_steps(n0), None) if adaptive else product_lanczos_steps(n0)
+    product_steps = product_lanczos_steps(n0)  # fixed length, never adaptive (issue 27)
     wanted = None
     if norms_at is not None:
         wanted = np.zeros(net.depth, bool)
