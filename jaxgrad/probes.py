@@ -276,7 +276,7 @@ class _Layers:
             return jax.lax.optimization_barrier(params)
         run = self.runs[0]
         init, _, _ = self.functions(run, jax.tree.map(lambda a: a[0], coefficients[0]))
-        return jax.lax.optimization_barrier(init(jax.random.fold_in(keys.weights, 0)))
+        return jax.lax.optimization_barrier(_draw(run.layer, init, jax.random.fold_in(keys.weights, 0)))
 
     def params(self, run: _Run, ell, coeffs, given, keys: SampleKeys, tied):
         # The barrier makes the layer's parameters an opaque buffer whether drawn here or given, so XLA
@@ -288,7 +288,19 @@ class _Layers:
             return jax.lax.optimization_barrier(
                 jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, ell - run.start, keepdims=False), stacked))
         init, _, _ = self.functions(run, coeffs)
-        return jax.lax.optimization_barrier(init(jax.random.fold_in(keys.weights, ell)))
+        return jax.lax.optimization_barrier(_draw(run.layer, init, jax.random.fold_in(keys.weights, ell)))
+
+
+def _draw(layer: Layer, init, key):
+    """``init(key)``: one network per seed whatever the dtype. jaxgrad's layers (and the adapters) draw in
+    float32 and cast themselves; a hand-written layer (no `Hyper`) may draw in JAX's default float, so its
+    ``init`` runs with 64-bit mode off and its floating leaves are cast to the run's default float."""
+    if layer.hyper is not None:
+        return init(key)
+    with jax.enable_x64(False):
+        params = init(key)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
 
 
 def _source(net: Network, params_given: bool) -> str:

@@ -264,3 +264,19 @@ def test_the_power_method_keeps_its_contract_on_structured_networks(case):
     # ln‖J_ℓ⋯J₁‖₂ and ln‖J_ℓ‖₂ by the default method against SVD, every depth: ≤ 1e-4 (the contract)
     row = measure(48, case, depth=6, samples=8)
     assert row["product"] <= 1e-4 and row["layer"] <= 1e-4, row
+
+
+def test_a_hand_written_layer_draws_one_network_in_both_dtypes():
+    def init(key):  # draws in JAX's default float: float64 under x64
+        k_w, k_v = jax.random.split(key)
+        return {"W": jax.random.normal(k_w, (6, 6)) / 3, "V": jax.random.normal(k_v, (6, 6)) / 3}
+
+    def apply(p, h):
+        return h + jnp.tanh(p["W"] @ h) * jax.nn.sigmoid(p["V"] @ h)
+
+    net = jaxgrad.serial(*[jaxgrad.Layer(init, apply, 6, 6, name="gated")] * 3)
+    p32, p64 = jaxgrad.draw_params(net, 2, 0), jaxgrad.draw_params(net, 2, 0, dtype="float64")
+    for a, b in zip(jax.tree.leaves(p32), jax.tree.leaves(p64)):
+        assert b.dtype == np.float64
+        np.testing.assert_array_equal(a, b.astype(np.float32))
+    assert jaxgrad.simulate(net, 4, 0, dtype="float64").config["verified"]
