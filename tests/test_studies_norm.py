@@ -56,3 +56,17 @@ def test_presets_are_valid_and_full_is_larger(module):
     quick, full = module.Config.quick(), module.Config.full()
     assert len(module.points(full)) >= len(module.points(quick))
     assert full.samples > quick.samples
+
+
+def test_residual_scaling_figures_draw_without_warnings_at_the_quick_depths(tmp_path):
+    """α = 0's law (1 + a²)^L reaches ~1e308 at L = 1,024; drawing it must not overflow matplotlib's
+    autoscaling (it warned during every `reproduce`; warnings are errors in this suite)."""
+    config = residual_scaling.Config.quick()
+    assert max(config.depths) == 1024
+    rng = np.random.default_rng(0)
+    shape = (len(config.alphas), len(config.depths), 8)
+    fields = ("log_spectral_norm", "log_forward_gain", "log_backward_gain")
+    results = [({"activation": act}, {f: rng.normal(size=shape) for f in fields}) for act in config.activations]
+    _, data = residual_scaling.summarize(config, results)
+    figures = residual_scaling.plot(data, config, tmp_path)
+    assert [f.stem for f in figures] == ["norms_vs_depth", "plateau"]
