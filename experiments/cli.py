@@ -160,16 +160,14 @@ def _prepare_list(args):
 def _run_one(experiment, config, args, argv_text: str):
     from jaxgrad.cluster import is_writer
     from jaxgrad.store import Store
-    from experiments.runner import run_experiment
+    from experiments.runner import outcome, run_experiment
 
     store = Store.of(args.out, experiment.NAME)
     manifest = run_experiment(experiment, config, store=store, seed=args.seed, scale=args.scale,
                               overrides=getattr(args, "sets", []), force=args.force,
                               progress=args.progress and is_writer(), command=argv_text)
-    points = manifest["points"]
     if is_writer():
-        _say(f"{experiment.NAME}: {manifest['status']} in {manifest['wall_seconds']:.1f} s "
-             f"({points['computed']} points computed, {points['resumed']} resumed) -> {store.dir}")
+        _say(f"{outcome(manifest)} -> {store.dir}")
     return store
 
 

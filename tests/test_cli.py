@@ -120,6 +120,7 @@ def test_ctrl_c_after_force_names_the_command_that_resumes(capsys, fake, tmp_pat
     fake.CALLS.clear()
     code, _, err = _main(capsys, *shlex.split(advised)[1:])
     assert code == 0 and "2 points computed, 3 resumed" in err, err  # it resumes: --force would recompute 5
+    assert re.search(r"fake: complete in [0-9.]+ s \(2 points computed, 3 resumed\), [0-9.]+ s over 2 attempts ->", err)
     assert fake.CALLS == [3, 4]
     monkeypatch.setattr(fake, "run_point", interrupted)
     code, _, err = _main(capsys, "run", "fake", "--fo", "--out", out)  # argparse's prefix of --force
