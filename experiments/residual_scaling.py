@@ -82,11 +82,11 @@ class Config:
                              f"got activations={self.activations}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=64, samples=1024, depths=tuple(2**k for k in range(2, 11)))
 
 

@@ -13,11 +13,22 @@ import time
 
 import numpy as np
 
-import experiments
 from jaxgrad import cluster, plotting
 from jaxgrad.progress import Progress
-from jaxgrad.store import (Store, UnreadableFileError, _jsonable, _now, environment, point_id, point_key, read_npz,
-                           write_csv, write_json, write_npz)
+from jaxgrad.store import (
+    Store,
+    UnreadableFileError,
+    _jsonable,
+    _now,
+    environment,
+    point_id,
+    point_key,
+    read_npz,
+    write_csv,
+    write_json,
+    write_npz,
+)
+import experiments
 
 __all__ = ["compute", "draw_figures", "outcome", "run_experiment"]
 

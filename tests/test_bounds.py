@@ -37,7 +37,8 @@ def test_submultiplicativity_check_catches_a_product_that_drops_a_factor(monkeyp
     params, x = net.init(jax.random.key(0)), jnp.linspace(-1, 1, 4)
     testing.assert_submultiplicative(net, params, x)
     true_product = jaxgrad.spectral.product
-    monkeypatch.setattr(jaxgrad.spectral, "product", lambda Ms: true_product(Ms[:-1]) if len(Ms) > 1 else true_product(Ms))
+    monkeypatch.setattr(jaxgrad.spectral, "product",
+                        lambda Ms: true_product(Ms[:-1]) if len(Ms) > 1 else true_product(Ms))
     with pytest.raises(AssertionError, match="jax.jacrev"):  # the inequality alone would still pass
         testing.assert_submultiplicative(net, params, x)
 

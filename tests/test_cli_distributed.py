@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import cli
 from jaxgrad import cluster
+from experiments import cli
 from tests.helpers import Run, free_port, local_environment
 
 # A tiny study whose ensembles go through jaxgrad.simulate: 2 points (Gaussian and orthogonal

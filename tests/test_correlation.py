@@ -99,7 +99,7 @@ def test_vmap_and_jit_over_sigma_match_broadcasting():
 
 @pytest.mark.parametrize("sw2,c0", [(4.0, 0.95), (1.3, 0.2)], ids=["chaotic", "ordered"])
 def test_engine_correlation_of_two_inputs_follows_the_iterated_map(sw2, c0):
-    """Two inputs through the same random jaxgrad.mlp: the measured correlation at each depth vs `correlation_transient`.
+    """Two inputs through one random jaxgrad.mlp: the measured correlation at each depth vs `correlation_transient`.
 
     The inputs are scaled so that the first pre-activations have variance q*; the measured
     correlation of layer ℓ is the exact conditional one given h⁽ℓ⁻¹⁾,

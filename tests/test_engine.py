@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import jaxgrad
-from jaxgrad.probes import _input as sample_input, _unit_vector as unit_vector, sample_keys
+from jaxgrad.probes import _input as sample_input
+from jaxgrad.probes import _unit_vector as unit_vector
+from jaxgrad.probes import sample_keys
 
 
 def reference(net, seed, i, q0=1.0, spectrum_at=()):
@@ -21,7 +23,8 @@ def reference(net, seed, i, q0=1.0, spectrum_at=()):
     Js = [np.asarray(J, np.float64) for J in jaxgrad.layer_jacobians(net, params, x)]
     hs = jaxgrad.forward(net, params, x)
     u = np.asarray(unit_vector(keys.forward_probe, net.widths[0], jnp.float32), np.float64)
-    out = {k: [] for k in ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")}
+    fields = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+    out = {k: [] for k in fields}
     P, bound, spectra = np.eye(net.widths[0]), 0.0, {}
     for ell, J in enumerate(Js):
         P = J @ P
@@ -88,7 +91,8 @@ def test_vector_method_matches_the_matrix_forward_gain_and_its_backward_definiti
     # Backward: ln‖J₁ᵀ⋯J_ℓᵀ ê_ℓ‖ with ê_ℓ = δ⁽ℓ⁾/‖δ⁽ℓ⁾‖, δ backpropagated from a unit e_L.
     keys = sample_keys(3, 0)
     params = net.init(keys.weights)
-    Js = [np.asarray(J, np.float64) for J in jaxgrad.layer_jacobians(net, params, sample_input(keys, 6, 1.0, jnp.float32))]
+    x = sample_input(keys, 6, 1.0, jnp.float32)
+    Js = [np.asarray(J, np.float64) for J in jaxgrad.layer_jacobians(net, params, x)]
     delta = np.asarray(unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), 6, jnp.float32), np.float64)
     deltas = [delta]
     for J in reversed(Js):

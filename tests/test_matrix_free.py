@@ -119,7 +119,8 @@ def test_tanh_mlp_equals_the_materialised_values_inside_and_far_outside_the_floa
 
 def test_rectangular_homogeneous_layers_equal_the_materialised_values():
     """A non-square layer before a square run (the chain changes width; depth 2 lies inside the run), leaky ReLU
-    without bias (the signal is carried as direction × log-scale); given weights, also scaled by 1e14 (ln‖P‖ > 90; float32 holds e^88)."""
+    without bias (the signal is carried as direction × log-scale); given weights, also scaled by 1e14 (ln‖P‖ > 90;
+    float32 holds e^88)."""
     net = jaxgrad.mlp(widths=[5, 8, 8, 8], activation="leaky_relu", weights="he")
     rng = np.random.default_rng(0)
     base = tuple(jaxgrad.DenseParams(rng.normal(size=(SAMPLES, m, n)).astype(np.float32) * np.float32(np.sqrt(2 / n)),

@@ -1,10 +1,9 @@
 """RMSNorm, LayerNorm and BatchNorm (issue 14): each layer against a plain per-sample reference,
 the exact Jacobian spectrum, BatchNorm's batch coupling and σ_w invariance, and bad input."""
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxgrad
 from jaxgrad import theory

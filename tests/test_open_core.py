@@ -246,7 +246,8 @@ def test_a_users_own_measurement_runs_through_the_runner_and_depends_only_on_see
 def test_runner_grids_per_sample_data_and_indices():
     grid = ensemble.run(_user_probe, 5, seed=[1, 2, 3], grid_size=3, args=(jnp.asarray([1.0, 2.0, 3.0]),))
     assert grid["diag"].shape == (3, 5, 6)
-    np.testing.assert_array_equal(grid["diag"][2], ensemble.run(_user_probe, 5, seed=3, args=(jnp.float32(3.0),))["diag"])
+    alone = ensemble.run(_user_probe, 5, seed=3, args=(jnp.float32(3.0),))
+    np.testing.assert_array_equal(grid["diag"][2], alone["diag"])
     data = np.arange(10.0).reshape(5, 2)
     out = ensemble.run(lambda i, d: {"i": i, "twice": 2 * d}, 5, per_sample=data, index=True)
     np.testing.assert_array_equal(out["i"], np.arange(5))

@@ -4,11 +4,10 @@ Each claim is pinned by an equality (the engine against a plain `jax.jacrev` unr
 same inputs) before an inequality (Pascanu's bound) is trusted. Small widths and depths: the
 whole module runs in well under a minute on 2 CPU cores.
 """
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxgrad
 from jaxgrad import ensemble, probes, recurrent, stats, theory

@@ -2,11 +2,10 @@
 one compile per structure, the exact linear-residual laws against Monte Carlo at 4 SE, bad input."""
 import math
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxgrad
 from jaxgrad import ensemble, theory

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from experiments import runner
 from jaxgrad import store as results
 from jaxgrad.plotting import Figure, save_figure, subplots
 from jaxgrad.stats import Comparison
 from jaxgrad.store import Store
+from experiments import runner
 from tests.helpers import import_fake_experiment
 
 

@@ -35,7 +35,8 @@ def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
 @pytest.mark.parametrize("module,field,value", [
     (residual_scaling, "depths", (8, 4)), (residual_scaling, "a", -1.0), (residual_scaling, "activations", ("gelu",)),
     (residual_scaling, "alphas", (-0.5,)), (normalisation, "activations", ("sigmoid",)), (normalisation, "a", 0.0),
-    (normalisation, "width", 1), (normalisation, "norms", ("layer",)), (batchnorm_explosion, "batches", (2, 8, 16)), (batchnorm_explosion, "batches", (8, 16)),
+    (normalisation, "width", 1), (normalisation, "norms", ("layer",)), (batchnorm_explosion, "batches", (2, 8, 16)),
+    (batchnorm_explosion, "batches", (8, 16)),
     (batchnorm_explosion, "sigma_ws", (0.5, 2.0)), (batchnorm_explosion, "fit_start", 39),
     (batchnorm_explosion, "linear_weights", ("xavier",))])
 def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):

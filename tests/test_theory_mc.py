@@ -67,7 +67,8 @@ def test_gaussian_linear_product_log_gain():
         exact = theory.gaussian_log_gain(n, ell, sigma_w)
         for name, gain in (("forward", res.log_forward_gain), ("backward", res.log_backward_gain)):
             check(f"linear n={n} σ_w={sigma_w} ℓ={ell} E ln‖·‖ {name}", *mean_and_se(gain[:, ell - 1]), exact.mean)
-            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *variance_and_se(gain[:, ell - 1]), exact.variance)
+            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *variance_and_se(gain[:, ell - 1]),
+                  exact.variance)
 
 
 def test_gaussian_lyapunov_spectrum_by_qr():
@@ -126,12 +127,14 @@ def test_fuss_catalan_moments_of_gaussian_products():
                            method="svd", spectrum_at=(1, 2, 4))
     for ell in (1, 2, 4):
         m1, m2, m3 = spectral_moments(res.log_singular_values[ell])
-        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_and_se(m1), theory.product_moments_gaussian(ell, 1, width=n))
+        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_and_se(m1),
+              theory.product_moments_gaussian(ell, 1, width=n))
         exact = theory.product_moments_gaussian(ell, 2, width=n)
         check(f"linear n={n} ℓ={ell} m₂, exact at finite width", *mean_and_se(m2), exact)
         # The Fuss–Catalan limit, with its finite-width bias added explicitly (known exactly for k = 2).
         fc2 = theory.product_moments_gaussian(ell, 2)
-        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_and_se(m2)[0] - (exact - fc2), mean_and_se(m2)[1], fc2)
+        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_and_se(m2)[0] - (exact - fc2),
+              mean_and_se(m2)[1], fc2)
     # k = 3 at finite width is not in closed form here: the bias must be visible and shrink
     # like 1/n; at n = 32 it is (m₃ − FC)/FC = 0.15 ± 0.02 for ℓ = 4 (FC = 35).
     m3_mean, m3_se = mean_and_se(spectral_moments(res.log_singular_values[4])[2])
