@@ -298,6 +298,7 @@ def test_missing_framework_says_which_extra_to_install(monkeypatch, blocked, ada
         adapter()
 
 
+@pytest.mark.slow  # a subprocess
 def test_jaxgrad_imports_without_equinox_or_flax():
     code = ("import sys; sys.modules.update(equinox=None, flax=None); import jaxgrad, jaxgrad.adapters; "
             "assert 'equinox' not in [m for m in sys.modules if sys.modules[m] is not None]")

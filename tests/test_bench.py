@@ -6,6 +6,7 @@ import pytest
 from experiments.cli import main
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):
     code = main(["bench", "--quick", "--out", str(tmp_path), "--tag", "smoke", "--no-memory"])
     out, err = capsys.readouterr()

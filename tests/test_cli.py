@@ -160,6 +160,7 @@ def test_unreadable_stored_files_are_one_line_naming_the_file_and_the_way_out(ca
     assert _main(capsys, "run", "fake", "--force", "--out", str(out), "--no-progress")[0] == 0
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_console_script_reports_bad_usage_without_a_traceback():
     proc = subprocess.run([sys.executable, "-c", "import sys; from experiments.cli import main; sys.exit(main())",
                            "run", "quadratic_stability", "--set", "n_lr=x"], capture_output=True, text=True)

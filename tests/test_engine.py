@@ -116,6 +116,7 @@ def test_results_do_not_depend_on_chunk_size(method):
     np.testing.assert_array_equal(offset.log_forward_gain, a.log_forward_gain[30:37])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2])  # 8 devices: the next test
 def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devices):
     """Issue 20 item 1: with ≥ 2 host devices, widths ≥ 16 used to hang forever (LAPACK calls of two
@@ -137,6 +138,7 @@ def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devic
     assert "identical" in out.stdout
 
 
+@pytest.mark.slow
 def test_eight_devices_give_bit_identical_results_to_one():
     script = textwrap.dedent("""
         import jax, numpy as np, jaxgrad
@@ -158,6 +160,7 @@ def test_eight_devices_give_bit_identical_results_to_one():
     assert "identical" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation,weights,sigma_w",
     [("tanh", "gaussian", 3.0), ("relu", "gaussian", 2.5), ("tanh", "gaussian", 0.3), ("linear", "orthogonal", 0.3)],

@@ -137,6 +137,7 @@ def test_force_or_a_new_config_recomputes_everything(fake, tmp_path):
     assert fake.CALLS == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow  # a subprocess, killed midway
 def test_killing_a_run_midway_and_starting_again_completes_it(fake, tmp_path):
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(tmp_path)!r})

@@ -12,6 +12,7 @@ TINY = your_own_model.Config(width=8, agreement_depth=4, depths=(2, 4), agreemen
                              boundary_width=8, boundary_depth=8, fit_start=3, boundary_samples=64, theory_points=9)
 
 
+@pytest.mark.slow
 def test_study_runs_end_to_end_at_a_tiny_size(tmp_path):
     data, comparisons = run_study_at_a_tiny_size(your_own_model, TINY, tmp_path)
     assert all(c.tolerance > 0 for c in comparisons)
