@@ -48,7 +48,7 @@ DEFAULT_DEPTHS = (64, 1000)
 BASELINE_DEPTH = 64
 BASELINE_BATCH = 64  # samples per call of the vectorised baselines (b), (c)
 BACKEND_TAGS = ("cpu", "gpu", "tpu")
-QUICK = dict(widths=(8, 16), depths=(4, 8), samples=16, repeats=2, baseline_depth=8)
+QUICK = dict(widths=(8,), depths=(4, 8), samples=16, repeats=2, baseline_depth=8)
 
 
 # --------------------------------------------------------------------------- arguments
