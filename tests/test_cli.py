@@ -180,6 +180,7 @@ def test_info_reports_jax_backend_and_devices(capsys):
     assert code == 0 and "jax " in out and "backend  cpu" in out and "devices" in out
 
 
+@pytest.mark.slow  # a study, end to end
 def test_reproduce_then_figures_then_a_resumed_run(capsys, tmp_path, monkeypatch):
     # One end-to-end flow on this study alone (the others have their own tests), at TINY size.
     monkeypatch.setattr(experiments, "discover", lambda: {"quadratic_stability": quadratic_stability})

@@ -58,8 +58,9 @@ NETWORKS = {
 }
 
 
-@pytest.mark.parametrize("method", ["power", "svd"])
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name,method", [
+    pytest.param(name, method, marks=() if (name, method) in {("tanh", "power"), ("linear_orthogonal", "svd")}
+                 else pytest.mark.slow) for name in sorted(NETWORKS) for method in ("power", "svd")])
 def test_simulate_equals_the_per_sample_reference(name, method):
     net = NETWORKS[name]()
     spectrum_at = (2, net.depth)
@@ -101,7 +102,7 @@ def test_vector_method_matches_the_matrix_forward_gain_and_its_backward_definiti
     np.testing.assert_allclose(res.log_backward_gain[0], want, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["power", "vector"])
+@pytest.mark.parametrize("method", [pytest.param("power", marks=pytest.mark.slow), "vector"])
 def test_results_do_not_depend_on_chunk_size(method):
     net = jaxgrad.mlp(width=8, depth=5, activation="tanh", sigma_w=2.0)
     a = jaxgrad.simulate(net, samples=37, seed=5, method=method, chunk_size=16)
@@ -185,7 +186,7 @@ def test_ten_thousand_layers_in_float32_stay_finite_and_match_float64(activation
         assert np.all(r32.signal_exit_depth > 0) and r32.nonfinite["log_signal_norm"] == 4
 
 
-@pytest.mark.parametrize("activation,sigma_w", [("tanh", 1.0), ("relu", 1.5)])
+@pytest.mark.parametrize("activation,sigma_w", [("tanh", 1.0), pytest.param("relu", 1.5, marks=pytest.mark.slow)])
 def test_power_method_agrees_with_svd_to_1e4(activation, sigma_w):
     net = jaxgrad.mlp(width=64, depth=12, activation=activation, sigma_w=sigma_w)
     p = jaxgrad.simulate(net, samples=16, seed=1, method="power")
@@ -204,6 +205,7 @@ def test_product_norm_runs_adaptive_blocks_up_to_the_fixed_length():
     assert probes.product_lanczos_steps(512) == (8, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width,depth,activation,weights,sigma_w", [
     (16, 12, "tanh", "gaussian", 1.0),
     (512, 3, "tanh", "gaussian", 1.0),      # the widest: the smallest relative gap of a random J_ℓ
@@ -221,6 +223,7 @@ def test_power_meets_the_1e4_contract_on_hard_cases(width, depth, activation, we
     assert np.max(per_layer) <= 1e-4
 
 
+@pytest.mark.slow
 def test_norms_at_records_the_product_norm_at_those_depths_only_and_everything_else_as_before():
     net = jaxgrad.mlp(width=24, depth=20, activation="tanh", sigma_w=1.5, sigma_b=0.1)
     depths = jaxgrad.log_spaced_depths(20, 6)

@@ -59,6 +59,7 @@ def linear_sweep():
                          grid={"alpha": list(ALPHAS)}, method="vector", fields=LAW_FIELDS)
 
 
+@pytest.mark.slow
 def test_a_sweep_over_alpha_and_a_compiles_once_and_equals_separately_built_networks(linear_sweep):
     before = ensemble.compile_count()
     again = jaxgrad.sweep(jaxgrad.resnet(width=N, depth=L, activation="linear", a=2.0), SAMPLES, 1,
