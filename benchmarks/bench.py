@@ -48,7 +48,7 @@ DEFAULT_DEPTHS = (64, 1000)
 BASELINE_DEPTH = 64
 BASELINE_BATCH = 64  # samples per call of the vectorised baselines (b), (c)
 BACKEND_TAGS = ("cpu", "gpu", "tpu")
-QUICK = dict(widths=(8, 16), depths=(4, 8), samples=16, repeats=2, baseline_depth=8)
+QUICK = dict(widths=(8,), depths=(4, 8), samples=16, repeats=2, baseline_depth=8)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deep-samples", type=int, default=None, metavar="S",
                         help="samples at depths above 64 (default: work-matched, samples × 64 / depth, "
                              "at least one micro-batch)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="R", help="timed repeats after a warm-up (default: 3)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="R",
+                        help="timed repeats after a warm-up (default: 3)")
     parser.add_argument("--out", default="results/benchmarks", metavar="DIR",
                         help="output folder (default: results/benchmarks)")
     parser.add_argument("--tag", default=None, help="file name tag (default: the backend, e.g. cpu, gpu)")
@@ -176,10 +177,9 @@ def measure_engine(net, samples: int, repeats: int) -> dict:
     """The engine's compiled program: compile time, execution over all micro-batches, one `simulate`."""
     import jax
     import jax.numpy as jnp
-
-    import jaxgrad
     import numpy as np
 
+    import jaxgrad
     from jaxgrad import ensemble, probes
 
     n, depth = net.widths[0], net.depth
@@ -493,7 +493,8 @@ def tables(result: dict) -> str:
     lines = [f"# jaxgrad bench — {result['device']}", "",
              f"{result['machine']['cpu']}, {result['machine']['usable_cores']} cores, "
              f"{result['machine']['memory_gib']} GiB; jax {result['versions']['jax']}"
-             + (f", torch {result['versions']['torch']}" if result['versions'].get('torch') else ", torch not installed"),
+             + (f", torch {result['versions']['torch']}" if result['versions'].get('torch')
+                else ", torch not installed"),
              "", "Engine (simulate, method power: log_spectral_norm, log_norm_product, gains) against the limit "
              "(draw the same Gaussian matrices + the same batched n×n products). Times are medians "
              f"of {result['settings']['repeats']} repeats after a warm-up; execution excludes compilation.", "",
@@ -523,7 +524,8 @@ def tables(result: dict) -> str:
         for b in result["baselines"]:
             a, bb, cc = b["a"], b["b"], b.get("c")
             lines.append(
-                f"| {b['width']} | {b['samples']} | {_fmt(b['engine_s'])} | {_fmt(a['seconds'])} [{a['samples_timed']}] "
+                f"| {b['width']} | {b['samples']} | {_fmt(b['engine_s'])} "
+                f"| {_fmt(a['seconds'])} [{a['samples_timed']}] "
                 f"| {_fmt(a['ratio'])} | {_fmt(bb['seconds'])} [{bb['samples_timed']}] | **{_fmt(bb['ratio'])}** "
                 f"| {_fmt(bb['ratio_all_depths'])} "
                 f"| {_fmt(cc and cc['seconds'])}{_bracket(cc)} "
@@ -637,7 +639,8 @@ def run(args: argparse.Namespace) -> int:
                                   samples_b, base_depth)
             b["width"] = n
             baselines.append(b)
-            _say(f"  (b) ÷ engine = {b['b']['ratio']:.3g}" + (f", (c) ÷ engine = {b['c']['ratio']:.3g}" if 'c' in b else ""))
+            _say(f"  (b) ÷ engine = {b['b']['ratio']:.3g}"
+                 + (f", (c) ÷ engine = {b['c']['ratio']:.3g}" if 'c' in b else ""))
     if any(c["samples"] != args.samples for c in configs):
         notes.append(f"Depths above {base_depth} run work-matched sample counts (samples × depth ≈ "
                      f"{args.samples} × {base_depth}) so the run fits in minutes; throughput is per sample-layer, "
@@ -658,8 +661,8 @@ def run(args: argparse.Namespace) -> int:
         xla_flags=os.environ.get("XLA_FLAGS", ""),
         settings=dict(widths=list(args.widths), depths=list(args.depths), samples=args.samples,
                       deep_samples=args.deep_samples, repeats=args.repeats, quick=args.quick,
-                      baseline_depths=baseline_depths(base_depth), dtype="float32", activation="tanh", weights="gaussian",
-                      method="power"),
+                      baseline_depths=baseline_depths(base_depth), dtype="float32", activation="tanh",
+                      weights="gaussian", method="power"),
         configs=configs, baselines=baselines, notes=notes, wall_s=None)
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started

@@ -17,7 +17,6 @@ import jax.monitoring as mon
 import jax.numpy as jnp
 import numpy as np
 
-
 N, SAMPLES, DEPTH = 128, 16, 64
 
 
@@ -39,7 +38,8 @@ def main(impl: str, partitionable: bool) -> None:
     jax.config.update("jax_threefry_partitionable", partitionable)  # a separate process: global is fine here
     compile_s = []
     mon.register_event_duration_secs_listener(
-        lambda name, secs, **_: compile_s.append(secs) if name == "/jax/core/compile/backend_compile_duration" else None)
+        lambda name, secs, **_: compile_s.append(secs)
+        if name == "/jax/core/compile/backend_compile_duration" else None)
     draw = _program(impl)
     batch = jnp.arange(SAMPLES)
     full = np.asarray(draw(0, batch))

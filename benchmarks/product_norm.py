@@ -5,7 +5,8 @@
 One process per mode (the engine caches compiled programs per network, so the two must not share
 one). ``adaptive`` replaces `probes.product_lanczos_steps` by the schedule the engine ran before
 issue 27 (blocks of 8 steps until the Ritz value settles): faster on MLPs, but it stops on
-stagnating runs (up to 0.35 low on residual token-state networks, `benchmarks.accuracy`). Prints one JSON line: the median of 3 end-to-end `simulate` calls after a
+stagnating runs (up to 0.35 low on residual token-state networks, `benchmarks.accuracy`).
+Prints one JSON line: the median of 3 end-to-end `simulate` calls after a
 warm-up (tanh, σ_w = 1.2, depth 64) and the largest |Δ ln‖P_ℓ‖₂| against ``method="svd"`` over
 32 samples and every depth.
 """

@@ -88,7 +88,7 @@ import pkgutil
 import re
 import types
 import typing
-from typing import Sequence
+from collections.abc import Sequence
 
 PROTOCOL = ("NAME", "SECTION", "TITLE", "Config", "points", "run_point", "summarize", "plot",
             "comparisons", "run")

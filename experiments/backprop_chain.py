@@ -26,9 +26,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import quantiles
+from experiments.runner import compute
 
 NAME = "backprop_chain"
 SECTION = "§2"
@@ -63,11 +63,11 @@ class Config:
             raise ValueError(f"unknown architectures {unknown or '(none given)'}; choose from {list(ARCHITECTURES)}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(samples=4096)
 
 
@@ -81,7 +81,9 @@ def draw(net: jaxgrad.Network, key):
 
 def chain_and_grad(net: jaxgrad.Network, params, x, y):
     """δ⁽⁰⁾ by the Jacobian chain, jax.grad's δ⁽⁰⁾, and |J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾| (for the rounding bound)."""
-    loss = lambda out: 0.5 * jnp.sum((out - y) ** 2)
+    def loss(out):
+        return 0.5 * jnp.sum((out - y) ** 2)
+
     deltas = jaxgrad.error_signals(net, params, x, loss)
     grad = jax.grad(lambda x: loss(net.apply(params, x)))(x)
     abs_chain = jnp.abs(deltas[-1])
@@ -108,7 +110,9 @@ def run_point(config: Config, point: dict, key) -> dict[str, np.ndarray]:
            for k, v in jax.jit(jax.vmap(lambda p, x, y: chain_and_grad(net32, p, x, y)))(params, x, y).items()}
     with jax.enable_x64(True):
         net64 = jaxgrad.mlp(**kwargs)  # dtype None: float64 under x64
-        to64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), tree)
+        def to64(tree):
+            return jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), tree)
+
         res = jax.jit(jax.vmap(lambda p, x, y: chain_and_grad(net64, p, x, y)))(to64(params), to64(x), to64(y))
         out |= {f"float64/{k}": np.asarray(v) for k, v in res.items()}
     return out

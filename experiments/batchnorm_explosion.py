@@ -42,7 +42,7 @@ import numpy as np
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.stats import Comparison, mean_and_se, within_standard_errors
-from experiments._common import engine_seed, require_integers
+from experiments._common import require_integers
 from experiments.runner import compute
 
 NAME = "batchnorm_explosion"
@@ -74,8 +74,8 @@ class Config:
             raise ValueError(f"`fit_start` must leave ≥ 4 layers below depth={self.depth}, got {self.fit_start}")
         for name, minimum in (("batches", 4), ("linear_batches", 4)):
             v = getattr(self, name)
-            if (name == "batches" and not v) or not all(isinstance(b, int) and not isinstance(b, bool) and b >= minimum for b in v) or \
-                    list(v) != sorted(set(v)):
+            integers = all(isinstance(b, int) and not isinstance(b, bool) and b >= minimum for b in v)
+            if (name == "batches" and not v) or not integers or list(v) != sorted(set(v)):
                 raise ValueError(f"`{name}` must be strictly increasing integers ≥ {minimum}, got {name}={v}")
         if len(self.batches) < 3:
             raise ValueError(f"`batches` needs ≥ 3 sizes for the fit r∞ + c/B + d/B², got batches={self.batches}")
@@ -89,11 +89,11 @@ class Config:
                              f"got linear_weights={self.linear_weights}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(batches=(4, 8, 16, 32, 64, 128, 256), width_per_batch=16, depth=48, samples=64,
                    linear_batches=(4, 8, 16, 32), linear_width=1024, linear_weights=WEIGHTS)
 

@@ -20,9 +20,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import engine_seed, mean_and_se, quantiles, require_integers
+from experiments.runner import compute
 
 NAME = "bound_tightness"
 SECTION = "§3"
@@ -48,11 +48,11 @@ class Config:
                 raise ValueError(f"`{name}` must be non-negative, got {name}={getattr(self, name)!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=128, depth=2048, samples=2048)
 
 
@@ -62,7 +62,8 @@ def network(config: Config, name: str) -> jaxgrad.Network:
         return jaxgrad.mlp(width=n, depth=L, activation="linear", sigma_w=1.0)
     if name == "relu_he":
         return jaxgrad.mlp(width=n, depth=L, activation="relu", weights="he")
-    sigma_w = float(theory.critical_sigma_w("tanh", config.sigma_b)) if name == "tanh_critical" else config.sigma_w_chaotic
+    sigma_w = (float(theory.critical_sigma_w("tanh", config.sigma_b)) if name == "tanh_critical"
+               else config.sigma_w_chaotic)
     return jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=sigma_w, sigma_b=config.sigma_b)
 
 

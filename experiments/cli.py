@@ -17,8 +17,9 @@ import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 SCALES = ("quick", "full")
 
@@ -160,16 +161,14 @@ def _prepare_list(args):
 def _run_one(experiment, config, args, argv_text: str):
     from jaxgrad.cluster import is_writer
     from jaxgrad.store import Store
-    from experiments.runner import run_experiment
+    from experiments.runner import outcome, run_experiment
 
     store = Store.of(args.out, experiment.NAME)
     manifest = run_experiment(experiment, config, store=store, seed=args.seed, scale=args.scale,
                               overrides=getattr(args, "sets", []), force=args.force,
                               progress=args.progress and is_writer(), command=argv_text)
-    points = manifest["points"]
     if is_writer():
-        _say(f"{experiment.NAME}: {manifest['status']} in {manifest['wall_seconds']:.1f} s "
-             f"({points['computed']} points computed, {points['resumed']} resumed) -> {store.dir}")
+        _say(f"{outcome(manifest)} -> {store.dir}")
     return store
 
 
@@ -185,8 +184,8 @@ def _rerun(experiment, store, manifest: dict | None, *, force: bool = False) -> 
 
 
 def _draw(experiment, store) -> int:
-    import experiments
     from jaxgrad.store import UnreadableFileError, read_csv
+    import experiments
     from experiments.runner import draw_figures
 
     try:
@@ -242,8 +241,8 @@ def _prepare_run(args):
 
 
 def _prepare_figures(args):
-    import experiments
     from jaxgrad.store import Store
+    import experiments
 
     chosen = [experiments.get(n) for n in args.names] or list(experiments.discover().values())
     _check_out(args.out)

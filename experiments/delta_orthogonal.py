@@ -70,7 +70,7 @@ class Config:
             v = getattr(self, name)
             if not v or list(v) != sorted(set(v)) or v[0] < 1:
                 raise ValueError(f"`{name}` must be strictly increasing positive integers, got {name}={v}")
-        if not 1000 in self.depths:
+        if 1000 not in self.depths:
             raise ValueError(f"`depths` must include 1000 (the isometry check), got depths={self.depths}")
         if not (0 < self.sigma_b < math.inf):
             raise ValueError(f"`sigma_b` must be positive and finite, got sigma_b={self.sigma_b!r}")
@@ -78,11 +78,11 @@ class Config:
             raise ValueError(f"`linear_sigma_w` must be positive and finite, got {self.linear_sigma_w!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(channels=64, deep_pixels=32, deep_samples=16, pixels=32, product_depths=(4, 16, 64),
                    samples=1024)
 
@@ -289,7 +289,8 @@ def _plot_pixel(data, config, outdir) -> plotting.Figure:
         f"(a) Histogram of every ln σ_i of J_L⋯J₁ at L = {D} for tanh at the critical point: the delta-orthogonal "
         f"CNN ({config.pixels} pixels, C = {config.channels}) lies on the orthogonal MLP of width C (dashed): each "
         "pixel is such an MLP in law (the two-sample tests below); Gaussian kernels spread it over many more "
-        "decades (values below −16, at the float32 resolution of the SVD, are drawn at −16). (b) A linear delta-orthogonal CNN is an exact isometry: the worst deviation of ln σ_i from "
+        "decades (values below −16, at the float32 resolution of the SVD, are drawn at −16). (b) A linear "
+        "delta-orthogonal CNN is an exact isometry: the worst deviation of ln σ_i from "
         "L ln σ_w over every sample and i, in float32, by the QR method and from the explicit product (Kahan-summed "
         "log-scale), far below the issue's tolerance 1e-4·L."))
 

@@ -29,9 +29,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import engine_seed, log_mean_exp, mean_and_se, quantiles, require_integers, variance_and_se
+from experiments.runner import compute
 
 NAME = "depth_sweep"
 SECTION = "§3, §5"
@@ -62,11 +62,11 @@ class Config:
             raise ValueError(f"`histogram_depths` must lie in 1..depth={self.depth}, got {self.histogram_depths}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=256, depth=512, samples=8192, histogram_depths=(16, 128, 512))
 
 
@@ -156,7 +156,8 @@ def comparisons(data, config: Config) -> list[Comparison]:
         ell = int(np.clip(1.0 / (4 * var), 1, L))
         out.append(Comparison(
             f"{LABELS[name]}: ½ ln E‖J_ℓ⋯J₁u‖² at ℓ = {ell}, where Var ln‖·‖² ≤ 1 (exact: χ₁ = 1; tolerance "
-            "4 delta-method SE)", data[f"{name}/half_log_m2"][ell - 1], 0.0, 4 * data[f"{name}/half_log_m2_se"][ell - 1]))
+            "4 delta-method SE)", data[f"{name}/half_log_m2"][ell - 1], 0.0,
+            4 * data[f"{name}/half_log_m2_se"][ell - 1]))
     return out
 
 
@@ -183,15 +184,16 @@ def _plot_sweep(data, config, outdir) -> plotting.Figure:
         axes[1].plot(d, data[f"{name}/half_log_m2"], color=color, linewidth=1.0, alpha=0.9, label=LABELS[name])
         plotting.theory_line(axes[1], d, half_log_chi1 * d, color=color, linestyle="--", linewidth=1.2)
     axes[0].plot([], [], color="0.3", linestyle="--",
-                 label=f"theory: slope λ₁ only, drawn through\nthe median at ℓ = {d[-1]} (ReLU, linear:\nexact; tanh: ½ ln χ₁ per layer)")
+                 label=f"theory: slope λ₁ only, drawn through\nthe median at ℓ = {d[-1]} (ReLU, linear:\n"
+                       "exact; tanh: ½ ln χ₁ per layer)")
     plotting.label_axes(axes[0], "depth ℓ", r"$\ln\|J_\ell\cdots J_1\|_2$  (median, 5–95 % band)",
                         title=f"(a) product norm, n = {config.width}, {config.samples} inits", legend=False)
     bottom, top = axes[0].get_ylim()
     axes[0].set_ylim(bottom - 0.4 * (top - bottom), top)  # room below the bands for the legend
     axes[0].legend(loc="lower left", fontsize=6.5, ncol=2)
     axes[1].plot([], [], color="0.3", linestyle="--", label="mean field: ½ ℓ ln χ₁")
-    plotting.label_axes(axes[1], "depth ℓ", r"$\frac{1}{2}\ln E\|J_\ell\cdots J_1 u\|^2$", title="(b) mean squared gain",
-                        legend=False)
+    plotting.label_axes(axes[1], "depth ℓ", r"$\frac{1}{2}\ln E\|J_\ell\cdots J_1 u\|^2$",
+                        title="(b) mean squared gain", legend=False)
     axes[1].legend(loc="upper left", fontsize=7)
     plotting.save_figure(fig, outdir, "depth_sweep")
     return plotting.Figure("depth_sweep", (
@@ -217,7 +219,8 @@ def _plot_histograms(data, config, outdir) -> plotting.Figure:
             ax.axvline(data[f"{name}/predicted"][0] * ell, color=plotting.PALETTE[k], linestyle="--", linewidth=1)
         plotting.label_axes(ax, rf"$\ln\|J_\ell\cdots J_1\|_2$ at ℓ = {ell}", "density" if j == 0 else "",
                             legend=False)
-    np.atleast_1d(axes)[0].plot([], [], color="0.3", linestyle="--", linewidth=1, label="ℓλ₁: predicted E ln‖Pu‖ (≤ ln‖P‖₂)")
+    np.atleast_1d(axes)[0].plot([], [], color="0.3", linestyle="--", linewidth=1,
+                                label="ℓλ₁: predicted E ln‖Pu‖ (≤ ln‖P‖₂)")
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper left")
     plotting.save_figure(fig, outdir, "depth_histograms")
     return plotting.Figure("depth_histograms", (

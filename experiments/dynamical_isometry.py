@@ -57,9 +57,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, require_integers
+from experiments.runner import compute
 
 NAME = "dynamical_isometry"
 SECTION = "§3"
@@ -98,11 +98,11 @@ class Config:
                              f"activations={self.activations}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=512, depths=(1, 2, 4, 8, 16, 32, 64, 128), samples=512, method="power")
 
 
@@ -214,7 +214,8 @@ def comparisons(data, config: Config) -> list[Comparison]:
             k = int(np.argmax(np.abs(measured - psg) / tolerance))
             out.append(Comparison(
                 f"{act}, {w} weights at χ₁ = 1: Var λ of JJᵀ vs Pennington et al. L(μ₂/μ₁² − 1 + v_W), worst of "
-                f"depths {depths.tolist()}, at L = {depths[k]} (tolerance 4 SE + finite-width allowance (L/n)·prediction, "
+                f"depths {depths.tolist()}, at L = {depths[k]} (tolerance 4 SE + finite-width allowance "
+                "(L/n)·prediction, "
                 f"n = {n})", float(measured[k]), float(psg[k]), float(tolerance[k])))
     return out
 
@@ -264,7 +265,8 @@ def _plot_densities(data, config, outdir) -> plotting.Figure:
         f"{config.samples} initialisations, σ_b = {config.sigma_b:g}) at depths {data['depths'].tolist()}: Gaussian "
         "weights (left) spread over decades as L grows; orthogonal weights keep linear networks exactly isometric "
         "(dotted line) and tanh nearly so, while ReLU, with half its units off, has about half its singular "
-        f"values at 0 (counted in the legend as below 10^{FLOOR:g}, the float32 resolution, and not drawn). The isolated "
+        f"values at 0 (counted in the legend as below 10^{FLOOR:g}, the float32 resolution, and not drawn). "
+        "The isolated "
         "bump of orthogonal tanh is one singular value per sample along the signal direction, relaxing at the "
         "length-map rate χ_q < 1."))
 
@@ -284,7 +286,7 @@ def _plot_variance(data, config, outdir) -> plotting.Figure:
             plotting.theory_line(ax, fine, psg, color=color, label=f"{w}: Pennington et al.")
             ax.errorbar(depths, measured, yerr=2 * se, color=color, marker="o", markerfacecolor="white",
                         linestyle="none", zorder=4, label=f"{w}: measured (± 2 SE)")
-        if f"exact_fine_linear_gaussian" in data and act == "linear":
+        if "exact_fine_linear_gaussian" in data and act == "linear":
             plotting.theory_line(ax, fine, data["exact_fine_linear_gaussian"], color=plotting.PALETTE[0],
                                  linestyle="--", linewidth=1.2, label=f"gaussian: exact, n = {config.width}")
         plotting.label_axes(ax, "depth L", "Var λ, λ = σ_i² of JJᵀ" if act == acts[0] else "", xlog=True, ylog=True,

@@ -36,10 +36,9 @@ import optax
 
 import jaxgrad
 from jaxgrad import plotting, quadratic, training
-from experiments.runner import compute
-from jaxgrad.stats import Comparison
-from jaxgrad.stats import mean_and_se
+from jaxgrad.stats import Comparison, mean_and_se
 from experiments._common import require_integers
+from experiments.runner import compute
 
 NAME = "edge_of_stability"
 SECTION = "§1"
@@ -77,11 +76,11 @@ class Config:
             raise ValueError(f"`window` must lie in (0, 1], got window={self.window!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(n_images=1797, steps=10_000, record_every=20, lanczos_steps=32, seeds=8,
                    learning_rates=(0.05, 0.1, 0.2, 0.3), momentum_learning_rates=(0.2, 0.3, 0.45))
 

@@ -3,7 +3,8 @@ r"""Finite width: the law of $\ln\|J_L\cdots J_1 u\|$ for He-ReLU networks, exac
 For He-initialised ReLU layers ($W_{ij} \sim N(0, 2/n_{\ell-1})$, σ_b = 0) and a unit input
 direction u, Hanin & Nica (2018) show that the squared gain factorises exactly over layers,
 
-$$\|J_L\cdots J_1 u\|^2 = \prod_{\ell=1}^L \frac{2}{n_{\ell-1}}\,χ^2_{K_\ell}, \qquad K_\ell \sim \mathrm{Binomial}(n_\ell, \tfrac12)\ \text{independent},$$
+$$\|J_L\cdots J_1 u\|^2 = \prod_{\ell=1}^L \frac{2}{n_{\ell-1}}\,χ^2_{K_\ell}, \qquad
+  K_\ell \sim \mathrm{Binomial}(n_\ell, \tfrac12)\ \text{independent},$$
 
 (`theory.relu_log_gain`: exact mean and variance), so $\ln\|J u\|$ is a sum of L independent
 terms $X_\ell = \tfrac12\ln(\tfrac{2}{n_{\ell-1}}χ^2_{K_\ell})$. With probability
@@ -17,7 +18,8 @@ $\mathrm{Var}\ln\|Jv\| = r/(4n) = 5/(4n)$ and $E\ln\|Jv\| = -r/(4n)$).
 **The exact density** (`theory.relu_log_gain_density`; every depth's moments of a
 mixed-width network `theory.relu_log_gain_moments`). The characteristic function of one layer's term is
 
-$$φ_\ell(t) = E\,e^{itX_\ell} = \Big(\frac{4}{n_{\ell-1}}\Big)^{it/2}\sum_{K=1}^{n_\ell} p_K\,\frac{Γ(K/2 + it/2)}{Γ(K/2)}, \qquad
+$$φ_\ell(t) = E\,e^{itX_\ell}
+  = \Big(\frac{4}{n_{\ell-1}}\Big)^{it/2}\sum_{K=1}^{n_\ell} p_K\,\frac{Γ(K/2 + it/2)}{Γ(K/2)}, \qquad
 p_K = \binom{n_\ell}{K}\frac{2^{-n_\ell}}{1 - 2^{-n_\ell}},$$
 
 from $E(χ^2_K)^s = 2^sΓ(K/2+s)/Γ(K/2)$; the density of the sum is the inverse Fourier
@@ -53,9 +55,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, require_integers, variance_and_se
+from experiments.runner import compute
 
 NAME = "finite_width"
 SECTION = "§3"
@@ -90,11 +92,11 @@ class Config:
                              f"density_depths={self.density_depths}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(widths=(16, 64, 256, 1024), mixed_widths=(256, 64), depth=256, density_depths=(16, 256),
                    samples=8192, grid_points=801)
 
@@ -160,7 +162,8 @@ def summarize(config: Config, results):
             density = theory.relu_log_gain_density(widths[:d + 1], grid)
             cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
             limit_sd = math.sqrt(var_lim[d - 1])
-            limit_density = np.exp(-0.5 * ((grid - mean_lim[d - 1]) / limit_sd) ** 2) / (limit_sd * math.sqrt(2 * math.pi))
+            limit_density = (np.exp(-0.5 * ((grid - mean_lim[d - 1]) / limit_sd) ** 2)
+                             / (limit_sd * math.sqrt(2 * math.pi)))
             limit_cdf = np.concatenate([[0.0], np.cumsum((limit_density[1:] + limit_density[:-1]) / 2 * np.diff(grid))])
             ks_exact[d], ks_limit[d] = _ks(sample, grid, cdf), _ks(sample, grid, limit_cdf)
             data.update({f"net{k}_L{d}_grid": grid, f"net{k}_L{d}_density": density,
@@ -198,11 +201,12 @@ def comparisons(data, config: Config) -> list[Comparison]:
     k = int(np.argmax([data[f"net{k}_zero_probability"][-1] for k in nets]))
     p = float(data[f"net{k}_zero_probability"][-1])
     out.append(Comparison(
-        f"fraction of initialisations with J_L⋯J₁u = 0 (some layer all off) at {data['labels'][k]}, L = {config.depth}, "
+        f"fraction of initialisations with J_L⋯J₁u = 0 (some layer all off) at {data['labels'][k]}, "
+        f"L = {config.depth}, "
         f"vs 1 − Π(1 − 2^−n_ℓ) (tolerance 4 binomial SE)",
         float(data[f"net{k}_zero_fraction"][-1]), p, 4 * math.sqrt(p * (1 - p) / config.samples) + 1e-12))
-    worst = max(((float(data[f"net{k}_L{d}_ks"][0] * math.sqrt(data[f"net{k}_L{d}_ks"][2])), k, d)
-                 for k in nets for d in config.density_depths))
+    worst = max((float(data[f"net{k}_L{d}_ks"][0] * math.sqrt(data[f"net{k}_L{d}_ks"][2])), k, d)
+                 for k in nets for d in config.density_depths)
     _, k, d = worst
     ks, _, size = data[f"net{k}_L{d}_ks"]
     out.append(Comparison(
@@ -275,8 +279,8 @@ def _plot_moments(data, config, outdir) -> plotting.Figure:
     plotting.theory_line(right, beta, 1.25 * beta, linestyle="--", label="limit 5β/4")
     plotting.label_axes(left, r"β = Σ 1/$n_\ell$", r"Var ln‖$J_\ell$⋯J₁u‖", xlog=True, ylog=True, legend=False,
                         title="variance (bands: measured ± 2 SE)")
-    plotting.label_axes(right, r"β = Σ 1/$n_\ell$", r"−E ln‖$J_\ell$⋯J₁u‖ + ½ ln($n_\ell$/n₀)", xlog=True, ylog=True, legend=False,
-                        title="mean (bands: measured ± 2 SE)")
+    plotting.label_axes(right, r"β = Σ 1/$n_\ell$", r"−E ln‖$J_\ell$⋯J₁u‖ + ½ ln($n_\ell$/n₀)", xlog=True, ylog=True,
+                        legend=False, title="mean (bands: measured ± 2 SE)")
     left.legend(loc="upper left", fontsize=7)
     right.legend(loc="upper left", fontsize=7)
     plotting.save_figure(fig, outdir, "moments_vs_beta")

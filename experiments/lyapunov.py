@@ -3,7 +3,8 @@ r"""Seed §5: Lyapunov exponents of the backprop dynamical system $x_{t+1} = A_t
 The per-layer growth rates of the singular values of $P_L = J_L\cdots J_1$,
 $λ_i = \lim_L \tfrac1L \ln σ_i(P_L)$ (Oseledets), are what decides vanishing (λ₁ < 0) or
 exploding (λ₁ > 0) gradients in a deep network. `jaxgrad.lyapunov_spectrum` measures them
-by the QR method (Benettin et al. 1980), $J_\ell Q_{\ell-1} = Q_\ell R_\ell$, $λ_i = \tfrac1L\sum_\ell\ln|(R_\ell)_{ii}|$.
+by the QR method (Benettin et al. 1980), $J_\ell Q_{\ell-1} = Q_\ell R_\ell$,
+$λ_i = \tfrac1L\sum_\ell\ln|(R_\ell)_{ii}|$.
 
 1. ``gaussian_spectrum``: Gaussian linear layers, $W_{ij} \sim N(0, 1/n)$, against Newman's
    exact spectrum (`theory.gaussian_lyapunov_spectrum`),
@@ -48,9 +49,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, require_integers
+from experiments.runner import compute
 
 NAME = "lyapunov"
 SECTION = "§5"
@@ -84,13 +85,14 @@ class Config:
                              f"got tanh_sigma_b={self.tanh_sigma_b!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(linear_widths=(64, 256), linear_depth=1024, linear_samples=1024, tanh_width=256,
-                   tanh_depth=256, tanh_samples=512, tanh_sigma_w=tuple(np.round(np.linspace(0.6, 3.0, 13), 3).tolist()))
+                   tanh_depth=256, tanh_samples=512,
+                   tanh_sigma_w=tuple(np.round(np.linspace(0.6, 3.0, 13), 3).tolist()))
 
 
 # --------------------------------------------------------------------------- protocol

@@ -20,7 +20,8 @@ networks, and the ReLU pre-norm stream (its branch has a non-zero mean, so the c
 law above does not vanish).
 
 Run: ``jaxgrad run normalisation`` (quick: n = 32, L = 64, 32 samples, α = 0, six networks; about 110 s
-on 2 shared CPU cores, 66 s of CPU time, mostly six compiles); ``--scale full`` (n = 128, L = 256, 512 samples: an accelerator).
+on 2 shared CPU cores, 66 s of CPU time, mostly six compiles); ``--scale full`` (n = 128, L = 256, 512 samples:
+an accelerator).
 
 References: J. L. Ba, J. R. Kiros, G. E. Hinton, 2016; R. Xiong et al., "On layer normalization in the
 transformer architecture", ICML 2020 (pre- vs post-LN); K. He et al., CVPR 2016.
@@ -76,11 +77,11 @@ class Config:
                              f"got activations={self.activations}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=128, depth=256, samples=512)
 
     @property
@@ -184,10 +185,12 @@ def _plot_norms(data, config, outdir) -> plotting.Figure:
             ax.legend(loc="upper left", fontsize=6)
     plotting.save_figure(fig, outdir, "norms_vs_depth")
     return plotting.Figure("norms_vs_depth", (
-        f"Residual networks of L = {config.depth} blocks, β = {config.beta:.3g} (α = {config.alpha:g}, a = {config.a:g}), "
+        f"Residual networks of L = {config.depth} blocks, β = {config.beta:.3g} "
+        f"(α = {config.alpha:g}, a = {config.a:g}), "
         f"width {config.width}, {config.samples} initialisations, without a norm, with pre-LN h + βf(LN h) and with "
         "post-LN LN(h + βf(h)) (bands: 10–90 %). Left: each block's ln‖J_ℓ‖₂; middle: the product ln‖J_ℓ⋯J_1‖₂; "
-        "right: the stream ln‖h_ℓ‖. Without a norm the product grows fastest (exponentially for ReLU); post-LN resets the stream "
+        "right: the stream ln‖h_ℓ‖. Without a norm the product grows fastest (exponentially for ReLU); "
+        "post-LN resets the stream "
         "to ‖h‖ = √n at every block (dotted, exact) and its Jacobian, a scaled projection times I + βJ_f, keeps "
         "ln‖J_ℓ‖₂ at a constant level and the product still grows, slower; pre-LN's stream grows "
         "as √(q₀ + ℓβ²E φ²) (dashed, exact for tanh) so the branch weight β/s_ℓ and ln‖J_ℓ‖₂ fall with depth and "

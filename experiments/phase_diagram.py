@@ -61,9 +61,9 @@ from matplotlib.ticker import MaxNLocator
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, require_integers
+from experiments.runner import compute
 
 NAME = "phase_diagram"
 SECTION = "§5"
@@ -88,7 +88,8 @@ class Config:
     def __post_init__(self):
         for name in ("sigma_w", "sigma_b"):
             values = getattr(self, name)
-            if not values or not all(math.isfinite(v) and v >= 0 for v in values) or list(values) != sorted(set(values)):
+            valid = all(math.isfinite(v) and v >= 0 for v in values)
+            if not values or not valid or list(values) != sorted(set(values)):
                 raise ValueError(f"`{name}` must be non-empty, finite, non-negative and strictly increasing, "
                                  f"got {name}={values}")
         if min(self.sigma_w) <= 0:
@@ -101,11 +102,11 @@ class Config:
             raise ValueError(f"`q0` must be positive and finite, got q0={self.q0!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(sigma_w=tuple(np.round(np.linspace(0.5, 3.0, 26), 3).tolist()),
                    sigma_b=tuple(np.round(np.linspace(0.0, 1.0, 11), 3).tolist()),
                    width=512, depth=64, fit_start=17, samples=2048, theory_points=201)
@@ -337,7 +338,8 @@ def _plot_map(data, config, outdir) -> plotting.Figure:
     for ax in (left, right):
         plotting.theory_line(ax, data["theory_critical_sigma_w"], data["theory_sigma_b"], linewidth=2,
                              label="χ₁ = 1 (mean field)")
-        ax.set_xlim(data["sigma_w"][0] - 0.5 * _step(data["sigma_w"]), data["sigma_w"][-1] + 0.5 * _step(data["sigma_w"]))
+        half = 0.5 * _step(data["sigma_w"])
+        ax.set_xlim(data["sigma_w"][0] - half, data["sigma_w"][-1] + half)
         # σ_b ≥ 0: the cell of the lowest row is drawn from 0 up, not centred below it.
         ax.set_ylim(max(0.0, data["sigma_b"][0] - 0.5 * _step(data["sigma_b"])),
                     data["sigma_b"][-1] + 0.5 * _step(data["sigma_b"]))
@@ -357,7 +359,8 @@ def _plot_map(data, config, outdir) -> plotting.Figure:
         f"of ln‖J₁ᵀ⋯J_ℓᵀ e‖ over layers {config.fit_start}–{config.depth}; purple vanishes, orange explodes. "
         "Diamonds: where the measured mean-square rate ½ ln E‖J_ℓᵀv‖² crosses zero. (b) Mean field ½ ln χ₁. "
         "Line: χ₁ = 1 (theory.critical_sigma_w). One colour scale for both panels, centred: white at 0, the "
-        "same depth of colour for the same |rate| on either side. The E ln slope sits r/(4n) below ½ ln χ₁ (Jensen's gap at "
+        "same depth of colour for the same |rate| on either side. The E ln slope sits r/(4n) below ½ ln χ₁ "
+        "(Jensen's gap at "
         "finite width), so its zero lies slightly on the chaotic side of the line."))
 
 

@@ -25,9 +25,9 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
 from jaxgrad import plotting, quadratic
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import require_integers
+from experiments.runner import compute
 
 NAME = "quadratic_stability"
 SECTION = "§1"
@@ -68,7 +68,8 @@ class Config:
             raise ValueError(f"`multipliers` must be non-empty and finite, got multipliers={self.multipliers}")
         if isinstance(self.bisections, bool) or not isinstance(self.bisections, int) or self.bisections < 0:
             raise ValueError(f"`bisections` must be a non-negative integer, got bisections={self.bisections!r}")
-        require_integers(self, ("trajectory_steps", "map_steps", "sweep_steps", "n_a", "n_lr", "n_momentum", "n_sweep_lr"))
+        require_integers(self, ("trajectory_steps", "map_steps", "sweep_steps", "n_a", "n_lr", "n_momentum",
+                                "n_sweep_lr"))
         for name in ("curvature", "a_min", "lr_min", "sweep_lr_min"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -83,11 +84,11 @@ class Config:
                 raise ValueError(f"`{name}` must lie in [0, 1), got {name}={value!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(trajectory_steps=60, n_a=512, n_lr=512, map_steps=2000,
                    n_momentum=96, n_sweep_lr=401, sweep_steps=4000)
 

@@ -76,11 +76,11 @@ class Config:
             raise ValueError(f"`depths` must double at each step (e.g. 4, 8, 16), got depths={self.depths}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(tokens=64, width=128, heads=4, samples=1024, pure_depth=8, depths=(4, 8, 16, 32, 64, 128, 256))
 
 
@@ -96,7 +96,7 @@ def points(config: Config) -> list[dict]:
     return [{"part": "pure"}] + [{"part": "residual", "depth": L} for L in config.depths]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probes(T: int, d: int, H: int):
     """The per-state and per-layer functions of the runs, one object per (T, d, H): `measures.measure` keys
     its compiled programs by them, so every residual point shares one program."""
@@ -287,8 +287,8 @@ def _plot_cosine(data, config, outdir) -> plotting.Figure:
             right.errorbar(depths * (1 + 0.04 * (k - 0.5)), [m for m, _ in stats_], yerr=[2 * s for _, s in stats_],
                            color=color, marker=marker, markerfacecolor="white" if attn == "uniform" else color,
                            linestyle="none", markersize=4, capsize=2, label=f"{attn}, {scaling}")
-    for scaling, alpha, color in (("unscaled", lambda D: 1.0, plotting.PALETTE[1]),
-                                  ("scaled", lambda D: 1 / np.sqrt(D), plotting.PALETTE[0])):
+    for _scaling, alpha, color in (("unscaled", lambda D: 1.0, plotting.PALETTE[1]),
+                                   ("scaled", lambda D: 1 / np.sqrt(D), plotting.PALETTE[0])):
         plotting.theory_line(right, fine, _uniform_cosine(alpha(fine), fine, config.tokens), color=color,
                              linewidth=1.0, linestyle="--")
     right.plot([], [], color="0.3", linestyle="--", label="uniform attention, large d (theory)")

@@ -34,9 +34,9 @@ $J_s = ∂h_s/∂h_{s-1}$ and one parameter set for every step (`jaxgrad.rnn`). 
    ====  ==================  ==================  ==================  ==================
 
    (½ ln χ₁ = 0.0652 at g² = 2.25 and 0.1547 at g² = 4.) The tied gap roughly halves with each doubling
-   of n (faster from 512 to 1024) and is several times the untied one at equal n: at n = 128, 16 % of tied networks at g² = 2.25 have
-   λ₁ ≤ 0 (a fixed point or a cycle rather than chaos), none of the untied; at g = 1 the tied λ₁ is
-   −0.0185 ± 0.0055 (n = 128), −0.0059 ± 0.0027 (512), −0.0019 ± 0.0010 (1024).
+   of n (faster from 512 to 1024) and is several times the untied one at equal n: at n = 128, 16 % of tied
+   networks at g² = 2.25 have λ₁ ≤ 0 (a fixed point or a cycle rather than chaos), none of the untied; at g = 1
+   the tied λ₁ is −0.0185 ± 0.0055 (n = 128), −0.0059 ± 0.0027 (512), −0.0019 ± 0.0010 (1024).
 
 Run: ``jaxgrad run recurrent`` (quick: n = 32 lags over T = 200, top exponents at n = 32 and 128,
 T = 600; about 70 s of CPU time, mostly compiling seven programs: 68–112 s wall on 2 CPU cores,
@@ -99,11 +99,11 @@ class Config:
             raise ValueError(f"`top_widths` must be increasing integers ≥ 2, got top_widths={self.top_widths}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(lag_width=128, lag_steps=2000, lag_samples=512, top_widths=(64, 128, 256, 512, 1024),
                    top_steps=10000, top_burn_in=2000, top_samples=128,
                    top_gains=(0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5))
@@ -152,7 +152,7 @@ def summarize(config: Config, results):
             lsn = np.asarray(arrays["log_spectral_norm"], np.float64)
             cell = point["cell"]
             if cell == "vanilla":
-                for k, g in enumerate(config.lag_gains):
+                for k in range(len(config.lag_gains)):
                     data[f"lag_vanilla_{k}"] = lsn[k]
                 steps = np.diff(np.asarray(arrays["log_norm_product"], np.float64), axis=-1, prepend=0.0)
                 log_W = np.log(arrays["W_norm"])  # (gains, samples)
@@ -310,6 +310,7 @@ def _plot_top(data, config, outdir) -> plotting.Figure:
         f"growth rate of ln‖J_t⋯J_1 u‖ over t ∈ ({config.top_burn_in}, {config.top_steps}]), against the mean-field "
         "½ ln χ₁ (solid): the MLP (a fresh W per layer) sits on the finite-width line ½ ln χ₁ − η/(4n) (dashed); the "
         "RNN (one W for every step) lies further below at the same n; below g = 1 it sits above the line: there h → 0, "
-        "so J_t → W and λ₁ → ln ρ(W), and the spectral radius of a finite Gaussian matrix exceeds g on average. (b) The measured gap "
+        "so J_t → W and λ₁ → ln ρ(W), and the spectral radius of a finite Gaussian matrix exceeds g on average. "
+        "(b) The measured gap "
         "λ₁ − ½ ln χ₁ against n: it shrinks with n for both, the tied one from further away (summary.csv lists "
         "every value with its SE)."))

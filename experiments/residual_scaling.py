@@ -82,11 +82,11 @@ class Config:
                              f"got activations={self.activations}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=64, samples=1024, depths=tuple(2**k for k in range(2, 11)))
 
 
@@ -260,6 +260,11 @@ def _plot_norms(data, config, outdir) -> plotting.Figure:
 def _plot_plateau(data, config, outdir) -> plotting.Figure:
     alphas, depths = list(config.alphas), np.asarray(config.depths)
     fig, ax = plotting.subplots(1, 1, width=7.0, height=3.6)
+    # Axes first: α = 0's law (1 + a²)^L reaches ~1e308 at L = 1024, and autoscaling a linear axis around
+    # it overflows (x + margin) in matplotlib; with the log scale and limits fixed nothing is autoscaled in y.
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_ylim(0.8, 12 * math.exp(config.a ** 2))
     fine = np.unique(np.geomspace(depths[0], depths[-1], 200).astype(int))
     for i, alpha in enumerate(alphas):
         color = plotting.PALETTE[i]
@@ -280,9 +285,6 @@ def _plot_plateau(data, config, outdir) -> plotting.Figure:
     if "relu" in config.activations:
         ax.axhline(math.exp(config.a ** 2 / 2), color="0.6", linestyle=":", linewidth=1.0,
                    label="$e^{a^2/2}$ (α = ½, ReLU mean field)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_ylim(0.8, 12 * math.exp(config.a ** 2))
     plotting.label_axes(ax, "depth L (blocks)", "E‖J_L⋯J_1u‖²", legend=False,
                         title=f"mean-square forward gain, a = {config.a:g}, n = {config.width}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6.5)

@@ -13,13 +13,24 @@ import time
 
 import numpy as np
 
-import experiments
 from jaxgrad import cluster, plotting
 from jaxgrad.progress import Progress
-from jaxgrad.store import (Store, UnreadableFileError, _jsonable, _now, environment, point_id, point_key, read_npz,
-                           write_csv, write_json, write_npz)
+from jaxgrad.store import (
+    Store,
+    UnreadableFileError,
+    _jsonable,
+    _now,
+    environment,
+    point_id,
+    point_key,
+    read_npz,
+    write_csv,
+    write_json,
+    write_npz,
+)
+import experiments
 
-__all__ = ["compute", "draw_figures", "run_experiment"]
+__all__ = ["compute", "draw_figures", "outcome", "run_experiment"]
 
 
 def _as_arrays(pid: str, arrays) -> dict[str, np.ndarray]:
@@ -77,6 +88,39 @@ def _resumable_points(experiment, store: Store, pairs) -> tuple[dict, list[str]]
     return loaded, unreadable
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal dtype, shape and values (NaN equal to NaN where there can be one)."""
+    nan = np.issubdtype(a.dtype, np.inexact)
+    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=nan)
+
+
+def _unreadable_back(store: Store, results: list[tuple[str, dict]]) -> list[list[str]]:
+    """[path, reason] for each point file of this run that does not read back equal to its arrays."""
+    bad = []
+    for pid, arrays in results:
+        path = store.point_path(pid)
+        try:
+            stored = read_npz(path)
+        except (FileNotFoundError, UnreadableFileError) as error:
+            bad.append([str(path), error.reason if isinstance(error, UnreadableFileError) else "missing"])
+            continue
+        if stored.keys() != arrays.keys() or not all(_same(stored[k], arrays[k]) for k in arrays):
+            bad.append([str(path), "its arrays differ from the ones written"])
+    return bad
+
+
+def outcome(manifest: dict) -> str:
+    """One line on a finished run: this attempt's time, the points, and the total when it resumed.
+
+    ``weight_norm: complete in 70.2 s (0 points computed, 18 resumed), 463.3 s over 3 attempts``
+    """
+    points, attempts = manifest["points"], manifest.get("attempts", 1)
+    this = manifest.get("attempt_seconds", manifest["wall_seconds"])
+    line = (f"{manifest['experiment']}: {manifest['status']} in {this:.1f} s "
+            f"({points['computed']} points computed, {points['resumed']} resumed)")
+    return line + (f", {manifest['wall_seconds']:.1f} s over {attempts} attempts" if attempts > 1 else "")
+
+
 def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: str = "custom",
                    overrides=(), force: bool = False, progress: bool = True, command: str | None = None) -> dict:
     """Run (or finish) one experiment into `store`: points, summary, comparisons, manifest.
@@ -92,10 +136,18 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
     point, so a killed attempt loses at most one point's time). A run that resumes
     nothing (a fresh clone, whose committed manifest has no ``points/``) is a new
     run: its own start, one attempt, its own time. ``points`` says what this attempt
-    computed and resumed.
+    computed and resumed; ``attempt_seconds`` is this attempt's time alone
+    (`outcome` says both).
+
+    The run is marked ``complete`` only once every point file of this run reads
+    back equal to the arrays it holds; a file damaged during the run fails it
+    (``failed``, UnreadableFileError naming the file), and the next run recomputes
+    that point.
 
     Raises:
       ValueError: a non-finite number in `config`, before any work.
+      UnreadableFileError: a point file of this run did not read back at the end (nothing
+        derived from the points is written then).
       UnreadableFileError: the stored manifest is unreadable while points are stored
         (they cannot be matched to a config; nothing is discarded).
 
@@ -142,7 +194,8 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
         manifest["points"]["unreadable"] = unreadable
 
     def record(**changes):
-        manifest.update(wall_seconds=round(earlier + time.monotonic() - start, 3), **changes)
+        elapsed = time.monotonic() - start
+        manifest.update(wall_seconds=round(earlier + elapsed, 3), attempt_seconds=round(elapsed, 3), **changes)
         if writer:
             write_json(store.manifest, manifest)
 
@@ -161,8 +214,17 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
                         write_npz(store.point_path(pid), arrays)
                     manifest["points"]["computed"] += 1
                     record()  # a kill from here on loses at most the next point's time
-                results.append((point, arrays))
+                results.append((pid, point, arrays))
                 bar.advance(pid)
+        # Complete only if every point file reads back (a file damaged meanwhile would be recomputed by the
+        # next run): the writer checks, and every process learns the verdict, so all stop together.
+        bad = cluster.broadcast_from_writer(
+            _unreadable_back(store, [(pid, arrays) for pid, _, arrays in results]) if writer else None)
+        if bad:
+            more = f" (and {len(bad) - 1} other point files)" if len(bad) > 1 else ""
+            raise UnreadableFileError(*bad[0], remedy=f"it was damaged after it was written{more}; the same "
+                                      "command recomputes it and completes the study")
+        results = [(point, arrays) for _, point, arrays in results]
         if writer:
             rows, data = experiment.summarize(config, results)
             write_csv(store.summary, rows)

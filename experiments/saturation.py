@@ -41,9 +41,9 @@ import numpy as np
 import jaxgrad
 from jaxgrad import plotting, theory
 from jaxgrad.activations import ACTIVATIONS, derivative
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import mean_and_se, quantiles, require_integers
+from experiments.runner import compute
 
 NAME = "saturation"
 SECTION = "§4.1"
@@ -74,11 +74,11 @@ class Config:
             raise ValueError(f"`histogram_q` must be positive, got histogram_q={self.histogram_q}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=256, samples=4096, n_q=41)
 
 
@@ -164,7 +164,8 @@ def summarize(config: Config, results):
         data[f"{act}/predicted_max"] = predicted_max
         data[f"{act}/histograms"] = arrays["sigma_w/phi_prime"]
         fine = np.geomspace(q[0], q[-1], 200)
-        data["q_fine"], data[f"{act}/predicted_mean_square_fine"] = fine, theory.expected_mean_square_derivative(act, fine)
+        data["q_fine"] = fine
+        data[f"{act}/predicted_mean_square_fine"] = theory.expected_mean_square_derivative(act, fine)
         for route in ROUTES:
             mean_sq, mean_sq_se = mean_and_se(arrays[f"{route}/mean_square_phi_prime"], axis=1)
             log_max = arrays[f"{route}/log_max_phi_prime"]
@@ -275,6 +276,7 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
         "(sigmoid) until q ~ n². (c) ln‖J_ℓ‖₂ − ln‖W_ℓ‖₂ (median over samples, markers per route) lies between "
         "½ ln E[φ′²] (dotted) and the bound's factor ln E max_i φ′(z_i) (dashed), which agree while q is small. "
         "As q grows it leaves the bound's factor, but falls more slowly than ½ ln E[φ′²]: at the largest "
-        f"q = {q[-1]:.3g} it lies at least {where['tanh']:.0%} (tanh) and {where['sigmoid']:.0%} (sigmoid) of the way from "
+        f"q = {q[-1]:.3g} it lies at least {where['tanh']:.0%} (tanh) and {where['sigmoid']:.0%} (sigmoid) "
+        "of the way from "
         f"the dotted line to the dashed one{nearer}. The Jacobian shrinks with saturation while the seed's bound "
         "‖J‖₂ ≤ ‖diag φ′‖₂‖W‖₂ barely moves: the bound grows loose."))]

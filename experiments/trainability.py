@@ -86,9 +86,9 @@ from matplotlib import patheffects
 
 import jaxgrad
 from jaxgrad import plotting, theory, training
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import require_integers
+from experiments.runner import compute
 
 NAME = "trainability"
 SECTION = "§3"
@@ -113,7 +113,8 @@ class Config:
         require_integers(self, ("width", "steps", "theory_points"))
         require_integers(self, ("batch_size", "seeds"), minimum=1)
         depths = self.depths
-        if len(depths) < 2 or not all(isinstance(d, int) and d >= 1 for d in depths) or list(depths) != sorted(set(depths)):
+        positive = all(isinstance(d, int) and d >= 1 for d in depths)
+        if len(depths) < 2 or not positive or list(depths) != sorted(set(depths)):
             raise ValueError(f"`depths` must be at least two increasing positive integers, got depths={depths!r}")
         s = self.sigma_w2
         if len(s) < 2 or not all(v > 0 and math.isfinite(v) for v in s) or list(s) != sorted(set(s)):
@@ -128,11 +129,11 @@ class Config:
             raise ValueError(f"`batch_size` must be at most 1797 (the digits), got batch_size={self.batch_size}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         depths = tuple(int(round(8 * 2 ** (k / 2))) for k in range(11))  # 8 … 256, ratio √2
         return cls(width=128, depths=depths, steps=3000, seeds=4, batch_size=128,
                    sigma_w2=(0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.761, 2.0, 2.5, 3.0, 3.5, 4.0), theory_points=120)

@@ -26,9 +26,9 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from experiments.runner import compute
 from jaxgrad.stats import Comparison
 from experiments._common import engine_seed, mean_and_se, quantiles
+from experiments.runner import compute
 
 NAME = "weight_norm"
 SECTION = "§4.2"
@@ -57,11 +57,11 @@ class Config:
             raise ValueError(f"`sigma_w` must be positive, got sigma_w={self.sigma_w!r}")
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(widths=(16, 32, 64, 128, 256, 512, 1024), rectangular_in=256,
                    rectangular_out=(32, 64, 128, 512, 1024), samples=4096)
 
@@ -98,7 +98,8 @@ def summarize(config: Config, results):
         rows.append(dict(scheme=s, n_out=n_out, n_in=n_in, samples=config.samples, sigma_w=config.sigma_w,
                          norm_W_mean=mean, norm_W_se=se, norm_W_q05=data[f"{key}/W"][0],
                          norm_W_q95=data[f"{key}/W"][2],
-                         norm_W_predicted_edge=config.sigma_w if s == "orthogonal" else theory.marchenko_pastur_edge(n_out, n_in, config.sigma_w),
+                         norm_W_predicted_edge=(config.sigma_w if s == "orthogonal"
+                                                else theory.marchenko_pastur_edge(n_out, n_in, config.sigma_w)),
                          norm_W_predicted_mean=predicted_mean,
                          norm_J_tanh_median=data[f"{key}/J"][1], fraction_J_below_W=float(np.mean(norm_J <= norm_W))))
     return rows, data
@@ -109,11 +110,12 @@ def comparisons(data, config: Config) -> list[Comparison]:
     for n in config.widths:
         mean, se, predicted, tw_scale, _ = data[f"gaussian/{n}x{n}/stats"]
         out.append(Comparison(
-            f"Gaussian {n}×{n}: E‖W‖₂ against Johnstone's Tracy–Widom mean (edge {theory.marchenko_pastur_edge(n, n, config.sigma_w):g}; "
+            f"Gaussian {n}×{n}: E‖W‖₂ against Johnstone's Tracy–Widom mean "
+            f"(edge {theory.marchenko_pastur_edge(n, n, config.sigma_w):g}; "
             "tolerance 4 SE + ¼ of the Tracy–Widom scale for the approximation)", mean, predicted,
             4 * se + 0.25 * tw_scale))
     worst = max(float(data[f"orthogonal/{n}x{n}/stats"][4]) for n in config.widths)
-    out.append(Comparison(f"orthogonal: max |ln‖W‖₂ − ln σ_w| over all widths and draws (exact isometry; "
+    out.append(Comparison("orthogonal: max |ln‖W‖₂ − ln σ_w| over all widths and draws (exact isometry; "
                           "tolerance 1e-5, float32 SVD)", worst, 0.0, 1e-5))
     return out
 
@@ -127,7 +129,7 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     fig, axes = plotting.subplots(1, 3, width=3.5, height=3.3)
     for k, s in enumerate(SCHEMES):
         color = plotting.PALETTE[k]
-        for j, (part, ax) in enumerate((("W", axes[0]), ("J", axes[2]))):
+        for part, ax in (("W", axes[0]), ("J", axes[2])):
             q = np.stack([data[f"{s}/{w}x{w}/{part}"] for w in n], axis=1)
             plotting.measured_band(ax, n, q[0], q[2], color=color, center=q[1], label=f"{s}: 5–95 % band, median")
     fine = np.geomspace(n[0], n[-1], 100)
@@ -145,8 +147,8 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     fine_aspect = np.geomspace(aspect.min(), aspect.max(), 100)
     plotting.theory_line(axes[1], fine_aspect, config.sigma_w * (1 + np.sqrt(fine_aspect)),
                          label="edge $σ_w$(1 + √($n_{out}/n_{in}$))")
-    plotting.label_axes(axes[1], f"aspect $n_{{out}}/n_{{in}}$  ($n_{{in}}$ = {config.rectangular_in})", "‖W‖₂", xlog=True,
-                        title="(b) rectangular weights", legend=False)
+    plotting.label_axes(axes[1], f"aspect $n_{{out}}/n_{{in}}$  ($n_{{in}}$ = {config.rectangular_in})", "‖W‖₂",
+                        xlog=True, title="(b) rectangular weights", legend=False)
     axes[1].legend(fontsize=7, loc="upper left")
     plotting.label_axes(axes[2], "width n", r"‖$J_\ell$‖₂ = ‖diag tanh′(z) W‖₂", xlog=True,
                         title="(c) the tanh layer's Jacobian", legend=False)

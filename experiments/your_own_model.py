@@ -26,8 +26,8 @@ turns a stack of them into a network; its constructor takes σ_w and σ_b as key
 
 Run: ``jaxgrad run your_own_model`` (quick: agreement at n = 32, depth 24, 1024
 initialisations each; boundary at n = 64, depth 32, 7 values of σ_w, 256 initialisations;
-84 s wall, 74 s CPU, on 2 CPU cores shared with other jobs, half of it four compiles); ``--scale full``: n = 256 and 512,
-4096/2048 initialisations, 15 σ_w values (an accelerator).
+84 s wall, 74 s CPU, on 2 CPU cores shared with other jobs, half of it four compiles); ``--scale full``:
+n = 256 and 512, 4096/2048 initialisations, 15 σ_w values (an accelerator).
 
 References: S. S. Schoenholz, J. Gilmer, S. Ganguli and J. Sohl-Dickstein, ICLR 2017;
 B. Poole et al., NeurIPS 2016; P. Kidger and C. Garcia, Equinox (2021).
@@ -52,7 +52,8 @@ from experiments.runner import compute
 
 NAME = "your_own_model"
 SECTION = "§5"
-TITLE = "Bring your own model: an Equinox tanh MLP agrees with jaxgrad.mlp in distribution and has its order/chaos boundary at σ_w² = 1.761"
+TITLE = ("Bring your own model: an Equinox tanh MLP agrees with jaxgrad.mlp in distribution and has its order/chaos "
+         "boundary at σ_w² = 1.761")
 
 MODELS = ("equinox", "jaxgrad")
 ALPHA = 1e-3  # the KS level per depth
@@ -99,11 +100,11 @@ class Config:
         return math.sqrt(self.sigma_b2)
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls()
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(width=256, agreement_depth=64, depths=(4, 16, 32, 64), agreement_samples=4096, boundary_width=512,
                    sigma_w=tuple(np.round(np.linspace(1.15, 1.5, 15), 3).tolist()), boundary_depth=64,
                    fit_start=17, boundary_samples=2048)
@@ -169,7 +170,8 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
         g2 = np.exp(2 * (b[..., ell - 1] - b[..., ell - 2]))  # squared one-layer gains in the window
         out = {"mean_square_gain": g2.mean(axis=-1), "mean_log_backward_gain": b.mean(axis=1),
                "nonfinite": np.asarray(r.nonfinite["log_backward_gain"])}
-    out.update(compiles=np.asarray(ensemble.compile_count() - before), wall_seconds=np.asarray(time.perf_counter() - start))
+    out.update(compiles=np.asarray(ensemble.compile_count() - before),
+               wall_seconds=np.asarray(time.perf_counter() - start))
     return out
 
 
@@ -184,7 +186,8 @@ def _crossing(x, y):
 def summarize(config: Config, results):
     data, rows = {}, []
     sw2 = np.asarray(config.sigma_w) ** 2
-    half_log_chi1 = 0.5 * np.log(np.asarray(theory.chi1("tanh", np.asarray(config.sigma_w), config.sigma_b), np.float64))
+    chi1 = theory.chi1("tanh", np.asarray(config.sigma_w), config.sigma_b)
+    half_log_chi1 = 0.5 * np.log(np.asarray(chi1, np.float64))
     fine = np.linspace(config.sigma_w[0], config.sigma_w[-1], config.theory_points)
     data.update(sigma_w2=sw2, half_log_chi1=half_log_chi1, theory_sigma_w2=fine**2,
                 theory_half_log_chi1=0.5 * np.log(np.asarray(theory.chi1("tanh", fine, config.sigma_b), np.float64)),
@@ -267,7 +270,8 @@ def comparisons(data, config: Config) -> list[Comparison]:
             measured, critical, tolerance))
     worst, text = 0.0, None
     for model in MODELS:
-        dev = (data[f"{model}_rate"] - data["half_log_chi1"]) / (4 * data[f"{model}_rate_se"] + 0.5 / config.boundary_width)
+        tolerance = 4 * data[f"{model}_rate_se"] + 0.5 / config.boundary_width
+        dev = (data[f"{model}_rate"] - data["half_log_chi1"]) / tolerance
         j = int(np.argmax(np.abs(dev)))
         if abs(dev[j]) >= worst:
             worst, text = abs(dev[j]), (model, j)
@@ -348,7 +352,8 @@ def _plot_boundary(data, config, outdir) -> plotting.Figure:
     plotting.save_figure(fig, outdir, "boundary")
     return plotting.Figure("boundary", (
         f"Per-layer growth of the backpropagated gradient against σ_w² at σ_b² = {config.sigma_b2:g} (width "
-        f"{config.boundary_width}, depth {config.boundary_depth}, {config.boundary_samples} initialisations per point; the "
+        f"{config.boundary_width}, depth {config.boundary_depth}, {config.boundary_samples} initialisations per point; "
+        "the "
         "Equinox model's σ_w is a traced hyperparameter, so the whole grid is one compiled program). Markers: the "
         f"mean-square rate ½ ln E‖J_ℓᵀê‖² over layers {config.fit_start}–{config.boundary_depth} (± 2 SE); line: "
         "mean field ½ ln χ₁; dashed: χ₁ = 1 (Schoenholz et al. 2017); dotted: where each model's measured rate "

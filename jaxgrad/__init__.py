@@ -70,10 +70,12 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "attention", "batch_norm", "batch_norm_mlp",
     "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning", "SimulationResult", "WEIGHT_SCHEMES",
-    "choose_method", "conv", "convolution", "dense", "derivative", "draw_inputs", "draw_params", "ensemble", "error_signals",
+    "choose_method", "conv", "convolution", "dense", "derivative", "draw_inputs", "draw_params", "ensemble",
+    "error_signals",
     "forward", "get_activation", "hessian_vector_product", "lanczos_top_singular", "layer_jacobians", "layer_norm",
-    "log_product_norm", "log_singular_values", "log_spaced_depths", "log_spectral_norm", "lyapunov_spectrum", "measures", "mlp",
-    "normalisation", "probes", "product", "quadrature", "recurrent", "residual", "resnet", "resnets", "rms_norm", "rnn",
+    "log_product_norm", "log_singular_values", "log_spaced_depths", "log_spectral_norm", "lyapunov_spectrum",
+    "measures", "mlp", "normalisation", "probes", "product", "quadrature", "recurrent", "residual", "resnet", "resnets",
+    "rms_norm", "rnn",
     "run_ensemble", "sample_keys", "serial", "simulate", "spectral_norm", "stats", "sweep", "theory", "transformer",
     "top_hessian_eigenvalue", "training", "verify", "weight_gradients",
 ]

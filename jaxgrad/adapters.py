@@ -44,7 +44,8 @@ import contextlib
 import importlib
 import inspect
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -210,7 +211,7 @@ def _validate(call, params, shape: tuple[int, ...], where: str, inferred: bool, 
         out = jax.eval_shape(call, params, jax.ShapeDtypeStruct(shape, jnp.float32))
     except _Refused as refused:
         raise ValueError(f"{where}: {refused}") from None
-    except Exception as error:  # noqa: BLE001  (any failure of the user's module; re-raised with context)
+    except Exception as error:
         known = cause(error) if cause is not None else None
         if known:
             raise ValueError(f"{where}: {known}") from error
@@ -492,7 +493,8 @@ def _flax_training_mode(nnx, module, evidence: str, drew: bool = False) -> str |
 
 def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.Array], jax.Array], *,
                    shape: Sequence[int] | int, name: str | None = None, homogeneous: bool = False) -> Layer:
-    r"""Any pair of pure functions on a state of any `shape`: $h \mapsto \mathrm{vec}(f_θ(\mathrm{reshape}(h, \text{shape})))$.
+    r"""Any pair of pure functions on a state of any `shape`:
+    $h \mapsto \mathrm{vec}(f_θ(\mathrm{reshape}(h, \text{shape})))$.
 
     For a vector state, ``jaxgrad.Layer(init, apply, n, n)`` is the same thing; this is for
     states such as (tokens, features), and checks the pair when built, as the other adapters do.

@@ -33,11 +33,11 @@ import re
 import socket
 import threading
 import time
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import numpy as np
-
 
 __all__ = ["ConfigMismatchError", "Processes", "broadcast_from_writer", "check_coordinator", "check_same_config",
            "config_hash", "detect_cluster", "initialize", "is_writer", "process_index_and_count", "resolve",
@@ -138,20 +138,23 @@ def resolve(coordinator: str | None = None, num_processes: int | None = None, pr
             return Processes(0, 1, None, "single")
         processes = detected
     else:
-        fallback = detected or Processes(0 if num_processes == 1 else None, None, None, "arguments")
-        processes = Processes(fallback.process_id if process_id is None else process_id,
-                              fallback.num_processes if num_processes is None else num_processes,
-                              fallback.coordinator if coordinator is None else coordinator,
-                              "arguments")
-        if processes.num_processes is None:
+        if detected is None:
+            detected_id, detected_count, detected_coordinator = (0 if num_processes == 1 else None), None, None
+        else:
+            detected_id, detected_count, detected_coordinator = detected[:3]
+        pid = detected_id if process_id is None else process_id
+        count = detected_count if num_processes is None else num_processes
+        where = detected_coordinator if coordinator is None else coordinator
+        if count is None:
             raise ValueError(f"`num_processes` is required with coordinator={coordinator!r} (no cluster "
                              "detected in the environment); pass --num-processes N")
-        if processes.process_id is None:
+        if pid is None:
             raise ValueError("`process_id` is required for a multi-process run (no cluster detected in the "
-                             f"environment); pass --process-id in 0..{processes.num_processes - 1}")
-        if processes.coordinator is None and detected is None and processes.num_processes > 1:
+                             f"environment); pass --process-id in 0..{count - 1}")
+        if where is None and detected is None and count > 1:
             raise ValueError("`coordinator` (HOST:PORT of process 0) is required for a multi-process run "
                              "outside SLURM/Open MPI; pass --coordinator HOST:PORT")
+        processes = Processes(pid, count, where, "arguments")
     _check_processes(processes.num_processes, processes.process_id)
     if processes.coordinator is not None:
         check_coordinator(processes.coordinator)
@@ -211,7 +214,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             kwargs["cluster_detection_method"] = "deactivate"  # explicit run: all local devices
         if processes.process_id == 0 and processes.coordinator is not None:
             _check_can_listen(processes.coordinator)
-        if jax.config.jax_cpu_collectives_implementation is None:  # older JAX: no cross-process CPU collectives
+        # older JAX: no cross-process CPU collectives (the flag attributes are not in jax.config's type stubs)
+        if jax.config.jax_cpu_collectives_implementation is None:  # type: ignore[attr-defined]
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         _join_with_deadline(kwargs, processes, timeout_s)
         processes = processes._replace(coordinator=_jax_distributed().global_state.coordinator_address)
@@ -372,7 +376,7 @@ def check_same_config(config: Mapping, *, timeout_s: float = 120.0) -> str:
     if len(set(digests.values())) > 1:
         other = next(pid for pid, d in digests.items() if d != digests[me])
         diff = _differences(json.loads(posts[me]), json.loads(posts[other]))
-        groups = {}
+        groups: dict[str, list[int]] = {}
         for pid, d in digests.items():
             groups.setdefault(d[:12], []).append(pid)
         raise ConfigMismatchError(

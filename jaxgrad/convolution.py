@@ -30,15 +30,25 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad.activations import Activation, derivative, get_activation
-from jaxgrad.layers import (HIGHEST, Hyper, Layer, _check_float_dtype, _check_nonnegative, _check_positive_int,
-                            float_dtype, haar_orthogonal, standard_normal)
+from jaxgrad.layers import (
+    HIGHEST,
+    Hyper,
+    Layer,
+    _check_float_dtype,
+    _check_nonnegative,
+    _check_positive_int,
+    float_dtype,
+    haar_orthogonal,
+    standard_normal,
+)
 
 __all__ = ["CONV_WEIGHTS", "ConvParams", "conv", "conv_matrix", "convolve", "fourier_mode_power"]
 
@@ -73,8 +83,8 @@ def conv_matrix(W, spatial: tuple[int, ...]):
     pixels = math.prod(spatial)
     K = jnp.zeros((pixels, C_out, pixels, C_in), W.dtype)
     for t in itertools.product(*(range(k) for k in kernel)):
-        shift = np.eye(1, dtype=np.float64)
-        for axis, (ta, k, N) in enumerate(zip(t, kernel, spatial)):
+        shift: np.ndarray = np.eye(1, dtype=np.float64)
+        for ta, k, N in zip(t, kernel, spatial):
             one = np.roll(np.eye(N), ta - _centre(k), axis=1)  # one[x, x'] = 1 iff x' = x + t − c (mod N)
             shift = np.kron(shift, one)
         K = K + jnp.asarray(shift, W.dtype)[:, None, :, None] * W[t].T[None, :, None, :]

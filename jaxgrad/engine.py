@@ -36,7 +36,8 @@ from __future__ import annotations
 import itertools
 import sys
 import warnings
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,8 @@ import numpy as np
 
 from jaxgrad import ensemble, probes
 from jaxgrad import verify as _verify
-from jaxgrad.layers import Network, as_key, state_shape as layer_state_shape
+from jaxgrad.layers import Network, as_key
+from jaxgrad.layers import state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
 __all__ = ["AUTO_MATRIX_FREE_ABOVE", "DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys",
@@ -148,7 +150,7 @@ def _given_params(net: Network, params, samples: int, dtype_name: str):
     with jax.enable_x64(dtype_name == "float64"):
         expected = jax.eval_shape(jax.vmap(net.init), keys)
     want, got = jax.tree.structure(expected), jax.tree.structure(params)
-    if want != got:
+    if want != got:  # type: ignore[operator]  # (PyTreeDef defines ==)
         raise ValueError(f"`params` must have the structure jax.vmap(net.init)(keys) returns: expected {want}, "
                          f"got {got}")
     leaves = []
@@ -179,7 +181,7 @@ def _given_inputs(net: Network, inputs, samples: int, dtype_name: str) -> np.nda
     shape = state_shape(net)
     try:
         array = np.asarray(inputs)
-    except Exception as error:  # noqa: BLE001  (anything numpy cannot read)
+    except Exception as error:
         raise ValueError(f"`inputs` must be an array of shape ({samples}, {n0}) or ({samples}, *{shape}), got "
                          f"{type(inputs).__name__}") from error
     if array.shape not in ((samples, n0), (samples, *shape)):
@@ -381,7 +383,8 @@ def _param_bytes(net: Network) -> int:
     sizes = []
     for layer, _, _ in net.segments():
         shapes = jax.eval_shape(layer.init, jax.random.key(0))
-        sizes.append(sum(np.prod(a.shape, dtype=np.int64) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(shapes)))
+        sizes.append(sum(np.prod(a.shape, dtype=np.int64) * np.dtype(a.dtype).itemsize
+                         for a in jax.tree.leaves(shapes)))
     return int(max(sizes))
 
 
@@ -418,7 +421,7 @@ def simulate(
     sample_offset: int = 0,
     progress: bool | None = None,
     inputs=None,
-    verify: bool = True,
+    verify: bool | _verify.Plan = True,
 ) -> SimulationResult:
     r"""Measures the Jacobian products of `samples` independent initialisations of `net`.
 
@@ -564,7 +567,7 @@ def draw_params(net: Network, samples: int, seed: int = 0, *, key: jax.Array | N
     if net.tied:
         return raw
     per_layer = []
-    for stacked, (_, start, count) in zip(raw, net.segments()):
+    for stacked, (_, _start, count) in zip(raw, net.segments()):
         per_layer += [jax.tree.map(lambda a, k=k: a[:, k], stacked) for k in range(count)]
     return tuple(per_layer)
 
@@ -581,12 +584,12 @@ def _grid_points(net: Network, grid: Mapping[str, Sequence[float]]):
     for name, values in grid.items():
         if name not in known:
             raise ValueError(f"unknown grid axis {name!r}; this network's hyperparameters are {sorted(known)}")
-        values = np.asarray(values, np.float64).ravel() if np.ndim(values) else np.asarray([values], np.float64)
-        if values.size == 0:
+        array = np.asarray(values, np.float64).ravel() if np.ndim(values) else np.asarray([values], np.float64)
+        if array.size == 0:
             raise ValueError(f"grid axis {name!r} has no values (length 0); give at least one")
-        if not np.isfinite(values).all():
-            raise ValueError(f"grid axis {name!r} must hold finite numbers, got {values.tolist()}")
-        axes.append((name, values))
+        if not np.isfinite(array).all():
+            raise ValueError(f"grid axis {name!r} must hold finite numbers, got {array.tolist()}")
+        axes.append((name, array))
     points = []
     cache = {}
     for combo in itertools.product(*(v for _, v in axes)):

@@ -33,7 +33,8 @@ from __future__ import annotations
 import collections
 import math
 import os
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +47,11 @@ from jaxgrad.progress import Progress
 __all__ = ["compile_count", "count_nonfinite", "micro_batch_size", "run"]
 
 _CACHE_SIZE = 64
-_programs: "collections.OrderedDict[Hashable, Callable]" = collections.OrderedDict()
+_programs: collections.OrderedDict[Hashable, Callable] = collections.OrderedDict()
 _compiles = [0]
 
 
-def _on_event(event: str, duration: float, **kwargs) -> None:
+def _on_event(event: str, duration_secs: float, **kwargs: str | int) -> None:
     if event == "/jax/core/compile/backend_compile_duration":
         _compiles[0] += 1
 
@@ -189,7 +190,8 @@ def _check_outputs(fn, shapes) -> None:
 
 
 def _program(fn, impl: str, index: bool, with_data: bool, micro: int, devices: tuple, cache_key) -> Callable:
-    key = (fn if cache_key is None else cache_key, impl, index, with_data, micro, devices, jax.config.jax_enable_x64)
+    key = (fn if cache_key is None else cache_key, impl, index, with_data, micro, devices,
+           jax.config.read("jax_enable_x64"))
     try:
         program = _programs.pop(key)
     except KeyError:

@@ -7,7 +7,7 @@ $δ^{(0)} = J_1^\top J_2^\top \cdots J_L^\top δ^{(L)}$.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -11,7 +11,8 @@ the chain $h^{(0)} = x$, $h^{(\ell)} = f^{(\ell)}(h^{(\ell-1)})$.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Hashable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,8 @@ import numpy as np
 from jaxgrad.activations import Activation, derivative, get_activation
 
 __all__ = ["HIGHEST", "WEIGHT_SCHEMES", "DenseParams", "Hyper", "Layer", "Network", "ShapedStructure", "as_key",
-           "check_claims", "check_input", "dense", "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp", "residual",
+           "check_claims", "check_input", "dense", "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp",
+           "residual",
            "serial", "standard_normal", "state_shape", "structure_of", "weight_std"]
 
 Array = jax.Array
@@ -62,7 +64,7 @@ class Hyper(NamedTuple):
     coefficients: Mapping[str, float]
     structure: Hashable
     build: Callable[[Mapping[str, Array]], tuple]
-    rebuild: Callable[..., "Layer"]
+    rebuild: Callable[..., Layer]
 
     def _key(self):
         return (self.structure, tuple(sorted(self.values.items())), tuple(sorted(self.coefficients.items())))
@@ -504,7 +506,8 @@ def serial(*layers: Layer, tied: bool = False) -> Network:
         raise ValueError("a network needs at least one layer, got none")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise TypeError(f"layer {i + 1} must be a jaxgrad Layer(init, apply, n_in, n_out), got {type(layer).__name__}")
+            raise TypeError(f"layer {i + 1} must be a jaxgrad Layer(init, apply, n_in, n_out), "
+                            f"got {type(layer).__name__}")
     for i, (a, b) in enumerate(zip(layers, layers[1:])):
         if a.n_out != b.n_in:
             raise ValueError(f"layer {i + 1} outputs width {a.n_out} but layer {i + 2} expects {b.n_in}")
@@ -520,7 +523,9 @@ def serial(*layers: Layer, tied: bool = False) -> Network:
         if layers[0].n_in != layers[0].n_out or any(structure_of(layer) != first for layer in layers[1:]):
             raise ValueError("a tied network needs square layers of one structure (one set of parameters "
                              "used at every layer); got " + ", ".join(sorted({layer.name for layer in layers})))
-        if any(layer.hyper is not None and layer.hyper.values != layers[0].hyper.values for layer in layers[1:]):
+        first_hyper = layers[0].hyper
+        if any(layer.hyper is not None and (first_hyper is None or layer.hyper.values != first_hyper.values)
+               for layer in layers[1:]):
             raise ValueError("a tied network's layers must share their hyperparameters (one set of parameters)")
     return Network(tuple(layers), bool(tied))
 

@@ -28,16 +28,16 @@ Builders:
 from __future__ import annotations
 
 import math
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import ensemble, probes
-from jaxgrad.transformer import rank_one_distance, token_cosine, token_residual
 from jaxgrad.convolution import fourier_mode_power
 from jaxgrad.layers import HIGHEST, Network, functions_of
+from jaxgrad.transformer import rank_one_distance, token_cosine, token_residual
 
 __all__ = ["fourier_modes", "layerwise", "measure", "product_spectrum", "qr_log_stretches", "token_similarity",
            "weight_gradient_norms"]
@@ -209,7 +209,7 @@ def _check_depths(net: Network, depths, where: str) -> tuple[int, ...]:
     return depths
 
 
-def _jacobian_step(chain: "_Chain", s: int, ell, coeffs, keys, tied, h, dtype):
+def _jacobian_step(chain: _Chain, s: int, ell, coeffs, keys, tied, h, dtype):
     """Layer ℓ's Jacobian at h (its fast path, else `jax.jacrev`) and its output."""
     p, apply, jacobian = chain.layer(s, ell, coeffs, keys, tied)
     if jacobian is not None:
@@ -275,7 +275,8 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
     (``log_stretches``, shape (len(depths), n)), with $J_k Q_{k-1} = Q_k R_k$, $Q_0 = I$.
 
     ℓ times the finite-depth Lyapunov exponents of `jaxgrad.lyapunov_spectrum` (Benettin et al. 1980),
-    recorded at several depths in one pass (the sums Kahan-compensated, as in `product_spectrum`): they approach $\ln σ_i(J_\ell\cdots J_1)$ as ℓ grows and
+    recorded at several depths in one pass (the sums Kahan-compensated, as in `product_spectrum`):
+    they approach $\ln σ_i(J_\ell\cdots J_1)$ as ℓ grows and
     resolve every exponent whatever the spread (no product is formed).
     """
     n = _check_square(net, "qr_log_stretches")

@@ -22,15 +22,26 @@ unless ``learnable=False``; ε is a traced `Hyper` value.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad.activations import Activation, get_activation
-from jaxgrad.layers import (WEIGHT_SCHEMES, Hyper, Layer, Network, _check_float_dtype, _check_nonnegative,
-                            _check_positive_int, dense, float_dtype, serial)
+from jaxgrad.layers import (
+    WEIGHT_SCHEMES,
+    Hyper,
+    Layer,
+    Network,
+    _check_float_dtype,
+    _check_nonnegative,
+    _check_positive_int,
+    dense,
+    float_dtype,
+    serial,
+)
 
 __all__ = ["NormParams", "batch_norm", "batch_norm_mlp", "layer_norm", "rms_norm"]
 
@@ -214,6 +225,7 @@ def _batch_norm_dense(width, batch, activation: Activation, weights, sigma_w, si
 
         return init, apply, None
 
+    assert linear.hyper is not None and norm.hyper is not None  # dense and batch_norm always carry one
     coeffs = {**linear.hyper.coefficients, **norm.hyper.coefficients}
     values = {"sigma_w": sigma_w, "sigma_b": sigma_b, "eps": eps}
     hyper = Hyper(values=values, coefficients=coeffs,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
+from cycler import cycler  # a dependency of matplotlib (matplotlib.cycler is not in its type stubs)
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
@@ -58,7 +59,7 @@ STYLE = {
     "legend.framealpha": 0.85,
     "xtick.labelsize": 8,
     "ytick.labelsize": 8,
-    "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+    "axes.prop_cycle": cycler(color=list(PALETTE)),
     "axes.grid": True,
     "grid.alpha": 0.3,
     "grid.linewidth": 0.5,

@@ -33,7 +33,8 @@ new, a probe of this shape; the runner and the engine do not change.
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,8 @@ import numpy as np
 from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
 from jaxgrad.spectral import lanczos_top_singular, lanczos_top_singular_operator
 
-__all__ = ["FIELDS", "JACOBIAN_MODES", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys", "clustered_spectrum", "coefficient_arrays",
+__all__ = ["FIELDS", "JACOBIAN_MODES", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys",
+           "clustered_spectrum", "coefficient_arrays",
            "gains", "lanczos_max_steps", "lanczos_steps", "lyapunov", "matrix_free", "parameters",
            "product_lanczos_steps", "product_norms", "sample_keys"]
 
@@ -92,7 +94,7 @@ def _unpack(rest, params_given: bool, inputs_given: bool):
     return None, None, coefficients, q0
 
 
-def _start(keys: SampleKeys, n0: int, q0, dtype, inputs) -> "_Signal":
+def _start(keys: SampleKeys, n0: int, q0, dtype, inputs) -> _Signal:
     """The signal at depth 0: the given input, or h⁽⁰⁾ ~ N(0, q₀ I) drawn from the sample's key."""
     h = _input(keys, n0, q0, dtype) if inputs is None else inputs.astype(dtype)
     return _Signal(h, jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
@@ -211,7 +213,7 @@ def _prepare(signal: _Signal, homogeneous: bool) -> _Signal:
 class _Run(NamedTuple):
     layer: Layer
     start: int
-    count: int
+    count: int  # type: ignore[assignment]  # (a field, shadowing tuple.count)
     homogeneous: bool
 
 
@@ -238,7 +240,8 @@ class _Layers:
         if source not in PARAM_SOURCES:
             raise ValueError(f"unknown parameter source {source!r}; valid choices are {list(PARAM_SOURCES)}")
         self.source, self.tied = source, net.tied
-        self._given = {}  # id(run) -> that run's given parameters, stacked over its layers (set while tracing)
+        # id(run) -> that run's given parameters, stacked over its layers (set while tracing)
+        self._given: dict[int, object] = {}
         self.runs = []
         for layer, start, count, homogeneous in net.runs():
             edges = [start] + [d for d in sorted(cuts) if start < d < start + count] + [start + count]
@@ -725,13 +728,14 @@ def coefficient_arrays(net: Network, dtype) -> tuple[Mapping[str, object], ...]:
     """Per segment of `net`, each coefficient as a host array over the segment's layers (float64 → dtype)."""
     import numpy as np
 
-    out = []
+    out: list[Mapping[str, object]] = []
     for layer, start, count in net.segments():
         members = net.layers[start:start + count]
         if layer.hyper is None:
             out.append({})
             continue
         names = list(layer.hyper.coefficients)
-        out.append({name: np.asarray([float(m.hyper.coefficients[name]) for m in members], np.float64).astype(dtype)
+        hypers = [m.hyper for m in members if m.hyper is not None]  # a segment's layers share one structure
+        out.append({name: np.asarray([float(h.coefficients[name]) for h in hypers], np.float64).astype(dtype)
                     for name in names})
     return tuple(out)

@@ -28,7 +28,7 @@ class Progress:
         self.done, self.detail, self.start = 0, "", time.monotonic()
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self.start = time.monotonic()
         if self.tty:
             self._draw()

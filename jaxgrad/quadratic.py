@@ -230,7 +230,8 @@ def _growth_rate(A, theta0, lr, momentum, *, steps, burn_in, nesterov):
     def normalise(theta, state):
         leaves = [theta] + [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
         s = jnp.maximum(jnp.sqrt(sum(jnp.sum(x * x) for x in leaves)), tiny)
-        scale = lambda x: x / s if jnp.issubdtype(x.dtype, jnp.inexact) else x
+        def scale(x):
+            return x / s if jnp.issubdtype(x.dtype, jnp.inexact) else x
         return theta / s, jax.tree.map(scale, state), jnp.log(s)
 
     def step(carry, t):

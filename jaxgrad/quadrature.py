@@ -29,7 +29,8 @@ that it matters have no finite Gaussian moment, and `tail_fraction` detects them
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ class GaussianRule(NamedTuple):
     weights: np.ndarray
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def graded_legendre(order: int = 12, levels: int = 16, cutoff: int = 10) -> GaussianRule:
     r"""Composite Gauss–Legendre rule for the standard normal on $[-\text{cutoff}, \text{cutoff}]$.
 
@@ -64,7 +65,7 @@ def graded_legendre(order: int = 12, levels: int = 16, cutoff: int = 10) -> Gaus
     return GaussianRule(nodes, weights)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gauss_hermite(n: int = 128) -> GaussianRule:
     r"""Gauss–Hermite rule with n nodes, rescaled to the standard normal:
     $E[g(z)] \approx π^{-1/2}\sum_i w_i\, g(\sqrt2 x_i)$."""
@@ -92,7 +93,8 @@ def gaussian_expectation(f: Callable[[Array], Array], q=1.0, *, rule: GaussianRu
     return jnp.sum(w * f(u), axis=-1)
 
 
-def tail_fraction(f: Callable[[Array], Array], q=1.0, *, beyond: float = 8.0, rule: GaussianRule | None = None) -> Array:
+def tail_fraction(f: Callable[[Array], Array], q=1.0, *, beyond: float = 8.0,
+                  rule: GaussianRule | None = None) -> Array:
     r"""Share of $E|f(\sqrt q z)|$ that the rule takes from $|z| > $ `beyond`.
 
     For any f with a finite Gaussian moment and at most exponential growth this is

@@ -46,15 +46,27 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad.activations import Activation, derivative, get_activation
-from jaxgrad.layers import (HIGHEST, Hyper, Layer, Network, _check_float_dtype, _check_nonnegative,
-                            _check_positive_int, float_dtype, haar_orthogonal, serial, standard_normal)
+from jaxgrad.layers import (
+    HIGHEST,
+    Hyper,
+    Layer,
+    Network,
+    _check_float_dtype,
+    _check_nonnegative,
+    _check_positive_int,
+    float_dtype,
+    haar_orthogonal,
+    serial,
+    standard_normal,
+)
 
 __all__ = ["CELLS", "CellParams", "cell_jacobian", "inputs", "rnn", "unroll"]
 
@@ -290,17 +302,23 @@ def rnn(
     return serial(*(_step_layer(spec, t, sigma_w, sigma_b, input_std) for t in range(int(steps))), tied=True)
 
 
-def _spec_of(net: Network) -> _Spec:
+def _hyper_of(net: Network) -> Hyper:
     hyper = net.layers[0].hyper if isinstance(net, Network) else None
-    if hyper is None or hyper.structure[0] != "rnn":
+    if hyper is None or not isinstance(hyper.structure, tuple) or hyper.structure[0] != "rnn":
         raise ValueError(f"`net` must be a network built by jaxgrad.rnn, got {type(net).__name__}")
-    return _Spec(*hyper.structure[1:])
+    return hyper
+
+
+def _spec_of(net: Network) -> _Spec:
+    structure = _hyper_of(net).structure
+    assert isinstance(structure, tuple)  # _hyper_of checked it
+    return _Spec(*structure[1:])
 
 
 def inputs(net: Network, params: CellParams) -> jax.Array:
     """The input sequence $x_1, …, x_T$ (shape (T, d)) that the engine feeds `net` with `params`."""
     spec = _spec_of(net)
-    x_scale = net.layers[0].hyper.values["input_std"]
+    x_scale = _hyper_of(net).values["input_std"]
     dtype = jnp.asarray(params.W).dtype
     return _inputs_program(spec.input_dim, net.depth)(params, jnp.asarray(x_scale, dtype))
 

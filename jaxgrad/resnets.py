@@ -24,8 +24,20 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad.activations import get_activation
-from jaxgrad.layers import (HIGHEST, WEIGHT_SCHEMES, Hyper, Layer, Network, _check_float_dtype, _check_nonnegative,
-                            _check_positive_int, dense, residual, serial, structure_of)
+from jaxgrad.layers import (
+    HIGHEST,
+    WEIGHT_SCHEMES,
+    Hyper,
+    Layer,
+    Network,
+    _check_float_dtype,
+    _check_nonnegative,
+    _check_positive_int,
+    dense,
+    residual,
+    serial,
+    structure_of,
+)
 from jaxgrad.normalisation import DEFAULT_EPS, layer_norm, rms_norm
 
 __all__ = ["BRANCHES", "NORMS", "NORM_TYPES", "branch_scale", "resnet"]
@@ -51,7 +63,7 @@ def _unprefixed(coefficients, prefix):
 
 def _then(first: Layer, second: Layer, name: str) -> Layer:
     """The composite $h \\mapsto g(f(h))$ (f = `first`), Jacobian $J_g J_f$; coefficients prefixed "0."/"1."."""
-
+    assert first.hyper is not None and second.hyper is not None  # jaxgrad's dense and norm layers carry one
     def build(c):
         init_f, apply_f, jac_f = first.hyper.build(_unprefixed(c, "0"))
         init_g, apply_g, jac_g = second.hyper.build(_unprefixed(c, "1"))
@@ -103,13 +115,14 @@ def _block(width, depth, branch, act, alpha, a, norm, norm_type, weights, sigma_
         f = _then(dense(width, width, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype),
                   dense(width, width, activation="linear", weights=weights, sigma_w=sigma_w, sigma_b=sigma_b,
                         dtype=dtype), f"mlp({width}, {act.name})")
-    N = None if norm is None else (layer_norm if norm_type == "layer" else rms_norm)(width, eps=eps, dtype=dtype)
-    if norm == "pre":
-        inner = residual(_then(N, f, f"{f.name} ∘ {N.name}"), beta)
-    elif norm == "post":
-        inner = _then(residual(f, beta), N, f"{N.name} ∘ residual")
-    else:
+    if norm is None:
         inner = residual(f, beta)
+    else:
+        N = (layer_norm if norm_type == "layer" else rms_norm)(width, eps=eps, dtype=dtype)
+        if norm == "pre":
+            inner = residual(_then(N, f, f"{f.name} ∘ {N.name}"), beta)
+        else:  # "post" (`resnet` checked `norm`)
+            inner = _then(residual(f, beta), N, f"{N.name} ∘ residual")
     values = {"a": a, "alpha": alpha, "sigma_w": sigma_w, "sigma_b": sigma_b}
 
     def rebuild(a=a, alpha=alpha, sigma_w=sigma_w, sigma_b=sigma_b):
@@ -118,6 +131,7 @@ def _block(width, depth, branch, act, alpha, a, norm, norm_type, weights, sigma_
                       _check_nonnegative("sigma_b", sigma_b), eps, dtype)
 
     structure = ("resnet_block", width, branch, act, norm, norm_type, weights, eps, dtype)
+    assert inner.hyper is not None  # residual and _then always carry one
     hyper = Hyper(values, dict(inner.hyper.coefficients), structure, inner.hyper.build, rebuild)
     where = "" if norm is None else f", {norm}-{norm_type}norm"
     return inner._replace(name=f"resnet block({branch}, {act.name}, β={beta:.4g} = {a:g}·{depth}^-{alpha:g}"

@@ -7,7 +7,8 @@ an error signal. Seed §3: $\|J_1^\top \cdots J_L^\top\|_2 \le \prod_\ell \|J_\e
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,9 +48,9 @@ def log_product_norm(matrices: Sequence[Array]) -> Array:
     r"""$\ln\|A_L \cdots A_1\|_2$ without overflow: the product is renormalised after
     every factor and the log-scale accumulated."""
     log_scale = jnp.zeros((), matrices[0].dtype)
-    P = None
-    for A in matrices:
-        P = A if P is None else jnp.matmul(A, P, precision=HIGHEST)
+    P = matrices[0]
+    for i, A in enumerate(matrices):
+        P = A if i == 0 else jnp.matmul(A, P, precision=HIGHEST)
         s = jnp.linalg.norm(P)
         P, log_scale = P / s, log_scale + jnp.log(s)
     return log_scale + log_spectral_norm(P)

@@ -4,7 +4,7 @@ One directory per experiment, ``<root>/<name>/``:
 
 | file | what | in git |
 |---|---|---|
-| ``manifest.json`` | experiment, full config, scale, seed, versions, backend and devices, git commit, start/end, wall seconds, status, figures | yes |
+| ``manifest.json`` | experiment, config, scale, seed, versions, devices, git commit, times, status, figures | yes |
 | ``summary.csv`` | tidy table, one row per measured point | yes |
 | ``comparisons.csv`` | measured against predicted, with the tolerance used | yes |
 | ``<stem>.png``, ``<stem>.pdf`` | figures | yes |
@@ -34,12 +34,12 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def write_json(path, obj) -> Path:
 
 def write_npz(path, arrays: dict) -> Path:
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(buffer, **named)
     return atomic_write(path, buffer.getvalue())
 
 
@@ -105,7 +106,7 @@ class UnreadableFileError(Exception):
         self.path, self.reason, self.remedy = Path(path), reason, remedy
         super().__init__(f"{path} is unreadable ({reason})" + (f"; {remedy}" if remedy else ""))
 
-    def with_remedy(self, remedy: str) -> "UnreadableFileError":
+    def with_remedy(self, remedy: str) -> UnreadableFileError:
         return UnreadableFileError(self.path, self.reason, remedy)
 
 
@@ -194,7 +195,7 @@ def _git_state(directory=None) -> dict:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def point_id(point: dict) -> str:
@@ -220,7 +221,7 @@ class Store:
     dir: Path
 
     @classmethod
-    def of(cls, root, name: str) -> "Store":
+    def of(cls, root, name: str) -> Store:
         return cls(Path(root) / name)
 
     manifest = property(lambda self: self.dir / "manifest.json")

@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 try:
     from hypothesis import strategies as st
@@ -182,7 +183,8 @@ def phases(activation="tanh", names: Sequence[str] | str = PHASES, *,
     names = [names] if isinstance(names, str) else list(names)
     sigma_b = [float(b) for b in sigma_b]
     if not names or not sigma_b or any(not (b >= 0 and math.isfinite(b)) for b in sigma_b):
-        raise ValueError(f"`phases` needs phase names and finite sigma_b >= 0, got names={names!r}, sigma_b={sigma_b!r}")
+        raise ValueError(f"`phases` needs phase names and finite sigma_b >= 0, "
+                         f"got names={names!r}, sigma_b={sigma_b!r}")
     key = activation if isinstance(activation, str) else get_activation(activation)
     boxes = {(name, b): _phase_interval(key, name, b) for name in names for b in sigma_b}
 
@@ -297,7 +299,8 @@ def assert_chain_equals_grad(net: Network, params, x, loss: Callable | None = No
     Js = _jacobian.layer_jacobians(net, params, x)
     deltas = _jacobian.error_signals(net, params, x, loss)
     if [d.shape for d in deltas] != [h.shape for h in hs]:
-        raise AssertionError(f"error signals have shapes {[d.shape for d in deltas]}, the signals {[h.shape for h in hs]}")
+        raise AssertionError(f"error signals have shapes {[d.shape for d in deltas]}, "
+                             f"the signals {[h.shape for h in hs]}")
     eps, f, tiny = _eps(deltas[-1].dtype), _factor(net, factor), float(jnp.finfo(deltas[-1].dtype).tiny)
     scale = jnp.abs(deltas[-1])
     for ell in range(net.depth - 1, -1, -1):
@@ -375,7 +378,8 @@ def assert_layer_bound(net: Network, params, x, *, layers: Sequence[int] | None 
         eps, n = _eps(J.dtype), max(J.shape)
         off = D - jnp.diag(jnp.diagonal(D))
         if jnp.any(off != 0):
-            raise AssertionError(f"layer {i}: ∂h/∂b is not diagonal (max off-diagonal {float(jnp.max(jnp.abs(off))):.3g}); "
+            worst = float(jnp.max(jnp.abs(off)))
+            raise AssertionError(f"layer {i}: ∂h/∂b is not diagonal (max off-diagonal {worst:.3g}); "
                                  "it is not a dense layer φ(Wh + b) with an elementwise φ")
         d = jnp.diagonal(D)
         bound = 2 * eps * np.asarray(jnp.abs(d)[:, None] * jnp.abs(p.W), np.float64) + float(jnp.finfo(J.dtype).tiny)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +123,7 @@ def _unstack(net: Network, stacked):
 
 def _logits(net: Network, stacked, readout, x):
     h = x
-    for seg, (layer, _, count) in zip(stacked, net.segments()):
+    for seg, (layer, _, _) in zip(stacked, net.segments()):
         def layer_step(h, p, layer=layer):
             return jax.vmap(layer.apply, in_axes=(None, 0))(p, h), None
         if layer.n_in == layer.n_out:
@@ -277,7 +278,8 @@ def train(net: Network, optimizer: Callable[[Array], optax.GradientTransformatio
             raise ValueError(f"`{name}` must be an integer ≥ {low}, got {name}={value!r}")
     every = 1 if record_every is None else record_every
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1 or steps % every:
-        raise ValueError(f"`record_every` must be a positive divisor of steps={steps}, got record_every={record_every!r}")
+        raise ValueError(f"`record_every` must be a positive divisor of steps={steps}, "
+                         f"got record_every={record_every!r}")
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {LOSSES}, got loss={loss!r}")
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -298,7 +300,7 @@ def train(net: Network, optimizer: Callable[[Array], optax.GradientTransformatio
     grids = [_grid(n, v) for n, v in (("learning_rate", 1.0 if learning_rate is None else learning_rate),
                                       ("weight_scale", weight_scale), ("bias_scale", bias_scale))]
     try:
-        grids = np.broadcast_arrays(*grids)
+        grids = list(np.broadcast_arrays(*grids))
     except ValueError:
         raise ValueError("`learning_rate`, `weight_scale` and `bias_scale` must broadcast to one length, got "
                          f"lengths {[g.size for g in grids]}") from None

@@ -40,11 +40,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad.layers import (HIGHEST, Hyper, Layer, _check_float_dtype, _check_nonnegative, _check_positive_int,
-                            float_dtype, standard_normal)
+from jaxgrad.layers import (
+    HIGHEST,
+    Hyper,
+    Layer,
+    _check_float_dtype,
+    _check_nonnegative,
+    _check_positive_int,
+    float_dtype,
+    standard_normal,
+)
 
-__all__ = ["AttentionParams", "attention", "attention_weights", "max_token_residual", "rank_one_distance", "score_and_value_norms",
-           "self_attention", "token_cosine", "token_residual"]
+__all__ = ["AttentionParams", "attention", "attention_weights", "max_token_residual", "rank_one_distance",
+           "score_and_value_norms", "self_attention", "token_cosine", "token_residual"]
 
 
 class AttentionParams(NamedTuple):
@@ -109,7 +117,7 @@ def max_token_residual(X):
 
 
 def score_and_value_norms(params: AttentionParams, heads: int):
-    r"""Per head, $(\|W_Q^h W_K^{h\top}\|_2/\sqrt{d_h},\ \|W_V^h\|_2)$: the weight terms of the bound, shape (H,) each."""
+    r"""Per head, $(\|W_Q^h W_K^{h\top}\|_2/\sqrt{d_h},\ \|W_V^h\|_2)$: the bound's weight terms, shape (H,) each."""
     Q, K, V = (_heads(M, heads) for M in params)
     d_h = Q.shape[-1]
     A = jnp.einsum("hde,hfe->hdf", Q, K, precision=HIGHEST) / math.sqrt(d_h)

@@ -41,9 +41,11 @@ check then costs two unbatched float64 forward passes with dense Jacobians and a
 """
 from __future__ import annotations
 
+import collections
 import math
 import warnings
-from typing import Hashable, Mapping, NamedTuple, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,7 +137,10 @@ def plan(net: Network, method: str, fields: Sequence[str], norms_at: Sequence[in
 
 # --------------------------------------------------------------------------- reference programs
 
-_programs: dict[Hashable, object] = {}
+# The most recently used reference programs, at most _CACHE_SIZE of them: a long session (a test suite, a
+# notebook trying many networks) would otherwise keep every compiled reference alive.
+_CACHE_SIZE = 32
+_programs: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
 
 
 def _reference_chain(net: Network, source: str, depths: tuple[int, ...], keep_at: tuple[int, ...], dense: bool):
@@ -244,9 +249,13 @@ def _reference_layer(net: Network, source: str, run_index: int, mode: str, dense
 
 def _compiled(kind: str, key: Hashable, build):
     full = (kind, key)
-    if full not in _programs:
-        _programs[full] = jax.jit(build())
-    return _programs[full]
+    program = _programs.pop(full, None)
+    if program is None:
+        program = jax.jit(build())
+    _programs[full] = program
+    while len(_programs) > _CACHE_SIZE:
+        _programs.popitem(last=False)
+    return program
 
 
 # --------------------------------------------------------------------------- the check
@@ -264,7 +273,7 @@ def _direction_gap(h_engine, s_engine, h_ref, s_ref) -> float:
         return 0.0 if n_e == n_r else math.inf
     direction = np.linalg.norm(h_engine / n_e - h_ref / n_r)
     log_norm = abs((math.log(n_e) + float(s_engine)) - (math.log(n_r) + float(s_ref)))
-    return float(max(direction, log_norm))
+    return max(float(direction), log_norm)
 
 
 def _log_top(M) -> float:

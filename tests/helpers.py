@@ -144,8 +144,8 @@ def run_study_at_a_tiny_size(module, config, tmp_path):
 
     Returns (data, comparisons) for the study's own further checks.
     """
-    from experiments import runner
     from jaxgrad import store as results
+    from experiments import runner
 
     store = results.Store.of(tmp_path, module.NAME)
     manifest = runner.run_experiment(module, config, store=store, seed=0, progress=False)

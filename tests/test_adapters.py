@@ -80,6 +80,7 @@ def assert_same_results(a, b, rtol=1e-5, atol=1e-5):
             np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=field)
 
 
+@pytest.mark.slow
 def test_equinox_tanh_block_equals_jaxgrad_dense_on_the_same_weights():
     net = serial_from_equinox([make_tanh] * 6)
     dense = jaxgrad.mlp(WIDTH, 6, activation="tanh")
@@ -109,6 +110,7 @@ def make_scaled(key, sigma_w, sigma_b):
     return ScaledTanh(key, sigma_w, sigma_b)
 
 
+@pytest.mark.slow
 def test_traced_hyperparameters_of_a_block_sweep_as_one_program_and_are_used():
     """`hyper=`: make(key, sigma_w=…, sigma_b=…) with traced values; a σ_w grid is one program and each
     point equals jaxgrad.mlp at that σ_w (the block draws its weights as jaxgrad.dense does)."""
@@ -138,6 +140,7 @@ def test_adapters_of_one_constructor_are_one_segment_and_one_program():
     assert structure_of(from_equinox(lambda key: TanhBlock(key))) != structure_of(first)
 
 
+@pytest.mark.slow
 def test_equinox_residual_block_follows_the_module_itself():
     """log ‖h⁽ℓ⁾‖ from the engine equals the module applied by hand to the engine's input."""
     depth, samples, seed = 4, 2, 5
@@ -157,6 +160,7 @@ def _flax_linear_values(state):
     return state["linear"]["kernel"].get_value(), state["linear"]["bias"].get_value()
 
 
+@pytest.mark.slow
 def test_flax_tanh_block_jacobian_and_simulate_match_the_plain_function():
     layer = from_flax(FlaxTanh)
     assert (layer.n_in, layer.n_out) == (WIDTH, WIDTH)
@@ -187,6 +191,7 @@ def _attention_by_hand(state, x):
     return x + jnp.einsum("qhd,hdo->qo", mixed, p["out"][0]) + p["out"][1]
 
 
+@pytest.mark.slow
 def test_flax_self_attention_over_tokens_is_a_flattened_block():
     layer = from_flax(FlaxSelfAttention, shape=(16, 8))
     assert (layer.n_in, layer.n_out) == (128, 128) and "(16, 8)" in layer.name
@@ -216,6 +221,7 @@ def test_a_plain_pair_on_a_matrix_state_flattens_row_major():
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_float64_runs_draw_float64_parameters():
     layer = from_flax(FlaxTanh)
     result = jaxgrad.simulate(jaxgrad.serial(layer, layer), 2, seed=0, dtype="float64", method="vector")
@@ -353,7 +359,8 @@ class FlaxHalf(nnx.Module):
      r"EquinoxDropout is in training mode: eqx.nn.Dropout at .dropout .*eqx.nn.inference_mode"),
     (lambda: from_equinox(lambda key: eqx.nn.Sequential([eqx.nn.Linear(WIDTH, WIDTH, key=key), eqx.nn.Dropout(0.5)])),
      ValueError, r"Dropout at .layers\[1\] .*wants `key=`.*inference_mode"),
-    (lambda: from_equinox(lambda key: NeedsKey(key)), TypeError, r"NeedsKey.__call__\(self, h, \*, key\)` needs `key=`"),
+    (lambda: from_equinox(lambda key: NeedsKey(key)), TypeError,
+     r"NeedsKey.__call__\(self, h, \*, key\)` needs `key=`"),
     (lambda: from_equinox(lambda key: eqx.nn.GRUCell(WIDTH, WIDTH, key=key), shape=(WIDTH,)), TypeError,
      "also requires hidden.*h ↦ cell"),
     (lambda: from_equinox(lambda key: LSTMStep(key), shape=(WIDTH,)), ValueError,
@@ -460,6 +467,7 @@ def test_missing_framework_says_which_extra_to_install(monkeypatch, blocked, ada
         adapter()
 
 
+@pytest.mark.slow  # a subprocess
 def test_jaxgrad_imports_without_equinox_or_flax():
     code = ("import sys; sys.modules.update(equinox=None, flax=None); import jaxgrad, jaxgrad.adapters; "
             "assert 'equinox' not in [m for m in sys.modules if sys.modules[m] is not None]")

@@ -2,6 +2,7 @@
 import ast
 import importlib
 import pathlib
+import re
 
 import pytest
 
@@ -27,7 +28,8 @@ def _imports(path: pathlib.Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
             out.add(base)
             out |= {f"{base}.{alias.name}" for alias in node.names}
     return out
@@ -101,3 +103,15 @@ def test_public_modules_say_what_is_public(module):
     missing = [n for n in mod.__all__ if not hasattr(mod, n)]
     assert not missing, f"{module}.__all__ names what it lacks: {missing}"
     assert not [n for n in mod.__all__ if n.startswith("_")]
+
+
+def test_the_version_is_written_once_and_the_package_is_typed():
+    import tomllib
+
+    import jaxgrad
+
+    project = tomllib.loads((LIBRARY.parent / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "jaxgrad.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", jaxgrad.__version__)
+    assert (LIBRARY / "py.typed").exists() and "py.typed" in project["tool"]["setuptools"]["package-data"]["jaxgrad"]

@@ -137,6 +137,7 @@ def test_identical_tokens_give_exactly_zero_query_and_key_gradients():
             assert float(jnp.linalg.norm(W)) <= 4 * EPS32 * scale
 
 
+@pytest.mark.slow
 def test_weight_gradient_norms_probe_equals_jax_grad():
     """Per sample and layer, ln‖∂L/∂W‖ of the probe's scan and vjp equals plain jax.grad of the same sample.
 
@@ -277,6 +278,7 @@ def test_linear_delta_orthogonal_product_is_an_exact_isometry_at_depth_1000_in_f
     assert svd.shape == (4, 1, 16) and np.max(np.abs(svd - predicted)) <= 1e-4 * L
 
 
+@pytest.mark.slow
 def test_delta_orthogonal_tanh_cnn_has_the_orthogonal_mlp_spectrum_per_pixel_gaussian_spreads_it():
     r"""At χ₁ = 1 each pixel of a delta-orthogonal CNN is an orthogonal MLP of width C in law, so the
     spectrum's linear statistics (mean of λ = σ², of λ²) match (two-sample test, 4 SE); Gaussian
@@ -308,6 +310,7 @@ def test_fourier_mode_power():
                                np.fft.fft(rho).real / 4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fourier_modes_probe_keeps_mode_powers_through_delta_orthogonal_kernels_gaussian_moves_them():
     """Linear, three delta-orthogonal layers then three Gaussian ones, one program: every pixel turned by
     the same σ_w Hᵀ keeps the mode powers exactly (to float32 rounding); Gaussian kernels weigh each

@@ -37,7 +37,8 @@ def test_submultiplicativity_check_catches_a_product_that_drops_a_factor(monkeyp
     params, x = net.init(jax.random.key(0)), jnp.linspace(-1, 1, 4)
     testing.assert_submultiplicative(net, params, x)
     true_product = jaxgrad.spectral.product
-    monkeypatch.setattr(jaxgrad.spectral, "product", lambda Ms: true_product(Ms[:-1]) if len(Ms) > 1 else true_product(Ms))
+    monkeypatch.setattr(jaxgrad.spectral, "product",
+                        lambda Ms: true_product(Ms[:-1]) if len(Ms) > 1 else true_product(Ms))
     with pytest.raises(AssertionError, match="jax.jacrev"):  # the inequality alone would still pass
         testing.assert_submultiplicative(net, params, x)
 
@@ -64,8 +65,10 @@ def test_log_product_norm_survives_products_that_overflow_float32():
     np.testing.assert_allclose(got, exact, rtol=1e-5)
 
 
-@pytest.mark.parametrize("reorthogonalise", [True, False])
-@pytest.mark.parametrize("width,steps", [(16, 16), (64, 24), (128, 32)])
+@pytest.mark.parametrize("width,steps,reorthogonalise", [
+    pytest.param(16, 16, True, marks=pytest.mark.slow), (16, 16, False),
+    pytest.param(64, 24, True, marks=pytest.mark.slow), (64, 24, False),
+    pytest.param(128, 32, True, marks=pytest.mark.slow), pytest.param(128, 32, False, marks=pytest.mark.slow)])
 def test_lanczos_top_singular_value_matches_svd(width, steps, reorthogonalise):
     keys = jax.random.split(jax.random.key(0), 32)
     A = jax.vmap(lambda k: jax.random.normal(k, (width, width)) / jnp.sqrt(width))(keys)
@@ -107,6 +110,7 @@ def test_lanczos_top_singular_survives_breakdown(case, reorthogonalise):
 
 
 
+@pytest.mark.slow
 def test_adaptive_lanczos_reaches_the_top_of_a_clustered_spectrum():
     """tanh with orthogonal weights: the top relative gap of J = D W is about 1e-4 at n = 64, where 32
     plain steps stop short by more than the 1e-4 contract; the adaptive run (max_steps) reaches it, and

@@ -120,6 +120,7 @@ def test_ctrl_c_after_force_names_the_command_that_resumes(capsys, fake, tmp_pat
     fake.CALLS.clear()
     code, _, err = _main(capsys, *shlex.split(advised)[1:])
     assert code == 0 and "2 points computed, 3 resumed" in err, err  # it resumes: --force would recompute 5
+    assert re.search(r"fake: complete in [0-9.]+ s \(2 points computed, 3 resumed\), [0-9.]+ s over 2 attempts ->", err)
     assert fake.CALLS == [3, 4]
     monkeypatch.setattr(fake, "run_point", interrupted)
     code, _, err = _main(capsys, "run", "fake", "--fo", "--out", out)  # argparse's prefix of --force
@@ -159,6 +160,7 @@ def test_unreadable_stored_files_are_one_line_naming_the_file_and_the_way_out(ca
     assert _main(capsys, "run", "fake", "--force", "--out", str(out), "--no-progress")[0] == 0
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_console_script_reports_bad_usage_without_a_traceback():
     proc = subprocess.run([sys.executable, "-c", "import sys; from experiments.cli import main; sys.exit(main())",
                            "run", "quadratic_stability", "--set", "n_lr=x"], capture_output=True, text=True)
@@ -178,6 +180,7 @@ def test_info_reports_jax_backend_and_devices(capsys):
     assert code == 0 and "jax " in out and "backend  cpu" in out and "devices" in out
 
 
+@pytest.mark.slow  # a study, end to end
 def test_reproduce_then_figures_then_a_resumed_run(capsys, tmp_path, monkeypatch):
     # One end-to-end flow on this study alone (the others have their own tests), at TINY size.
     monkeypatch.setattr(experiments, "discover", lambda: {"quadratic_stability": quadratic_stability})

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import cli
 from jaxgrad import cluster
+from experiments import cli
 from tests.helpers import Run, free_port, local_environment
 
 # A tiny study whose ensembles go through jaxgrad.simulate: 2 points (Gaussian and orthogonal
@@ -148,6 +148,7 @@ def assert_same_data(want_dir: Path, got_dir: Path):
         assert (got_dir / csv).read_bytes() == (want_dir / csv).read_bytes(), csv
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bit(runs):
     root, started = runs
     (code, single_err, _), (code0, err0, _), (code1, err1, _) = started["good"].finish(limit_s=600)
@@ -184,6 +185,7 @@ def test_two_processes_write_one_result_equal_to_a_single_process_run_bit_for_bi
     assert error_lines(err1) == [] and "Traceback" not in err0 + err1
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them(reruns):
     root, again = reruns
     single = root / "single" / "results" / STUDY
@@ -214,6 +216,7 @@ def test_a_rerun_resumes_every_point_on_both_processes_and_force_recomputes_them
     assert "Traceback" not in err0 + err1
 
 
+@pytest.mark.slow
 def test_a_configuration_mismatch_stops_both_processes_and_writes_nothing(runs):
     root, started = runs
     for me, (code, err, seconds) in enumerate(started["mismatch"].finish(limit_s=150)):
@@ -227,6 +230,7 @@ def test_a_configuration_mismatch_stops_both_processes_and_writes_nothing(runs):
     assert files(root / "m0") == files(root / "m1") == []
 
 
+@pytest.mark.slow
 def test_a_process_id_out_of_range_is_a_one_line_usage_error(runs):
     root, started = runs
     ((code, err, seconds),) = started["out_of_range"].finish(limit_s=240)
@@ -237,6 +241,7 @@ def test_a_process_id_out_of_range_is_a_one_line_usage_error(runs):
     assert files(root / "range") == []
 
 
+@pytest.mark.slow
 def test_bad_usage_is_reported_at_once_without_waiting_for_the_other_processes(runs):
     root, started = runs
     ((code, err, seconds),) = started["typo"].finish(limit_s=240)
@@ -246,6 +251,7 @@ def test_bad_usage_is_reported_at_once_without_waiting_for_the_other_processes(r
     assert files(root / "typo") == []
 
 
+@pytest.mark.slow
 def test_an_unreachable_coordinator_is_a_clear_error_after_the_init_timeout(runs):
     root, started = runs
     ((code, err, seconds),) = started["unreachable"].finish(limit_s=150)
@@ -258,6 +264,7 @@ def test_an_unreachable_coordinator_is_a_clear_error_after_the_init_timeout(runs
     assert files(root / "lonely") == []
 
 
+@pytest.mark.slow
 def test_a_coordinator_port_in_use_is_a_one_line_error_at_once(runs):
     root, started = runs
     # Under load, starting Python and JAX alone can take 20–30 s: "at once" means well before the 300 s

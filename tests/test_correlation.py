@@ -49,7 +49,8 @@ def reference(sw2, sb2=SB2):
     return q, c, sw2 * pair(dphi, c)
 
 
-@pytest.mark.parametrize("sw2,xi_expected,c_expected", [(1.3, 7.83, 1.0), (2.0, 25.2, 0.744), (4.0, 6.98, None)])
+@pytest.mark.parametrize("sw2,xi_expected,c_expected", [
+    pytest.param(1.3, 7.83, 1.0, marks=pytest.mark.slow), (2.0, 25.2, 0.744), (4.0, 6.98, None)])
 def test_xi_c_matches_independent_quadrature_and_the_issue_values(sw2, xi_expected, c_expected):
     _, c_ref, chi_ref = reference(sw2)
     xi_ref = -1 / math.log(chi_ref)
@@ -97,9 +98,10 @@ def test_vmap_and_jit_over_sigma_match_broadcasting():
     np.testing.assert_allclose(mapped, broadcast, rtol=1e-4)  # float32: ξ amplifies χ's 1e-7 rounding by 1/|ln χ| ≤ 30
 
 
-@pytest.mark.parametrize("sw2,c0", [(4.0, 0.95), (1.3, 0.2)], ids=["chaotic", "ordered"])
+@pytest.mark.parametrize("sw2,c0", [pytest.param(4.0, 0.95, marks=pytest.mark.slow), (1.3, 0.2)],
+                         ids=["chaotic", "ordered"])
 def test_engine_correlation_of_two_inputs_follows_the_iterated_map(sw2, c0):
-    """Two inputs through the same random jaxgrad.mlp: the measured correlation at each depth vs `correlation_transient`.
+    """Two inputs through one random jaxgrad.mlp: the measured correlation at each depth vs `correlation_transient`.
 
     The inputs are scaled so that the first pre-activations have variance q*; the measured
     correlation of layer ℓ is the exact conditional one given h⁽ℓ⁻¹⁾,

@@ -93,6 +93,7 @@ def failing_runs():
 # --------------------------------------------------------------------------- several processes
 
 
+@pytest.mark.slow
 def test_two_processes_reproduce_a_single_process_run_bit_for_bit(tmp_path, failing_runs):
     config = dict(samples=5, seed=3)  # 5 samples: uneven blocks, 2 + 3
     out = str(tmp_path / "result.npz")
@@ -116,6 +117,7 @@ def test_two_processes_reproduce_a_single_process_run_bit_for_bit(tmp_path, fail
     assert meta == json.loads(json.dumps(dict(nonfinite=want.nonfinite, config=want.config)))
 
 
+@pytest.mark.slow
 def test_a_configuration_mismatch_stops_every_process_clearly(failing_runs):
     # started as SLURM tasks, so this also exercises detection from the environment
     for me, (code, err, seconds) in enumerate(failing_runs["mismatch"].finish(limit_s=150)):
@@ -125,6 +127,7 @@ def test_a_configuration_mismatch_stops_every_process_clearly(failing_runs):
         assert seconds < 150
 
 
+@pytest.mark.slow
 def test_a_missing_peer_or_coordinator_is_a_clear_error_in_bounded_time(failing_runs):
     (code0, err0, seconds0), (code1, err1, seconds1) = failing_runs["lonely"].finish(limit_s=150)
     assert code0 == 3 and "process 0 of 2: not all 2 processes joined the coordinator at 127.0.0.1:" in err0, err0

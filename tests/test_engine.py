@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import jaxgrad
-from jaxgrad.probes import _input as sample_input, _unit_vector as unit_vector, sample_keys
+from jaxgrad.probes import _input as sample_input
+from jaxgrad.probes import _unit_vector as unit_vector
+from jaxgrad.probes import sample_keys
 
 
 def reference(net, seed, i, q0=1.0, spectrum_at=()):
@@ -21,7 +23,8 @@ def reference(net, seed, i, q0=1.0, spectrum_at=()):
     Js = [np.asarray(J, np.float64) for J in jaxgrad.layer_jacobians(net, params, x)]
     hs = jaxgrad.forward(net, params, x)
     u = np.asarray(unit_vector(keys.forward_probe, net.widths[0], jnp.float32), np.float64)
-    out = {k: [] for k in ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")}
+    fields = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+    out = {k: [] for k in fields}
     P, bound, spectra = np.eye(net.widths[0]), 0.0, {}
     for ell, J in enumerate(Js):
         P = J @ P
@@ -55,8 +58,9 @@ NETWORKS = {
 }
 
 
-@pytest.mark.parametrize("method", ["power", "svd"])
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name,method", [
+    pytest.param(name, method, marks=() if (name, method) in {("tanh", "power"), ("linear_orthogonal", "svd")}
+                 else pytest.mark.slow) for name in sorted(NETWORKS) for method in ("power", "svd")])
 def test_simulate_equals_the_per_sample_reference(name, method):
     net = NETWORKS[name]()
     spectrum_at = (2, net.depth)
@@ -88,7 +92,8 @@ def test_vector_method_matches_the_matrix_forward_gain_and_its_backward_definiti
     # Backward: ln‖J₁ᵀ⋯J_ℓᵀ ê_ℓ‖ with ê_ℓ = δ⁽ℓ⁾/‖δ⁽ℓ⁾‖, δ backpropagated from a unit e_L.
     keys = sample_keys(3, 0)
     params = net.init(keys.weights)
-    Js = [np.asarray(J, np.float64) for J in jaxgrad.layer_jacobians(net, params, sample_input(keys, 6, 1.0, jnp.float32))]
+    x = sample_input(keys, 6, 1.0, jnp.float32)
+    Js = [np.asarray(J, np.float64) for J in jaxgrad.layer_jacobians(net, params, x)]
     delta = np.asarray(unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), 6, jnp.float32), np.float64)
     deltas = [delta]
     for J in reversed(Js):
@@ -97,7 +102,7 @@ def test_vector_method_matches_the_matrix_forward_gain_and_its_backward_definiti
     np.testing.assert_allclose(res.log_backward_gain[0], want, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["power", "vector"])
+@pytest.mark.parametrize("method", [pytest.param("power", marks=pytest.mark.slow), "vector"])
 def test_results_do_not_depend_on_chunk_size(method):
     net = jaxgrad.mlp(width=8, depth=5, activation="tanh", sigma_w=2.0)
     a = jaxgrad.simulate(net, samples=37, seed=5, method=method, chunk_size=16)
@@ -112,6 +117,7 @@ def test_results_do_not_depend_on_chunk_size(method):
     np.testing.assert_array_equal(offset.log_forward_gain, a.log_forward_gain[30:37])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2])  # 8 devices: the next test
 def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devices):
     """Issue 20 item 1: with ≥ 2 host devices, widths ≥ 16 used to hang forever (LAPACK calls of two
@@ -133,6 +139,7 @@ def test_several_host_devices_do_not_hang_and_match_one_device_bit_for_bit(devic
     assert "identical" in out.stdout
 
 
+@pytest.mark.slow
 def test_eight_devices_give_bit_identical_results_to_one():
     script = textwrap.dedent("""
         import jax, numpy as np, jaxgrad
@@ -154,6 +161,7 @@ def test_eight_devices_give_bit_identical_results_to_one():
     assert "identical" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation,weights,sigma_w",
     [("tanh", "gaussian", 3.0), ("relu", "gaussian", 2.5), ("tanh", "gaussian", 0.3), ("linear", "orthogonal", 0.3)],
@@ -178,7 +186,7 @@ def test_ten_thousand_layers_in_float32_stay_finite_and_match_float64(activation
         assert np.all(r32.signal_exit_depth > 0) and r32.nonfinite["log_signal_norm"] == 4
 
 
-@pytest.mark.parametrize("activation,sigma_w", [("tanh", 1.0), ("relu", 1.5)])
+@pytest.mark.parametrize("activation,sigma_w", [("tanh", 1.0), pytest.param("relu", 1.5, marks=pytest.mark.slow)])
 def test_power_method_agrees_with_svd_to_1e4(activation, sigma_w):
     net = jaxgrad.mlp(width=64, depth=12, activation=activation, sigma_w=sigma_w)
     p = jaxgrad.simulate(net, samples=16, seed=1, method="power")
@@ -196,6 +204,7 @@ def test_product_norm_runs_the_fixed_lanczos_length():
         assert probes.product_lanczos_steps(n) == (probes.lanczos_steps(n), None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width,depth,activation,weights,sigma_w", [
     (16, 12, "tanh", "gaussian", 1.0),
     (512, 3, "tanh", "gaussian", 1.0),      # the widest: the smallest relative gap of a random J_ℓ
@@ -213,6 +222,7 @@ def test_power_meets_the_1e4_contract_on_hard_cases(width, depth, activation, we
     assert np.max(per_layer) <= 1e-4
 
 
+@pytest.mark.slow
 def test_norms_at_records_the_product_norm_at_those_depths_only_and_everything_else_as_before():
     net = jaxgrad.mlp(width=24, depth=20, activation="tanh", sigma_w=1.5, sigma_b=0.1)
     depths = jaxgrad.log_spaced_depths(20, 6)

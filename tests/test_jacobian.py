@@ -30,7 +30,8 @@ def test_fast_jacobian_path_equals_jacrev(activation, residual_alpha):
     net = jaxgrad.mlp(width=7, depth=2, activation=activation, sigma_b=0.3, residual_alpha=residual_alpha)
     params = net.init(jax.random.key(2))
     x = jax.random.normal(jax.random.key(3), (7,))
-    for layer, p, h, J in zip(net.layers, params, jaxgrad.forward(net, params, x), jaxgrad.layer_jacobians(net, params, x)):
+    hs, Js = jaxgrad.forward(net, params, x), jaxgrad.layer_jacobians(net, params, x)
+    for layer, p, h, J in zip(net.layers, params, hs, Js):
         J_fast, h_next = layer.jacobian(p, h)
         np.testing.assert_allclose(J_fast, J, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(h_next, layer.apply(p, h), rtol=1e-6)

@@ -103,6 +103,7 @@ def drawn(net, i):
     return net.init(jaxgrad.sample_keys(SEED, i).weights)
 
 
+@pytest.mark.slow
 def test_tanh_mlp_equals_the_materialised_values_inside_and_far_outside_the_float32_range():
     """Drawn weights; σ_w = 1e-9 puts ln‖J_6⋯J₁‖ near −120 (float32 holds e^±88). One program for the grid."""
     grid = [1.5, 1e-9]
@@ -117,9 +118,11 @@ def test_tanh_mlp_equals_the_materialised_values_inside_and_far_outside_the_floa
         assert_equals_reference(point, net, lambda i: drawn(net, i), TANH_DEPTHS)
 
 
+@pytest.mark.slow
 def test_rectangular_homogeneous_layers_equal_the_materialised_values():
     """A non-square layer before a square run (the chain changes width; depth 2 lies inside the run), leaky ReLU
-    without bias (the signal is carried as direction × log-scale); given weights, also scaled by 1e14 (ln‖P‖ > 90; float32 holds e^88)."""
+    without bias (the signal is carried as direction × log-scale); given weights, also scaled by 1e14 (ln‖P‖ > 90;
+    float32 holds e^88)."""
     net = jaxgrad.mlp(widths=[5, 8, 8, 8], activation="leaky_relu", weights="he")
     rng = np.random.default_rng(0)
     base = tuple(jaxgrad.DenseParams(rng.normal(size=(SAMPLES, m, n)).astype(np.float32) * np.float32(np.sqrt(2 / n)),
@@ -137,6 +140,7 @@ def test_rectangular_homogeneous_layers_equal_the_materialised_values():
     assert np.all(free.log_singular_values[3] > 90)
 
 
+@pytest.mark.slow
 def test_an_adapter_block_with_a_matrix_state_equals_the_materialised_values():
     """Given (eagerly drawn) parameters: drawn ones are the tanh MLP's case, and given ones compile faster."""
     net = jaxgrad.adapters.serial_from_equinox([make_mixing] * 5, shape=(TOKENS, FEATURES))

@@ -1,10 +1,9 @@
 """RMSNorm, LayerNorm and BatchNorm (issue 14): each layer against a plain per-sample reference,
 the exact Jacobian spectrum, BatchNorm's batch coupling and σ_w invariance, and bad input."""
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxgrad
 from jaxgrad import theory
@@ -65,6 +64,7 @@ def test_batch_norm_normalises_each_feature_over_the_batch_and_its_jacobian_coup
     assert np.abs(blocks[:, 0, :, 1]).max() < 1e-6  # features are not
 
 
+@pytest.mark.slow
 def test_batch_norm_mlp_matches_a_plain_unroll_and_does_not_depend_on_sigma_w():
     B, n, L = 4, 3, 5
     with jax.enable_x64(True):

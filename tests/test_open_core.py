@@ -59,6 +59,7 @@ def test_seed_sigma_and_q0_are_traced_one_compile_for_two_calls():
     assert ensemble.compile_count() == before
 
 
+@pytest.mark.slow
 def test_the_cached_program_uses_each_calls_values():
     """The second call reuses the first call's program, yet equals a fresh process's answer for its own net."""
     a = jaxgrad.mlp(width=5, depth=4, activation="tanh", sigma_w=0.9)
@@ -100,6 +101,7 @@ def test_equal_layers_built_separately_are_one_segment_and_one_program_size():
     _same(jaxgrad.simulate(deep, 4, seed=2), jaxgrad.simulate(jaxgrad.mlp(width=8, depth=32), 4, seed=2))
 
 
+@pytest.mark.slow
 def test_layers_that_differ_in_sigma_scan_together_and_use_their_own_values():
     layers = [jaxgrad.dense(6, 6, activation="tanh", sigma_w=s) for s in (0.5, 1.0, 2.0, 4.0)]
     net = jaxgrad.serial(*layers)
@@ -112,6 +114,7 @@ def test_layers_that_differ_in_sigma_scan_together_and_use_their_own_values():
 # --------------------------------------------------------------------------- where parameters come from
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["power", "svd", "vector"])
 def test_given_parameters_equal_to_the_drawn_ones_give_the_same_results(method):
     net = jaxgrad.mlp(widths=[6, 6, 6, 4, 4], activation="tanh", sigma_w=1.3, sigma_b=0.1)
@@ -121,6 +124,10 @@ def test_given_parameters_equal_to_the_drawn_ones_give_the_same_results(method):
     fields = FIELDS[2:] if method == "vector" else FIELDS
     _rounding_close(jaxgrad.simulate(net, 7, seed=8, method=method),
                     jaxgrad.simulate(net, 7, seed=8, method=method, params=params), fields)
+
+
+def test_given_parameters_equal_to_the_drawn_ones_give_the_same_lyapunov_spectrum():
+    # (once: the Lyapunov probe has no method; it ran inside each method's case above before)
     lyap = jaxgrad.lyapunov_spectrum(jaxgrad.mlp(width=5, depth=6), 4, seed=2)
     given = jaxgrad.lyapunov_spectrum(jaxgrad.mlp(width=5, depth=6), 4, seed=2,
                                       params=_draw(jaxgrad.mlp(width=5, depth=6), _weight_keys(2, 4)))
@@ -137,6 +144,7 @@ def test_given_parameters_are_used():
     np.testing.assert_allclose(res.log_norm_product, 0.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tied_network_uses_one_matrix_at_every_layer():
     net = jaxgrad.mlp(width=5, depth=7, activation="tanh", sigma_w=1.5, tied=True)
     params = net.init(jax.random.key(0))
@@ -201,6 +209,7 @@ def test_a_grid_is_one_program_and_each_point_equals_its_own_simulate():
                 np.testing.assert_array_equal(getattr(res, f)[a, b], getattr(one, f), err_msg=f"{f} at {w}, {s}")
 
 
+@pytest.mark.slow
 def test_a_grid_over_q0_with_common_samples():
     net = jaxgrad.mlp(width=4, depth=3, activation="tanh")
     res = jaxgrad.sweep(net, 5, 2, grid={"q0": [0.5, 2.0]}, method="vector")
@@ -246,7 +255,8 @@ def test_a_users_own_measurement_runs_through_the_runner_and_depends_only_on_see
 def test_runner_grids_per_sample_data_and_indices():
     grid = ensemble.run(_user_probe, 5, seed=[1, 2, 3], grid_size=3, args=(jnp.asarray([1.0, 2.0, 3.0]),))
     assert grid["diag"].shape == (3, 5, 6)
-    np.testing.assert_array_equal(grid["diag"][2], ensemble.run(_user_probe, 5, seed=3, args=(jnp.float32(3.0),))["diag"])
+    alone = ensemble.run(_user_probe, 5, seed=3, args=(jnp.float32(3.0),))
+    np.testing.assert_array_equal(grid["diag"][2], alone["diag"])
     data = np.arange(10.0).reshape(5, 2)
     out = ensemble.run(lambda i, d: {"i": i, "twice": 2 * d}, 5, per_sample=data, index=True)
     np.testing.assert_array_equal(out["i"], np.arange(5))

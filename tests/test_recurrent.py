@@ -4,11 +4,10 @@ Each claim is pinned by an equality (the engine against a plain `jax.jacrev` unr
 same inputs) before an inequality (Pascanu's bound) is trusted. Small widths and depths: the
 whole module runs in well under a minute on 2 CPU cores.
 """
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxgrad
 from jaxgrad import ensemble, probes, recurrent, stats, theory
@@ -29,6 +28,7 @@ def _reference(net, seed, i, q0=1.0):
     return (p, *recurrent.unroll(net, p, h0))
 
 
+@pytest.mark.slow
 def test_without_input_vanilla_is_the_tied_mlp_bit_for_bit():
     net = jaxgrad.rnn(width=8, steps=12, sigma_w=1.5, sigma_b=0.2)
     ref = jaxgrad.mlp(width=8, depth=12, sigma_w=1.5, sigma_b=0.2, tied=True)
@@ -42,8 +42,8 @@ def test_without_input_vanilla_is_the_tied_mlp_bit_for_bit():
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
 
 
-@pytest.mark.parametrize("cell, activation", [("vanilla", "sigmoid"), ("gru", "tanh"), ("lstm", "tanh"),
-                                              ("lstm", "sigmoid")])
+@pytest.mark.parametrize("cell, activation", [
+    ("vanilla", "sigmoid"), ("gru", "tanh"), pytest.param("lstm", "tanh", marks=pytest.mark.slow), ("lstm", "sigmoid")])
 def test_fast_jacobian_equals_jacrev(cell, activation):
     net = jaxgrad.rnn(width=6, steps=3, cell=cell, activation=activation, sigma_w=1.3, sigma_b=0.4, input_std=0.7,
                       input_dim=4)
@@ -55,7 +55,8 @@ def test_fast_jacobian_equals_jacrev(cell, activation):
     np.testing.assert_allclose(out, layer.apply(p, h), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("cell, activation, sigma_w", CELL_CASES)
+@pytest.mark.parametrize("cell, activation, sigma_w",
+                         [CELL_CASES[0], *(pytest.param(*case, marks=pytest.mark.slow) for case in CELL_CASES[1:])])
 def test_engine_measures_the_unrolled_product(cell, activation, sigma_w):
     """‖J_t‖₂ (log_norm_product increments), ‖J_t⋯J_1‖₂ and ‖h_t‖ against the reference unroll.
 
@@ -82,7 +83,7 @@ def test_engine_measures_the_unrolled_product(cell, activation, sigma_w):
     assert x.shape == (T, 3) and len({tuple(row) for row in x}) == T  # a fresh input at every step
 
 
-@pytest.mark.parametrize("cell", ["vanilla", "lstm"])
+@pytest.mark.parametrize("cell", ["vanilla", pytest.param("lstm", marks=pytest.mark.slow)])
 def test_sum_of_lyapunov_exponents_is_mean_log_det(cell):
     r"""Σ_i λ_i = (1/T) Σ_t ln|det J_t| per sample (|det Q| = 1 in $J_t Q_{t-1} = Q_t R_t$)."""
     T, samples = 30, 3
@@ -95,7 +96,8 @@ def test_sum_of_lyapunov_exponents_is_mean_log_det(cell):
             np.testing.assert_allclose(lam[i].sum(), mean_log_det, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("activation, gamma, sigma_w", [("tanh", 1.0, 0.45), ("sigmoid", 0.25, 1.6)])
+@pytest.mark.parametrize("activation, gamma, sigma_w", [pytest.param("tanh", 1.0, 0.45, marks=pytest.mark.slow),
+                                                       ("sigmoid", 0.25, 1.6)])
 def test_pascanu_bound_per_step_and_sufficient_condition_for_vanishing(activation, gamma, sigma_w):
     r"""Pascanu et al. 2013: ‖J_t‖₂ ≤ γ‖W‖₂ at every step of every sample, and ‖W‖₂ < 1/γ
     makes ‖J_t⋯J_1‖₂ ≤ (γ‖W‖₂)^t. Float64; the slack 1e-9 is far above the rounding of a log
@@ -168,6 +170,7 @@ def test_wrong_input_sequence_shape_is_refused():
         recurrent.unroll(net, p, jnp.zeros(5))
 
 
+@pytest.mark.slow
 def test_given_parameters_reproduce_the_drawn_ones():
     """The input seed is a float leaf, so `simulate(params=draw_params(...))` works and gives the same run."""
     net = jaxgrad.rnn(width=4, steps=8, input_std=1.0)

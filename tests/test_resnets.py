@@ -2,11 +2,10 @@
 one compile per structure, the exact linear-residual laws against Monte Carlo at 4 SE, bad input."""
 import math
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import jaxgrad
 from jaxgrad import ensemble, theory
@@ -60,6 +59,7 @@ def linear_sweep():
                          grid={"alpha": list(ALPHAS)}, method="vector", fields=LAW_FIELDS)
 
 
+@pytest.mark.slow
 def test_a_sweep_over_alpha_and_a_compiles_once_and_equals_separately_built_networks(linear_sweep):
     before = ensemble.compile_count()
     again = jaxgrad.sweep(jaxgrad.resnet(width=N, depth=L, activation="linear", a=2.0), SAMPLES, 1,

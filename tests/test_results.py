@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from experiments import runner
 from jaxgrad import store as results
 from jaxgrad.plotting import Figure, save_figure, subplots
 from jaxgrad.stats import Comparison
 from jaxgrad.store import Store
+from experiments import runner
 from tests.helpers import import_fake_experiment
 
 
@@ -137,6 +137,7 @@ def test_force_or_a_new_config_recomputes_everything(fake, tmp_path):
     assert fake.CALLS == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow  # a subprocess, killed midway
 def test_killing_a_run_midway_and_starting_again_completes_it(fake, tmp_path):
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(tmp_path)!r})
@@ -184,6 +185,49 @@ def test_a_run_that_resumes_nothing_is_a_new_run(fake, tmp_path):
     assert fresh["attempts"] == 1 and fresh["started"] != old["started"]
     assert 0.05 <= fresh["wall_seconds"] < 60  # its own time, not the committed run's added to it
     assert store.read_manifest() == fresh
+
+
+def test_a_resumed_run_says_its_own_time_and_separately_the_total(fake, tmp_path):
+    _run(fake, tmp_path, config=fake.Config(delay=0.01))
+    store = Store.of(tmp_path, "fake")
+    results.write_json(store.manifest, dict(store.read_manifest(), attempts=2, wall_seconds=463.3))
+    resumed = _run(fake, tmp_path, config=fake.Config(delay=0.01))  # every point stored: nothing computed
+    assert resumed["wall_seconds"] > 463.3 and 0 <= resumed["attempt_seconds"] < 60
+    assert runner.outcome(resumed) == (f"fake: complete in {resumed['attempt_seconds']:.1f} s (0 points computed, "
+                                       f"5 resumed), {resumed['wall_seconds']:.1f} s over 3 attempts")
+    fresh = _run(fake, tmp_path, force=True)
+    assert fresh["attempt_seconds"] == fresh["wall_seconds"]
+    assert runner.outcome(fresh) == f"fake: complete in {fresh['wall_seconds']:.1f} s (5 points computed, 0 resumed)"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "rewrite", "delete"])
+def test_a_point_file_damaged_during_the_run_fails_it_and_the_next_run_completes(fake, tmp_path, monkeypatch,
+                                                                                 damage):
+    store, original = Store.of(tmp_path, "fake"), fake.run_point
+    victim = store.point_path("i=1")
+
+    def damaging(config, point, key):
+        if point["i"] == 3:  # i = 1 was written and is damaged behind the runner's back
+            if damage == "truncate":
+                victim.write_bytes(victim.read_bytes()[:40])
+            elif damage == "rewrite":  # a readable file with other numbers in it
+                results.write_npz(victim, {"value": np.array([-1.0])})
+            else:
+                victim.unlink()
+        return original(config, point, key)
+
+    monkeypatch.setattr(fake, "run_point", damaging)
+    with pytest.raises(results.UnreadableFileError, match=f"^{re.escape(str(victim))} is unreadable") as caught:
+        _run(fake, tmp_path)
+    assert "the same command recomputes it" in str(caught.value)
+    manifest = store.read_manifest()
+    assert manifest["status"] == "failed" and str(victim) in manifest["error"]
+    assert not store.data.exists()  # nothing derived from the points
+    monkeypatch.setattr(fake, "run_point", original)
+    fake.CALLS.clear()
+    manifest = _run(fake, tmp_path)
+    # an unreadable or missing point is recomputed; a readable one is resumed as it is (nothing tells it apart then)
+    assert manifest["status"] == "complete" and fake.CALLS == ([] if damage == "rewrite" else [1])
 
 
 def test_the_manifest_records_elapsed_time_after_every_computed_point(fake, tmp_path, monkeypatch):

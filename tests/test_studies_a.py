@@ -10,10 +10,12 @@ TINY = {
     depth_sweep: depth_sweep.Config(width=8, depth=6, samples=32, histogram_depths=(3, 6)),
     bound_tightness: bound_tightness.Config(width=8, depth=12, samples=16),
     saturation: saturation.Config(width=8, samples=16, n_q=3, histogram_q=(0.1, 10.0)),
-    weight_norm: weight_norm.Config(widths=(4,), rectangular_in=4, rectangular_out=(8,), samples=16),  # 8 compiles, not 16
+    # 8 compiles, not 16
+    weight_norm: weight_norm.Config(widths=(4,), rectangular_in=4, rectangular_out=(8,), samples=16),
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
 def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
     run_study_at_a_tiny_size(module, TINY[module], tmp_path)

@@ -14,6 +14,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
 def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
     config = TINY[module]

@@ -17,6 +17,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.NAME)
 def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
     config = TINY[module]
@@ -35,7 +36,8 @@ def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
 @pytest.mark.parametrize("module,field,value", [
     (residual_scaling, "depths", (8, 4)), (residual_scaling, "a", -1.0), (residual_scaling, "activations", ("gelu",)),
     (residual_scaling, "alphas", (-0.5,)), (normalisation, "activations", ("sigmoid",)), (normalisation, "a", 0.0),
-    (normalisation, "width", 1), (normalisation, "norms", ("layer",)), (batchnorm_explosion, "batches", (2, 8, 16)), (batchnorm_explosion, "batches", (8, 16)),
+    (normalisation, "width", 1), (normalisation, "norms", ("layer",)), (batchnorm_explosion, "batches", (2, 8, 16)),
+    (batchnorm_explosion, "batches", (8, 16)),
     (batchnorm_explosion, "sigma_ws", (0.5, 2.0)), (batchnorm_explosion, "fit_start", 39),
     (batchnorm_explosion, "linear_weights", ("xavier",))])
 def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
@@ -56,3 +58,17 @@ def test_presets_are_valid_and_full_is_larger(module):
     quick, full = module.Config.quick(), module.Config.full()
     assert len(module.points(full)) >= len(module.points(quick))
     assert full.samples > quick.samples
+
+
+def test_residual_scaling_figures_draw_without_warnings_at_the_quick_depths(tmp_path):
+    """α = 0's law (1 + a²)^L reaches ~1e308 at L = 1,024; drawing it must not overflow matplotlib's
+    autoscaling (it warned during every `reproduce`; warnings are errors in this suite)."""
+    config = residual_scaling.Config.quick()
+    assert max(config.depths) == 1024
+    rng = np.random.default_rng(0)
+    shape = (len(config.alphas), len(config.depths), 8)
+    fields = ("log_spectral_norm", "log_forward_gain", "log_backward_gain")
+    results = [({"activation": act}, {f: rng.normal(size=shape) for f in fields}) for act in config.activations]
+    _, data = residual_scaling.summarize(config, results)
+    figures = residual_scaling.plot(data, config, tmp_path)
+    assert [f.stem for f in figures] == ["norms_vs_depth", "plateau"]

@@ -23,6 +23,7 @@ def test_importing_without_hypothesis_says_what_to_install(monkeypatch):
     assert importlib.import_module("jaxgrad.testing") is testing
 
 
+@pytest.mark.slow  # a subprocess
 def test_jaxgrad_does_not_import_testing_eagerly():
     import subprocess
     code = "import sys, jaxgrad; print('jaxgrad.testing' in sys.modules, 'hypothesis' in sys.modules)"

@@ -108,7 +108,7 @@ def test_relu_laws_reject_bad_widths():
 # --------------------------------------------------------------------------- spectral norm of a Gaussian matrix
 
 
-@pytest.mark.parametrize("n_out, n_in", [(96, 96), (48, 192), (192, 48)])
+@pytest.mark.parametrize("n_out, n_in", [pytest.param(96, 96, marks=pytest.mark.slow), (48, 192), (192, 48)])
 def test_tracy_widom_mean_and_edge_against_numpy_eigenvalues(n_out, n_in):
     sigma_w, draws = 1.5, 300
     W = np.random.default_rng(n_out + n_in).normal(0.0, sigma_w / math.sqrt(n_in), (draws, n_out, n_in))

@@ -67,7 +67,8 @@ def test_gaussian_linear_product_log_gain():
         exact = theory.gaussian_log_gain(n, ell, sigma_w)
         for name, gain in (("forward", res.log_forward_gain), ("backward", res.log_backward_gain)):
             check(f"linear n={n} σ_w={sigma_w} ℓ={ell} E ln‖·‖ {name}", *mean_and_se(gain[:, ell - 1]), exact.mean)
-            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *variance_and_se(gain[:, ell - 1]), exact.variance)
+            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *variance_and_se(gain[:, ell - 1]),
+                  exact.variance)
 
 
 def test_gaussian_lyapunov_spectrum_by_qr():
@@ -82,7 +83,8 @@ def test_gaussian_lyapunov_spectrum_by_qr():
         check(f"linear n={n} L={L} Lyapunov λ_{i + 1}", *mean_and_se(exponents[:, i]), predicted[i])
 
 
-@pytest.mark.parametrize("n,L,samples", [(4, 10, 1024), (16, 24, 4096), (128, 8, 1024)])
+@pytest.mark.parametrize("n,L,samples", [(4, 10, 1024), pytest.param(16, 24, 4096, marks=pytest.mark.slow),
+                                         pytest.param(128, 8, 1024, marks=pytest.mark.slow)])
 def test_he_relu_log_gain_at_finite_width(n, L, samples):
     res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="relu", weights="he"),
                            samples=samples, seed=1, method="vector")
@@ -126,12 +128,14 @@ def test_fuss_catalan_moments_of_gaussian_products():
                            method="svd", spectrum_at=(1, 2, 4))
     for ell in (1, 2, 4):
         m1, m2, m3 = spectral_moments(res.log_singular_values[ell])
-        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_and_se(m1), theory.product_moments_gaussian(ell, 1, width=n))
+        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_and_se(m1),
+              theory.product_moments_gaussian(ell, 1, width=n))
         exact = theory.product_moments_gaussian(ell, 2, width=n)
         check(f"linear n={n} ℓ={ell} m₂, exact at finite width", *mean_and_se(m2), exact)
         # The Fuss–Catalan limit, with its finite-width bias added explicitly (known exactly for k = 2).
         fc2 = theory.product_moments_gaussian(ell, 2)
-        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_and_se(m2)[0] - (exact - fc2), mean_and_se(m2)[1], fc2)
+        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_and_se(m2)[0] - (exact - fc2),
+              mean_and_se(m2)[1], fc2)
     # k = 3 at finite width is not in closed form here: the bias must be visible and shrink
     # like 1/n; at n = 32 it is (m₃ − FC)/FC = 0.15 ± 0.02 for ℓ = 4 (FC = 35).
     m3_mean, m3_se = mean_and_se(spectral_moments(res.log_singular_values[4])[2])
@@ -150,7 +154,7 @@ def tanh_phase(phase):
     return sigma_w, q, (q - SIGMA_B**2) / sigma_w**2  # the input variance that puts layer 1 at q*
 
 
-@pytest.mark.parametrize("phase", list(PHASES))
+@pytest.mark.parametrize("phase", [pytest.param(p, marks=pytest.mark.slow) if p == "ordered" else p for p in PHASES])
 def test_tanh_gain_and_signal_follow_mean_field(phase):
     n, L, kappa = 64, 16, 0.5
     sigma_w, q, q0 = tanh_phase(phase)
@@ -200,8 +204,11 @@ def test_tanh_at_one_zero_decays_algebraically_not_as_chi1_says():
 
 @pytest.mark.parametrize(
     "activation,weights,sigma_w,sigma_b",
-    [("linear", "gaussian", 1.0, 0.0), ("tanh", "gaussian", None, SIGMA_B), ("tanh", "orthogonal", None, SIGMA_B),
-     ("relu", "he", 1.0, 0.0), ("relu", "orthogonal", math.sqrt(2), 0.0)],
+    [pytest.param("linear", "gaussian", 1.0, 0.0, marks=pytest.mark.slow),
+     pytest.param("tanh", "gaussian", None, SIGMA_B, marks=pytest.mark.slow),
+     ("tanh", "orthogonal", None, SIGMA_B),
+     pytest.param("relu", "he", 1.0, 0.0, marks=pytest.mark.slow),
+     pytest.param("relu", "orthogonal", math.sqrt(2), 0.0, marks=pytest.mark.slow)],
 )
 def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, sigma_w, sigma_b):
     n, L, kappa = 64, 4, 2.5
@@ -230,6 +237,7 @@ def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, 
 # --------------------------------------------------------------------------- two stable fixed points: GELU
 
 
+@pytest.mark.slow
 def test_gelu_with_two_stable_fixed_points_follows_the_start():
     # GELU at (σ_w, σ_b) = (1.5, 0.1): V(q) = q at q ≈ 0.0242 (stable), q ≈ 1.315 (unstable),
     # and V(q)/q → σ_w²/2 = 1.125 > 1 above: the large branch is q* = ∞. From q0 = 0.01,

@@ -46,6 +46,7 @@ def test_training_learns_the_digits():
     assert np.all(h.accuracy[:, :, -1] > 0.9) and np.all(h.loss[:, :, -1] < h.loss[:, :, 0] / 4)
 
 
+@pytest.mark.slow
 def test_a_divergent_member_is_masked_and_the_others_are_unchanged():
     grid = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=[0.01, 1.0],
                           loss="mse", record_every=10)
@@ -67,6 +68,7 @@ def test_a_divergent_member_is_masked_and_the_others_are_unchanged():
     assert all(np.all(np.isfinite(leaf[1])) for leaf in jax.tree.leaves(grid.params))  # frozen before the blow-up
 
 
+@pytest.mark.slow
 def test_clip_by_global_norm_bounds_the_first_step_and_prevents_the_divergence():
     tight = lambda lr: optax.chain(optax.clip_by_global_norm(0.1), optax.sgd(lr))  # noqa: E731
     h = training.train(TANH, tight, DIGITS.x, DIGITS.y, keys=KEYS, steps=1, learning_rate=0.5, weight_scale=3.0)
@@ -122,6 +124,7 @@ def test_top_hessian_eigenvalue_of_the_seed_quadratic_is_a(a):
     assert quadratic.critical_learning_rate(lam) == pytest.approx(2 / a, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_top_hessian_eigenvalue_matches_the_exact_hessian_of_a_tiny_network():
     with jax.enable_x64(True):
         net = jaxgrad.mlp(widths=[8, 6, 6], activation="tanh", sigma_w=1.5, sigma_b=0.3)

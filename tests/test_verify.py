@@ -1,5 +1,4 @@
 """The engine checks itself (jaxgrad.verify), layers' claims are checked when built, inputs are public."""
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -254,7 +253,7 @@ def test_two_probes_with_one_name_are_two_programs():
     assert measure(make(3.0), net, 4, cache_key="three")["x"].tolist() == [3.0] * 4
 
 
-# --------------------------------------------------------------------------- the accuracy contract on structured networks
+# ----------------------------------------------------------------- the accuracy contract on structured networks
 
 
 @pytest.mark.parametrize("case", ["token-rms-residual", "resnet-pre-ln", "attention-residual", "mlp-residual"])

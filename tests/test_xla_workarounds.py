@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from jaxgrad import _xla_workarounds
 
 # Without the workaround this program deadlocks on XLA:CPU (jaxlib 0.10, 2 cores): LAPACK QR
@@ -25,6 +27,7 @@ def _run(env):
     return subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_orthogonal_weights_beside_matmuls_do_not_deadlock():
     out = _run({"XLA_FLAGS": ""})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -41,6 +44,7 @@ def test_a_users_own_setting_of_the_flag_is_kept(monkeypatch):
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {_xla_workarounds.FLAG}=false"
 
 
+@pytest.mark.slow
 def test_importing_jaxgrad_after_a_computation_warns(tmp_path):
     program = ("import warnings, jax.numpy as jnp; jnp.ones(2).block_until_ready()\n"
                "with warnings.catch_warnings(record=True) as w:\n"

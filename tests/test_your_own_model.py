@@ -6,12 +6,13 @@ from jaxgrad.stats import ks_two_sample
 from tests.helpers import run_study_at_a_tiny_size
 
 pytest.importorskip("equinox")
-from experiments import your_own_model  # noqa: E402  (needs equinox)
+from experiments import your_own_model
 
 TINY = your_own_model.Config(width=8, agreement_depth=4, depths=(2, 4), agreement_samples=64, sigma_w=(1.0, 2.0),
                              boundary_width=8, boundary_depth=8, fit_start=3, boundary_samples=64, theory_points=9)
 
 
+@pytest.mark.slow
 def test_study_runs_end_to_end_at_a_tiny_size(tmp_path):
     data, comparisons = run_study_at_a_tiny_size(your_own_model, TINY, tmp_path)
     assert all(c.tolerance > 0 for c in comparisons)

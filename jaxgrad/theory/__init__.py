@@ -46,7 +46,16 @@ The library never imports the engine; tests put each prediction beside
 `jaxgrad.simulate` (tests/test_theory_mc.py) or beside an independent NumPy/SciPy
 computation (tests/test_theory_laws.py).
 """
-from jaxgrad.theory.moments import GaussianMoments, gaussian_moments
+from jaxgrad.theory.attention import (
+    RANK_COLLAPSE_EXPONENT,
+    attention_residual_log_bound,
+    delta_orthogonal_log_singular_value,
+    uniform_attention_mean_growth,
+    uniform_attention_token_cosine,
+)
+from jaxgrad.theory.correlation import c_star, chi_c, correlation_map, correlation_transient, depth_scales, xi_c
+from jaxgrad.theory.extremes import expected_max_derivative, expected_mean_square_derivative, input_norm_average
+from jaxgrad.theory.isometry import jacobian_spectrum_variance
 from jaxgrad.theory.mean_field import (
     DepthScales,
     FixedPoint,
@@ -58,16 +67,22 @@ from jaxgrad.theory.mean_field import (
     q_star,
     signal_propagation,
 )
-from jaxgrad.theory.correlation import c_star, chi_c, correlation_map, correlation_transient, depth_scales, xi_c
+from jaxgrad.theory.moments import GaussianMoments, gaussian_moments
+from jaxgrad.theory.normalisation import (
+    batch_norm_gradient_factor,
+    batch_norm_gradient_rate,
+    norm_jacobian_singular_values,
+    pre_norm_signal_variance,
+)
 from jaxgrad.theory.random_matrix import (
+    TW1_MEAN,
     LogGain,
+    ReluLogGainMoments,
     gaussian_log_gain,
     gaussian_lyapunov_spectrum,
-    product_moments_gaussian,
-    ReluLogGainMoments,
-    TW1_MEAN,
     lyapunov_sorting_bias,
     marchenko_pastur_edge,
+    product_moments_gaussian,
     relu_layer_characteristic_function,
     relu_log_gain,
     relu_log_gain_density,
@@ -75,8 +90,6 @@ from jaxgrad.theory.random_matrix import (
     relu_zero_gain_probability,
     tracy_widom_mean_norm,
 )
-from jaxgrad.theory.extremes import expected_max_derivative, expected_mean_square_derivative, input_norm_average
-from jaxgrad.theory.isometry import jacobian_spectrum_variance
 from jaxgrad.theory.residual import (
     ResidualLogGain,
     linear_residual_gain,
@@ -85,28 +98,18 @@ from jaxgrad.theory.residual import (
     mean_field_residual_gain,
     residual_gain_limit,
 )
-from jaxgrad.theory.normalisation import (
-    batch_norm_gradient_factor,
-    batch_norm_gradient_rate,
-    norm_jacobian_singular_values,
-    pre_norm_signal_variance,
-)
-from jaxgrad.theory.attention import (
-    RANK_COLLAPSE_EXPONENT,
-    attention_residual_log_bound,
-    delta_orthogonal_log_singular_value,
-    uniform_attention_mean_growth,
-    uniform_attention_token_cosine,
-)
 
 __all__ = [
     "RANK_COLLAPSE_EXPONENT", "attention_residual_log_bound", "delta_orthogonal_log_singular_value",
     "uniform_attention_mean_growth", "uniform_attention_token_cosine",
     "DepthScales", "FixedPoint", "GaussianMoments", "LogGain", "Propagation", "ReluLogGainMoments", "ResidualLogGain",
-    "TW1_MEAN", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "pre_norm_signal_variance", "c_star", "chi1", "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
+    "TW1_MEAN", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "pre_norm_signal_variance", "c_star", "chi1",
+    "chi_c", "correlation_map", "correlation_transient", "critical_sigma_w", "depth_scales",
     "expected_max_derivative", "expected_mean_square_derivative", "fixed_points", "gaussian_log_gain",
     "gaussian_lyapunov_spectrum", "gaussian_moments", "input_norm_average", "jacobian_spectrum_variance",
-    "linear_residual_gain", "linear_residual_log_gain", "linear_residual_log_variance_limit", "lyapunov_sorting_bias", "marchenko_pastur_edge", "mean_field_log_gain", "mean_field_residual_gain", "norm_jacobian_singular_values", "product_moments_gaussian", "q_star",
+    "linear_residual_gain", "linear_residual_log_gain", "linear_residual_log_variance_limit", "lyapunov_sorting_bias",
+    "marchenko_pastur_edge", "mean_field_log_gain", "mean_field_residual_gain", "norm_jacobian_singular_values",
+    "product_moments_gaussian", "q_star",
     "relu_layer_characteristic_function", "relu_log_gain", "relu_log_gain_density", "relu_log_gain_moments",
     "relu_zero_gain_probability", "residual_gain_limit", "signal_propagation", "tracy_widom_mean_norm", "xi_c",
 ]

@@ -48,8 +48,18 @@ import numpy as np
 from jaxgrad.activations import Activation, derivative
 from jaxgrad.quadrature import graded_legendre
 from jaxgrad.theory._checks import check_positive_integer
-from jaxgrad.theory.mean_field import (DepthScales, _clip_q, _depth, _depth_scales, _float, _q_star, _resolve, bisect,
-                                        check_moments, implicit_root)
+from jaxgrad.theory.mean_field import (
+    DepthScales,
+    _clip_q,
+    _depth,
+    _depth_scales,
+    _float,
+    _q_star,
+    _resolve,
+    bisect,
+    check_moments,
+    implicit_root,
+)
 from jaxgrad.theory.moments import gaussian_moments
 
 __all__ = ["c_star", "chi_c", "correlation_map", "correlation_transient", "xi_c"]
@@ -58,7 +68,7 @@ Array = jax.Array
 GRID = 65  # grid on [-1, 1] that brackets the largest fixed point below 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rule_2d():
     rule = graded_legendre(order=10, levels=3, cutoff=8)
     return rule.nodes, rule.weights
@@ -229,4 +239,5 @@ def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
       `DepthScales(q, gradient, xi_c)`.
     """
     act = _resolve(activation, sigma_w, sigma_b, q0)
-    return DepthScales(*_depth_scales(act, sigma_w, sigma_b, q0)[:2], xi_c_of(act, sigma_w, sigma_b))
+    xi_q, xi_gradient = _depth_scales(act, sigma_w, sigma_b, q0)
+    return DepthScales(xi_q, xi_gradient, xi_c_of(act, sigma_w, sigma_b))

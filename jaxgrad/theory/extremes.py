@@ -21,7 +21,7 @@ References: H. A. David, H. N. Nagaraja, "Order Statistics", 3rd ed., Wiley 2003
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +34,7 @@ __all__ = ["expected_max_derivative", "expected_mean_square_derivative", "input_
 
 
 def expected_mean_square_derivative(activation: str | Activation, q) -> np.ndarray:
-    r"""$E[φ′(z)^2]$, $z \sim N(0, q)$, by Gaussian quadrature (`jaxgrad.quadrature.gaussian_expectation`, float32 nodes).
+    r"""$E[φ′(z)^2]$, $z \sim N(0, q)$, by Gaussian quadrature (`quadrature.gaussian_expectation`, float32 nodes).
 
     Returns:
       float64 array, the shape of q.
@@ -74,7 +74,7 @@ def expected_max_derivative(activation: str | Activation, q, width: int, *, node
     q = np.asarray(q, np.float64)
     phi_prime = derivative(get_activation(activation).fn)
     values = np.asarray(phi_prime(jnp.asarray(np.sqrt(q)[..., None] * u, jnp.float32)), np.float64)
-    return np.trapezoid(values**power * density, u, axis=-1) / np.trapezoid(density, u)
+    return np.asarray(np.trapezoid(values**power * density, u, axis=-1) / np.trapezoid(density, u))
 
 
 def input_norm_average(g: Callable[[np.ndarray], np.ndarray], sigma_w, sigma_b, q0, width: int, *,

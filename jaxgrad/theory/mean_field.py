@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -460,7 +461,8 @@ def mean_field_log_gain(activation, sigma_w, sigma_b, width, depth, *, q0=1.0):
 
     Mean field gives the mean *square* gain, $E\|J u\|^2 = χ_1^L$; the typical gain is
     smaller. With the signal at q* (the fixed point reached from input variance `q0`, as
-    in `chi1`: the transient on the way there is not included, see `signal_propagation`), one layer multiplies $\|v\|^2$ by
+    in `chi1`: the transient on the way there is not included, see `signal_propagation`), one layer multiplies
+    $\|v\|^2$ by
     $\tfrac{σ_w^2}{n}\sum_i φ′(z_i)^2 g_i^2$ (g_i independent standard normals), a mean of n
     independent terms with relative variance $η/n$, $η = 3μ_2/μ_1^2 - 1$,
     $μ_k = E[φ′(\sqrt{q^*}z)^{2k}]$. By the delta method, per layer

@@ -3,7 +3,8 @@ r"""Normalisation layers: the exact spectrum of the LayerNorm/RMSNorm Jacobian a
 **LayerNorm and RMSNorm (exact).** With $c = h - \bar h\mathbf 1$ (RMSNorm: $c = h$), $v = \|c\|^2/n$
 and $s = \sqrt{v + ε}$, the normalisation $y = c/s$ (gain 1, bias 0) has Jacobian
 
-$$J = \frac1s\Big(P - \frac{c c^\top}{n s^2}\Big), \qquad P = I - \tfrac1n\mathbf 1\mathbf 1^\top \ (\text{RMSNorm: } P = I).$$
+$$J = \frac1s\Big(P - \frac{c c^\top}{n s^2}\Big), \qquad
+  P = I - \tfrac1n\mathbf 1\mathbf 1^\top \ (\text{RMSNorm: } P = I).$$
 
 J is symmetric; since $c \perp \mathbf 1$ (LayerNorm), $\mathbf 1$, $\hat c$ and their orthogonal
 complement are its eigenspaces: eigenvalue 0 on $\mathbf 1$, $\frac1s(1 - \frac{v}{v+ε}) = ε/(v+ε)^{3/2}$ on
@@ -30,7 +31,8 @@ of B inputs at width n → ∞, the batch Gram matrix converges to a permutation
 
 * ReLU, B → ∞: $λ_G = π/(π-1) ≈ 1.467$, i.e. $\tfrac12\ln\frac{π}{π-1} = 0.1916$ per layer in $\ln\|δ\|$
   (Yang et al. 2019). Heuristically: $E\|φ′ \odot δ\|^2 = \tfrac12\|δ\|^2$ while BN divides by the
-  batch standard deviation of the next pre-activation, $σ_w^2\,\mathrm{Var}[\mathrm{relu}(z)] = σ_w^2(\tfrac12 - \tfrac1{2π})$.
+  batch standard deviation of the next pre-activation,
+  $σ_w^2\,\mathrm{Var}[\mathrm{relu}(z)] = σ_w^2(\tfrac12 - \tfrac1{2π})$.
 * linear φ, finite B ≥ 4: $λ_G = (B-2)/(B-3)$ (our derivation). At the fixed point each feature's
   normalised pre-activation is $y = \sqrt B u$, u uniform on the unit sphere of $\mathbf 1^\perp$, and the
   feature's BN Jacobian is $\frac{\sqrt B}{r}(P - uu^\top)$ with $r^2 = \|Pz\|^2 = σ_w^2\frac{B}{B-1}χ^2_{B-1}$
@@ -51,7 +53,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 
 from jaxgrad.activations import get_activation
 from jaxgrad.quadrature import gaussian_expectation
@@ -121,7 +122,7 @@ _ODD = ("linear", "tanh", "erf")
 
 
 def pre_norm_signal_variance(activation, depth, beta, sigma_w=1.0, q0=1.0) -> np.ndarray:
-    r"""$E\|h_\ell\|^2/n = q_0 + \ell β^2 E[φ(σ_w z)^2]$ for pre-norm blocks $h + βφ(W\,\mathrm{LN}(h))$ (module docstring).
+    r"""$E\|h_\ell\|^2/n = q_0 + \ell β^2 E[φ(σ_w z)^2]$ for pre-norm blocks $h + βφ(W\,\mathrm{LN}(h))$.
 
     Exact in expectation (up to ε/v) for an odd φ and no bias, at every width.
 

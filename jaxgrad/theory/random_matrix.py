@@ -192,7 +192,8 @@ def product_moments_gaussian(depth, k, *, width: int | None = None, sigma_w=1.0)
     Finite width n (``width=n``, k ≤ 2 only): $m_1 = σ_w^{2L}$, and for k = 2 the exact
     recursion $E\,\mathrm{tr}(W M W^\top)^2 = (1+\tfrac1n)\mathrm{tr}M^2 + \tfrac1n(\mathrm{tr}M)^2$,
     $E(\mathrm{tr}\,W M W^\top)^2 = (\mathrm{tr}M)^2 + \tfrac2n\mathrm{tr}M^2$ (for σ_w = 1), solved:
-    $$m_2 = σ_w^{4L}\,\frac{(n+2)(1+2/n)^L - (n-1)(1-1/n)^L}{3} = σ_w^{4L}\left(L + 1 + \frac{L(L+1)}{2n} + O(n^{-2})\right).$$
+    $$m_2 = σ_w^{4L}\,\frac{(n+2)(1+2/n)^L - (n-1)(1-1/n)^L}{3}
+          = σ_w^{4L}\left(L + 1 + \frac{L(L+1)}{2n} + O(n^{-2})\right).$$
 
     Arguments:
       depth: L, positive integer(s).
@@ -325,7 +326,9 @@ def relu_log_gain_moments(widths) -> ReluLogGainMoments:
     per_layer = {int(n): relu_log_gain(int(n), 1) for n in np.unique(widths[1:])}
     limit = {int(n): relu_log_gain(int(n), 1, limit=True) for n in per_layer}
     shift = 0.5 * np.log(widths[1:] / widths[:-1])  # ½ ln(n_ℓ/n_{ℓ−1}): 2/n_{ℓ−1} against 4/n_ℓ
-    take = lambda table, field: np.array([float(getattr(table[int(n)], field)) for n in widths[1:]])
+    def take(table, field):
+        return np.array([float(getattr(table[int(n)], field)) for n in widths[1:]])
+
     return ReluLogGainMoments(np.cumsum(take(per_layer, "mean") + shift), np.cumsum(take(per_layer, "variance")),
                               np.cumsum(take(limit, "mean") + shift), np.cumsum(take(limit, "variance")))
 
@@ -336,7 +339,7 @@ TW1_MEAN = -1.2065  # mean of the Tracy–Widom (β = 1) law (Tracy & Widom 1996
 
 
 def marchenko_pastur_edge(n_out: int, n_in: int, sigma_w=1.0) -> float:
-    r"""Limit of $\|W\|_2$ for $W_{ij} \sim N(0, σ_w^2/n_{in})$ of shape $n_{out}\times n_{in}$: $σ_w(1 + \sqrt{n_{out}/n_{in}})$.
+    r"""The limit $σ_w(1 + \sqrt{n_{out}/n_{in}})$ of $\|W\|_2$, $W_{ij} \sim N(0, σ_w^2/n_{in})$ ($n_{out}$ rows).
 
     The upper edge of the Marchenko–Pastur law of $W^\top W$, reached by the largest singular
     value as both widths grow at a fixed ratio (Geman 1980; Bai & Yin 1993): ≈ 2σ_w for a

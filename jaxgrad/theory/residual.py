@@ -57,7 +57,6 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
-import scipy.stats
 
 from jaxgrad.activations import derivative, get_activation
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
@@ -126,7 +125,9 @@ def _log_ratio_moments(n: int, s2: float) -> tuple[float, float]:
     # (Euler–Maclaurin with a Gaussian-shaped summand), and a stride of 1 is the plain sum.
     stride = max(1, int(sd / 64))
     K = np.arange(math.floor(lo / stride) * stride, hi + stride, stride, dtype=np.float64)
-    w = scipy.stats.poisson.pmf(K, mu) * stride
+    # The Poisson(μ) pmf as scipy.stats.poisson.pmf computes it (bit for bit), without importing scipy.stats:
+    # that import was a third of `import jaxgrad`'s time.
+    w = np.exp(scipy.special.xlogy(K, mu) - scipy.special.gammaln(K + 1) - mu) * stride
     w = w / w.sum()
     psi = scipy.special.digamma(n / 2 + K)
     mean_psi = float(np.sum(w * psi))
