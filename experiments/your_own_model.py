@@ -5,7 +5,8 @@ The model is an ordinary Equinox module, a tanh layer $h \mapsto \tanh(Wh + b)$ 
 with its own key usage (its draws are not jaxgrad's). `jaxgrad.adapters.serial_from_equinox`
 turns a stack of them into a network; its constructor takes σ_w and σ_b as keyword arguments
 (``hyper=``), so they are traced values and a σ_w grid is **one compiled program**
-(``compiles`` in summary.csv counts XLA compiles per point). Two parts, at σ_b² = 0.05:
+(``compiles`` in summary.csv counts the engine's XLA compiles per point; ``check_compiles``, apart,
+the self-check's reference programs, compiled once per network structure). Two parts, at σ_b² = 0.05:
 
 1. ``agreement``: both networks at one σ_w, independent initialisations (different seeds),
    ``method="auto"`` (materialised at n = 32: the config records "power"). At each depth in
@@ -170,7 +171,9 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
         g2 = np.exp(2 * (b[..., ell - 1] - b[..., ell - 2]))  # squared one-layer gains in the window
         out = {"mean_square_gain": g2.mean(axis=-1), "mean_log_backward_gain": b.mean(axis=1),
                "nonfinite": np.asarray(r.nonfinite["log_backward_gain"])}
-    out.update(compiles=np.asarray(ensemble.compile_count() - before),
+    # the self-check's reference programs compile once per structure (`verification["compiles"]`), apart
+    check = int(r.config["verification"]["compiles"]) if r.config.get("verification") else 0
+    out.update(compiles=np.asarray(ensemble.compile_count() - before - check), check_compiles=np.asarray(check),
                wall_seconds=np.asarray(time.perf_counter() - start))
     return out
 
@@ -196,7 +199,7 @@ def summarize(config: Config, results):
     for point, arrays in results:
         model, part = point["model"], point["part"]
         common = dict(part=part, model=model, width=config.width, compiles=int(arrays["compiles"]),
-                      wall_seconds=float(arrays["wall_seconds"]))
+                      check_compiles=int(arrays["check_compiles"]), wall_seconds=float(arrays["wall_seconds"]))
         if part == "agreement":
             lsn = np.asarray(arrays["log_spectral_norm"], np.float64)
             data[f"{model}_log_spectral_norm"] = lsn

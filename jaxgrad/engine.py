@@ -65,7 +65,10 @@ about n VJPs (the Jacobian) plus an n³ product per layer; the matrix-free probe
 
 
 class NonFiniteWarning(RuntimeWarning):
-    """Some samples of a result hold non-finite values (counted in ``nonfinite``, never dropped)."""
+    """Some samples of a result hold NaN or +∞ (counted in ``nonfinite``, never dropped).
+
+    −∞, the logarithm of an exact zero (a dead ReLU layer, a rank-deficient product), is counted
+    in ``nonfinite`` but not warned about: it is a value, not a failure."""
 
 
 class SimulationResult(NamedTuple):
@@ -253,12 +256,36 @@ def _strip_checks(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if not k.startswith("check_")}
 
 
-def _warn_nonfinite(nonfinite: Mapping[str, int], samples: int, where: str) -> None:
-    bad = {k: v for k, v in nonfinite.items() if v}
+def _unexpected(arrays: Mapping[str, np.ndarray | None]) -> dict[str, int]:
+    """Per field, the samples holding NaN or +∞ (rows: the last axis is the sample's own).
+
+    Every field is a logarithm of a norm or a gain, so −∞ is the logarithm of an exact zero (dead
+    ReLU units, a rank-deficient product, a linear network's zero exponents' limit): a value, counted
+    in ``nonfinite`` but not warned about. NaN and +∞ are never values: an overflow or an invalid
+    operation.
+    """
+    out = {}
+    for name, a in arrays.items():
+        if a is not None:
+            a = np.asarray(a)
+            rows = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+            out[name] = int((np.isnan(rows) | (rows == np.inf)).any(axis=1).sum())
+    return out
+
+
+def _result_arrays(result: SimulationResult) -> dict[str, np.ndarray | None]:
+    arrays = {f: getattr(result, f) for f in FIELDS}
+    arrays.update({f"log_singular_values[{d}]": a for d, a in result.log_singular_values.items()})
+    return arrays
+
+
+def _warn_nonfinite(unexpected: Mapping[str, int], samples: int, where: str) -> None:
+    bad = {k: v for k, v in unexpected.items() if v}
     if bad:
         listing = ", ".join(f"{k}: {v}" for k, v in bad.items())
-        warnings.warn(f"{where}: non-finite values in {listing} (of {samples} samples; kept, not dropped; "
-                      f"see the result's `nonfinite`)", NonFiniteWarning, stacklevel=3)
+        warnings.warn(f"{where}: NaN or +inf in {listing} (of {samples} samples; kept, not dropped; see the "
+                      f"result's `nonfinite`, which also counts the −inf that are logarithms of exact zeros)",
+                      NonFiniteWarning, stacklevel=3)
 
 
 def _progress(progress, label):
@@ -478,7 +505,8 @@ def simulate(
 
     Returns:
       A `SimulationResult`; logarithms are natural, of norms. Non-finite values are
-      counted in ``nonfinite`` and a `NonFiniteWarning` names them.
+      counted in ``nonfinite``; a `NonFiniteWarning` names the fields holding NaN or +∞
+      (−∞ is the logarithm of an exact zero, a value, and is not warned about).
 
     Compiles once per structure: a second call that differs only in seed, key, q0 or
     the hyperparameters of the layers (σ_w, σ_b, α …) reuses the program (and the
@@ -521,7 +549,7 @@ def simulate(
         params="given" if given is not None else ("tied" if net.tied else "drawn"),
         inputs="given" if h0 is not None else "drawn", verified=record is not None, verification=record,
         jacobian=mode))
-    _warn_nonfinite(result.nonfinite, samples, "jaxgrad.simulate")
+    _warn_nonfinite(_unexpected(_result_arrays(result)), samples, "jaxgrad.simulate")
     return result
 
 
@@ -708,7 +736,7 @@ def sweep(
         **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
         fields=list(fields), norms_at=None if norms_at is None else list(norms_at), verified=record is not None,
         verification=record, jacobian=mode))
-    _warn_nonfinite(result.nonfinite, samples * G, "jaxgrad.sweep")
+    _warn_nonfinite(_unexpected(_result_arrays(result)), samples * G, "jaxgrad.sweep")
     return result
 
 
@@ -762,5 +790,5 @@ def lyapunov_spectrum(
                            progress=_progress(progress, "lyapunov"),
                            cache_key=("lyapunov", net.structure(), bool(sort), dtype_name, given is not None))
     exponents = raw["exponents"]
-    _warn_nonfinite(ensemble.count_nonfinite({"exponents": exponents}), samples, "jaxgrad.lyapunov_spectrum")
+    _warn_nonfinite(_unexpected({"exponents": exponents}), samples, "jaxgrad.lyapunov_spectrum")
     return exponents

@@ -430,7 +430,8 @@ def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool
     layer's weights from its key, so no weights are stored; the inputs $h^{(\\ell-1)}$ of
     the layers are stored (O(depth × width) memory, no width² term). Here
     ``log_backward_gain[ℓ]`` is $\\ln\\|J_1^\\top\\cdots J_\\ell^\\top e_\\ell\\|$ with $e_\\ell$ the
-    normalised error signal backpropagated from $e_L$ (not independent across ℓ).
+    normalised error signal backpropagated from $e_L$ (not independent across ℓ). Where a
+    layer maps the error signal to exactly zero, the gain below it is 0/0, NaN (and warned about).
     Cost per sample: one JVP and one VJP per layer.
     """
     layers = _Layers(net, _source(net, params_given))

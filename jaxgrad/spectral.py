@@ -158,7 +158,9 @@ def lanczos_top_singular_operator(gram: Callable[[Array], Array], v0: Array, ste
         return V, alpha, beta, jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0), v, b
 
     total = steps if max_steps is None else max(int(max_steps), steps)
-    v0 = v0 / jnp.linalg.norm(v0)
+    norm0 = jnp.linalg.norm(v0)
+    # A zero start (at width 1 a warm start and a fresh one cancel half the time) starts from e₁.
+    v0 = jnp.where(norm0 > 0, v0 / jnp.where(norm0 > 0, norm0, 1.0), jnp.zeros_like(v0).at[0].set(1.0))
     V = jnp.zeros((total, n) if reorthogonalise else (0, n), dtype)  # the basis is kept only to re-orthogonalise
     alpha = jnp.zeros((total,), dtype)
     beta = jnp.zeros((total,), dtype)
@@ -175,7 +177,9 @@ def lanczos_top_singular_operator(gram: Callable[[Array], Array], v0: Array, ste
         return TopSingular(jnp.sqrt(jnp.maximum(top, 0.0)), v / jnp.maximum(jnp.linalg.norm(v), tiny))
     evals, evecs = jnp.linalg.eigh(_tridiagonal(alpha, beta))
     ritz = jnp.matmul(V.T, evecs[:, -1], precision=HIGHEST)
-    return TopSingular(jnp.sqrt(jnp.maximum(evals[-1], 0.0)), ritz / jnp.linalg.norm(ritz))
+    # A zero operator (a dead ReLU layer, a product that reached exactly zero): value 0 and vector 0,
+    # not 0/0, so that a warm start from it is the fresh start alone.
+    return TopSingular(jnp.sqrt(jnp.maximum(evals[-1], 0.0)), ritz / jnp.maximum(jnp.linalg.norm(ritz), tiny))
 
 
 def _tridiagonal(alpha, beta):

@@ -301,6 +301,9 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
     contract = CONTRACT[method]
     chain_key = (net.structure(), source, plan_.depths, plan_.keep_at, plan_.dense)
     worst, skipped, compared = 0.0, [], 0
+    from jaxgrad import ensemble
+
+    compiles_before = ensemble.compile_count()
     # (overflowing signals are compared as non-finite values, not warned about twice)
     with jax.enable_x64(True), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         chain = _compiled("chain", chain_key, lambda: _reference_chain(net, source, plan_.depths, plan_.keep_at,
@@ -426,7 +429,8 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                         "skips the check and leaves the numbers unchecked")
                 worst = max(worst, err)
     return dict(samples=[s.row for s in samples_], layers=list(plan_.layers), depths=list(plan_.depths),
-                dense=plan_.dense, compared=compared, worst_abs_error=worst, skipped=skipped)
+                dense=plan_.dense, compared=compared, worst_abs_error=worst, skipped=skipped,
+                compiles=ensemble.compile_count() - compiles_before)
 
 
 class _JacobianMismatch(Exception):

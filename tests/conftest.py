@@ -3,8 +3,11 @@
 Tiers: ``python -m pytest`` runs the fast tier, every test not marked ``slow`` (every module's
 claims at small sizes, about three minutes on 2 cores); ``python -m pytest --all`` runs the full
 suite (CI's, .ci/run). ``slow`` marks a study's smoke run, a subprocess launch (several processes,
-the command line in a child process, 8 XLA devices), a benchmark, or a very deep network. A test
-file nobody has marked is in the fast tier.
+the command line in a child process, 8 XLA devices), a benchmark, or a very deep network; and
+``tests/full_tier.txt`` lists, by test id, the further cases of a claim whose cheapest case stays in
+the fast tier, and the claims whose cheapest case is too slow for it (chosen from the durations of a
+full run, ``--durations=0``; a listed id that no longer exists fails the collection). A new test is
+in the fast tier until it is marked or listed.
 
 Duration guard: in the fast tier, a test outside ``slow`` whose setup and call take more than
 `FAST_LIMIT_S` (40 s) fails, saying to mark it slow (or make it smaller), so a slow test cannot hide
@@ -18,6 +21,7 @@ overrides it (``inf``: no guard).
 """
 import math
 import os
+import pathlib
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -41,13 +45,50 @@ def pytest_addoption(parser):
                      help="the full suite: also the tests marked slow (default: the fast tier)")
 
 
+FULL_TIER = pathlib.Path(__file__).with_name("full_tier.txt")
+
+
+def _full_tier() -> set[str]:
+    if not FULL_TIER.exists():
+        return set()
+    lines = (line.split("#")[0].strip() for line in FULL_TIER.read_text().splitlines())
+    return {line for line in lines if line}
+
+
 def pytest_collection_modifyitems(config, items):
+    # tests/full_tier.txt: the further cases of a claim (its cheapest case stays fast) and the claims whose
+    # cheapest case is too slow for the fast tier, by test id, chosen from measured durations
+    listed = _full_tier()
+    whole_files = not config.getoption("keyword") and not any("::" in str(a) for a in config.args)
+    if whole_files:  # every test of each collected file was collected: a listed id missing there is stale
+        seen, files = {item.nodeid for item in items}, {item.nodeid.split("::")[0] for item in items}
+        stale = sorted(i for i in listed if i.split("::")[0] in files and i not in seen)
+        if stale:
+            raise pytest.UsageError(f"tests/full_tier.txt names {len(stale)} tests that do not exist, "
+                                    f"{stale[:3]}: rename or remove them there")
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
     if config.getoption("run_all") or config.getoption("markexpr"):  # `-m slow` chooses for itself
         return
     slow = [item for item in items if "slow" in item.keywords]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Each test file starts with no compiled programs held: a worker runs many files in one process,
+    and every program a file compiled would otherwise stay in memory to the end of the run."""
+    yield
+    import jax
+
+    from jaxgrad import ensemble, verify
+
+    ensemble._programs.clear()
+    verify._programs.clear()
+    jax.clear_caches()
 
 
 @pytest.hookimpl(hookwrapper=True)

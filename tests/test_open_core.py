@@ -1,5 +1,6 @@
 """The open core: the public runner, one compile per structure, tied and given parameters, sweeps."""
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -291,6 +292,31 @@ def test_non_finite_results_are_counted_and_warned_about():
     with pytest.warns(jaxgrad.NonFiniteWarning, match="log_signal_norm: 3"):
         res = jaxgrad.simulate(net, 3, seed=0, method="vector")
     assert res.nonfinite["log_signal_norm"] == 3 and np.isfinite(res.log_forward_gain).all()
+
+
+@pytest.mark.parametrize("method", ["power", "svd"])
+def test_a_product_that_reaches_zero_is_minus_infinity_counted_and_not_warned_about(method):
+    # width 1, ReLU: the unit is off at a layer with probability 1/2, and the product is exactly 0 from there
+    net = jaxgrad.mlp(width=1, depth=12, activation="relu", sigma_w=1.4, sigma_b=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jaxgrad.NonFiniteWarning)
+        res = jaxgrad.simulate(net, 6, seed=0, method=method)
+    for field in ["log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain"]:
+        a = getattr(res, field)
+        assert not np.isnan(a).any(), field  # at width 1 a warm start and a fresh one once cancelled to 0/0
+        dead = np.isneginf(res.log_norm_product)
+        np.testing.assert_array_equal(np.isneginf(a), dead, err_msg=field)  # −∞ from the first zero on
+        assert res.nonfinite[field] == int(dead.any(axis=1).sum()) > 0
+    np.testing.assert_allclose(res.log_spectral_norm[~dead], res.log_norm_product[~dead], rtol=0,
+                               atol=8 * np.finfo(np.float32).eps)  # 1 × 1: both are |J_ℓ⋯J₁|
+
+
+def test_a_backpropagated_signal_that_reaches_zero_leaves_its_gain_undefined_and_says_so():
+    # the vector probe's backward gain is ‖δ⁽⁰⁾‖/‖δ⁽ℓ⁾‖: 0/0 below the layer that zeroed δ, NaN and warned
+    net = jaxgrad.mlp(width=1, depth=12, activation="relu", sigma_w=1.4, sigma_b=0.0)
+    with pytest.warns(jaxgrad.NonFiniteWarning, match="NaN or \\+inf in log_backward_gain: 6"):
+        res = jaxgrad.simulate(net, 6, seed=0, method="vector")
+    assert not np.isnan(res.log_forward_gain).any() and np.isneginf(res.log_forward_gain).any()
 
 
 def test_networks_stay_hashable_for_users_who_cache_on_them():

@@ -41,3 +41,13 @@ def test_the_fast_tier_leaves_out_slow_tests_and_fails_an_unmarked_slow_one(suit
 def test_all_runs_the_slow_tests_and_does_not_time_any(suite):
     suite.runpytest("-p", "no:cacheprovider", "--all").assert_outcomes(passed=3)
     suite.runpytest("-p", "no:cacheprovider", "-m", "slow").assert_outcomes(passed=1, deselected=2)
+
+
+def test_a_listed_test_is_in_the_full_tier_and_a_stale_listing_is_refused(suite):
+    suite.path.joinpath("full_tier.txt").write_text("test_suite.py::test_quick  # a comment\n")
+    suite.runpytest("-p", "no:cacheprovider", "-o", "addopts=").assert_outcomes(failed=1, deselected=2)
+    suite.runpytest("-p", "no:cacheprovider", "-o", "addopts=", "--all").assert_outcomes(passed=3)
+    suite.path.joinpath("full_tier.txt").write_text("test_suite.py::test_renamed\n")
+    result = suite.runpytest("-p", "no:cacheprovider", "-o", "addopts=")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*tests/full_tier.txt names 1 tests that do not exist*test_renamed*"])
