@@ -44,12 +44,14 @@ import contextlib
 import importlib
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Literal as _Literal
 
 from jaxgrad.layers import Hyper, Layer, Network, ShapedStructure, float_dtype, serial
 
@@ -271,6 +273,34 @@ def _flat(call, shape: tuple[int, ...]):
     return lambda h: call(h.reshape(shape)).reshape(-1)
 
 
+def _depends(jaxpr) -> list[bool]:
+    """For each output of a closed jaxpr, whether it depends on any input (conservatively: an equation with a
+    dependent input makes all its outputs dependent, sub-jaxprs included)."""
+    dependent = {id(v) for v in jaxpr.jaxpr.invars}
+    for eqn in jaxpr.jaxpr.eqns:
+        if any(id(v) in dependent for v in eqn.invars if not isinstance(v, _Literal)):
+            dependent.update(id(v) for v in eqn.outvars)
+    return [not isinstance(v, _Literal) and id(v) in dependent for v in jaxpr.jaxpr.outvars]
+
+
+def _check_reaches_params(init_with, values: Mapping[str, float], where: str, kind: str) -> None:
+    """Every hyperparameter must reach the params that ``init_with`` draws: one the constructor stores as a
+    plain attribute (static structure) would be frozen at its build value in a sweep, silently."""
+    for name in values:
+        def draw(x, name=name):
+            return jax.tree.leaves(init_with({**values, name: x})(jax.random.key(0)))
+
+        with _float32_default(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Equinox warns of a traced static field: the error below says more
+            jaxpr = jax.make_jaxpr(draw)(jnp.float32(values[name]))
+        if not any(_depends(jaxpr)):
+            store = ("an nnx.Variable, `self.x = nnx.Variable(jnp.asarray(x))`" if kind == "flax" else
+                     "an array field (not `eqx.field(static=True)`)")
+            raise ValueError(f"{where}: the hyperparameter {name!r} does not reach the module's floating-point "
+                             f"arrays, so a traced value would be ignored (frozen at {values[name]:g} in a sweep); "
+                             f"use it to scale the module's arrays (a weight), or store it as {store}")
+
+
 def _layer(kind, make, shape, init_with, apply, name, homogeneous, values, rebuild) -> Layer:
     """A `Layer` whose structure is (kind, make, shape, hyperparameter names): adapters of one constructor
     share a scan segment and a compiled program whatever their hyperparameter values.
@@ -356,6 +386,7 @@ def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None 
 
     _validate(call, params, shape, where, inferred, lambda error: _equinox_cause(eqx, template, error),
               type(template).__name__)
+    _check_reaches_params(init_with, values, where, "equinox")
     return _layer("equinox", make, shape, init_with, apply,
                   name or f"equinox({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
                   lambda v: from_equinox(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
@@ -460,6 +491,7 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
         return _flax_training_mode(nnx, abstract, text) if "rngs" in text or "deterministic" in text else None
 
     _validate(checked_call, params, shape, where, inferred, cause, type(abstract).__name__)
+    _check_reaches_params(init_with, values, where, "flax")
     return _layer("flax", make, shape, init_with, apply,
                   name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
                   lambda v: from_flax(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))

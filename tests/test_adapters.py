@@ -477,3 +477,51 @@ def test_jaxgrad_imports_without_equinox_or_flax():
 def _path_env():
     import os
     return {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME")}
+
+
+def test_a_hyperparameter_that_would_be_frozen_in_a_sweep_is_refused_and_a_stored_one_is_traced():
+    """A value a constructor keeps as static structure (a plain Flax attribute, a static Equinox field) would
+    be frozen at its build value inside a sweep's one program: refused when the adapter is built."""
+    eqx = pytest.importorskip("equinox")
+    nnx = pytest.importorskip("flax.nnx")
+    width = 8
+
+    class PlainFlax(nnx.Module):
+        def __init__(self, rngs, branch, stored=False):
+            self.linear = nnx.Linear(width, width, rngs=rngs)
+            self.branch = nnx.Variable(jnp.asarray(branch)) if stored else branch
+
+        def __call__(self, h):
+            return h + self.branch * jnp.tanh(self.linear(h))
+
+    class StaticEquinox(eqx.Module):
+        linear: eqx.nn.Linear
+        branch: float = eqx.field(static=True)
+
+        def __init__(self, key, branch):
+            self.linear, self.branch = eqx.nn.Linear(width, width, key=key), branch
+
+        def __call__(self, h):
+            return h + self.branch * jnp.tanh(self.linear(h))
+
+    def plain(rngs, branch):
+        return PlainFlax(rngs, branch)
+
+    def static(key, branch):
+        return StaticEquinox(key, branch)
+
+    with pytest.raises(ValueError, match=r"'branch' does not reach .*frozen at 1 .*nnx.Variable"):
+        from_flax(plain, shape=width, hyper={"branch": 1.0})
+    with pytest.raises(ValueError, match=r"'branch' does not reach .*not `eqx.field\(static=True\)`"):
+        from_equinox(static, shape=width, hyper={"branch": 1.0})
+
+    def stored(rngs, branch):
+        return PlainFlax(rngs, branch, stored=True)
+
+    layer = from_flax(stored, shape=width, hyper={"branch": 1.0})
+    swept = jaxgrad.sweep(jaxgrad.serial(*[layer] * 3), 8, 0, grid={"branch": [1.0, 3.0]}, method="vector",
+                          fields=["log_forward_gain"])
+    alone = jaxgrad.simulate(jaxgrad.serial(*[layer.hyper.rebuild(branch=3.0)] * 3), 8, 0, method="vector",
+                             fields=["log_forward_gain"])
+    np.testing.assert_array_equal(swept.log_forward_gain[1], alone.log_forward_gain)
+    assert not np.array_equal(swept.log_forward_gain[0], swept.log_forward_gain[1])
