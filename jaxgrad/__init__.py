@@ -64,11 +64,14 @@ from jaxgrad.resnets import resnet  # noqa: E402
 from jaxgrad import convolution, measures, transformer  # noqa: E402
 from jaxgrad.convolution import conv  # noqa: E402
 from jaxgrad.transformer import attention  # noqa: E402
+from jaxgrad import critical  # noqa: E402
+from jaxgrad.critical import CriticalPoint, critical_point  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "adapters", "attention", "batch_norm", "batch_norm_mlp",
+    "ACTIVATIONS", "AUTO_MATRIX_FREE_ABOVE", "Activation", "CriticalPoint", "critical", "critical_point",
+    "adapters", "attention", "batch_norm", "batch_norm_mlp",
     "DenseParams", "Hyper", "Layer", "Network", "NonFiniteWarning", "SimulationResult", "WEIGHT_SCHEMES",
     "choose_method", "conv", "convolution", "dense", "derivative", "draw_inputs", "draw_params", "ensemble",
     "error_signals",

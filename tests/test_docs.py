@@ -85,3 +85,10 @@ def test_readme_batch_norm_snippet_at_its_size_grows_as_it_says():
     slope = np.polyfit(np.arange(1, gain.shape[1] + 1), gain.mean(axis=0), 1)[0]
     assert round(slope, 2) == 0.21, slope
     assert round(theory.batch_norm_gradient_rate("relu"), 2) == 0.19
+
+
+@pytest.mark.slow
+def test_critical_initialisation_guide_runs_as_written():
+    pytest.importorskip("equinox")
+    pytest.importorskip("flax.nnx")
+    run_guide("critical-initialisation.md")

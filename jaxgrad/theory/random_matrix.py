@@ -45,7 +45,7 @@ from jax.scipy.special import digamma, gammaln, polygamma
 
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 
-__all__ = ["LogGain", "ReluLogGainMoments", "TW1_MEAN", "gaussian_log_gain",
+__all__ = ["LogGain", "ReluLogGainMoments", "TW1_MEAN", "critical_sigma_w_typical", "gaussian_log_gain",
            "gaussian_lyapunov_spectrum", "lyapunov_sorting_bias", "marchenko_pastur_edge",
            "product_moments_gaussian", "relu_layer_characteristic_function", "relu_log_gain",
            "relu_log_gain_density", "relu_log_gain_moments", "relu_zero_gain_probability",
@@ -170,6 +170,31 @@ def _relu_log_gain(n: int, depth) -> LogGain:
     mean2 = jnp.sum(p * log_gain2)
     var2 = jnp.sum(p * (polygamma(1, K / 2) + (log_gain2 - mean2) ** 2))
     return LogGain(L * mean2 / 2, L * var2 / 4)
+
+
+def critical_sigma_w_typical(activation: str, width: int) -> float:
+    r"""The σ_w at which the *typical* gain per layer, $E\ln\|J_\ell v\|$, is zero at width n (σ_b = 0).
+
+    For the mean square, $E\|J_\ell v\|^2 = σ_w^2$ (linear) or $σ_w^2/2$ (ReLU) at every width, so
+    the mean-square critical point is exactly 1 or √2. The typical rate is lower by the Jensen gap
+    of the laws above, so the typical critical point is higher:
+
+    * ``"linear"``: $\ln σ_w + \tfrac12(\ln\tfrac2n + ψ(\tfrac n2)) = 0$, i.e.
+      $σ_w^* = \exp(-\tfrac12(\ln\tfrac2n + ψ(\tfrac n2))) \approx 1 + \tfrac1{2n}$ (Newman 1986);
+    * ``"relu"``: $σ_w^* = \sqrt2\,\exp(-m)$ with m the exact mean per layer of
+      `relu_log_gain` at σ_w² = 2 (conditional on a non-zero gain, Hanin & Nica 2020),
+      $\approx \sqrt2\,(1 + \tfrac5{4n})$.
+
+    Both networks are positively homogeneous, so the rate is $\ln σ_w$ plus a constant and the
+    zero is exact at every depth (`jaxgrad.critical_point` with ``criterion="typical"`` measures it).
+    """
+    n = check_positive_integer("width", width, static=True)
+    if activation == "linear":
+        return float(math.exp(-0.5 * (math.log(2.0 / n) + scipy.special.digamma(n / 2))))
+    if activation == "relu":
+        return float(math.sqrt(2.0) * math.exp(-float(_relu_log_gain(n, 1).mean)))
+    raise ValueError(f"unknown `activation`={activation!r} for an exact finite-width law; valid choices are "
+                     f"['linear', 'relu'] (others: mean field, `critical_sigma_w`)")
 
 
 def relu_zero_gain_probability(width, depth) -> Array:
