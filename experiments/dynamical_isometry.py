@@ -57,7 +57,7 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting, theory
-from jaxgrad.stats import Comparison
+from jaxgrad.stats import Comparison, pooled_variance
 from experiments._common import mean_and_se, require_integers
 from experiments.runner import compute
 
@@ -134,11 +134,7 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
 
 def _pooled_variance(lam):
     """Pooled Var λ = mean λ² − (mean λ)² over (samples, i), its delta-method SE, and mean λ with its SE."""
-    a, b = (lam**2).mean(axis=1), lam.mean(axis=1)
-    S = a.size
-    cov = np.cov(np.stack([a, b])) / S
-    grad = np.array([1.0, -2.0 * b.mean()])
-    return (a.mean() - b.mean() ** 2, float(np.sqrt(max(grad @ cov @ grad, 0.0))), *mean_and_se(b))
+    return (*pooled_variance(lam), *mean_and_se(lam.mean(axis=1)))
 
 
 def summarize(config: Config, results):

@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Comparison", "KolmogorovSmirnov", "ks_two_sample", "log_mean_exp", "mean_and_se", "quantiles", "slope",
-           "variance_and_se", "within_standard_errors"]
+__all__ = ["Comparison", "KolmogorovSmirnov", "ks_two_sample", "log_mean_exp", "mean_and_se", "pooled_variance",
+           "quantiles", "slope", "variance_and_se", "within_standard_errors"]
 
 
 def mean_and_se(x, axis=0):
@@ -37,6 +37,16 @@ def variance_and_se(x, axis=0):
     var = (d**2).sum(axis) / (n - 1)
     m4 = (d**4).mean(axis)
     return var, np.sqrt(np.maximum(m4 - var**2 * (n - 3) / (n - 1), 0.0) / n)
+
+
+def pooled_variance(x) -> tuple[float, float]:
+    r"""Variance of x (samples, k) pooled over both axes, $\overline{x^2} - \bar x^2$, and its delta-method
+    standard error over the per-sample moments (the samples, rows, are the independent units)."""
+    x = np.asarray(x, np.float64)
+    a, b = (x**2).mean(axis=1), x.mean(axis=1)
+    cov = np.cov(np.stack([a, b])) / a.size
+    grad = np.array([1.0, -2.0 * b.mean()])
+    return float(a.mean() - b.mean() ** 2), float(np.sqrt(max(grad @ cov @ grad, 0.0)))
 
 
 def log_mean_exp(y, axis=0):

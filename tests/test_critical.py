@@ -202,3 +202,18 @@ def test_a_target_rate_is_reached_where_theory_puts_it():
     assert crit.message.startswith("sigma_w at rate +0.1 = ")
     far = jaxgrad.critical_point(net, hyper="sigma_w", bracket=(0.8, 1.0), samples=64, target=0.1)
     assert not far.found and "lower than the target +0.1 everywhere" in far.message
+
+
+def test_isometry_at_the_critical_point_orthogonal_weights_are_closer_than_gaussian():
+    """At χ₁ = 1 the normalised eigenvalue variance of JJᵀ is L(μ₂/μ₁² − 1 + v_W) at large width, v_W = 1 for
+    Gaussian and 0 for orthogonal weights (Pennington et al. 2017): criticality alone is not isometry."""
+    found = {}
+    for weights in ("gaussian", "orthogonal"):
+        net = jaxgrad.mlp(width=32, depth=8, activation="tanh", sigma_w=1.0, sigma_b=math.sqrt(0.05), weights=weights)
+        crit = jaxgrad.critical_point(net, hyper="sigma_w", bracket=(1.0, 1.8), samples=64, isometry=True)
+        iso = crit.isometry
+        assert iso.log_singular_values.shape == (64, 32) and np.isfinite(iso.log_singular_values).all()
+        found[weights] = iso.eigenvalue_variance / iso.eigenvalue_mean**2, iso.spread
+    assert found["orthogonal"][0] < found["gaussian"][0] / 2 and found["orthogonal"][1] < found["gaussian"][1]
+    assert jaxgrad.critical_point(_mlp("tanh", 0.05, width=8, depth=4), hyper="sigma_w", bracket=(1.0, 1.8),
+                                  samples=16).isometry is None
