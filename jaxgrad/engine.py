@@ -233,7 +233,8 @@ def _check_sample(net, row, grid, base_key, offset, given, inputs, q0):
     pick = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[row], tree)  # noqa: E731
     return _verify._Sample(row=row, grid=grid, key=jax.random.fold_in(base_key, offset + row), params=pick(given),
                            inputs=None if inputs is None else np.asarray(inputs[row], np.float64),
-                           coefficients=probes.coefficient_arrays(net, np.float64), q0=float(q0))
+                           coefficients=probes.coefficient_arrays(net, np.float64), q0=float(q0),
+                           names=tuple(layer.name for layer in net.layers))
 
 
 def _run_verified(net, execute, samples_of, *, plan, method, dtype_name, source, norms_at):

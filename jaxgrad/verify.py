@@ -289,6 +289,12 @@ class _Sample(NamedTuple):
     inputs: object       # its given input or None
     coefficients: tuple  # the layers' coefficients (float64 host arrays)
     q0: float
+    names: tuple[str, ...] = ()  # its layers' names (a sweep's grid point has its own hyperparameter values)
+
+
+def _layer_name(s: _Sample, layer: int) -> str:
+    """Layer `layer`'s (1-based) name as this sample's network has it (a sweep's grid point: its values)."""
+    return s.names[layer - 1] if s.names else ""
 
 
 def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Sample], *, plan_: Plan, method: str,
@@ -347,18 +353,21 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                     # run: the two modes' rounding is bounded with float32's ε, 2(n+4)ε (Higham §3.5)
                     if not gap <= 2 * (width + 4) * np.finfo(np.float32).eps:
                         raise VerificationError(
-                            f"{where}, layer {c} ({net.layers[c - 1].name}): jax.jacfwd and jax.jacrev of the layer "
-                            f"disagree by {gap:.2e} (relative, Frobenius) in float64, unbatched: a differentiation "
-                            f"or compiler bug in this layer's arithmetic (jax {jax.__version__}). Ways out: another "
-                            "jax/jaxlib, or a layer written without the offending operation; verify=False skips "
-                            "the check and leaves the numbers unchecked")
+                            f"{where}, layer {c} ({_layer_name(s, c)}): jax.jacfwd and jax.jacrev of the layer "
+                            f"disagree by {gap:.2e} (relative, Frobenius) in float64, unbatched, at an input of norm "
+                            f"{np.linalg.norm(h):.3g}: a differentiation or compiler bug in this layer's arithmetic "
+                            f"(jax {jax.__version__}), or arithmetic too ill-conditioned at this input for either "
+                            "to be trusted (e.g. the tanh-approximate GELU's derivative at |z| ~ 1e6, where "
+                            "rounding in 1 − tanh² is multiplied by z³). Ways out: another jax/jaxlib, a layer "
+                            "written without the offending operation, or a network whose signal stays in range; "
+                            "verify=False skips the check and leaves the numbers unchecked")
                     reference = _log_top(J_fwd)
                 else:
                     uJv, JTuv, top = (float(x) for x in fwd(s.key, s.params, s.coefficients, k, h))
                     if not abs(uJv - JTuv) <= 2 * (width + 4) * np.finfo(np.float32).eps * (abs(uJv) + abs(JTuv)
                                                                                             + top):
                         raise VerificationError(
-                            f"{where}, layer {c} ({net.layers[c - 1].name}): ⟨u, J v⟩ by jax.jvp = {uJv:.9g} but "
+                            f"{where}, layer {c} ({_layer_name(s, c)}): ⟨u, J v⟩ by jax.jvp = {uJv:.9g} but "
                             f"⟨Jᵀu, v⟩ by jax.vjp = {JTuv:.9g} (float64, unbatched): a differentiation or compiler "
                             "bug in this layer. Ways out: another jax/jaxlib; verify=False skips the check")
                     reference = math.log(top) if top > 0 else -math.inf
@@ -380,7 +389,7 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                         raise _JacobianMismatch(where, c, engine, reference, tol)
                     fast = net.layers[c - 1].jacobian is not None
                     raise VerificationError(
-                        f"{where}, layer {c} ({net.layers[c - 1].name}): the engine's ln‖J_{c}‖₂ = {engine:.7g}, "
+                        f"{where}, layer {c} ({_layer_name(s, c)}): the engine's ln‖J_{c}‖₂ = {engine:.7g}, "
                         f"an independent float64 recomputation (jax.jacfwd, numpy SVD) gives {reference:.7g}: "
                         f"|Δ| = {err:.2e} > tolerance {tol:.1e}. "
                         + ("The layer's fast-path `jacobian` differs from its apply's derivative. " if fast else "")
