@@ -68,3 +68,25 @@ def test_targets_are_judged_at_every_width():
     assert not t["memory_deep_over_64"]["met"]
     text = bench._targets_text(t)
     assert "1.4 (n = 64), 1.6 (n = 128); target <= 1.5 — MISSED" in text
+
+
+def test_the_gpu_script_dry_run_prints_its_commands_and_checks_their_arguments():
+    """benchmarks/gpu.sh --dry-run on CPU: the commands it would run, with arguments the CLI accepts."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(root))
+    done = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("+ timeout")]
+    assert any("pip install -q -e .[cuda,test]" in line for line in lines), lines
+    assert any("jaxgrad bench --tag gpu --widths 128,256,512,1024" in line for line in lines), lines
+    assert any("jaxgrad run depth_sweep --scale full" in line for line in lines), lines
+    limits = [int(line.split()[2].rstrip("s")) for line in lines]
+    assert sum(limits) <= 8 * 60  # every step is time-limited, and the limits add up to 8 minutes at most
+    bad = subprocess.run(["bash", "benchmarks/gpu.sh", "--fast"], cwd=root, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument '--fast'" in bad.stderr
