@@ -70,6 +70,7 @@ def test_targets_are_judged_at_every_width():
     assert "1.4 (n = 64), 1.6 (n = 128); target <= 1.5 — MISSED" in text
 
 
+@pytest.mark.slow
 def test_the_gpu_script_dry_run_prints_its_commands_and_checks_their_arguments():
     """benchmarks/gpu.sh --dry-run on CPU: the commands it would run, with arguments the CLI accepts."""
     import os
