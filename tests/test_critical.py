@@ -217,3 +217,12 @@ def test_isometry_at_the_critical_point_orthogonal_weights_are_closer_than_gauss
     assert found["orthogonal"][0] < found["gaussian"][0] / 2 and found["orthogonal"][1] < found["gaussian"][1]
     assert jaxgrad.critical_point(_mlp("tanh", 0.05, width=8, depth=4), hyper="sigma_w", bracket=(1.0, 1.8),
                                   samples=16).isometry is None
+
+
+def test_float32_and_float64_runs_find_the_same_point():
+    """The same initialisations in both precisions (jaxgrad draws one network per seed whatever the dtype)."""
+    net = _mlp("tanh", 0.05, width=16, depth=12)
+    kwargs = dict(hyper="sigma_w", bracket=(1.0, 1.8), samples=32, refine=0)
+    single = jaxgrad.critical_point(net, **kwargs)
+    double = jaxgrad.critical_point(net, dtype="float64", **kwargs)
+    assert abs(single.value - double.value) <= 1e-3 * single.se and np.allclose(single.rates, double.rates, atol=1e-5)
