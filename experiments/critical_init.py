@@ -87,6 +87,7 @@ import optax
 
 import jaxgrad
 from jaxgrad import plotting, quadrature, training
+from jaxgrad.critical import rates_from_log_gains
 from jaxgrad.stats import Comparison
 from experiments._common import engine_seed, require_integers
 from experiments.runner import compute
@@ -338,20 +339,6 @@ def train(model: str, config: Config, key, scales, seeds: int | None = None) -> 
 # --------------------------------------------------------------------------- measurement and mean field
 
 
-def growth_rates(log_forward_gain, discard: int):
-    r"""(rate, SE) per leading index from ln‖J_ℓ⋯J₁u‖ of shape (..., samples, depth).
-
-    $r = \tfrac12\ln\overline{g^2}$, $g_\ell = \|J_\ell\cdots J_1u\|/\|J_{\ell-1}\cdots J_1u\|$ over
-    blocks ℓ > `discard` and samples; SE by the delta method over the per-sample averages.
-    """
-    b = np.asarray(log_forward_gain, np.float64)
-    steps = np.diff(b, axis=-1, prepend=0.0)[..., discard:]
-    per_sample = np.exp(2 * steps).mean(axis=-1)
-    mean = per_sample.mean(axis=-1)
-    se = per_sample.std(axis=-1, ddof=1) / np.sqrt(per_sample.shape[-1])
-    return 0.5 * np.log(mean), 0.5 * se / mean
-
-
 def mean_field_rate(model: str, scale, width: int, depth: int, discard: int, q0: float = 1.0) -> np.ndarray:
     r"""½ ln of the mean-field $χ_\ell$ averaged over blocks ℓ ∈ (discard, depth], from inputs of variance q0.
 
@@ -425,7 +412,7 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     r = jaxgrad.sweep(net, config.samples, engine_seed(k_rates), grid={"scale": [float(s) for s in scales]},
                       method="vector", fields=["log_forward_gain"])
     gain = np.asarray(r.log_forward_gain, np.float64)  # (scales, samples, depth)
-    rates, rate_se = growth_rates(gain, config.discard)
+    rates, rate_se, _ = rates_from_log_gains(gain, criterion="mean_square", discard=config.discard)
     rate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     history = train(model, config, k_train, scales)

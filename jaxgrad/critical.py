@@ -55,7 +55,8 @@ from jaxgrad.engine import sweep
 from jaxgrad.layers import Network
 from jaxgrad.stats import pooled_variance
 
-__all__ = ["CRITERIA", "CriticalPoint", "GrowthRates", "Isometry", "critical_point", "growth_rates"]
+__all__ = ["CRITERIA", "CriticalPoint", "GrowthRates", "Isometry", "critical_point", "growth_rates",
+           "rates_from_log_gains"]
 
 CRITERIA = ("mean_square", "typical")
 MIN_SAMPLES = 8      # a standard error from fewer initialisations is itself too noisy to bound a root
@@ -221,8 +222,15 @@ def _name(f) -> str:
 # --------------------------------------------------------------------------- the rates
 
 
-def _rates(log_gain: np.ndarray, criterion: str, discard: int) -> tuple[np.ndarray, ...]:
-    """(rate, se, nonfinite) per grid value from ``log_gain`` (values, samples, depth)."""
+def rates_from_log_gains(log_gain, *, criterion: str = "mean_square",
+                         discard: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""(rate, SE, non-finite count) per leading index from $\ln\|J_\ell\cdots J_1 u\|$ of shape (..., samples, depth).
+
+    The estimators of `growth_rates` (module docstring) over blocks ℓ > `discard`, for gains a study or a
+    user already has (e.g. `jaxgrad.sweep(..., fields=["log_forward_gain"]).log_forward_gain`).
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown `criterion`={criterion!r}; valid choices are {list(CRITERIA)}")
     b = np.asarray(log_gain, np.float64)
     start = b[..., discard - 1] if discard else np.zeros(b.shape[:-1])
     window = b.shape[-1] - discard
@@ -264,7 +272,7 @@ def growth_rates(net: Network, *, hyper: str, values: Sequence[float], samples: 
     r = sweep(net, samples, seed, grid={hyper: list(values)}, method="vector", fields=["log_forward_gain"],
               dtype=dtype, verify=verify)
     b = np.asarray(r.log_forward_gain, np.float64)
-    rate, se, nonfinite = _rates(b, criterion, discard)
+    rate, se, nonfinite = rates_from_log_gains(b, criterion=criterion, discard=discard)
     with np.errstate(invalid="ignore"):
         quantiles = np.nanpercentile(np.where(np.isfinite(b), b, np.nan), [5, 50, 95], axis=1).transpose(1, 0, 2)
         mean = b.mean(axis=1)
@@ -407,9 +415,9 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
         cells = _crossings(grid, measured.rates) or cells[:0]
         if not cells:  # the refined curve lost the sign change (noise at the ends of the cell): keep the coarser one
             break
-    order = np.argsort(np.concatenate(xs), kind="stable")
-    values, rates = np.concatenate(xs)[order], np.concatenate(rs)[order]
-    rate_se, nonfinite = np.concatenate(ses)[order], np.concatenate(bad)[order]
+    # every value once (a refinement's ends are values already measured, bit for bit: the sweep's contract)
+    values, first = np.unique(np.concatenate(xs), return_index=True)
+    rates, rate_se, nonfinite = (np.concatenate(a)[first] for a in (rs, ses, bad))
     common = dict(hyper=hyper, criterion=criterion, bracket=(lo, hi), depth=L, samples=samples, discard=discard,
                   values=values, rates=rates + target, rate_se=rate_se, nonfinite=nonfinite, depths=np.arange(1, L + 1),
                   grid=grid, log_gain_mean=measured.log_gain_mean, log_gain_quantiles=measured.log_gain_quantiles)
