@@ -283,22 +283,36 @@ def _depends(jaxpr) -> list[bool]:
     return [not isinstance(v, _Literal) and id(v) in dependent for v in jaxpr.jaxpr.outvars]
 
 
-def _check_reaches_params(init_with, values: Mapping[str, float], where: str, kind: str) -> None:
-    """Every hyperparameter must reach the params that ``init_with`` draws: one the constructor stores as a
-    plain attribute (static structure) would be frozen at its build value in a sweep, silently."""
+_TRACER_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+                  jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError)
+
+
+def _check_reaches_params(init_with, static_at, values: Mapping[str, float], where: str, kind: str) -> None:
+    """Every hyperparameter must reach the params that ``init_with`` draws, and nothing else: one the constructor
+    also stores as static structure (a plain Flax attribute, an `eqx.field(static=True)`) would be frozen at its
+    build value in a sweep, silently. ``static_at(values)``: the module's static structure built at `values`."""
+    store = ("an nnx.Variable, `self.x = nnx.Variable(jnp.asarray(x))`" if kind == "flax" else
+             "an array field (not `eqx.field(static=True)`)")
     for name in values:
         def draw(x, name=name):
             return jax.tree.leaves(init_with({**values, name: x})(jax.random.key(0)))
 
         with _float32_default(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Equinox warns of a traced static field: the error below says more
-            jaxpr = jax.make_jaxpr(draw)(jnp.float32(values[name]))
-        if not any(_depends(jaxpr)):
-            store = ("an nnx.Variable, `self.x = nnx.Variable(jnp.asarray(x))`" if kind == "flax" else
-                     "an array field (not `eqx.field(static=True)`)")
-            raise ValueError(f"{where}: the hyperparameter {name!r} does not reach the module's floating-point "
-                             f"arrays, so a traced value would be ignored (frozen at {values[name]:g} in a sweep); "
-                             f"use it to scale the module's arrays (a weight), or store it as {store}")
+            try:
+                jaxpr = jax.make_jaxpr(draw)(jnp.float32(values[name]))
+            except _TRACER_ERRORS as error:
+                raise ValueError(f"{where}: the constructor uses the hyperparameter {name!r} as a Python value "
+                                 f"({type(error).__name__}: a branch, an int() or float()), but it is passed traced, "
+                                 f"so that one program serves every value; use it only in array arithmetic (a "
+                                 f"weight's scale)") from None
+            other = {**values, name: 1.5 * values[name] + 0.5}
+            frozen = not any(_depends(jaxpr)) or static_at(values) != static_at(other)
+        if frozen:
+            raise ValueError(f"{where}: the hyperparameter {name!r} does not reach only the module's floating-point "
+                             f"arrays: the module keeps it (or something made from it) as static structure, so a "
+                             f"traced value would be ignored there (frozen at {values[name]:g} in a sweep); use it "
+                             f"to scale the module's arrays (a weight), and store it, if at all, as {store}")
 
 
 def _layer(kind, make, shape, init_with, apply, name, homogeneous, values, rebuild) -> Layer:
@@ -386,7 +400,11 @@ def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None 
 
     _validate(call, params, shape, where, inferred, lambda error: _equinox_cause(eqx, template, error),
               type(template).__name__)
-    _check_reaches_params(init_with, values, where, "equinox")
+    def static_at(v):  # static fields live in the tree structure; plain float fields are leaves, traced in a sweep
+        with _float32_default():
+            return jax.tree.structure(eqx.partition(eqx.filter_eval_shape(make, jax.random.key(0), **v), _is_float)[1])
+
+    _check_reaches_params(init_with, static_at, values, where, "equinox")
     return _layer("equinox", make, shape, init_with, apply,
                   name or f"equinox({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
                   lambda v: from_equinox(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
@@ -491,7 +509,12 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
         return _flax_training_mode(nnx, abstract, text) if "rngs" in text or "deterministic" in text else None
 
     _validate(checked_call, params, shape, where, inferred, cause, type(abstract).__name__)
-    _check_reaches_params(init_with, values, where, "flax")
+
+    def static_at(v):
+        with _float32_default():
+            return nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0), **v)), floating, ...)[0]
+
+    _check_reaches_params(init_with, static_at, values, where, "flax")
     return _layer("flax", make, shape, init_with, apply,
                   name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
                   lambda v: from_flax(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))

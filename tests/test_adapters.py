@@ -510,10 +510,33 @@ def test_a_hyperparameter_that_would_be_frozen_in_a_sweep_is_refused_and_a_store
     def static(key, branch):
         return StaticEquinox(key, branch)
 
-    with pytest.raises(ValueError, match=r"'branch' does not reach .*frozen at 1 .*nnx.Variable"):
+    with pytest.raises(ValueError, match=r"'branch' does not reach only .*frozen at 1 .*nnx.Variable"):
         from_flax(plain, shape=width, hyper={"branch": 1.0})
-    with pytest.raises(ValueError, match=r"'branch' does not reach .*not `eqx.field\(static=True\)`"):
+    with pytest.raises(ValueError, match=r"'branch' does not reach only .*not `eqx.field\(static=True\)`"):
         from_equinox(static, shape=width, hyper={"branch": 1.0})
+
+    class ScaledAndStatic(eqx.Module):  # scales a weight (traced) and keeps a static copy (frozen): refused too
+        linear: eqx.nn.Linear
+        gain: float = eqx.field(static=True)
+
+        def __init__(self, key, branch):
+            linear = eqx.nn.Linear(width, width, key=key)
+            self.linear, self.gain = eqx.tree_at(lambda m: m.weight, linear, branch * linear.weight), branch
+
+        def __call__(self, h):
+            return self.gain * jnp.tanh(self.linear(h))
+
+    def partly(key, branch):
+        return ScaledAndStatic(key, branch)
+
+    with pytest.raises(ValueError, match=r"'branch' does not reach only"):
+        from_equinox(partly, shape=width, hyper={"branch": 1.0})
+
+    def branching(key, branch):  # a Python branch on the value: it cannot be traced
+        return StaticEquinox(key, 2.0) if branch > 1 else StaticEquinox(key, 1.0)
+
+    with pytest.raises(ValueError, match=r"uses the hyperparameter 'branch' as a Python value"):
+        from_equinox(branching, shape=width, hyper={"branch": 1.0})
 
     def stored(rngs, branch):
         return PlainFlax(rngs, branch, stored=True)
