@@ -28,7 +28,8 @@ training (the scales are one vmapped axis). Per model, one point:
    predicted rate is ½ ln of the mean of $χ_\ell$ over the same blocks (`mean_field_rate`).
 3. **Training** on scikit-learn's 8×8 digits (a fixed split: `test_size` images held out, the
    rest for training) with `optax.adam` at one learning rate for every scale (Adam normalises
-   each parameter's step, so a failure is not a badly sized step), `steps` minibatch steps of
+   each parameter's step, so a failure is not merely a badly sized step, unless the gradient is
+   below Adam's ε, as it is at the MLP's default), `steps` minibatch steps of
    `batch_size`, `seeds` initialisations and data orders, at the scales $a\,k^j$ for j in
    `powers` (k = `factor`) and the default s = 1; the anchor a is s* where the rate has a zero
    in the bracket and the default otherwise. Test accuracy and the gradient norms of the first
@@ -59,9 +60,9 @@ below Adam's ε = 10⁻⁸, so Adam cannot rescale it into a step. Not stored he
 seeds, 600 steps): at width 64 and depth 64 the picture is the same, s* ≈ 2.2 (mean field
 2.18) trains to 0.9 test accuracy while the default and s*·1.5 stay at chance and s*/1.5 at 0.2.
 
-Run: ``jaxgrad run critical_init`` (quick: the sizes above, 5 + 4 scales; 88 s wall, 83 s of it
-in the runner, on 2 CPU cores shared with another developer's jobs (load 3), about half of it
-compiling: two critical_point sweeps with their self-checks, two training programs);
+Run: ``jaxgrad run critical_init`` (quick: the sizes above, 5 + 4 scales; 55 s in the runner on
+2 CPU cores (manifest.json), about half of it compiling: two critical_point sweeps with their
+self-checks, two training programs);
 ``--scale full``: width 128, depth 100, 1024 initialisations, 17 bracket points, 8 seeds ×
 3000 steps (an accelerator).
 

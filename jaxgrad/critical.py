@@ -16,7 +16,8 @@ adapter's own ``hyper=`` entry) is measured over S initialisations and the block
 * ``criterion="typical"``: $r(x) = \mathbb{E}\ln g_\ell$, the typical (logarithmic) rate,
   whose limit at large depth is the top Lyapunov exponent λ₁ of the product. By Jensen
   $\mathbb{E}\ln g \le \tfrac12\ln\mathbb{E}g^2$; at width n the gap is O(1/n)
-  (for Gaussian weights exactly $\tfrac12(\ln\tfrac n2 - ψ(\tfrac n2)) \approx \tfrac1{2n}$),
+  (for linear Gaussian layers exactly $\tfrac12(\ln\tfrac n2 - ψ(\tfrac n2)) \approx \tfrac1{2n}$, for ReLU
+  about $\tfrac5{4n}$; measured for tanh at σ_b² = 0.05, about 3/n in σ_w),
   so the typical critical point lies above the mean-square one. The mean-square rate
   says how the *average* squared gradient grows, the typical rate how a *single*
   network's gradient grows: at finite width they differ, and a deep network is
@@ -51,7 +52,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxgrad.engine import sweep
+from jaxgrad.engine import _grid_points, sweep
 from jaxgrad.layers import Network
 from jaxgrad.stats import pooled_variance
 
@@ -169,7 +170,14 @@ def _check_bracket(bracket) -> tuple[float, float]:
     return lo, hi
 
 
-def _network(net_or_builder, hyper: str, lo: float, depth: int | None) -> Network:
+def _same_network(a: Network, b: Network) -> bool:
+    """Equal layer by layer: the same structure and hyperparameter values (layers without any, the same name)."""
+    return len(a.layers) == len(b.layers) and a.tied == b.tied and all(
+        (x.hyper == y.hyper) if (x.hyper is not None or y.hyper is not None) else x.name == y.name
+        for x, y in zip(a.layers, b.layers))
+
+
+def _network(net_or_builder, hyper: str, lo: float, hi: float, depth: int | None) -> Network:
     """The network to measure, at the bracket's lower end, with `hyper` checked to be one of its traced values."""
     if isinstance(net_or_builder, Network):
         net = net_or_builder
@@ -194,16 +202,25 @@ def _network(net_or_builder, hyper: str, lo: float, depth: int | None) -> Networ
             kwargs["depth"] = _check_int("depth", depth, 1)
         try:
             inspect.signature(builder).bind(**kwargs)
-        except TypeError:
-            raise ValueError(f"the builder {_name(builder)} does not accept the hyperparameter as a keyword: "
-                             f"builder({', '.join(f'{k}=...' for k in kwargs)}) fails; give a builder that takes "
-                             f"`{hyper}` (and returns a jaxgrad.Network)") from None
+        except TypeError as error:
+            raise ValueError(f"the builder {_name(builder)} cannot be called as builder("
+                             f"{', '.join(f'{k}=...' for k in kwargs)}) ({error}); give a builder that takes "
+                             f"`{hyper}` as a keyword (and `depth` when `depth` is given) and returns a jaxgrad.Network"
+                             ) from None
         except ValueError:  # no signature (a builtin): let the call below decide
             pass
         net = builder(**kwargs)
         if not isinstance(net, Network):
             raise ValueError(f"the builder {_name(builder)} must return a jaxgrad.Network, got "
                              f"{type(net).__name__}")
+        if hyper in _hyper_names(net):
+            # the sweep varies the network's own traced `hyper`: the builder's argument must be exactly that value
+            swept = _grid_points(net, {hyper: [hi]})[2][0][0]
+            if not _same_network(builder(**{**kwargs, hyper: hi}), swept):
+                raise ValueError(f"the builder {_name(builder)} does not pass `{hyper}` straight to its network's "
+                                 f"traced `{hyper}`: builder({hyper}={hi:g}) differs from builder({hyper}={lo:g}) "
+                                 f"with the network's {hyper} set to {hi:g}, and critical_point sweeps the latter. "
+                                 f"Give a builder whose argument is the network's hyperparameter, or the network")
     else:
         raise ValueError(f"`net_or_builder` must be a jaxgrad.Network or a callable builder(**{{{hyper!r}: value}}) "
                          f"-> Network, got {type(net_or_builder).__name__}")
@@ -232,6 +249,9 @@ def rates_from_log_gains(log_gain, *, criterion: str = "mean_square",
     if criterion not in CRITERIA:
         raise ValueError(f"unknown `criterion`={criterion!r}; valid choices are {list(CRITERIA)}")
     b = np.asarray(log_gain, np.float64)
+    if b.ndim < 2 or b.shape[-2] < 2:
+        raise ValueError(f"`log_gain` must have shape (..., samples ≥ 2, depth), got shape {b.shape}")
+    _check_discard(discard, b.shape[-1])
     start = b[..., discard - 1] if discard else np.zeros(b.shape[:-1])
     window = b.shape[-1] - discard
     with np.errstate(invalid="ignore", over="ignore"):
@@ -384,8 +404,8 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
                                   or not 0 < tolerance < math.inf):
         raise ValueError(f"`tolerance` must be None or a positive finite number, got tolerance={tolerance!r}")
     if depth is not None:
-        _check_int("depth", depth, MIN_WINDOW + 0, f" (at least {MIN_WINDOW} blocks to measure a rate over)")
-    net = _network(net_or_builder, hyper, lo, depth)
+        _check_int("depth", depth, MIN_WINDOW, f" (at least {MIN_WINDOW} blocks to measure a rate over)")
+    net = _network(net_or_builder, hyper, lo, hi, depth)
     L = net.depth
     if L < MIN_WINDOW:
         raise ValueError(f"`depth` must be at least {MIN_WINDOW} blocks to measure a rate over, got depth={L}")
@@ -400,20 +420,19 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
     measured = measure(grid, verify)
     xs, rs, ses, bad = [grid], [measured.rates], [measured.rate_se], [measured.nonfinite]
     cells = _crossings(grid, measured.rates)
-    others = ""
+    others = "" if len(cells) < 2 else (
+        f" The rate also changes sign in {len(cells) - 1} other cell(s) of the first grid, first at "
+        f"{grid[cells[1]]:.6g}..{grid[cells[1] + 1]:.6g}: the first zero is reported.")
     for _ in range(refine if cells else 0):
         k = cells[0]
-        if len(cells) > 1 and not others:
-            others = (f" The rate also changes sign in {len(cells) - 1} other cell(s) of the first grid, "
-                      f"first at {grid[cells[1]]:.6g}..{grid[cells[1] + 1]:.6g}: the first zero is reported.")
         grid = np.linspace(grid[k], grid[k + 1], points)
         measured = measure(grid, False)
         xs.append(grid)
         rs.append(measured.rates)
         ses.append(measured.rate_se)
         bad.append(measured.nonfinite)
-        cells = _crossings(grid, measured.rates) or cells[:0]
-        if not cells:  # the refined curve lost the sign change (noise at the ends of the cell): keep the coarser one
+        cells = _crossings(grid, measured.rates)
+        if not cells:  # a non-finite rate inside the cell hides the sign change: keep the coarser grid
             break
     # every value once (a refinement's ends are values already measured, bit for bit: the sweep's contract)
     values, first = np.unique(np.concatenate(xs), return_index=True)
@@ -445,13 +464,16 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
     root, se, slope, error = _root(x_last, r_last, se_last, cells[0])
     half = interval_se * se + error
     if tolerance is not None and half > tolerance:
-        needed = samples * math.ceil((interval_se * se / max(tolerance - error, 1e-300)) ** 2)
-        raise ValueError(f"`samples`={samples} (depth {L}, {L - discard} blocks after the transient) give an interval "
-                         f"half-width of {half:.3g} for {hyper}, wider than tolerance={tolerance:g}: about "
-                         f"samples={needed} would suffice (the half-width falls as 1/√samples, or as 1/√(depth "
-                         f"− discard) for the blocks)" if error < tolerance else
-                         f"tolerance={tolerance:g} is below the interpolation error {error:.3g} of this grid: "
-                         f"raise `points` or `refine`")
+        if error >= tolerance:
+            raise ValueError(f"tolerance={tolerance:g} is below the interpolation error {error:.3g} of this grid: "
+                             f"raise `points` or `refine`")
+        factor = (interval_se * se / (tolerance - error)) ** 2 if math.isfinite(se) else math.inf
+        more = (f"about samples={math.ceil(samples * factor)}, or about {math.ceil((L - discard) * factor)} blocks "
+                f"after the transient (depth={discard + math.ceil((L - discard) * factor)}), would suffice: the "
+                f"half-width falls as 1/√samples, and about as 1/√(depth − discard) where the blocks' gains are "
+                f"weakly correlated" if math.isfinite(factor) else "the measured slope is zero: widen the bracket")
+        raise ValueError(f"`samples`={samples} and depth={L} ({L - discard} blocks after the transient) give an "
+                         f"interval half-width of {half:.3g} for {hyper}, wider than tolerance={tolerance:g}: {more}")
     name = f"critical {hyper}" if target == 0 else f"{hyper} at rate {target:+.4g}"
     message = (f"{name} = {root:.6g} ± {se:.2g} (interval {root - half:.6g} .. {root + half:.6g}, "
                f"{interval_se:g} SE + interpolation {error:.1g}; {criterion} rate {per}, depth {L}, {samples} samples, "
@@ -464,7 +486,7 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
 
 def _isometry(net: Network, hyper: str, value: float, samples: int, seed: int, dtype, verify: bool) -> Isometry:
     """Every singular value of the whole product at `value`, by `simulate(method="svd")`."""
-    from jaxgrad.engine import _grid_points, simulate
+    from jaxgrad.engine import simulate
 
     at = _grid_points(net, {hyper: [value]})[2][0][0]
     r = simulate(at, samples, seed, method="svd", spectrum_at=[at.depth], fields=["log_spectral_norm"], dtype=dtype,

@@ -175,10 +175,11 @@ def test_bad_input_is_a_clear_error_before_any_compile(kwargs, match):
 
 
 def test_a_builder_that_does_not_take_the_hyperparameter_is_a_clear_error():
+    # (no compile count here: building a network checks its layers' claims, which compiles small programs)
     def build(width):
         return jaxgrad.mlp(width=width, depth=8)
 
-    with pytest.raises(ValueError, match=r"does not accept the hyperparameter.*builder\(sigma_w=...\)"):
+    with pytest.raises(ValueError, match=r"cannot be called as builder\(sigma_w=...\)"):
         jaxgrad.critical_point(build, hyper="sigma_w", bracket=(1, 2))
     with pytest.raises(ValueError, match=r"takes no `depth` keyword"):
         jaxgrad.critical_point(lambda sigma_w: jaxgrad.mlp(width=8, depth=8, sigma_w=sigma_w), hyper="sigma_w",
@@ -187,12 +188,22 @@ def test_a_builder_that_does_not_take_the_hyperparameter_is_a_clear_error():
         jaxgrad.critical_point(lambda sigma_w: sigma_w, hyper="sigma_w", bracket=(1, 2))
     with pytest.raises(ValueError, match=r"`net_or_builder` must be a jaxgrad.Network or a callable"):
         jaxgrad.critical_point("mlp", hyper="sigma_w", bracket=(1, 2))
+    # a builder that transforms its argument would be swept on the network's own σ_w, not on its argument
+    with pytest.raises(ValueError, match=r"does not pass `sigma_w` straight to its network's traced `sigma_w`"):
+        jaxgrad.critical_point(lambda sigma_w: jaxgrad.mlp(width=8, depth=8, sigma_w=2 * sigma_w), hyper="sigma_w",
+                               bracket=(0.3, 1.5))
 
 
 def test_a_precision_the_samples_cannot_give_says_how_many_would():
     net = _mlp("tanh", 0.05, width=16, depth=8)
-    with pytest.raises(ValueError, match=r"`samples`=16 .* wider than tolerance=0.001: about samples=\d+ would"):
+    with pytest.raises(ValueError, match=r"`samples`=16 .* wider than tolerance=0.001: about samples=\d+, or") as e:
         jaxgrad.critical_point(net, hyper="sigma_w", bracket=(1.0, 1.8), samples=16, tolerance=1e-3, verify=False)
+    crit = jaxgrad.critical_point(net, hyper="sigma_w", bracket=(1.0, 1.8), samples=16, verify=False)
+    needed = int(str(e.value).split("about samples=")[1].split(",")[0])
+    # the half-width 4 SE + e falls as 1/√samples: the suggestion is the smallest count that would reach 1e-3
+    error = crit.interval[1] - crit.value - 4 * crit.se
+    assert needed == math.ceil(16 * (4 * crit.se / (1e-3 - error)) ** 2)
+    assert 4 * crit.se * math.sqrt(16 / needed) + error <= 1e-3 < 4 * crit.se * math.sqrt(16 / (needed - 1)) + error
 
 
 def test_a_target_rate_is_reached_where_theory_puts_it():

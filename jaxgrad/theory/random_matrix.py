@@ -192,7 +192,9 @@ def critical_sigma_w_typical(activation: str, width: int) -> float:
     if activation == "linear":
         return float(math.exp(-0.5 * (math.log(2.0 / n) + scipy.special.digamma(n / 2))))
     if activation == "relu":
-        return float(math.sqrt(2.0) * math.exp(-float(_relu_log_gain(n, 1).mean)))
+        with jax.enable_x64(True):  # in float64 whatever the caller's mode: the effect is 5/(4n)
+            mean = float(_relu_log_gain(n, np.float64(1.0)).mean)
+        return float(math.sqrt(2.0) * math.exp(-mean))
     raise ValueError(f"unknown `activation`={activation!r} for an exact finite-width law; valid choices are "
                      f"['linear', 'relu'] (others: mean field, `critical_sigma_w`)")
 
