@@ -90,6 +90,7 @@ import jaxgrad
 from jaxgrad import plotting, quadrature, training
 from jaxgrad.critical import rates_from_log_gains
 from jaxgrad.stats import Comparison
+from jaxgrad.training import _all_finite, _where  # the masked update of jaxgrad.train
 from experiments._common import engine_seed, require_integers
 from experiments.runner import compute
 
@@ -293,14 +294,6 @@ def _program(model: str, width: int, depth: int, steps: int, every: int, batch_s
 
     over_seeds = jax.vmap(one, in_axes=(0, None, None, None, None, None))
     return jax.jit(jax.vmap(over_seeds, in_axes=(None, 0, None, None, None, None)))
-
-
-def _all_finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
-
-
-def _where(flag, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
 
 
 @functools.cache
