@@ -13,6 +13,7 @@ block-diagonal (one block per token), a pre-LN residual network, residual self-a
 residual MLP.
 Widths above 256 use a quarter of the samples. Prints one JSON line per (width, case).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import jaxgrad
 
 CASES = {
     "tanh-gaussian": dict(activation="tanh", weights="gaussian", sigma_w=1.0),
-    "relu-gaussian": dict(activation="relu", weights="gaussian", sigma_w=2 ** 0.5),
+    "relu-gaussian": dict(activation="relu", weights="gaussian", sigma_w=2**0.5),
     "tanh-orthogonal": dict(activation="tanh", weights="orthogonal", sigma_w=1.2),
     "linear-orthogonal": dict(activation="linear", weights="orthogonal", sigma_w=1.0),
 }
@@ -40,7 +41,7 @@ def token_rms_residual(width: int, depth: int, tokens: int = 6):
     features = max(2, width // tokens)
 
     def init(key):
-        return {"W": 1.5 / features ** 0.5 * jax.random.normal(key, (features, features), jnp.float32)}
+        return {"W": 1.5 / features**0.5 * jax.random.normal(key, (features, features), jnp.float32)}
 
     def apply(p, X):
         r = X * jax.lax.rsqrt(jnp.mean(X * X, axis=-1, keepdims=True) + 1e-6)
@@ -55,7 +56,8 @@ STRUCTURED = {
     "token-rms-residual": token_rms_residual,
     "resnet-pre-ln": lambda width, depth: jaxgrad.resnet(width, depth, activation="tanh", alpha=0.0, norm="pre"),
     "attention-residual": lambda width, depth: jaxgrad.serial(
-        *[jaxgrad.attention(tokens=4, width=max(2, width // 4), residual_scale=1.0)] * depth),
+        *[jaxgrad.attention(tokens=4, width=max(2, width // 4), residual_scale=1.0)] * depth
+    ),
     "mlp-residual": lambda width, depth: jaxgrad.mlp(width=width, depth=depth, residual_alpha=0.5),
 }
 
@@ -72,8 +74,14 @@ def measure(width: int, case: str, depth: int, samples: int) -> dict:
     p = jaxgrad.simulate(net, samples, 3, method="power")
     s = jaxgrad.simulate(net, samples, 3, method="svd")
     layer = np.abs(np.diff(p.log_norm_product, axis=1, prepend=0) - np.diff(s.log_norm_product, axis=1, prepend=0))
-    return dict(width=width, case=case, depth=depth, samples=samples,
-                product=float(np.max(np.abs(p.log_spectral_norm - s.log_spectral_norm))), layer=float(np.max(layer)))
+    return dict(
+        width=width,
+        case=case,
+        depth=depth,
+        samples=samples,
+        product=float(np.max(np.abs(p.log_spectral_norm - s.log_spectral_norm))),
+        layer=float(np.max(layer)),
+    )
 
 
 def main(argv=None) -> None:

@@ -10,6 +10,7 @@ run over all samples; median and best of `repeats`, the programs interleaved), t
 (then the adapter adds no work inside the compiled program). `jaxgrad.dense` (its
 analytic Jacobian, Gaussian weights) is shown for reference. Takes about a minute on a CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,11 @@ def _networks(width: int, depth: int):
         return jnp.tanh(W @ h + b)
 
     plain = jaxgrad.Layer(init, apply, width, width, name="plain tanh")
-    return {"equinox": jaxgrad.serial(*[from_equinox(make)] * depth),
-            "plain": jaxgrad.serial(*[plain] * depth),
-            "dense": jaxgrad.mlp(width, depth, activation="tanh")}
+    return {
+        "equinox": jaxgrad.serial(*[from_equinox(make)] * depth),
+        "plain": jaxgrad.serial(*[plain] * depth),
+        "dense": jaxgrad.mlp(width, depth, activation="tanh"),
+    }
 
 
 def _compiled(net, samples: int):
@@ -96,9 +99,13 @@ def main(argv=None) -> dict:
     out = {"settings": vars(args), "micro_batch": micro, "device": jax.devices()[0].device_kind}
     for name, (compiled, _, compile_s) in programs.items():
         hlo = _canonical_hlo(compiled)
-        out[name] = dict(execute_s=statistics.median(times[name]), best_s=min(times[name]), all_s=times[name],
-                         compile_s=compile_s,
-                         hlo_instructions=len(hlo))
+        out[name] = dict(
+            execute_s=statistics.median(times[name]),
+            best_s=min(times[name]),
+            all_s=times[name],
+            compile_s=compile_s,
+            hlo_instructions=len(hlo),
+        )
     out["equinox_hlo_equals_plain"] = _canonical_hlo(programs["equinox"][0]) == _canonical_hlo(programs["plain"][0])
     out["equinox_over_plain"] = out["equinox"]["execute_s"] / out["plain"]["execute_s"]
     out["equinox_over_dense"] = out["equinox"]["execute_s"] / out["dense"]["execute_s"]

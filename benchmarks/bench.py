@@ -30,6 +30,7 @@ Timings are medians of ``--repeats`` runs after a warm-up. Results go to ``--out
 
 This module imports JAX lazily, so `experiments.cli` can configure the command cheaply.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,27 +66,38 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a tiny smoke configuration (widths {QUICK['widths']}, depths {QUICK['depths']}, "
-                             f"{QUICK['samples']} samples); overrides the sizes below")
-    parser.add_argument("--widths", type=_int_list, default=DEFAULT_WIDTHS, metavar="N,N,…",
-                        help="widths (default: 64,128,256)")
-    parser.add_argument("--depths", type=_int_list, default=DEFAULT_DEPTHS, metavar="L,L,…",
-                        help="depths (default: 64,1000)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a tiny smoke configuration (widths {QUICK['widths']}, depths {QUICK['depths']}, "
+        f"{QUICK['samples']} samples); overrides the sizes below",
+    )
+    parser.add_argument(
+        "--widths", type=_int_list, default=DEFAULT_WIDTHS, metavar="N,N,…", help="widths (default: 64,128,256)"
+    )
+    parser.add_argument(
+        "--depths", type=_int_list, default=DEFAULT_DEPTHS, metavar="L,L,…", help="depths (default: 64,1000)"
+    )
     parser.add_argument("--samples", type=int, default=512, metavar="S", help="samples (default: 512)")
-    parser.add_argument("--deep-samples", type=int, default=None, metavar="S",
-                        help="samples at depths above 64 (default: work-matched, samples × 64 / depth, "
-                             "at least one micro-batch)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="R",
-                        help="timed repeats after a warm-up (default: 3)")
-    parser.add_argument("--out", default="results/benchmarks", metavar="DIR",
-                        help="output folder (default: results/benchmarks)")
+    parser.add_argument(
+        "--deep-samples",
+        type=int,
+        default=None,
+        metavar="S",
+        help="samples at depths above 64 (default: work-matched, samples × 64 / depth, at least one micro-batch)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, metavar="R", help="timed repeats after a warm-up (default: 3)"
+    )
+    parser.add_argument(
+        "--out", default="results/benchmarks", metavar="DIR", help="output folder (default: results/benchmarks)"
+    )
     parser.add_argument("--tag", default=None, help="file name tag (default: the backend, e.g. cpu, gpu)")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch comparisons")
-    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
-                        help="skip the user-code baselines (a), (b), (c)")
-    parser.add_argument("--no-memory", dest="memory", action="store_false",
-                        help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--no-baselines", dest="baselines", action="store_false", help="skip the user-code baselines (a), (b), (c)"
+    )
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
 
 
 def check(args: argparse.Namespace) -> argparse.Namespace:
@@ -109,8 +121,10 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
             present = False
         if not present or jax.default_backend() != args.tag:
             seen = sorted({d.platform for d in jax.devices()})
-            raise ValueError(f"--tag {args.tag} names a backend that is not the one here (JAX runs on {seen}); "
-                             f"run it where a {args.tag.upper()} is, or choose another tag")
+            raise ValueError(
+                f"--tag {args.tag} names a backend that is not the one here (JAX runs on {seen}); "
+                f"run it where a {args.tag.upper()} is, or choose another tag"
+            )
     return args
 
 
@@ -157,9 +171,14 @@ def machine_info() -> dict:
     except (ValueError, OSError):
         memory = None
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return dict(cpu=model, cores=os.cpu_count(), usable_cores=affinity,
-                memory_gib=round(memory / 2**30, 1) if memory else None,
-                os=platform.platform(), hostname_hash=hex(hash(platform.node()) & 0xFFFF))
+    return dict(
+        cpu=model,
+        cores=os.cpu_count(),
+        usable_cores=affinity,
+        memory_gib=round(memory / 2**30, 1) if memory else None,
+        os=platform.platform(),
+        hostname_hash=hex(hash(platform.node()) & 0xFFFF),
+    )
 
 
 def _torch():
@@ -190,8 +209,9 @@ def measure_engine(net, samples: int, repeats: int) -> dict:
     base = jax.random.key(0)
     program = jax.jit(jax.vmap(lambda i, c, q0: probe(jax.random.fold_in(base, i), c, q0), in_axes=(0, None, None)))
     calls = -(-samples // micro)
-    batches = [(jnp.arange(c * micro, (c + 1) * micro, dtype=jnp.int32), coefficients, jnp.float32(1.0))
-               for c in range(calls)]
+    batches = [
+        (jnp.arange(c * micro, (c + 1) * micro, dtype=jnp.int32), coefficients, jnp.float32(1.0)) for c in range(calls)
+    ]
 
     t = time.perf_counter()
     lowered = program.lower(*batches[0])
@@ -202,8 +222,11 @@ def measure_engine(net, samples: int, repeats: int) -> dict:
     memory = {}
     try:
         m = compiled.memory_analysis()
-        memory = dict(xla_temp_mb=m.temp_size_in_bytes / 2**20, xla_argument_mb=m.argument_size_in_bytes / 2**20,
-                      xla_output_mb=m.output_size_in_bytes / 2**20)
+        memory = dict(
+            xla_temp_mb=m.temp_size_in_bytes / 2**20,
+            xla_argument_mb=m.argument_size_in_bytes / 2**20,
+            xla_output_mb=m.output_size_in_bytes / 2**20,
+        )
     except Exception:  # not every backend reports it
         pass
 
@@ -217,10 +240,19 @@ def measure_engine(net, samples: int, repeats: int) -> dict:
     jaxgrad.simulate(net, samples, seed=1, progress=False)
     simulate_s = time.perf_counter() - t
     sl = calls * micro * depth
-    return dict(micro_batch=micro, samples_run=calls * micro, lower_s=lower_s, compile_s=compile_s,
-                execute_s=exec_s, execute_all_s=exec_all, simulate_s=simulate_s,
-                sample_layers_per_s=sl / exec_s, gflops=2 * n**3 * sl / exec_s / 1e9,
-                us_per_sample_layer=exec_s / sl * 1e6, **memory)
+    return dict(
+        micro_batch=micro,
+        samples_run=calls * micro,
+        lower_s=lower_s,
+        compile_s=compile_s,
+        execute_s=exec_s,
+        execute_all_s=exec_all,
+        simulate_s=simulate_s,
+        sample_layers_per_s=sl / exec_s,
+        gflops=2 * n**3 * sl / exec_s / 1e9,
+        us_per_sample_layer=exec_s / sl * 1e6,
+        **memory,
+    )
 
 
 # --------------------------------------------------------------------------- limits
@@ -237,6 +269,7 @@ def measure_limit(n: int, depth: int, samples: int, micro: int, repeats: int) ->
     def draw(key):
         def body(W, ell):  # every layer's matrices must exist: the last is returned
             return jax.random.normal(jax.random.fold_in(key, ell), (micro, n, n), jnp.float32), None
+
         W, _ = jax.lax.scan(body, jnp.zeros((micro, n, n), jnp.float32), jnp.arange(depth))
         return W
 
@@ -244,6 +277,7 @@ def measure_limit(n: int, depth: int, samples: int, micro: int, repeats: int) ->
     def products(W, P):
         def body(P, _):
             return jnp.matmul(W, P), None
+
         P, _ = jax.lax.scan(body, P, None, length=depth)
         return P
 
@@ -265,9 +299,16 @@ def measure_limit(n: int, depth: int, samples: int, micro: int, repeats: int) ->
     products_s, _ = _median_time(run_products, repeats)
     sl = calls * micro * depth
     total = draw_s + products_s
-    return dict(draw_s=draw_s, products_s=products_s, total_s=total, compile_s=compile_s,
-                sample_layers_per_s=sl / total, gflops=2 * n**3 * sl / total / 1e9,
-                products_gflops=2 * n**3 * sl / products_s / 1e9, us_per_sample_layer=total / sl * 1e6)
+    return dict(
+        draw_s=draw_s,
+        products_s=products_s,
+        total_s=total,
+        compile_s=compile_s,
+        sample_layers_per_s=sl / total,
+        gflops=2 * n**3 * sl / total / 1e9,
+        products_gflops=2 * n**3 * sl / products_s / 1e9,
+        us_per_sample_layer=total / sl * 1e6,
+    )
 
 
 def measure_torch_limit(torch, n: int, depth: int, samples: int, micro: int, repeats: int) -> dict:
@@ -295,9 +336,16 @@ def measure_torch_limit(torch, n: int, depth: int, samples: int, micro: int, rep
         products_s, _ = _median_time(run_products, repeats)
     sl = calls * micro * depth
     total = draw_s + products_s
-    return dict(draw_s=draw_s, products_s=products_s, total_s=total, threads=torch.get_num_threads(),
-                sample_layers_per_s=sl / total, gflops=2 * n**3 * sl / total / 1e9,
-                products_gflops=2 * n**3 * sl / products_s / 1e9, us_per_sample_layer=total / sl * 1e6)
+    return dict(
+        draw_s=draw_s,
+        products_s=products_s,
+        total_s=total,
+        threads=torch.get_num_threads(),
+        sample_layers_per_s=sl / total,
+        gflops=2 * n**3 * sl / total / 1e9,
+        products_gflops=2 * n**3 * sl / products_s / 1e9,
+        us_per_sample_layer=total / sl * 1e6,
+    )
 
 
 # --------------------------------------------------------------------------- memory
@@ -330,8 +378,9 @@ def measure_memory(n: int, depth: int, timeout_s: float = 1800) -> dict:
 
     A child that fails or outlives `timeout_s` gives `{"error": reason}` (no `peak_mb`), not an exception."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(n), str(depth)], capture_output=True,
-                              text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, str(n), str(depth)], capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         reason = f"memory child timed out after {timeout_s:g} s (width {n}, depth {depth}); memory unavailable"
         _say(f"  {reason}")
@@ -356,8 +405,16 @@ def _fit_all_depths(depths, times, depth):
     return float(sum(a + b * ell for ell in range(1, depth + 1))), dict(intercept_s=float(a), slope_s=float(b))
 
 
-def measure_baselines(n: int, samples: int, repeats: int, torch, engine_s: float, subset_a: int,
-                      samples_b: int, depth: int = BASELINE_DEPTH) -> dict:
+def measure_baselines(
+    n: int,
+    samples: int,
+    repeats: int,
+    torch,
+    engine_s: float,
+    subset_a: int,
+    samples_b: int,
+    depth: int = BASELINE_DEPTH,
+) -> dict:
     """What users would write instead, at depth 64 and 8 depths; times scaled to `samples`."""
     import jax
     import jax.numpy as jnp
@@ -394,8 +451,13 @@ def measure_baselines(n: int, samples: int, repeats: int, torch, engine_s: float
 
     run_a()  # warm-up (JAX's per-op caches)
     t_a, _ = _median_time(run_a, max(1, min(repeats, 2)))
-    out["a"] = dict(method="per-sample loop, eager jax.jacrev + numpy.linalg.svd", samples_timed=subset_a,
-                    measured_s=t_a, seconds=t_a * samples / subset_a, extrapolated=subset_a < samples)
+    out["a"] = dict(
+        method="per-sample loop, eager jax.jacrev + numpy.linalg.svd",
+        samples_timed=subset_a,
+        measured_s=t_a,
+        seconds=t_a * samples / subset_a,
+        extrapolated=subset_a < samples,
+    )
     out["a"]["ratio"] = out["a"]["seconds"] / engine_s
 
     # (b) jax.jit(jax.vmap(jax.jacrev(network))) per depth, then jnp.linalg.svd.
@@ -426,10 +488,19 @@ def measure_baselines(n: int, samples: int, repeats: int, torch, engine_s: float
     fitted, fit = _fit_all_depths(depths, list(per_depth.values()), depth)
     other_s = max(0.0, t_b * scale - sum(per_depth.values()))  # drawing the weights, Python
     all_s = other_s + fitted
-    out["b"] = dict(method="jax.jit(jax.vmap(jax.jacrev(net))) + jnp.linalg.svd", samples_timed=calls * batch,
-                    batch=batch, measured_s=t_b, seconds=t_b * scale, extrapolated=calls * batch != samples,
-                    compile_and_first_batch_s=first_b, per_depth_s=per_depth, other_s=other_s,
-                    all_depths_s=all_s, fit=fit)
+    out["b"] = dict(
+        method="jax.jit(jax.vmap(jax.jacrev(net))) + jnp.linalg.svd",
+        samples_timed=calls * batch,
+        batch=batch,
+        measured_s=t_b,
+        seconds=t_b * scale,
+        extrapolated=calls * batch != samples,
+        compile_and_first_batch_s=first_b,
+        per_depth_s=per_depth,
+        other_s=other_s,
+        all_depths_s=all_s,
+        fit=fit,
+    )
     out["b"]["ratio"] = out["b"]["seconds"] / engine_s
     out["b"]["ratio_all_depths"] = all_s / engine_s
 
@@ -465,9 +536,16 @@ def _torch_baseline(torch, n, depths, samples, samples_b, repeats, engine_s):
     run()
     t_c, _ = _median_time(run, repeats)
     scale = samples / (calls * batch)
-    return dict(method="torch.func.vmap(torch.func.jacrev(net)) + torch.linalg.svdvals", samples_timed=calls * batch,
-                batch=batch, measured_s=t_c, seconds=t_c * scale, extrapolated=calls * batch != samples,
-                threads=torch.get_num_threads(), ratio=t_c * scale / engine_s)
+    return dict(
+        method="torch.func.vmap(torch.func.jacrev(net)) + torch.linalg.svdvals",
+        samples_timed=calls * batch,
+        batch=batch,
+        measured_s=t_c,
+        seconds=t_c * scale,
+        extrapolated=calls * batch != samples,
+        threads=torch.get_num_threads(),
+        ratio=t_c * scale / engine_s,
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -490,17 +568,21 @@ def _bracket(row) -> str:
 
 
 def tables(result: dict) -> str:
-    lines = [f"# jaxgrad bench — {result['device']}", "",
-             f"{result['machine']['cpu']}, {result['machine']['usable_cores']} cores, "
-             f"{result['machine']['memory_gib']} GiB; jax {result['versions']['jax']}"
-             + (f", torch {result['versions']['torch']}" if result['versions'].get('torch')
-                else ", torch not installed"),
-             "", "Engine (simulate, method power: log_spectral_norm, log_norm_product, gains) against the limit "
-             "(draw the same Gaussian matrices + the same batched n×n products). Times are medians "
-             f"of {result['settings']['repeats']} repeats after a warm-up; execution excludes compilation.", "",
-             "| width | depth | samples | engine s | compile s | sample-layers/s | GFLOP/s | limit s (draw + bmm) "
-             "| engine ÷ limit | torch limit s | engine ÷ torch limit | peak RSS MB (Δ) | XLA temp MB |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# jaxgrad bench — {result['device']}",
+        "",
+        f"{result['machine']['cpu']}, {result['machine']['usable_cores']} cores, "
+        f"{result['machine']['memory_gib']} GiB; jax {result['versions']['jax']}"
+        + (f", torch {result['versions']['torch']}" if result["versions"].get("torch") else ", torch not installed"),
+        "",
+        "Engine (simulate, method power: log_spectral_norm, log_norm_product, gains) against the limit "
+        "(draw the same Gaussian matrices + the same batched n×n products). Times are medians "
+        f"of {result['settings']['repeats']} repeats after a warm-up; execution excludes compilation.",
+        "",
+        "| width | depth | samples | engine s | compile s | sample-layers/s | GFLOP/s | limit s (draw + bmm) "
+        "| engine ÷ limit | torch limit s | engine ÷ torch limit | peak RSS MB (Δ) | XLA temp MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in result["configs"]:
         e, lim, tl, mem = c["engine"], c["limit"], c.get("torch_limit"), c.get("memory") or {}
         lines.append(
@@ -509,18 +591,23 @@ def tables(result: dict) -> str:
             f"| {_fmt(lim['total_s'])} ({_fmt(lim['draw_s'])} + {_fmt(lim['products_s'])}) "
             f"| **{_fmt(c['engine_over_limit'])}** | {_fmt(tl and tl['total_s'])} "
             f"| {_fmt(c.get('engine_over_torch_limit'))} "
-            f"| {_fmt(mem.get('peak_mb'))} ({_fmt(mem.get('increment_mb'))}) | {_fmt(e.get('xla_temp_mb'))} |")
+            f"| {_fmt(mem.get('peak_mb'))} ({_fmt(mem.get('increment_mb'))}) | {_fmt(e.get('xla_temp_mb'))} |"
+        )
     if result["baselines"]:
         depth = result["baselines"][0]["depth"]
-        lines += ["", f"What a user would write instead, at depth {depth}, evaluated at depths "
-                  f"{result['baselines'][0]['depths']}; seconds for the same samples as the engine row "
-                  "(extrapolated linearly where fewer were timed: samples timed in brackets); "
-                  "ratio = baseline ÷ engine execution. (b, all depths): the same work as the engine, "
-                  f"every depth 1..{depth}: (b)'s weight drawing plus a linear fit a + bℓ of its per-depth "
-                  "(jacrev + SVD) times summed over ℓ.", "",
-                  "| width | samples | engine s | (a) loop s | (a) ÷ engine | (b) vmap·jacrev s | (b) ÷ engine "
-                  "| (b, all depths) ÷ engine | (c) torch.func s | (c) ÷ engine |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"What a user would write instead, at depth {depth}, evaluated at depths "
+            f"{result['baselines'][0]['depths']}; seconds for the same samples as the engine row "
+            "(extrapolated linearly where fewer were timed: samples timed in brackets); "
+            "ratio = baseline ÷ engine execution. (b, all depths): the same work as the engine, "
+            f"every depth 1..{depth}: (b)'s weight drawing plus a linear fit a + bℓ of its per-depth "
+            "(jacrev + SVD) times summed over ℓ.",
+            "",
+            "| width | samples | engine s | (a) loop s | (a) ÷ engine | (b) vmap·jacrev s | (b) ÷ engine "
+            "| (b, all depths) ÷ engine | (c) torch.func s | (c) ÷ engine |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for b in result["baselines"]:
             a, bb, cc = b["a"], b["b"], b.get("c")
             lines.append(
@@ -529,7 +616,8 @@ def tables(result: dict) -> str:
                 f"| {_fmt(a['ratio'])} | {_fmt(bb['seconds'])} [{bb['samples_timed']}] | **{_fmt(bb['ratio'])}** "
                 f"| {_fmt(bb['ratio_all_depths'])} "
                 f"| {_fmt(cc and cc['seconds'])}{_bracket(cc)} "
-                f"| {_fmt(cc and cc['ratio'])} |")
+                f"| {_fmt(cc and cc['ratio'])} |"
+            )
     for note in result["notes"]:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -545,25 +633,52 @@ def figure(result: dict, outdir: Path, tag: str) -> list[Path]:
             rows = sorted((c for c in result["configs"] if c["depth"] == depth), key=lambda c: c["width"])
             w = [c["width"] for c in rows]
             ls = "-" if k == 0 else "--"
-            ax.plot(w, [c["engine"]["sample_layers_per_s"] for c in rows], marker="o", ls=ls, color=PALETTE[0],
-                    label=f"engine, depth {depth}")
-            ax.plot(w, [c["limit"]["sample_layers_per_s"] for c in rows], marker="s", ls=ls, color=PALETTE[6],
-                    label=f"limit (jax draw + matmul), depth {depth}")
+            ax.plot(
+                w,
+                [c["engine"]["sample_layers_per_s"] for c in rows],
+                marker="o",
+                ls=ls,
+                color=PALETTE[0],
+                label=f"engine, depth {depth}",
+            )
+            ax.plot(
+                w,
+                [c["limit"]["sample_layers_per_s"] for c in rows],
+                marker="s",
+                ls=ls,
+                color=PALETTE[6],
+                label=f"limit (jax draw + matmul), depth {depth}",
+            )
             if all(c.get("torch_limit") for c in rows):
-                ax.plot(w, [c["torch_limit"]["sample_layers_per_s"] for c in rows], marker="^", ls=ls,
-                        color=PALETTE[5], label=f"limit (torch randn + bmm), depth {depth}")
+                ax.plot(
+                    w,
+                    [c["torch_limit"]["sample_layers_per_s"] for c in rows],
+                    marker="^",
+                    ls=ls,
+                    color=PALETTE[5],
+                    label=f"limit (torch randn + bmm), depth {depth}",
+                )
         base = sorted(result["baselines"], key=lambda b: b["width"])
         if base:
             w = [b["width"] for b in base]
             work = [b["samples"] * b["depth"] for b in base]  # the engine's sample-layers, for the same answers
-            for key, color, marker, label in (("a", PALETTE[3], "v", "(a) loop + eager jacrev + NumPy SVD"),
-                                              ("b", PALETTE[1], "D", "(b) jit(vmap(jacrev)) + SVD"),
-                                              ("c", PALETTE[2], "P", "(c) torch.func vmap(jacrev) + svdvals")):
+            for key, color, marker, label in (
+                ("a", PALETTE[3], "v", "(a) loop + eager jacrev + NumPy SVD"),
+                ("b", PALETTE[1], "D", "(b) jit(vmap(jacrev)) + SVD"),
+                ("c", PALETTE[2], "P", "(c) torch.func vmap(jacrev) + svdvals"),
+            ):
                 if all(key in b for b in base):
-                    ax.plot(w, [s / b[key]["seconds"] for s, b in zip(work, base)], marker=marker, ls=":",
-                            color=color, label=f"{label}, 8 depths of {base[0]['depth']}")
-        label_axes(ax, "width $n$", "sample-layers per second", xlog=True, ylog=True,
-                   title=f"Throughput, {result['device']}")
+                    ax.plot(
+                        w,
+                        [s / b[key]["seconds"] for s, b in zip(work, base)],
+                        marker=marker,
+                        ls=":",
+                        color=color,
+                        label=f"{label}, 8 depths of {base[0]['depth']}",
+                    )
+        label_axes(
+            ax, "width $n$", "sample-layers per second", xlog=True, ylog=True, title=f"Throughput, {result['device']}"
+        )
         ax.set_xticks(sorted({c["width"] for c in result["configs"]}))
         ax.set_xticklabels([str(x) for x in sorted({c["width"] for c in result["configs"]})])
         ax.minorticks_off()
@@ -588,12 +703,17 @@ def run(args: argparse.Namespace) -> int:
     device = jax.devices()[0]
     backend = jax.default_backend()
     tag = args.tag or backend
-    device_name = (f"cpu ({machine_info()['cpu']}, {machine_info()['usable_cores']} cores)" if backend == "cpu"
-                   else f"{backend}: {device.device_kind}")
+    device_name = (
+        f"cpu ({machine_info()['cpu']}, {machine_info()['usable_cores']} cores)"
+        if backend == "cpu"
+        else f"{backend}: {device.device_kind}"
+    )
     notes = []
     if torch is None:
-        notes.append("PyTorch comparisons skipped: " + ("--no-torch." if not args.torch else
-                     "PyTorch is not installed (`pip install -e \".[bench]\"`)."))
+        notes.append(
+            "PyTorch comparisons skipped: "
+            + ("--no-torch." if not args.torch else 'PyTorch is not installed (`pip install -e ".[bench]"`).')
+        )
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -613,57 +733,97 @@ def run(args: argparse.Namespace) -> int:
             e = measure_engine(net, samples, args.repeats)
             _say(f"  engine {e['execute_s']:.3g} s (compile {e['compile_s']:.3g} s); limit …")
             lim = measure_limit(n, depth, e["samples_run"], e["micro_batch"], args.repeats)
-            row = dict(width=n, depth=depth, samples=samples, engine=e, limit=lim,
-                       engine_over_limit=e["execute_s"] / lim["total_s"])
+            row = dict(
+                width=n,
+                depth=depth,
+                samples=samples,
+                engine=e,
+                limit=lim,
+                engine_over_limit=e["execute_s"] / lim["total_s"],
+            )
             if torch is not None:
                 tl = measure_torch_limit(torch, n, depth, e["samples_run"], e["micro_batch"], args.repeats)
-                row.update(torch_limit=tl, engine_over_torch_limit=e["execute_s"] / tl["total_s"],
-                           torch_products_speedup=lim["products_s"] / tl["products_s"])
+                row.update(
+                    torch_limit=tl,
+                    engine_over_torch_limit=e["execute_s"] / tl["total_s"],
+                    torch_products_speedup=lim["products_s"] / tl["products_s"],
+                )
             if args.memory:
                 _say("  memory (fresh process) …")
                 row["memory"] = measure_memory(n, depth)
             _say(f"  limit {lim['total_s']:.3g} s: engine ÷ limit = {row['engine_over_limit']:.3g}")
             configs.append(row)
         if args.baselines:
-            engine_row = next((c for c in configs if c["width"] == n and c["depth"] == base_depth
-                               and c["samples"] == args.samples), None)
+            engine_row = next(
+                (c for c in configs if c["width"] == n and c["depth"] == base_depth and c["samples"] == args.samples),
+                None,
+            )
             if engine_row is None:  # depth 64 not among --depths: time the engine there too
-                engine_row = dict(engine=measure_engine(jaxgrad.mlp(width=n, depth=base_depth), args.samples,
-                                                        args.repeats))
+                engine_row = dict(
+                    engine=measure_engine(jaxgrad.mlp(width=n, depth=base_depth), args.samples, args.repeats)
+                )
             samples = engine_row["engine"]["samples_run"]
             # Work budget: all samples up to width 128, then ∝ n⁻³; (a) on a few samples.
             samples_b = samples if args.quick else max(BASELINE_BATCH, min(samples, int(samples * (128 / n) ** 3)))
             subset_a = min(samples, 2 if args.quick else max(2, int(8 * (128 / n) ** 2)))
             _say(f"bench: width {n}, depth {base_depth}: user-code baselines …")
-            b = measure_baselines(n, samples, args.repeats, torch, engine_row["engine"]["execute_s"], subset_a,
-                                  samples_b, base_depth)
+            b = measure_baselines(
+                n, samples, args.repeats, torch, engine_row["engine"]["execute_s"], subset_a, samples_b, base_depth
+            )
             b["width"] = n
             baselines.append(b)
-            _say(f"  (b) ÷ engine = {b['b']['ratio']:.3g}"
-                 + (f", (c) ÷ engine = {b['c']['ratio']:.3g}" if 'c' in b else ""))
+            _say(
+                f"  (b) ÷ engine = {b['b']['ratio']:.3g}"
+                + (f", (c) ÷ engine = {b['c']['ratio']:.3g}" if "c" in b else "")
+            )
     if any(c["samples"] != args.samples for c in configs):
-        notes.append(f"Depths above {base_depth} run work-matched sample counts (samples × depth ≈ "
-                     f"{args.samples} × {base_depth}) so the run fits in minutes; throughput is per sample-layer, "
-                     "so rows compare; `--deep-samples` overrides.")
+        notes.append(
+            f"Depths above {base_depth} run work-matched sample counts (samples × depth ≈ "
+            f"{args.samples} × {base_depth}) so the run fits in minutes; throughput is per sample-layer, "
+            "so rows compare; `--deep-samples` overrides."
+        )
     if baselines:
-        notes.append("(a) is timed on a few samples and (b), (c) on at most all samples (fewer at widths above 128) "
-                     "and scaled linearly to the engine's sample count; samples timed are in brackets.")
+        notes.append(
+            "(a) is timed on a few samples and (b), (c) on at most all samples (fewer at widths above 128) "
+            "and scaled linearly to the engine's sample count; samples timed are in brackets."
+        )
     if any(c.get("memory") for c in configs):
-        notes.append("Peak RSS: a fresh process running one micro-batch of `simulate` (the engine's working set; "
-                     "more samples only add 20 bytes per sample-layer of results); Δ is the increase over the "
-                     "process after a tiny warm-up simulate (the JAX runtime itself).")
+        notes.append(
+            "Peak RSS: a fresh process running one micro-batch of `simulate` (the engine's working set; "
+            "more samples only add 20 bytes per sample-layer of results); Δ is the increase over the "
+            "process after a tiny warm-up simulate (the JAX runtime itself)."
+        )
     versions = dict(env["versions"])
     if torch is not None:
         versions["torch"] = torch.__version__
     result = dict(
-        device=device_name, tag=tag, machine=machine_info(), versions=versions, backend=backend,
-        devices=env["devices"], git_commit=env["git_commit"], git_dirty=env["git_dirty"],
+        device=device_name,
+        tag=tag,
+        machine=machine_info(),
+        versions=versions,
+        backend=backend,
+        devices=env["devices"],
+        git_commit=env["git_commit"],
+        git_dirty=env["git_dirty"],
         xla_flags=os.environ.get("XLA_FLAGS", ""),
-        settings=dict(widths=list(args.widths), depths=list(args.depths), samples=args.samples,
-                      deep_samples=args.deep_samples, repeats=args.repeats, quick=args.quick,
-                      baseline_depths=baseline_depths(base_depth), dtype="float32", activation="tanh",
-                      weights="gaussian", method="power"),
-        configs=configs, baselines=baselines, notes=notes, wall_s=None)
+        settings=dict(
+            widths=list(args.widths),
+            depths=list(args.depths),
+            samples=args.samples,
+            deep_samples=args.deep_samples,
+            repeats=args.repeats,
+            quick=args.quick,
+            baseline_depths=baseline_depths(base_depth),
+            dtype="float32",
+            activation="tanh",
+            weights="gaussian",
+            method="power",
+        ),
+        configs=configs,
+        baselines=baselines,
+        notes=notes,
+        wall_s=None,
+    )
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started
     text = tables(result) + _targets_text(result["targets"])
@@ -671,8 +831,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write(outdir / f"{tag}.json", (json.dumps(result, indent=1, default=_json_default) + "\n").encode())
     atomic_write(outdir / f"{tag}_table.md", text.encode())
     paths = figure(result, outdir, tag)
-    _say(f"bench: {len(configs)} configurations in {result['wall_s']:.0f} s -> {outdir / (tag + '.json')}, "
-         f"{outdir / (tag + '_table.md')}, {', '.join(str(p) for p in paths)}")
+    _say(
+        f"bench: {len(configs)} configurations in {result['wall_s']:.0f} s -> {outdir / (tag + '.json')}, "
+        f"{outdir / (tag + '_table.md')}, {', '.join(str(p) for p in paths)}"
+    )
     return 0
 
 
@@ -713,8 +875,9 @@ def targets(result: dict) -> dict:
     for key, _, target, test in TARGETS:
         if values[key]:
             by_width = {int(n): float(v) for n, v in sorted(values[key].items())}
-            out[key] = dict(by_width=by_width, target=target,
-                            met=None if test is None else all(test(v) for v in by_width.values()))
+            out[key] = dict(
+                by_width=by_width, target=target, met=None if test is None else all(test(v) for v in by_width.values())
+            )
     return out
 
 

@@ -15,6 +15,7 @@ J = diag(φ′(z)) W as in a tanh layer at σ_w = 1.5, σ_b = 0.3 (W Gaussian, z
 Prints, per method: µs per matrix (median of 5 calls after compilation), the compile time, and the
 worst relative error of σ₁ against `jnp.linalg.svd` over 64 matrices.
 """
+
 from __future__ import annotations
 
 import sys
@@ -65,6 +66,7 @@ def block(b, q, orth=None):
         B = jnp.matmul(J, K, precision=HIGHEST)
         gram = jnp.matmul(B.T, B, precision=HIGHEST)
         return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], 0.0))
+
     top.__name__ = f"block {b}×{q}" + (" (Cholesky QR2)" if orth else "")
     return top
 
@@ -81,14 +83,15 @@ def measure(method, n):
         t0 = time.perf_counter()
         program(J[:BATCH], keys[:BATCH]).block_until_ready()
         times.append(time.perf_counter() - t0)
-    got = np.concatenate([np.asarray(program(J[i:i + BATCH], keys[i:i + BATCH])) for i in range(0, CHECK, BATCH)])
+    got = np.concatenate([np.asarray(program(J[i : i + BATCH], keys[i : i + BATCH])) for i in range(0, CHECK, BATCH)])
     exact = np.linalg.svd(np.asarray(J, np.float64), compute_uv=False)[:, 0]
     return 1e6 * np.median(times) / BATCH, compile_s, float(np.max(np.abs(got / exact - 1)))
 
 
 def main(widths):
-    methods = [lanczos32] + [block(b, q, orth) for orth in (None, _cholesky_qr2)
-                             for b, q in ((4, 6), (8, 4), (8, 5), (16, 3), (16, 4))]
+    methods = [lanczos32] + [
+        block(b, q, orth) for orth in (None, _cholesky_qr2) for b, q in ((4, 6), (8, 4), (8, 5), (16, 3), (16, 4))
+    ]
     print("| n | method | µs per matrix | compile s | worst rel. error |\n|---:|---|---:|---:|---:|")
     for n in widths:
         for method in methods:

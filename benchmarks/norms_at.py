@@ -10,6 +10,7 @@ after a warm-up call (so without compilation), median of `repeats`, the two inte
 checks that the recorded columns agree with the every-depth run (max |Δ ln‖P‖|) and that the other
 fields are bit-identical. Prints one JSON line per width.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,22 @@ def measure(width: int, depth: int, samples: int, count: int, repeats: int) -> d
             times[name].append(time.perf_counter() - t)
     every, some = results["every"], results["some"]
     columns = np.asarray(depths) - 1
-    same = all(np.array_equal(getattr(every, f), getattr(some, f))
-               for f in ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm"))
+    same = all(
+        np.array_equal(getattr(every, f), getattr(some, f))
+        for f in ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
+    )
     t_every, t_some = statistics.median(times["every"]), statistics.median(times["some"])
-    return dict(width=width, depth=depth, samples=samples, norms_at=list(depths), every_s=t_every, some_s=t_some,
-                speedup=t_every / t_some, other_fields_identical=same,
-                max_abs_diff=float(np.max(np.abs(some.log_spectral_norm - every.log_spectral_norm[:, columns]))))
+    return dict(
+        width=width,
+        depth=depth,
+        samples=samples,
+        norms_at=list(depths),
+        every_s=t_every,
+        some_s=t_some,
+        speedup=t_every / t_some,
+        other_fields_identical=same,
+        max_abs_diff=float(np.max(np.abs(some.log_spectral_norm - every.log_spectral_norm[:, columns]))),
+    )
 
 
 def main(argv=None) -> None:

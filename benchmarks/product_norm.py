@@ -10,6 +10,7 @@ Prints one JSON line: the median of 3 end-to-end `simulate` calls after a
 warm-up (tanh, σ_w = 1.2, depth 64) and the largest |Δ ln‖P_ℓ‖₂| against ``method="svd"`` over
 32 samples and every depth.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,11 @@ def main(mode: str, width: int, samples: int) -> None:
         times.append(time.perf_counter() - t)
     exact = jaxgrad.simulate(net, 32, 0, method="svd")
     error = np.max(np.abs(power.log_spectral_norm[:32] - exact.log_spectral_norm))
-    print(json.dumps(dict(mode=mode, width=width, samples=samples, seconds=statistics.median(times),
-                          max_abs_error=float(error))))
+    print(
+        json.dumps(
+            dict(mode=mode, width=width, samples=samples, seconds=statistics.median(times), max_abs_error=float(error))
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ is replaced atomically; the manifest's ``status`` is ``running`` until the run
 completes, and its ``wall_seconds`` counts every attempt that a resume continues. Sections in `discover` and in
 results/README.md are ordered by the numbers in SECTION (§3 < §3, §5 < §4.1), then NAME.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,8 +91,7 @@ import types
 import typing
 from collections.abc import Sequence
 
-PROTOCOL = ("NAME", "SECTION", "TITLE", "Config", "points", "run_point", "summarize", "plot",
-            "comparisons", "run")
+PROTOCOL = ("NAME", "SECTION", "TITLE", "Config", "points", "run_point", "summarize", "plot", "comparisons", "run")
 SCALES = ("quick", "full")
 
 
@@ -104,8 +104,10 @@ def _validate(module) -> None:
     short = module.__name__.rsplit(".", 1)[-1]
     missing = [name for name in PROTOCOL if not hasattr(module, name)]
     if missing:
-        raise TypeError(f"experiment module {module.__name__} misses {missing} of the protocol "
-                        f"(see the docstring of experiments/__init__.py)")
+        raise TypeError(
+            f"experiment module {module.__name__} misses {missing} of the protocol "
+            f"(see the docstring of experiments/__init__.py)"
+        )
     if module.NAME != short:
         raise TypeError(f"{module.__name__}.NAME must equal the module name {short!r}, got NAME={module.NAME!r}")
     cfg = module.Config

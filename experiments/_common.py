@@ -1,4 +1,5 @@
 """Helpers shared by the studies (not an experiment: no NAME); statistics live in `jaxgrad.stats`."""
+
 from __future__ import annotations
 
 import jax
@@ -18,5 +19,3 @@ def require_integers(config, names, minimum: int = 2) -> None:
 def engine_seed(key: jax.Array) -> int:
     """An integer seed for `jaxgrad.simulate` from a point's PRNG key."""
     return int(jax.random.bits(key, dtype=np.uint32))
-
-

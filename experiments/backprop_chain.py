@@ -15,6 +15,7 @@ float32 errors.
 Run: ``jaxgrad run backprop_chain`` (quick: 10 architectures × 2 dtypes × 256 samples,
 about a minute, mostly compilation); ``--scale full``: 4096 samples and deeper networks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,12 +76,16 @@ def draw(net: jaxgrad.Network, key):
     """One sample's parameters, input x and target y (in the network's dtype)."""
     k_params, k_x, k_y = jax.random.split(key, 3)
     dtype = jnp.result_type(float)
-    return (net.init(k_params), jax.random.normal(k_x, (net.widths[0],), dtype),
-            jax.random.normal(k_y, (net.widths[-1],), dtype))
+    return (
+        net.init(k_params),
+        jax.random.normal(k_x, (net.widths[0],), dtype),
+        jax.random.normal(k_y, (net.widths[-1],), dtype),
+    )
 
 
 def chain_and_grad(net: jaxgrad.Network, params, x, y):
     """δ⁽⁰⁾ by the Jacobian chain, jax.grad's δ⁽⁰⁾, and |J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾| (for the rounding bound)."""
+
     def loss(out):
         return 0.5 * jnp.sum((out - y) ** 2)
 
@@ -106,10 +111,13 @@ def run_point(config: Config, point: dict, key) -> dict[str, np.ndarray]:
     keys = jax.random.split(key, config.samples)
     net32 = jaxgrad.mlp(**kwargs)
     params, x, y = jax.jit(jax.vmap(lambda k: draw(net32, k)))(keys)
-    out = {f"float32/{k}": np.asarray(v, np.float64)
-           for k, v in jax.jit(jax.vmap(lambda p, x, y: chain_and_grad(net32, p, x, y)))(params, x, y).items()}
+    out = {
+        f"float32/{k}": np.asarray(v, np.float64)
+        for k, v in jax.jit(jax.vmap(lambda p, x, y: chain_and_grad(net32, p, x, y)))(params, x, y).items()
+    }
     with jax.enable_x64(True):
         net64 = jaxgrad.mlp(**kwargs)  # dtype None: float64 under x64
+
         def to64(tree):
             return jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), tree)
 
@@ -130,11 +138,13 @@ def errors(arrays, dtype: str, depth: int, width: int) -> dict[str, np.ndarray]:
     abs_chain = arrays["float64/abs_chain"]
     scale = np.linalg.norm(grad, axis=1)
     reference = arrays["float64/grad"]
-    return dict(relative_error=np.linalg.norm(chain - grad, axis=1) / scale,
-                bound=gamma * np.linalg.norm(abs_chain, axis=1) / scale,
-                within_bound=np.all(np.abs(chain - grad) <= gamma * abs_chain, axis=1),
-                chain_vs_float64=np.linalg.norm(chain - reference, axis=1) / np.linalg.norm(reference, axis=1),
-                grad_vs_float64=np.linalg.norm(grad - reference, axis=1) / np.linalg.norm(reference, axis=1))
+    return dict(
+        relative_error=np.linalg.norm(chain - grad, axis=1) / scale,
+        bound=gamma * np.linalg.norm(abs_chain, axis=1) / scale,
+        within_bound=np.all(np.abs(chain - grad) <= gamma * abs_chain, axis=1),
+        chain_vs_float64=np.linalg.norm(chain - reference, axis=1) / np.linalg.norm(reference, axis=1),
+        grad_vs_float64=np.linalg.norm(grad - reference, axis=1) / np.linalg.norm(reference, axis=1),
+    )
 
 
 def summarize(config: Config, results):
@@ -147,14 +157,23 @@ def summarize(config: Config, results):
             for k in ("relative_error", "bound", "within_bound"):
                 data[f"{a}/{d}/{k}"] = e[k]
             q = quantiles(e["relative_error"], (50, 95, 100))
-            rows.append(dict(architecture=a, dtype=d, samples=config.samples, depth=net.depth,
-                             relative_error_median=q[0], relative_error_q95=q[1], relative_error_max=q[2],
-                             relative_error_max_in_eps=q[2] / float(np.finfo(d).eps),
-                             rounding_bound_median=float(np.median(e["bound"])),
-                             fraction_bound_informative=float(np.mean(e["bound"] < 1)),
-                             fraction_within_bound=float(e["within_bound"].mean()),
-                             chain_vs_float64_median=float(np.median(e["chain_vs_float64"])),
-                             grad_vs_float64_median=float(np.median(e["grad_vs_float64"]))))
+            rows.append(
+                dict(
+                    architecture=a,
+                    dtype=d,
+                    samples=config.samples,
+                    depth=net.depth,
+                    relative_error_median=q[0],
+                    relative_error_q95=q[1],
+                    relative_error_max=q[2],
+                    relative_error_max_in_eps=q[2] / float(np.finfo(d).eps),
+                    rounding_bound_median=float(np.median(e["bound"])),
+                    fraction_bound_informative=float(np.mean(e["bound"] < 1)),
+                    fraction_within_bound=float(e["within_bound"].mean()),
+                    chain_vs_float64_median=float(np.median(e["chain_vs_float64"])),
+                    grad_vs_float64_median=float(np.median(e["grad_vs_float64"])),
+                )
+            )
     return rows, data
 
 
@@ -172,11 +191,17 @@ def comparisons(data, config: Config) -> list[Comparison]:
         n_inf, n_all = sum(int(m.sum()) for m in informative), len(informative) * config.samples
         fraction = float(np.concatenate(held).mean()) if n_inf else float("nan")
         worst = np.max([np.max(data[f"{a}/{d}/relative_error"]) for a in config.architectures])
-        out.append(Comparison(
-            f"{d}: fraction of the {n_inf} of {n_all} (architecture, sample) pairs whose relative rounding bound "
-            f"2γ_Ln‖|J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾|‖/‖δ⁽⁰⁾‖ is < 1 where chain − grad lies within it element-wise "
-            f"(worst relative error over all pairs {worst:.2g} = {worst / np.finfo(d).eps:.0f}ε; predicted: all; "
-            "tolerance 0)", fraction, 1.0, 0.0))
+        out.append(
+            Comparison(
+                f"{d}: fraction of the {n_inf} of {n_all} (architecture, sample) pairs whose relative rounding bound "
+                f"2γ_Ln‖|J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾|‖/‖δ⁽⁰⁾‖ is < 1 where chain − grad lies within it element-wise "
+                f"(worst relative error over all pairs {worst:.2g} = {worst / np.finfo(d).eps:.0f}ε; predicted: all; "
+                "tolerance 0)",
+                fraction,
+                1.0,
+                0.0,
+            )
+        )
     return out
 
 
@@ -193,30 +218,55 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
         for j, a in enumerate(names):
             err = np.maximum(data[f"{a}/{d}/relative_error"], 1e-18)
             jitter = (np.arange(err.size) % 7 - 3) * 0.03
-            ax.plot(err, j + (k - 0.5) * 0.35 + jitter, linestyle="none", marker=".", markersize=2.5, color=color,
-                    alpha=0.4, label=f"{d}: ‖chain − jax.grad‖/‖jax.grad‖" if j == 0 else None)
+            ax.plot(
+                err,
+                j + (k - 0.5) * 0.35 + jitter,
+                linestyle="none",
+                marker=".",
+                markersize=2.5,
+                color=color,
+                alpha=0.4,
+                label=f"{d}: ‖chain − jax.grad‖/‖jax.grad‖" if j == 0 else None,
+            )
             bound = np.median(data[f"{a}/{d}/bound"])
             if not np.isfinite(bound):
                 continue
-            ax.plot([bound, bound], [j + (k - 0.5) * 0.35 - 0.15, j + (k - 0.5) * 0.35 + 0.15], color=color,
-                    linewidth=2.0, label=f"{d}: median rounding bound" if j == 0 else None)
+            ax.plot(
+                [bound, bound],
+                [j + (k - 0.5) * 0.35 - 0.15, j + (k - 0.5) * 0.35 + 0.15],
+                color=color,
+                linewidth=2.0,
+                label=f"{d}: median rounding bound" if j == 0 else None,
+            )
         ax.axvline(float(np.finfo(d).eps), color=color, linestyle=":", linewidth=1.0, label=f"ε ({d})")
     ax.set_yticks(y, names)
     ax.set_ylim(-0.7, len(names) - 0.3)
-    plotting.label_axes(ax, "relative difference (log scale; exact zeros drawn at 10⁻¹⁸)", "architecture", xlog=True,
-                        title=f"δ⁽⁰⁾ by the Jacobian chain against jax.grad, {config.samples} initialisations each",
-                        legend=False)
+    plotting.label_axes(
+        ax,
+        "relative difference (log scale; exact zeros drawn at 10⁻¹⁸)",
+        "architecture",
+        xlog=True,
+        title=f"δ⁽⁰⁾ by the Jacobian chain against jax.grad, {config.samples} initialisations each",
+        legend=False,
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     plotting.save_figure(fig, outdir, "backprop_chain")
-    worst = {d: max(float(np.max(data[f"{a}/{d}/relative_error"])) for a in names) / float(np.finfo(d).eps)
-             for d in DTYPES}
+    worst = {
+        d: max(float(np.max(data[f"{a}/{d}/relative_error"])) for a in names) / float(np.finfo(d).eps) for d in DTYPES
+    }
     vacuous = [a for a in names if np.median(data[f"{a}/float32/bound"]) >= 1]
-    return [plotting.Figure("backprop_chain", (
-        "Seed §2.5: the error signal δ⁽⁰⁾ = J₁ᵀ⋯J_Lᵀδ⁽ᴸ⁾, built from per-layer jax.jacrev Jacobians, against "
-        f"jax.grad of the loss with respect to the input, for {len(names)} architectures × {config.samples} "
-        "initialisations, in float32 and float64, both on the same float32 draws (dots: one per sample). They "
-        f"agree to rounding: at most {worst['float32']:.0f}ε in float32 and {worst['float64']:.0f}ε in float64, and "
-        "within the first-order worst-case bound 2γ_Ln|J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾| wherever that bound is informative "
-        "(bars: its median relative to ‖δ⁽⁰⁾‖). The bound grows exponentially with depth (entry-wise |J| has no "
-        f"cancellations) and is vacuous (≥ 1) in float32 for {', '.join(vacuous) or 'none'}, while the "
-        "measured errors grow far more slowly: rounding errors are not worst-case."))]
+    return [
+        plotting.Figure(
+            "backprop_chain",
+            (
+                "Seed §2.5: the error signal δ⁽⁰⁾ = J₁ᵀ⋯J_Lᵀδ⁽ᴸ⁾, built from per-layer jax.jacrev Jacobians, against "
+                f"jax.grad of the loss with respect to the input, for {len(names)} architectures × {config.samples} "
+                "initialisations, in float32 and float64, both on the same float32 draws (dots: one per sample). They "
+                f"agree to rounding: at most {worst['float32']:.0f}ε in float32 and {worst['float64']:.0f}ε in float64, and "
+                "within the first-order worst-case bound 2γ_Ln|J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾| wherever that bound is informative "
+                "(bars: its median relative to ‖δ⁽⁰⁾‖). The bound grows exponentially with depth (entry-wise |J| has no "
+                f"cancellations) and is vacuous (≥ 1) in float32 for {', '.join(vacuous) or 'none'}, while the "
+                "measured errors grow far more slowly: rounding errors are not worst-case."
+            ),
+        )
+    ]

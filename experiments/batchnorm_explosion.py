@@ -30,6 +30,7 @@ by a QR per layer, 400 s for one quick-sized point on CPU, hence not in the quic
 References: G. Yang, J. Pennington, V. Rao, J. Sohl-Dickstein, S. S. Schoenholz, "A mean field
 theory of batch normalization", ICLR 2019; S. Ioffe and C. Szegedy, ICML 2015.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,14 +80,21 @@ class Config:
                 raise ValueError(f"`{name}` must be strictly increasing integers ≥ {minimum}, got {name}={v}")
         if len(self.batches) < 3:
             raise ValueError(f"`batches` needs ≥ 3 sizes for the fit r∞ + c/B + d/B², got batches={self.batches}")
-        if 1.0 not in self.sigma_ws or list(self.sigma_ws) != sorted(set(self.sigma_ws)) or \
-                not all(0 < s < math.inf for s in self.sigma_ws):
-            raise ValueError(f"`sigma_ws` must be positive, finite, increasing and contain 1.0, "
-                             f"got sigma_ws={self.sigma_ws}")
+        if (
+            1.0 not in self.sigma_ws
+            or list(self.sigma_ws) != sorted(set(self.sigma_ws))
+            or not all(0 < s < math.inf for s in self.sigma_ws)
+        ):
+            raise ValueError(
+                f"`sigma_ws` must be positive, finite, increasing and contain 1.0, got sigma_ws={self.sigma_ws}"
+            )
         if any(w not in WEIGHTS for w in self.linear_weights) or len(set(self.linear_weights)) != len(
-                self.linear_weights):
-            raise ValueError(f"`linear_weights` must be distinct choices from {list(WEIGHTS)}, "
-                             f"got linear_weights={self.linear_weights}")
+            self.linear_weights
+        ):
+            raise ValueError(
+                f"`linear_weights` must be distinct choices from {list(WEIGHTS)}, "
+                f"got linear_weights={self.linear_weights}"
+            )
 
     @classmethod
     def quick(cls) -> Config:
@@ -94,8 +102,15 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(batches=(4, 8, 16, 32, 64, 128, 256), width_per_batch=16, depth=48, samples=64,
-                   linear_batches=(4, 8, 16, 32), linear_width=1024, linear_weights=WEIGHTS)
+        return cls(
+            batches=(4, 8, 16, 32, 64, 128, 256),
+            width_per_batch=16,
+            depth=48,
+            samples=64,
+            linear_batches=(4, 8, 16, 32),
+            linear_width=1024,
+            linear_weights=WEIGHTS,
+        )
 
     def width(self, batch: int) -> int:
         return max(self.min_width, self.width_per_batch * batch)
@@ -105,9 +120,9 @@ class Config:
 
 
 def points(config: Config) -> list[dict]:
-    return ([{"activation": "relu", "batch": B, "weights": "gaussian"} for B in config.batches]
-            + [{"activation": "linear", "batch": B, "weights": w} for w in config.linear_weights
-               for B in config.linear_batches])
+    return [{"activation": "relu", "batch": B, "weights": "gaussian"} for B in config.batches] + [
+        {"activation": "linear", "batch": B, "weights": w} for w in config.linear_weights for B in config.linear_batches
+    ]
 
 
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
@@ -115,8 +130,14 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     n = config.width(B) if act == "relu" else config.linear_width
     net = jaxgrad.batch_norm_mlp(n, config.depth, batch=B, activation=act, weights=point["weights"])
     seeds = np.asarray(jax.random.randint(key, (len(config.sigma_ws),), 0, 2**31 - 1))  # independent per σ_w
-    r = jaxgrad.sweep(net, config.samples, seeds, grid={"sigma_w": list(config.sigma_ws)}, method="vector",
-                      fields=["log_backward_gain"])
+    r = jaxgrad.sweep(
+        net,
+        config.samples,
+        seeds,
+        grid={"sigma_w": list(config.sigma_ws)},
+        method="vector",
+        fields=["log_backward_gain"],
+    )
     g = np.asarray(r.log_backward_gain, np.float64)  # (σ_w, samples, depth)
     a, b = config.fit_start, config.depth
     return {"rate": (g[..., b - 1] - g[..., a - 1]) / (b - a), "median_curve": np.median(g, axis=1)}
@@ -133,25 +154,49 @@ def _fit(batches, rates, ses):
 
 
 def summarize(config: Config, results):
-    rows, data = [], {"batches": np.asarray(config.batches), "sigma_ws": np.asarray(config.sigma_ws),
-                      "linear_batches": np.asarray(config.linear_batches)}
+    rows, data = (
+        [],
+        {
+            "batches": np.asarray(config.batches),
+            "sigma_ws": np.asarray(config.sigma_ws),
+            "linear_batches": np.asarray(config.linear_batches),
+        },
+    )
     for point, arrays in results:
         B, act, w = point["batch"], point["activation"], point["weights"]
         tag = f"{act}_{w}_{B}"
         data[f"rate_{tag}"], data[f"curve_{tag}"] = arrays["rate"], arrays["median_curve"]
         n = config.width(B) if act == "relu" else config.linear_width
         pooled, pooled_se = mean_and_se(arrays["rate"].ravel())
-        predicted = (theory.batch_norm_gradient_rate("linear", B) if act == "linear"
-                     else theory.batch_norm_gradient_rate("relu"))
+        predicted = (
+            theory.batch_norm_gradient_rate("linear", B) if act == "linear" else theory.batch_norm_gradient_rate("relu")
+        )
         for k, s in enumerate(config.sigma_ws):
             m, se = mean_and_se(arrays["rate"][k])
-            rows.append(dict(activation=act, weights=w, batch=B, width=n, sigma_w=s, samples=config.samples,
-                             rate=m, rate_se=se, pooled_rate=pooled, pooled_rate_se=pooled_se,
-                             predicted=predicted, gap=pooled - predicted))
+            rows.append(
+                dict(
+                    activation=act,
+                    weights=w,
+                    batch=B,
+                    width=n,
+                    sigma_w=s,
+                    samples=config.samples,
+                    rate=m,
+                    rate_se=se,
+                    pooled_rate=pooled,
+                    pooled_rate_se=pooled_se,
+                    predicted=predicted,
+                    gap=pooled - predicted,
+                )
+            )
     means = [mean_and_se(data[f"rate_relu_gaussian_{B}"].ravel()) for B in config.batches]
     coef, coef_se = _fit(config.batches, [m for m, _ in means], [s for _, s in means])
-    data.update(relu_rate=np.array([m for m, _ in means]), relu_rate_se=np.array([s for _, s in means]),
-                fit=coef, fit_se=coef_se)
+    data.update(
+        relu_rate=np.array([m for m, _ in means]),
+        relu_rate_se=np.array([s for _, s in means]),
+        fit=coef,
+        fit_se=coef_se,
+    )
     for name, value, se in zip(("r_inf", "c", "d"), coef, coef_se):
         rows.append(dict(activation="relu", weights="gaussian", fit_coefficient=name, value=value, value_se=se))
     return rows, data
@@ -160,10 +205,15 @@ def summarize(config: Config, results):
 def comparisons(data, config: Config) -> list[Comparison]:
     limit = theory.batch_norm_gradient_rate("relu")
     r_inf, se = data["fit"][0], data["fit_se"][0]
-    out = [within_standard_errors(
-        f"ReLU: B → ∞ rate r∞ of the fit r∞ + c/B + d/B² to B = {', '.join(map(str, config.batches))} "
-        f"(n = {config.width_per_batch}B) vs Yang et al.'s ½ ln(π/(π−1)) (SE of r∞ from the weighted fit)",
-        r_inf, se, limit)]
+    out = [
+        within_standard_errors(
+            f"ReLU: B → ∞ rate r∞ of the fit r∞ + c/B + d/B² to B = {', '.join(map(str, config.batches))} "
+            f"(n = {config.width_per_batch}B) vs Yang et al.'s ½ ln(π/(π−1)) (SE of r∞ from the weighted fit)",
+            r_inf,
+            se,
+            limit,
+        )
+    ]
     ref = list(config.sigma_ws).index(1.0)
     for B in config.batches:
         rate = data[f"rate_relu_gaussian_{B}"]
@@ -173,17 +223,27 @@ def comparisons(data, config: Config) -> list[Comparison]:
             continue
         diff = [abs(stats_[k][0] - stats_[ref][0]) / math.hypot(stats_[k][1], stats_[ref][1]) for k in others]
         k = others[int(np.argmax(diff))]
-        out.append(within_standard_errors(
-            f"ReLU, B = {B}: rate at σ_w = {config.sigma_ws[k]:g} (worst of {len(others)}) vs σ_w = 1, independent "
-            "samples (BN removes σ_w; SE of the difference)", stats_[k][0],
-            math.hypot(stats_[k][1], stats_[ref][1]), stats_[ref][0]))
+        out.append(
+            within_standard_errors(
+                f"ReLU, B = {B}: rate at σ_w = {config.sigma_ws[k]:g} (worst of {len(others)}) vs σ_w = 1, independent "
+                "samples (BN removes σ_w; SE of the difference)",
+                stats_[k][0],
+                math.hypot(stats_[k][1], stats_[ref][1]),
+                stats_[ref][0],
+            )
+        )
     if config.linear_width >= 1024:  # the n → ∞ law; at smaller n the rate sits measurably below (docstring)
         for w in config.linear_weights:
             for B in config.linear_batches:
                 m, s = mean_and_se(data[f"rate_linear_{w}_{B}"].ravel())
-                out.append(within_standard_errors(
-                    f"linear, {w} weights, B = {B}, n = {config.linear_width}: rate vs ½ ln((B−2)/(B−3))", m, s,
-                    theory.batch_norm_gradient_rate("linear", B)))
+                out.append(
+                    within_standard_errors(
+                        f"linear, {w} weights, B = {B}, n = {config.linear_width}: rate vs ½ ln((B−2)/(B−3))",
+                        m,
+                        s,
+                        theory.batch_norm_gradient_rate("linear", B),
+                    )
+                )
     return out
 
 
@@ -205,43 +265,88 @@ def _plot_rate(data, config, outdir) -> plotting.Figure:
     limit = theory.batch_norm_gradient_rate("relu")
     for k, s in enumerate(config.sigma_ws):
         stats_ = [mean_and_se(data[f"rate_relu_gaussian_{B}"][k]) for B in config.batches]
-        left.errorbar(batches * (1 + 0.04 * (k - 1)), [m for m, _ in stats_], yerr=[2 * e for _, e in stats_],
-                      color=plotting.PALETTE[k], marker="os^"[k % 3], markerfacecolor="white", markersize=4,
-                      linestyle="none", capsize=2, label=f"ReLU, σ_w = {s:g} (± 2 SE)")
+        left.errorbar(
+            batches * (1 + 0.04 * (k - 1)),
+            [m for m, _ in stats_],
+            yerr=[2 * e for _, e in stats_],
+            color=plotting.PALETTE[k],
+            marker="os^"[k % 3],
+            markerfacecolor="white",
+            markersize=4,
+            linestyle="none",
+            capsize=2,
+            label=f"ReLU, σ_w = {s:g} (± 2 SE)",
+        )
     fine = np.geomspace(batches[0], max(batches[-1], 1024), 200)
     c = data["fit"]
-    plotting.theory_line(left, fine, c[0] + c[1] / fine + c[2] / fine**2, color=plotting.PALETTE[5], linestyle="--",
-                         linewidth=1.0, label=f"fit {c[0]:.4f} + {c[1]:.3f}/B + {c[2]:.2f}/B²")
+    plotting.theory_line(
+        left,
+        fine,
+        c[0] + c[1] / fine + c[2] / fine**2,
+        color=plotting.PALETTE[5],
+        linestyle="--",
+        linewidth=1.0,
+        label=f"fit {c[0]:.4f} + {c[1]:.3f}/B + {c[2]:.2f}/B²",
+    )
     left.axhline(limit, color=plotting.THEORY_COLOR, linewidth=1.2, label="½ ln(π/(π−1)) = 0.1916 (B → ∞)")
     lin = np.asarray(config.linear_batches, np.float64)
     for j, w in enumerate(config.linear_weights):
         stats_ = [mean_and_se(data[f"rate_linear_{w}_{B}"].ravel()) for B in config.linear_batches]
-        left.errorbar(lin * (1 + 0.04 * j), [m for m, _ in stats_], yerr=[2 * e for _, e in stats_],
-                      color=plotting.PALETTE[3 + j], marker="dv"[j], linestyle="none", markersize=4, capsize=2,
-                      label=f"linear, {w}, n = {config.linear_width}")
+        left.errorbar(
+            lin * (1 + 0.04 * j),
+            [m for m, _ in stats_],
+            yerr=[2 * e for _, e in stats_],
+            color=plotting.PALETTE[3 + j],
+            marker="dv"[j],
+            linestyle="none",
+            markersize=4,
+            capsize=2,
+            label=f"linear, {w}, n = {config.linear_width}",
+        )
     fl = np.geomspace(max(lin[0] if lin.size else batches[0], 4), max(batches[-1], 1024), 200)
-    plotting.theory_line(left, fl, 0.5 * np.log((fl - 2) / (fl - 3)), color=plotting.PALETTE[3], linestyle=":",
-                         label="½ ln((B−2)/(B−3)), linear, n → ∞")
+    plotting.theory_line(
+        left,
+        fl,
+        0.5 * np.log((fl - 2) / (fl - 3)),
+        color=plotting.PALETTE[3],
+        linestyle=":",
+        label="½ ln((B−2)/(B−3)), linear, n → ∞",
+    )
     left.set_xscale("log", base=2)
     left.set_yscale("log")
-    plotting.label_axes(left, "batch size B", "rate: d ln‖δ‖ / d(layer)", legend=False,
-                        title=f"(a) rate over layers ({config.fit_start}, {config.depth}]")
+    plotting.label_axes(
+        left,
+        "batch size B",
+        "rate: d ln‖δ‖ / d(layer)",
+        legend=False,
+        title=f"(a) rate over layers ({config.fit_start}, {config.depth}]",
+    )
     left.legend(loc="lower left", fontsize=6)
     ell = np.arange(1, config.depth + 1)
     for j, B in enumerate(config.batches):
         curve = data[f"curve_relu_gaussian_{B}"][list(config.sigma_ws).index(1.0)]
-        right.plot(ell, curve, color=plotting.PALETTE[j % len(plotting.PALETTE)], linewidth=1.2,
-                   label=f"B = {B}, n = {config.width(B)}")
+        right.plot(
+            ell,
+            curve,
+            color=plotting.PALETTE[j % len(plotting.PALETTE)],
+            linewidth=1.2,
+            label=f"B = {B}, n = {config.width(B)}",
+        )
     plotting.theory_line(right, ell, limit * ell, linestyle="--", label="slope 0.1916")
-    plotting.label_axes(right, "layer ℓ", "ln‖J_1ᵀ⋯J_ℓᵀ e‖ (median)", legend=False,
-                        title="(b) ReLU + BN, σ_w = 1: ln‖δ‖ against depth")
+    plotting.label_axes(
+        right, "layer ℓ", "ln‖J_1ᵀ⋯J_ℓᵀ e‖ (median)", legend=False, title="(b) ReLU + BN, σ_w = 1: ln‖δ‖ against depth"
+    )
     right.legend(loc="upper left", fontsize=6.5)
     plotting.save_figure(fig, outdir, "rate_vs_batch")
-    return plotting.Figure("rate_vs_batch", (
-        f"(a) Growth rate of ln‖δ‖ per layer, backwards, in Yang et al.'s batch-normalised network H ← φ(BN(HWᵀ)) "
-        f"({config.samples} samples per point, slope over layers ({config.fit_start}, {config.depth}]): ReLU at "
-        f"width n = {config.width_per_batch}B for three σ_w (equal: BN removes σ_w), the fitted finite-batch "
-        f"correction r∞ + c/B + d/B² (dashed; r∞ = {c[0]:.4f} ± {data['fit_se'][0]:.4f}) tending to "
-        "½ ln(π/(π−1)) = 0.1916 (black), and linear activations (gaussian and orthogonal weights), which explode "
-        "too, near the n → ∞ law ½ ln((B−2)/(B−3)) (dotted; below it at finite n). (b) The median ln‖J_1ᵀ⋯J_ℓᵀe‖ "
-        "against ℓ: straight after a short transient, steeper for smaller batches."))
+    return plotting.Figure(
+        "rate_vs_batch",
+        (
+            f"(a) Growth rate of ln‖δ‖ per layer, backwards, in Yang et al.'s batch-normalised network H ← φ(BN(HWᵀ)) "
+            f"({config.samples} samples per point, slope over layers ({config.fit_start}, {config.depth}]): ReLU at "
+            f"width n = {config.width_per_batch}B for three σ_w (equal: BN removes σ_w), the fitted finite-batch "
+            f"correction r∞ + c/B + d/B² (dashed; r∞ = {c[0]:.4f} ± {data['fit_se'][0]:.4f}) tending to "
+            "½ ln(π/(π−1)) = 0.1916 (black), and linear activations (gaussian and orthogonal weights), which explode "
+            "too, near the n → ∞ law ½ ln((B−2)/(B−3)) (dotted; below it at finite n). (b) The median ln‖J_1ᵀ⋯J_ℓᵀe‖ "
+            "against ℓ: straight after a short transient, steeper for smaller batches."
+        ),
+    )

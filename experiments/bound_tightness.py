@@ -11,6 +11,7 @@ next one's: per layer the bound loses $\ln 2 - λ_1$.
 Run: ``jaxgrad run bound_tightness`` (quick: width 32, depth 256, 256 initialisations per
 network, well under a minute); ``--scale full``: width 128, depth 2048, 2048.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,12 @@ SECTION = "§3"
 TITLE = "The submultiplicative bound against the product: ‖J‖₂ > 1 in every layer, yet the product shrinks"
 
 NETWORKS = ("linear", "relu_he", "tanh_critical", "tanh_chaotic")
-LABELS = {"linear": "Gaussian linear, σ_w = 1", "relu_he": "He-ReLU", "tanh_critical": "tanh, critical",
-          "tanh_chaotic": "tanh, chaotic"}
+LABELS = {
+    "linear": "Gaussian linear, σ_w = 1",
+    "relu_he": "He-ReLU",
+    "tanh_critical": "tanh, critical",
+    "tanh_chaotic": "tanh, chaotic",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +67,9 @@ def network(config: Config, name: str) -> jaxgrad.Network:
         return jaxgrad.mlp(width=n, depth=L, activation="linear", sigma_w=1.0)
     if name == "relu_he":
         return jaxgrad.mlp(width=n, depth=L, activation="relu", weights="he")
-    sigma_w = (float(theory.critical_sigma_w("tanh", config.sigma_b)) if name == "tanh_critical"
-               else config.sigma_w_chaotic)
+    sigma_w = (
+        float(theory.critical_sigma_w("tanh", config.sigma_b)) if name == "tanh_critical" else config.sigma_w_chaotic
+    )
     return jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=sigma_w, sigma_b=config.sigma_b)
 
 
@@ -99,12 +105,19 @@ def summarize(config: Config, results):
         data[f"{name}/product_rate"] = np.array(mean_and_se(rate))
         data[f"{name}/layer_log_norm"] = np.array(mean_and_se(per_layer.mean(axis=1)))
         for k, d in enumerate(depths):
-            rows.append(dict(network=name, depth=int(d), width=config.width, samples=config.samples,
-                             log_product_norm_median=stats["product"][1][k],
-                             log_norm_bound_median=stats["bound"][1][k],
-                             gap_per_layer_median=stats["gap"][1][k],
-                             log_product_norm_predicted=lyapunov * d if name == "linear" else np.nan,
-                             nonfinite_samples=int(data[f"{name}/nonfinite"])))
+            rows.append(
+                dict(
+                    network=name,
+                    depth=int(d),
+                    width=config.width,
+                    samples=config.samples,
+                    log_product_norm_median=stats["product"][1][k],
+                    log_norm_bound_median=stats["bound"][1][k],
+                    gap_per_layer_median=stats["gap"][1][k],
+                    log_product_norm_predicted=lyapunov * d if name == "linear" else np.nan,
+                    nonfinite_samples=int(data[f"{name}/nonfinite"]),
+                )
+            )
     return rows, data
 
 
@@ -115,13 +128,26 @@ def comparisons(data, config: Config) -> list[Comparison]:
     norm, norm_se = data["linear/layer_log_norm"]
     edge_bias = n ** (-2 / 3)  # Tracy–Widom scale of the largest singular value (Johnstone 2001)
     return [
-        Comparison(f"Gaussian linear σ_w = 1: fraction of layers with ‖J_ℓ‖₂ > 1 (n = {n}; predicted all; "
-                   "tolerance 0)", float(data["linear/fraction_above_one"]), 1.0, 0.0),
-        Comparison(f"Gaussian linear: per-layer E ln‖J_ℓ‖₂ against the Marchenko–Pastur edge ln 2 (tolerance "
-                   f"4 SE + the Tracy–Widom edge scale n^(-2/3) = {edge_bias:.3f})", norm, np.log(2.0),
-                   4 * norm_se + edge_bias),
-        Comparison(f"Gaussian linear: growth rate of ln‖J_ℓ⋯J₁‖₂ over ℓ ∈ [{L // 2}, {L}] against Newman's λ₁ "
-                   "(exact; tolerance 4 SE)", rate, lyapunov, 4 * rate_se),
+        Comparison(
+            f"Gaussian linear σ_w = 1: fraction of layers with ‖J_ℓ‖₂ > 1 (n = {n}; predicted all; tolerance 0)",
+            float(data["linear/fraction_above_one"]),
+            1.0,
+            0.0,
+        ),
+        Comparison(
+            f"Gaussian linear: per-layer E ln‖J_ℓ‖₂ against the Marchenko–Pastur edge ln 2 (tolerance "
+            f"4 SE + the Tracy–Widom edge scale n^(-2/3) = {edge_bias:.3f})",
+            norm,
+            np.log(2.0),
+            4 * norm_se + edge_bias,
+        ),
+        Comparison(
+            f"Gaussian linear: growth rate of ln‖J_ℓ⋯J₁‖₂ over ℓ ∈ [{L // 2}, {L}] against Newman's λ₁ "
+            "(exact; tolerance 4 SE)",
+            rate,
+            lyapunov,
+            4 * rate_se,
+        ),
     ]
 
 
@@ -142,12 +168,14 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
             axes[0].plot(d, b[1], color=color, linestyle=":", linewidth=1.4, label=f"Σ ln‖$J_\\ell$‖₂, {label}")
         g = data[f"{name}/gap"]
         plotting.measured_band(axes[1], d, g[0], g[2], color=color, center=g[1], label=label)
-        axes[2].hist(data[f"{name}/layer_norms"], bins=40, histtype="step", color=color, density=True,
-                     linewidth=1.3, label=label)
+        axes[2].hist(
+            data[f"{name}/layer_norms"], bins=40, histtype="step", color=color, density=True, linewidth=1.3, label=label
+        )
     plotting.theory_line(axes[0], d, lyapunov * d, linestyle="--", label="theory λ₁ℓ (linear)")
     plotting.theory_line(axes[0], d, np.log(2.0) * d, linestyle="-.", linewidth=1.0, label="ℓ ln 2 (MP edge)")
-    plotting.theory_line(axes[1], d, np.full_like(d, np.log(2.0) - lyapunov, dtype=float), linestyle="--",
-                         label="ln 2 − λ₁ (linear)")
+    plotting.theory_line(
+        axes[1], d, np.full_like(d, np.log(2.0) - lyapunov, dtype=float), linestyle="--", label="ln 2 − λ₁ (linear)"
+    )
     axes[2].axvline(1.0, color="0.3", linewidth=1.0, linestyle="--")
     axes[2].axvline(2.0, color=plotting.THEORY_COLOR, linewidth=1.0, label="MP edge 2$σ_w$")
     plotting.label_axes(axes[0], "depth ℓ", "natural log", title="(a) product against bound", legend=False)
@@ -157,10 +185,16 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     plotting.label_axes(axes[2], r"‖$J_\ell$‖₂ of single layers", "density", title="(c) every layer > 1", legend=False)
     axes[2].legend(fontsize=7, loc="upper left")
     plotting.save_figure(fig, outdir, "bound_tightness")
-    return [plotting.Figure("bound_tightness", (
-        f"Seed §3's bound ‖J₁ᵀ⋯J_Lᵀ‖₂ ≤ ∏‖J_ℓ‖₂ over {config.samples} initialisations at width {config.width}. "
-        "(a) For a Gaussian linear network with σ_w = 1 every layer has ‖J_ℓ‖₂ ≈ 2 (panel c), so the bound "
-        "Σ ln‖J_ℓ‖₂ (dotted) grows like ℓ ln 2, yet the product (band: 5–95 %, median line) shrinks along "
-        "Newman's exponent λ₁ℓ (dashed): ‖J_ℓ‖₂ > 1 for every layer does not imply explosion. (b) The bound "
-        "loses ln 2 − λ₁ per layer for linear networks; less for saturating tanh, whose Jacobian norms "
-        "vary more."))]
+    return [
+        plotting.Figure(
+            "bound_tightness",
+            (
+                f"Seed §3's bound ‖J₁ᵀ⋯J_Lᵀ‖₂ ≤ ∏‖J_ℓ‖₂ over {config.samples} initialisations at width {config.width}. "
+                "(a) For a Gaussian linear network with σ_w = 1 every layer has ‖J_ℓ‖₂ ≈ 2 (panel c), so the bound "
+                "Σ ln‖J_ℓ‖₂ (dotted) grows like ℓ ln 2, yet the product (band: 5–95 %, median line) shrinks along "
+                "Newman's exponent λ₁ℓ (dashed): ‖J_ℓ‖₂ > 1 for every layer does not imply explosion. (b) The bound "
+                "loses ln 2 − λ₁ per layer for linear networks; less for saturating tanh, whose Jacobian norms "
+                "vary more."
+            ),
+        )
+    ]

@@ -10,6 +10,7 @@ Options shared by the commands that run experiments live in `_execution_options`
 among them the multi-process flags (``--coordinator HOST:PORT --num-processes N
 --process-id I --init-timeout SECONDS``, docs/accelerators.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,32 @@ def _execution_options(parser: argparse.ArgumentParser, *, sets: bool) -> None:
     parser.add_argument("--scale", choices=SCALES, default="quick", help="preset size (default: quick)")
     parser.add_argument("--seed", type=int, default=0, help="root PRNG seed (default: 0)")
     if sets:
-        parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                            help="override one Config field (repeatable)")
+        parser.add_argument(
+            "--set",
+            dest="sets",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one Config field (repeatable)",
+        )
     parser.add_argument("--out", default="results", metavar="DIR", help="results root (default: ./results)")
     parser.add_argument("--force", action="store_true", help="recompute finished points")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     group = parser.add_argument_group(
-        "multi-process runs", "default: from SLURM (srun), Open MPI (mpirun) or JAX_COORDINATOR_ADDRESS + "
-        "JAX_NUM_PROCESSES + JAX_PROCESS_ID; otherwise one process (docs/accelerators.md)")
+        "multi-process runs",
+        "default: from SLURM (srun), Open MPI (mpirun) or JAX_COORDINATOR_ADDRESS + "
+        "JAX_NUM_PROCESSES + JAX_PROCESS_ID; otherwise one process (docs/accelerators.md)",
+    )
     group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, the same for every process")
     group.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
     group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (0 writes the results)")
-    group.add_argument("--init-timeout", type=float, default=300.0, metavar="SECONDS",
-                       help="how long to wait for every process to connect (default: 300)")
+    group.add_argument(
+        "--init-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for every process to connect (default: 300)",
+    )
 
 
 def _join(args) -> None:
@@ -109,10 +123,16 @@ def _check_same_run(args, plan) -> None:
     import jaxgrad
     from jaxgrad import cluster
 
-    cluster.check_same_config(dict(
-        command=args.command, scale=args.scale, seed=args.seed, force=args.force,
-        studies={e.NAME: dataclasses.asdict(config) for e, config in plan},
-        versions=dict(jaxgrad=jaxgrad.__version__, jax=jax.__version__)))
+    cluster.check_same_config(
+        dict(
+            command=args.command,
+            scale=args.scale,
+            seed=args.seed,
+            force=args.force,
+            studies={e.NAME: dataclasses.asdict(config) for e, config in plan},
+            versions=dict(jaxgrad=jaxgrad.__version__, jax=jax.__version__),
+        )
+    )
 
 
 def _check_seed(seed: int) -> int:
@@ -164,9 +184,17 @@ def _run_one(experiment, config, args, argv_text: str):
     from experiments.runner import outcome, run_experiment
 
     store = Store.of(args.out, experiment.NAME)
-    manifest = run_experiment(experiment, config, store=store, seed=args.seed, scale=args.scale,
-                              overrides=getattr(args, "sets", []), force=args.force,
-                              progress=args.progress and is_writer(), command=argv_text)
+    manifest = run_experiment(
+        experiment,
+        config,
+        store=store,
+        seed=args.seed,
+        scale=args.scale,
+        overrides=getattr(args, "sets", []),
+        force=args.force,
+        progress=args.progress and is_writer(),
+        command=argv_text,
+    )
     if is_writer():
         _say(f"{outcome(manifest)} -> {store.dir}")
     return store
@@ -191,13 +219,17 @@ def _draw(experiment, store) -> int:
     try:
         manifest = store.read_manifest()
     except UnreadableFileError as error:
-        remedy = (f"restore it (e.g. `git checkout -- {store.manifest}`) or regenerate it with "
-                  f"`{_rerun(experiment, store, None, force=True)}` and the original --scale, --seed and --set")
+        remedy = (
+            f"restore it (e.g. `git checkout -- {store.manifest}`) or regenerate it with "
+            f"`{_rerun(experiment, store, None, force=True)}` and the original --scale, --seed and --set"
+        )
         _say(f"jaxgrad: error: {error.with_remedy(remedy)}")
         return 1
     if manifest is None or not store.data.exists():
-        _say(f"jaxgrad: error: no stored results for {experiment.NAME} in {store.dir}; "
-             f"run `{_rerun(experiment, store, None)}` first")
+        _say(
+            f"jaxgrad: error: no stored results for {experiment.NAME} in {store.dir}; "
+            f"run `{_rerun(experiment, store, None)}` first"
+        )
         return 1
     config = experiments.config_from_dict(experiment.Config, manifest["config"])
     try:
@@ -296,8 +328,10 @@ def _prepare_info(args):
 
         why = known_bad()
         if why:
-            print(f"WARNING  jaxlib {jaxlib_version()} is known to compute jaxgrad's programs wrongly: {why}. "
-                  "Install another version: pip install \"jaxlib!=0.10.2\" \"jax!=0.10.2\"")
+            print(
+                f"WARNING  jaxlib {jaxlib_version()} is known to compute jaxgrad's programs wrongly: {why}. "
+                'Install another version: pip install "jaxlib!=0.10.2" "jax!=0.10.2"'
+            )
         return 0
 
     return action
@@ -329,14 +363,25 @@ def _configure_figures(p):
 COMMANDS = [
     Command("list", "the experiments, one line each, with the seed section", lambda p: None, _prepare_list),
     Command("run", "run one experiment (resuming a partial run) and draw its figures", _configure_run, _prepare_run),
-    Command("figures", "redraw figures from stored results, without recomputing (all: and the gallery)",
-            _configure_figures,
-            _prepare_figures),
-    Command("reproduce", "every experiment, every figure, then results/README.md",
-            lambda p: _execution_options(p, sets=False), _prepare_reproduce),
+    Command(
+        "figures",
+        "redraw figures from stored results, without recomputing (all: and the gallery)",
+        _configure_figures,
+        _prepare_figures,
+    ),
+    Command(
+        "reproduce",
+        "every experiment, every figure, then results/README.md",
+        lambda p: _execution_options(p, sets=False),
+        _prepare_reproduce,
+    ),
     Command("info", "JAX version, backend and devices", lambda p: None, _prepare_info),
-    Command("bench", "time the engine against the machine's limit and user-written baselines -> results/benchmarks",
-            _configure_bench, _prepare_bench),
+    Command(
+        "bench",
+        "time the engine against the machine's limit and user-written baselines -> results/benchmarks",
+        _configure_bench,
+        _prepare_bench,
+    ),
 ]
 
 
@@ -354,8 +399,7 @@ def _interrupted(args, argv: list[str]) -> str:
         return "jaxgrad: interrupted"
     resume = [a for a in argv if not (len(a) >= 3 and "--force".startswith(a))]  # argparse takes prefixes
     note = " (the same command without --force, which would discard them)" if len(resume) < len(argv) else ""
-    return (f"jaxgrad: interrupted; the finished points are kept, and `{shlex.join(['jaxgrad', *resume])}` "
-            f"resumes{note}")
+    return f"jaxgrad: interrupted; the finished points are kept, and `{shlex.join(['jaxgrad', *resume])}` resumes{note}"
 
 
 def main(argv=None) -> int:

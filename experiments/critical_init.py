@@ -72,6 +72,7 @@ S. S. Schoenholz, J. Gilmer, S. Ganguli and J. Sohl-Dickstein, "Deep information
 ICLR 2017; P. Kidger and C. Garcia, "Equinox: neural networks in JAX via callable PyTrees and
 filtered transformations", 2021.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,8 +97,10 @@ from experiments.runner import compute
 
 NAME = "critical_init"
 SECTION = "§3, §5"
-TITLE = ("It matters: training from the critical initialisation found by jaxgrad.critical_point vs Equinox's default, "
-         "deep tanh MLP and residual GELU net")
+TITLE = (
+    "It matters: training from the critical initialisation found by jaxgrad.critical_point vs Equinox's default, "
+    "deep tanh MLP and residual GELU net"
+)
 
 MODELS = ("tanh_mlp", "residual_gelu")
 LABELS = {"tanh_mlp": "tanh MLP", "residual_gelu": "residual GELU net"}
@@ -138,18 +141,27 @@ class Config:
         if not (math.isfinite(self.factor) and self.factor > 1):
             raise ValueError(f"`factor` must be a finite number > 1, got factor={self.factor!r}")
         p = self.powers
-        if (not p or 0 not in p or list(p) != sorted(set(p))
-                or not all(isinstance(j, int) and not isinstance(j, bool) and -4 <= j <= 4 for j in p)):
-            raise ValueError(f"`powers` must be increasing integers in [-4, 4] that include 0 (the anchor), "
-                             f"got powers={p!r}")
+        if (
+            not p
+            or 0 not in p
+            or list(p) != sorted(set(p))
+            or not all(isinstance(j, int) and not isinstance(j, bool) and -4 <= j <= 4 for j in p)
+        ):
+            raise ValueError(
+                f"`powers` must be increasing integers in [-4, 4] that include 0 (the anchor), got powers={p!r}"
+            )
         if self.steps % self.record_every:
             raise ValueError(f"`record_every` must divide steps={self.steps}, got record_every={self.record_every}")
         if not 10 <= self.test_size <= N_DIGITS - 100:
-            raise ValueError(f"`test_size` must be an integer in [10, {N_DIGITS - 100}] (the digits have {N_DIGITS} "
-                             f"images), got test_size={self.test_size!r}")
+            raise ValueError(
+                f"`test_size` must be an integer in [10, {N_DIGITS - 100}] (the digits have {N_DIGITS} "
+                f"images), got test_size={self.test_size!r}"
+            )
         if self.batch_size > N_DIGITS - self.test_size:
-            raise ValueError(f"`batch_size` must be at most the training set, {N_DIGITS - self.test_size} images, "
-                             f"got batch_size={self.batch_size}")
+            raise ValueError(
+                f"`batch_size` must be at most the training set, {N_DIGITS - self.test_size} images, "
+                f"got batch_size={self.batch_size}"
+            )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"`learning_rate` must be positive and finite, got learning_rate={self.learning_rate!r}")
 
@@ -167,8 +179,9 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(width=128, depth=100, samples=1024, bracket_points=17, steps=3000, record_every=100, seeds=8,
-                   batch_size=128)
+        return cls(
+            width=128, depth=100, samples=1024, bracket_points=17, steps=3000, record_every=100, seeds=8, batch_size=128
+        )
 
 
 # --------------------------------------------------------------------------- the models
@@ -184,6 +197,7 @@ def blocks(width: int) -> dict:
 
     class TanhBlock(eqx.Module):
         """tanh(W h + b), W and b Equinox's U(±1/√n) times `scale`."""
+
         linear: eqx.nn.Linear
 
         def __init__(self, key, scale):
@@ -194,6 +208,7 @@ def blocks(width: int) -> dict:
 
     class ResidualBlock(eqx.Module):
         """h + W₂ gelu(W₁ h + b₁) + b₂, both Linears Equinox's default times `scale`."""
+
         inner: eqx.nn.Linear
         outer: eqx.nn.Linear
 
@@ -302,8 +317,12 @@ def digits_split(test_size: int):
     data = training.load_digits()
     order = np.random.default_rng(SPLIT_SEED).permutation(N_DIGITS)
     x, y = np.asarray(data.x)[order], np.asarray(data.y)[order]
-    return (jnp.asarray(x[test_size:]), jnp.asarray(y[test_size:]), jnp.asarray(x[:test_size]),
-            jnp.asarray(y[:test_size]))
+    return (
+        jnp.asarray(x[test_size:]),
+        jnp.asarray(y[test_size:]),
+        jnp.asarray(x[:test_size]),
+        jnp.asarray(y[:test_size]),
+    )
 
 
 def train(model: str, config: Config, key, scales, seeds: int | None = None) -> dict[str, np.ndarray]:
@@ -320,14 +339,25 @@ def train(model: str, config: Config, key, scales, seeds: int | None = None) -> 
       gradient or update (−1: none); ``record_steps``.
     """
     seeds = config.seeds if seeds is None else seeds
-    program = _program(model, config.width, config.depth, config.steps, config.record_every, config.batch_size,
-                       float(config.learning_rate))
+    program = _program(
+        model,
+        config.width,
+        config.depth,
+        config.steps,
+        config.record_every,
+        config.batch_size,
+        float(config.learning_rate),
+    )
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(seeds))
     scales = jnp.asarray(scales, jnp.float32)
     accuracy, loss, norms, diverged_at = program(keys, scales, *digits_split(config.test_size))
-    return {"accuracy": np.asarray(accuracy), "loss": np.asarray(loss), "gradient_norms": np.asarray(norms),
-            "diverged_at": np.asarray(diverged_at),
-            "record_steps": np.arange(0, config.steps + 1, config.record_every)}
+    return {
+        "accuracy": np.asarray(accuracy),
+        "loss": np.asarray(loss),
+        "gradient_norms": np.asarray(norms),
+        "diverged_at": np.asarray(diverged_at),
+        "record_steps": np.arange(0, config.steps + 1, config.record_every),
+    }
 
 
 # --------------------------------------------------------------------------- measurement and mean field
@@ -396,28 +426,52 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     k_critical, k_rates, k_train = (jax.random.fold_in(key, i) for i in range(3))
     net = network(model, config.width, config.depth)
     start = time.perf_counter()
-    res = jaxgrad.critical_point(net, hyper="scale", bracket=config.bracket(model), samples=config.samples,
-                                 seed=engine_seed(k_critical), criterion="mean_square", points=config.bracket_points,
-                                 discard=config.discard, interval_se=config.interval_se)
+    res = jaxgrad.critical_point(
+        net,
+        hyper="scale",
+        bracket=config.bracket(model),
+        samples=config.samples,
+        seed=engine_seed(k_critical),
+        criterion="mean_square",
+        points=config.bracket_points,
+        discard=config.discard,
+        interval_se=config.interval_se,
+    )
     found = bool(res.found)
     critical_seconds = time.perf_counter() - start
     scales = trained_scales(config, float(res.value), found)
     start = time.perf_counter()
-    r = jaxgrad.sweep(net, config.samples, engine_seed(k_rates), grid={"scale": [float(s) for s in scales]},
-                      method="vector", fields=["log_forward_gain"])
+    r = jaxgrad.sweep(
+        net,
+        config.samples,
+        engine_seed(k_rates),
+        grid={"scale": [float(s) for s in scales]},
+        method="vector",
+        fields=["log_forward_gain"],
+    )
     gain = np.asarray(r.log_forward_gain, np.float64)  # (scales, samples, depth)
     rates, rate_se, _ = rates_from_log_gains(gain, criterion="mean_square", discard=config.discard)
     rate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     history = train(model, config, k_train, scales)
     train_seconds = time.perf_counter() - start
-    return {"found": np.asarray(found), "critical": np.asarray(float(res.value)), "critical_se": np.asarray(res.se),
-            "interval": np.asarray(res.interval, np.float64), "message": np.asarray(str(res.message)),
-            "bracket_values": np.asarray(res.values, np.float64), "bracket_rates": np.asarray(res.rates, np.float64),
-            "bracket_rate_se": np.asarray(res.rate_se, np.float64),
-            "scales": scales, "rates": rates, "rate_se": rate_se, "mean_log_gain": gain.mean(axis=1),
-            "nonfinite": np.asarray(int(r.nonfinite["log_forward_gain"])), **history,
-            "wall_seconds": np.array([critical_seconds, rate_seconds, train_seconds])}
+    return {
+        "found": np.asarray(found),
+        "critical": np.asarray(float(res.value)),
+        "critical_se": np.asarray(res.se),
+        "interval": np.asarray(res.interval, np.float64),
+        "message": np.asarray(str(res.message)),
+        "bracket_values": np.asarray(res.values, np.float64),
+        "bracket_rates": np.asarray(res.rates, np.float64),
+        "bracket_rate_se": np.asarray(res.rate_se, np.float64),
+        "scales": scales,
+        "rates": rates,
+        "rate_se": rate_se,
+        "mean_log_gain": gain.mean(axis=1),
+        "nonfinite": np.asarray(int(r.nonfinite["log_forward_gain"])),
+        **history,
+        "wall_seconds": np.array([critical_seconds, rate_seconds, train_seconds]),
+    }
 
 
 def _role(scale: float, anchor: float, found: bool, config: Config) -> str:
@@ -446,9 +500,25 @@ def summarize(config: Config, results):
         lo, hi = config.bracket(model)
         fine = np.geomspace(min(lo, scales[0]), max(hi, scales[-1]), 61)
         theory_rates = mean_field_rate(model, scales, config.width, config.depth, config.discard)
-        for key in ("found", "critical", "critical_se", "interval", "message", "bracket_values", "bracket_rates",
-                    "bracket_rate_se", "scales", "rates", "rate_se", "mean_log_gain", "accuracy", "loss",
-                    "gradient_norms", "diverged_at", "record_steps"):
+        for key in (
+            "found",
+            "critical",
+            "critical_se",
+            "interval",
+            "message",
+            "bracket_values",
+            "bracket_rates",
+            "bracket_rate_se",
+            "scales",
+            "rates",
+            "rate_se",
+            "mean_log_gain",
+            "accuracy",
+            "loss",
+            "gradient_norms",
+            "diverged_at",
+            "record_steps",
+        ):
             data[f"{model}_{key}"] = a[key]
         data[f"{model}_theory_rates"] = theory_rates
         data[f"{model}_theory_scale"] = fine
@@ -457,23 +527,39 @@ def summarize(config: Config, results):
         data[f"{model}_anchor"] = np.asarray(anchor)
         accuracy = np.nan_to_num(a["accuracy"][..., -1], nan=0.0)  # a diverged run counts as untrained
         for j, s in enumerate(scales):
-            rows.append(dict(
-                model=model, scale=float(s), role=_role(float(s), anchor, found, config),
-                sigma_w2=float(s) ** 2 / 3, critical_found=found, critical_scale=critical,
-                critical_lo=float(a["interval"][0]), critical_hi=float(a["interval"][1]),
-                theory_critical_scale=float(data[f"{model}_theory_critical"]),
-                rate=float(a["rates"][j]), rate_se=float(a["rate_se"][j]), theory_rate=float(theory_rates[j]),
-                log_gain_at_depth=float(a["mean_log_gain"][j, -1]),
-                accuracy_median=float(np.median(accuracy[j])), accuracy_min=float(accuracy[j].min()),
-                accuracy_max=float(accuracy[j].max()),
-                loss_median=float(np.nanmedian(a["loss"][j, :, -1])) if np.isfinite(a["loss"][j, :, -1]).any()
-                else math.nan,
-                first_block_gradient_norm_at_init=float(np.median(a["gradient_norms"][j, :, 0, 0])),
-                last_block_gradient_norm_at_init=float(np.median(a["gradient_norms"][j, :, 0, 1])),
-                diverged=int((a["diverged_at"][j] >= 0).sum()), seeds=config.seeds, steps=config.steps,
-                width=config.width, depth=config.depth,
-                critical_seconds=float(a["wall_seconds"][0]), rate_seconds=float(a["wall_seconds"][1]),
-                train_seconds=float(a["wall_seconds"][2])))
+            rows.append(
+                dict(
+                    model=model,
+                    scale=float(s),
+                    role=_role(float(s), anchor, found, config),
+                    sigma_w2=float(s) ** 2 / 3,
+                    critical_found=found,
+                    critical_scale=critical,
+                    critical_lo=float(a["interval"][0]),
+                    critical_hi=float(a["interval"][1]),
+                    theory_critical_scale=float(data[f"{model}_theory_critical"]),
+                    rate=float(a["rates"][j]),
+                    rate_se=float(a["rate_se"][j]),
+                    theory_rate=float(theory_rates[j]),
+                    log_gain_at_depth=float(a["mean_log_gain"][j, -1]),
+                    accuracy_median=float(np.median(accuracy[j])),
+                    accuracy_min=float(accuracy[j].min()),
+                    accuracy_max=float(accuracy[j].max()),
+                    loss_median=float(np.nanmedian(a["loss"][j, :, -1]))
+                    if np.isfinite(a["loss"][j, :, -1]).any()
+                    else math.nan,
+                    first_block_gradient_norm_at_init=float(np.median(a["gradient_norms"][j, :, 0, 0])),
+                    last_block_gradient_norm_at_init=float(np.median(a["gradient_norms"][j, :, 0, 1])),
+                    diverged=int((a["diverged_at"][j] >= 0).sum()),
+                    seeds=config.seeds,
+                    steps=config.steps,
+                    width=config.width,
+                    depth=config.depth,
+                    critical_seconds=float(a["wall_seconds"][0]),
+                    rate_seconds=float(a["wall_seconds"][1]),
+                    train_seconds=float(a["wall_seconds"][2]),
+                )
+            )
     return rows, data
 
 
@@ -506,11 +592,16 @@ def comparisons(data, config: Config) -> list[Comparison]:
         d = _index(data, model, 1.0)
         rate, se = float(data[f"{model}_rates"][d]), float(data[f"{model}_rate_se"][d])
         allowance = 0.5 / config.width
-        out.append(Comparison(
-            f"{label}: growth rate per block at Equinox's default (s = 1), ½ ln E‖J_ℓu‖² over blocks > "
-            f"{config.discard}, vs mean field ½ ln mean χ_ℓ (tolerance 4 SE + 1/(2n) = {allowance:.3g}, the "
-            "finite-width allowance of phase_diagram)", rate, float(data[f"{model}_theory_rates"][d]),
-            4 * se + allowance))
+        out.append(
+            Comparison(
+                f"{label}: growth rate per block at Equinox's default (s = 1), ½ ln E‖J_ℓu‖² over blocks > "
+                f"{config.discard}, vs mean field ½ ln mean χ_ℓ (tolerance 4 SE + 1/(2n) = {allowance:.3g}, the "
+                "finite-width allowance of phase_diagram)",
+                rate,
+                float(data[f"{model}_theory_rates"][d]),
+                4 * se + allowance,
+            )
+        )
         if not found:
             continue
         critical = float(data[f"{model}_critical"])
@@ -518,28 +609,46 @@ def comparisons(data, config: Config) -> list[Comparison]:
         slope = _slope_at(data[f"{model}_bracket_values"], data[f"{model}_bracket_rates"], critical)
         theory = float(data[f"{model}_theory_critical"])
         if math.isfinite(theory):
-            out.append(Comparison(
-                f"{label}: critical scale s* from jaxgrad.critical_point vs mean field's zero of ½ ln mean χ_ℓ "
-                f"(σ_w² = s²/3, σ_b² = s²/(3n)); tolerance: half its {config.interval_se:g}-SE interval "
-                f"[{lo:.3g}, {hi:.3g}] + the finite-width allowance 1/(2n) over the measured slope {slope:.3g} per "
-                "unit s", critical, theory, 0.5 * (hi - lo) + (0.5 / config.width) / abs(slope)))
+            out.append(
+                Comparison(
+                    f"{label}: critical scale s* from jaxgrad.critical_point vs mean field's zero of ½ ln mean χ_ℓ "
+                    f"(σ_w² = s²/3, σ_b² = s²/(3n)); tolerance: half its {config.interval_se:g}-SE interval "
+                    f"[{lo:.3g}, {hi:.3g}] + the finite-width allowance 1/(2n) over the measured slope {slope:.3g} per "
+                    "unit s",
+                    critical,
+                    theory,
+                    0.5 * (hi - lo) + (0.5 / config.width) / abs(slope),
+                )
+            )
         c = _index(data, model, critical)
         rate, se = float(data[f"{model}_rates"][c]), float(data[f"{model}_rate_se"][c])
-        out.append(Comparison(
-            f"{label}: growth rate per block at s* = {critical:.3g}, remeasured on independent initialisations, vs 0 "
-            f"(tolerance 4 SE + |slope| × half the interval of s*, {abs(slope):.3g} × {0.5 * (hi - lo):.3g})",
-            rate, 0.0, 4 * se + abs(slope) * 0.5 * (hi - lo)))
+        out.append(
+            Comparison(
+                f"{label}: growth rate per block at s* = {critical:.3g}, remeasured on independent initialisations, vs 0 "
+                f"(tolerance 4 SE + |slope| × half the interval of s*, {abs(slope):.3g} × {0.5 * (hi - lo):.3g})",
+                rate,
+                0.0,
+                4 * se + abs(slope) * 0.5 * (hi - lo),
+            )
+        )
         at_critical = _final_accuracy(data, model, critical)
-        others = [("Equinox's default", 1.0)] + [(name, critical * config.factor**j)
-                                                 for name, j in (("s*/k", -1), ("s*·k", 1)) if j in config.powers]
+        others = [("Equinox's default", 1.0)] + [
+            (name, critical * config.factor**j) for name, j in (("s*/k", -1), ("s*·k", 1)) if j in config.powers
+        ]
         for name, scale in others:
             if abs(scale - critical) < 1e-9:
                 continue
             gap = float(at_critical.min() - _final_accuracy(data, model, scale).max())
-            out.append(_within_range(
-                f"{label}: test accuracy after {config.steps} steps, worst seed from s* minus best seed from {name} "
-                f"(s = {scale:.3g}), over {config.seeds} seeds; passes iff it lies in [{margin:.3g}, 1], the margin "
-                f"being 4 binomial SE of an accuracy near ½ on the {n_test} test images, 2/√n", gap, margin, 1.0))
+            out.append(
+                _within_range(
+                    f"{label}: test accuracy after {config.steps} steps, worst seed from s* minus best seed from {name} "
+                    f"(s = {scale:.3g}), over {config.seeds} seeds; passes iff it lies in [{margin:.3g}, 1], the margin "
+                    f"being 4 binomial SE of an accuracy near ½ on the {n_test} test images, 2/√n",
+                    gap,
+                    margin,
+                    1.0,
+                )
+            )
     for model in MODELS:
         if bool(data[f"{model}_found"]):
             continue
@@ -548,11 +657,16 @@ def comparisons(data, config: Config) -> list[Comparison]:
         best = float(medians.max())
         default = float(medians[_index(data, model, 1.0)])
         tolerance = 4 * math.sqrt(best * (1 - best) / n_test) + 1 / n_test
-        out.append(Comparison(
-            f"{label} (no zero of the rate in the bracket: the default is the anchor): median test accuracy from "
-            f"Equinox's default vs the best median over the trained scales {np.round(data[model + '_scales'], 3)} "
-            f"(tolerance 4 binomial SE at the best accuracy on {n_test} test images, + one image)",
-            default, best, tolerance))
+        out.append(
+            Comparison(
+                f"{label} (no zero of the rate in the bracket: the default is the anchor): median test accuracy from "
+                f"Equinox's default vs the best median over the trained scales {np.round(data[model + '_scales'], 3)} "
+                f"(tolerance 4 binomial SE at the best accuracy on {n_test} test images, + one image)",
+                default,
+                best,
+                tolerance,
+            )
+        )
     return out
 
 
@@ -563,8 +677,9 @@ def run(config: Config | None = None, seed: int = 0) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- figure
 
-SCALE_COLORS = tuple(plotting.OKABE_ITO[c] for c in ("blue", "sky_blue", "green", "orange", "vermillion", "purple",
-                                                    "black", "yellow"))
+SCALE_COLORS = tuple(
+    plotting.OKABE_ITO[c] for c in ("blue", "sky_blue", "green", "orange", "vermillion", "purple", "black", "yellow")
+)
 
 
 def _scale_label(data, model, j, config) -> str:
@@ -588,15 +703,21 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
             parts.append(f"{LABELS[model]}: s* = {float(data[model + '_critical']):.3g} [{lo:.3g}, {hi:.3g}]")
         else:
             parts.append(f"{LABELS[model]}: no zero of the rate in the bracket, the default is the anchor")
-    return [plotting.Figure("critical_init", (
-        f"Critical initialisation vs Equinox's default, width {config.width}, depth {config.depth}, every block's "
-        "default weights and biases times a scale s (s = 1 is Equinox's own initialisation). Left: growth rate per "
-        "block ½ ln E‖J_ℓu‖² against s, measured by jaxgrad.critical_point over the bracket (squares, ± 2 SE), "
-        "remeasured at the trained scales (markers, ± 2 SE), and mean field (black line); the found critical scale "
-        "s* with its interval (shaded), Equinox's default (dashed). Middle: mean ln‖J_ℓ⋯J₁u‖ against depth at the "
-        "trained scales (the gradient's growth, in nats). Right: test accuracy on the held-out digits against Adam "
-        f"steps (η = {config.learning_rate:g}, batch {config.batch_size}), median over {config.seeds} seeds with "
-        f"the min–max band, colours as in the middle panel; chance is 0.1. " + "; ".join(parts) + "."))]
+    return [
+        plotting.Figure(
+            "critical_init",
+            (
+                f"Critical initialisation vs Equinox's default, width {config.width}, depth {config.depth}, every block's "
+                "default weights and biases times a scale s (s = 1 is Equinox's own initialisation). Left: growth rate per "
+                "block ½ ln E‖J_ℓu‖² against s, measured by jaxgrad.critical_point over the bracket (squares, ± 2 SE), "
+                "remeasured at the trained scales (markers, ± 2 SE), and mean field (black line); the found critical scale "
+                "s* with its interval (shaded), Equinox's default (dashed). Middle: mean ln‖J_ℓ⋯J₁u‖ against depth at the "
+                "trained scales (the gradient's growth, in nats). Right: test accuracy on the held-out digits against Adam "
+                f"steps (η = {config.learning_rate:g}, batch {config.batch_size}), median over {config.seeds} seeds with "
+                f"the min–max band, colours as in the middle panel; chance is 0.1. " + "; ".join(parts) + "."
+            ),
+        )
+    ]
 
 
 def _scale_lines(ax, data, model):
@@ -605,25 +726,57 @@ def _scale_lines(ax, data, model):
         lo, hi = data[f"{model}_interval"]
         critical = float(data[f"{model}_critical"])
         ax.axvspan(lo, hi, color=plotting.OKABE_ITO["green"], alpha=0.2, linewidth=0)
-        ax.axvline(critical, color=plotting.OKABE_ITO["green"], linewidth=1.2,
-                   label=f"s* = {critical:.3g} [{lo:.3g}, {hi:.3g}]")
+        ax.axvline(
+            critical,
+            color=plotting.OKABE_ITO["green"],
+            linewidth=1.2,
+            label=f"s* = {critical:.3g} [{lo:.3g}, {hi:.3g}]",
+        )
 
 
 def _plot_rates(ax, data, model, config):
     values, rates, se = (data[f"{model}_bracket_{k}"] for k in ("values", "rates", "rate_se"))
-    plotting.theory_line(ax, data[f"{model}_theory_scale"], data[f"{model}_theory_curve"], linewidth=1.0,
-                         label="mean field ½ ln mean χ_ℓ")
-    ax.errorbar(values, rates, yerr=2 * se, marker="s", markersize=3.5, markerfacecolor="none", linestyle="none",
-                color=plotting.OKABE_ITO["purple"], label="critical_point sweep (± 2 SE)", zorder=3)
+    plotting.theory_line(
+        ax,
+        data[f"{model}_theory_scale"],
+        data[f"{model}_theory_curve"],
+        linewidth=1.0,
+        label="mean field ½ ln mean χ_ℓ",
+    )
+    ax.errorbar(
+        values,
+        rates,
+        yerr=2 * se,
+        marker="s",
+        markersize=3.5,
+        markerfacecolor="none",
+        linestyle="none",
+        color=plotting.OKABE_ITO["purple"],
+        label="critical_point sweep (± 2 SE)",
+        zorder=3,
+    )
     for j, s in enumerate(data[f"{model}_scales"]):
-        ax.errorbar([s], [data[f"{model}_rates"][j]], yerr=[2 * data[f"{model}_rate_se"][j]], marker="o",
-                    color=SCALE_COLORS[j % len(SCALE_COLORS)], linestyle="none", markersize=5.5, zorder=4,
-                    label="trained scales, remeasured" if j == 0 else None)
+        ax.errorbar(
+            [s],
+            [data[f"{model}_rates"][j]],
+            yerr=[2 * data[f"{model}_rate_se"][j]],
+            marker="o",
+            color=SCALE_COLORS[j % len(SCALE_COLORS)],
+            linestyle="none",
+            markersize=5.5,
+            zorder=4,
+            label="trained scales, remeasured" if j == 0 else None,
+        )
     ax.axhline(0.0, color="0.5", linewidth=0.6)
     _scale_lines(ax, data, model)
-    plotting.label_axes(ax, "scale s of Equinox's default init (log scale)", "growth rate per block (nats)",
-                        title=f"({'a' if model == MODELS[0] else 'd'}) {LABELS[model]}: rate vs scale", xlog=True,
-                        legend=False)
+    plotting.label_axes(
+        ax,
+        "scale s of Equinox's default init (log scale)",
+        "growth rate per block (nats)",
+        title=f"({'a' if model == MODELS[0] else 'd'}) {LABELS[model]}: rate vs scale",
+        xlog=True,
+        legend=False,
+    )
     scales = data[f"{model}_theory_scale"]
     ticks = [t for t in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16) if scales[0] <= t <= scales[-1]]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -634,12 +787,21 @@ def _plot_rates(ax, data, model, config):
 def _plot_gains(ax, data, model, config):
     depth = np.arange(1, config.depth + 1)
     for j in range(len(data[f"{model}_scales"])):
-        ax.plot(depth, data[f"{model}_mean_log_gain"][j], color=SCALE_COLORS[j % len(SCALE_COLORS)],
-                label=_scale_label(data, model, j, config))
+        ax.plot(
+            depth,
+            data[f"{model}_mean_log_gain"][j],
+            color=SCALE_COLORS[j % len(SCALE_COLORS)],
+            label=_scale_label(data, model, j, config),
+        )
     ax.axhline(0.0, color="0.5", linewidth=0.6)
     ax.axvline(config.discard + 0.5, color="0.6", linestyle=":", linewidth=0.9)
-    plotting.label_axes(ax, "block ℓ", r"mean $\ln\|J_\ell\cdots J_1 u\|$ (nats)",
-                        title=f"({'b' if model == MODELS[0] else 'e'}) gain against depth", legend=False)
+    plotting.label_axes(
+        ax,
+        "block ℓ",
+        r"mean $\ln\|J_\ell\cdots J_1 u\|$ (nats)",
+        title=f"({'b' if model == MODELS[0] else 'e'}) gain against depth",
+        legend=False,
+    )
     ax.legend(fontsize=6.5, loc="lower left" if model == MODELS[0] else "upper left")
 
 
@@ -654,5 +816,10 @@ def _plot_training(ax, data, model, config):
     ax.text(steps[-1], 0.11, "chance", ha="right", va="bottom", fontsize=7, color="0.4")
     ax.set_ylim(0, 1)
     panel, middle = ("c", "b") if model == MODELS[0] else ("f", "e")
-    plotting.label_axes(ax, "Adam step", "test accuracy (median, min–max band)", legend=False,
-                        title=f"({panel}) training, {config.seeds} seeds (colours as in {middle})")
+    plotting.label_axes(
+        ax,
+        "Adam step",
+        "test accuracy (median, min–max band)",
+        legend=False,
+        title=f"({panel}) training, {config.seeds} seeds (colours as in {middle})",
+    )

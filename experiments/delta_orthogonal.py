@@ -27,6 +27,7 @@ Jacobian of a 64 × 32-pixel layer is 2048 × 2048), an accelerator.
 
 Reference: L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. Schoenholz, J. Pennington, ICML 2018.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,8 +84,7 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(channels=64, deep_pixels=32, deep_samples=16, pixels=32, product_depths=(4, 16, 64),
-                   samples=1024)
+        return cls(channels=64, deep_pixels=32, deep_samples=16, pixels=32, product_depths=(4, 16, 64), samples=1024)
 
 
 def _critical(config: Config) -> tuple[float, float]:
@@ -99,8 +99,14 @@ def _net(config, activation, kernel, pixels, depth):
     else:
         sigma_w, sigma_b = _critical(config)[0], config.sigma_b
     if kernel == "mlp":
-        return jaxgrad.mlp(width=config.channels, depth=depth, weights="orthogonal", activation=activation,
-                           sigma_w=sigma_w, sigma_b=sigma_b)
+        return jaxgrad.mlp(
+            width=config.channels,
+            depth=depth,
+            weights="orthogonal",
+            activation=activation,
+            sigma_w=sigma_w,
+            sigma_b=sigma_b,
+        )
     return jaxgrad.serial(*[jaxgrad.conv(config.channels, (pixels,), 3, kernel, activation, sigma_w, sigma_b)] * depth)
 
 
@@ -109,8 +115,11 @@ def _net(config, activation, kernel, pixels, depth):
 
 def points(config: Config) -> list[dict]:
     deep = [{"part": "deep", "activation": a, "kernel": k} for a in ACTIVATIONS for k in KERNELS]
-    return deep + [{"part": "deep", "activation": "tanh", "kernel": "mlp"}] + \
-        [{"part": "pixel", "kernel": k} for k in KERNELS + ("mlp",)]
+    return (
+        deep
+        + [{"part": "deep", "activation": "tanh", "kernel": "mlp"}]
+        + [{"part": "pixel", "kernel": k} for k in KERNELS + ("mlp",)]
+    )
 
 
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
@@ -118,19 +127,24 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     q0 = _critical(config)[1]
     if point["part"] == "pixel":
         net = _net(config, "tanh", point["kernel"], config.pixels, config.product_depths[-1])
-        out = measures.measure(measures.product_spectrum, net, config.samples, seed, q0=q0,
-                               depths=config.product_depths)
+        out = measures.measure(
+            measures.product_spectrum, net, config.samples, seed, q0=q0, depths=config.product_depths
+        )
         return {"log_singular_values": out["log_singular_values"]}
     activation, kernel = point["activation"], point["kernel"]
     L = config.depths[-1]
     net = _net(config, activation, kernel, config.deep_pixels, L)
     q = q0 if activation == "tanh" else 1.0
-    out = {"log_stretches": measures.measure(measures.qr_log_stretches, net, config.deep_samples, seed, q0=q,
-                                             depths=config.depths)["log_stretches"]}
+    out = {
+        "log_stretches": measures.measure(
+            measures.qr_log_stretches, net, config.deep_samples, seed, q0=q, depths=config.depths
+        )["log_stretches"]
+    }
     if activation == "linear" and kernel == "delta_orthogonal":
         isometry = [d for d in config.depths if d >= 1000]
-        out["log_singular_values"] = measures.measure(measures.product_spectrum, net, config.deep_samples, seed,
-                                                      depths=isometry)["log_singular_values"]
+        out["log_singular_values"] = measures.measure(
+            measures.product_spectrum, net, config.deep_samples, seed, depths=isometry
+        )["log_singular_values"]
     return out
 
 
@@ -145,9 +159,20 @@ def summarize(config: Config, results):
             for k, D in enumerate(config.product_depths):
                 m1, se1 = mean_and_se(lam[:, k].mean(axis=1))
                 m2, se2 = mean_and_se((lam[:, k] ** 2).mean(axis=1))
-                rows.append(dict(part="pixel", network=f"tanh {point['kernel']}", depth=D, mean_lambda=m1,
-                                 mean_lambda_se=se1, mean_lambda2=m2, mean_lambda2_se=se2, spread=float("nan"),
-                                 bulk_spread=float("nan"), max_deviation=float("nan")))
+                rows.append(
+                    dict(
+                        part="pixel",
+                        network=f"tanh {point['kernel']}",
+                        depth=D,
+                        mean_lambda=m1,
+                        mean_lambda_se=se1,
+                        mean_lambda2=m2,
+                        mean_lambda2_se=se2,
+                        spread=float("nan"),
+                        bulk_spread=float("nan"),
+                        max_deviation=float("nan"),
+                    )
+                )
             continue
         tag = f"deep_{point['activation']}_{point['kernel']}"
         ls = np.asarray(arrays["log_stretches"], np.float64)  # (samples, depths, n), descending
@@ -160,22 +185,47 @@ def summarize(config: Config, results):
         for k, D in enumerate(config.depths):
             dev = float("nan")
             if point["kernel"] == "delta_orthogonal" and point["activation"] == "linear":
-                dev = float(np.max(np.abs(ls[:, k] - theory.delta_orthogonal_log_singular_value(
-                    config.linear_sigma_w, D))))
-            rows.append(dict(part="deep", network=f"{point['activation']} {point['kernel']}", depth=D,
-                             mean_lambda=float("nan"), mean_lambda_se=float("nan"), mean_lambda2=float("nan"),
-                             mean_lambda2_se=float("nan"), spread=float(np.median(data[f"{tag}_spread"][:, k])),
-                             bulk_spread=float(np.median(data[f"{tag}_bulk_spread"][:, k])), max_deviation=dev))
+                dev = float(
+                    np.max(np.abs(ls[:, k] - theory.delta_orthogonal_log_singular_value(config.linear_sigma_w, D)))
+                )
+            rows.append(
+                dict(
+                    part="deep",
+                    network=f"{point['activation']} {point['kernel']}",
+                    depth=D,
+                    mean_lambda=float("nan"),
+                    mean_lambda_se=float("nan"),
+                    mean_lambda2=float("nan"),
+                    mean_lambda2_se=float("nan"),
+                    spread=float(np.median(data[f"{tag}_spread"][:, k])),
+                    bulk_spread=float(np.median(data[f"{tag}_bulk_spread"][:, k])),
+                    max_deviation=dev,
+                )
+            )
     iso = "deep_linear_delta_orthogonal"
     iso_depths = [d for d in config.depths if d >= 1000]
     data["isometry_depths"] = np.asarray(iso_depths)
-    data["isometry_svd_deviation"] = np.asarray([np.max(np.abs(data[f"{iso}_log_sv"][:, k] - theory.
-                                                              delta_orthogonal_log_singular_value(
-                                                                  config.linear_sigma_w, d)))
-                                                 for k, d in enumerate(iso_depths)])
-    data["isometry_qr_deviation"] = np.asarray([np.max(np.abs(
-        data[f"{iso}_log_stretches"][:, k] - theory.delta_orthogonal_log_singular_value(config.linear_sigma_w, d)))
-        for k, d in enumerate(config.depths)])
+    data["isometry_svd_deviation"] = np.asarray(
+        [
+            np.max(
+                np.abs(
+                    data[f"{iso}_log_sv"][:, k] - theory.delta_orthogonal_log_singular_value(config.linear_sigma_w, d)
+                )
+            )
+            for k, d in enumerate(iso_depths)
+        ]
+    )
+    data["isometry_qr_deviation"] = np.asarray(
+        [
+            np.max(
+                np.abs(
+                    data[f"{iso}_log_stretches"][:, k]
+                    - theory.delta_orthogonal_log_singular_value(config.linear_sigma_w, d)
+                )
+            )
+            for k, d in enumerate(config.depths)
+        ]
+    )
     return rows, data
 
 
@@ -187,26 +237,45 @@ def _two_sample(quantity, a, b) -> Comparison:
 def comparisons(data, config: Config) -> list[Comparison]:
     out = []
     for k, d in enumerate(data["isometry_depths"]):
-        out.append(Comparison(
-            f"linear delta-orthogonal CNN, float32, L = {d:,}: max |ln σ_i(J_L⋯J₁) − L ln σ_w| over samples and i, "
-            f"explicit product (σ_w = {config.linear_sigma_w:g}; tolerance 1e-4·L, the issue's)",
-            float(data["isometry_svd_deviation"][k]), 0.0, 1e-4 * d))
+        out.append(
+            Comparison(
+                f"linear delta-orthogonal CNN, float32, L = {d:,}: max |ln σ_i(J_L⋯J₁) − L ln σ_w| over samples and i, "
+                f"explicit product (σ_w = {config.linear_sigma_w:g}; tolerance 1e-4·L, the issue's)",
+                float(data["isometry_svd_deviation"][k]),
+                0.0,
+                1e-4 * d,
+            )
+        )
     k, L = len(config.depths) - 1, config.depths[-1]
-    out.append(Comparison(
-        f"linear delta-orthogonal CNN, float32, L = {L:,}: the same by the QR method (tolerance 1e-4·L)",
-        float(data["isometry_qr_deviation"][k]), 0.0, 1e-4 * L))
+    out.append(
+        Comparison(
+            f"linear delta-orthogonal CNN, float32, L = {L:,}: the same by the QR method (tolerance 1e-4·L)",
+            float(data["isometry_qr_deviation"][k]),
+            0.0,
+            1e-4 * L,
+        )
+    )
     delta, mlp = np.exp(2 * data["pixel_delta_orthogonal_log_sv"]), np.exp(2 * data["pixel_mlp_log_sv"])
     for k, D in enumerate(config.product_depths):
         for power, name in ((1, "mean λ"), (2, "mean λ²")):
-            out.append(_two_sample(
-                f"tanh at χ₁ = 1, L = {D}: {name} of JJᵀ, delta-orthogonal CNN ({config.pixels} pixels, C = "
-                f"{config.channels}) vs orthogonal MLP of width C", (delta[:, k] ** power).mean(axis=1),
-                (mlp[:, k] ** power).mean(axis=1)))
+            out.append(
+                _two_sample(
+                    f"tanh at χ₁ = 1, L = {D}: {name} of JJᵀ, delta-orthogonal CNN ({config.pixels} pixels, C = "
+                    f"{config.channels}) vs orthogonal MLP of width C",
+                    (delta[:, k] ** power).mean(axis=1),
+                    (mlp[:, k] ** power).mean(axis=1),
+                )
+            )
     cnn, fc = data["deep_tanh_delta_orthogonal_log_stretches"][:, -1], data["deep_tanh_mlp_log_stretches"][:, -1]
     for power, name in ((1, "mean"), (2, "mean square")):
-        out.append(_two_sample(
-            f"tanh at χ₁ = 1, L = {L:,}: {name} of the QR exponents (1/L)Σ ln|R_ii|, delta-orthogonal CNN vs "
-            f"orthogonal MLP of width C", ((cnn / L) ** power).mean(axis=1), ((fc / L) ** power).mean(axis=1)))
+        out.append(
+            _two_sample(
+                f"tanh at χ₁ = 1, L = {L:,}: {name} of the QR exponents (1/L)Σ ln|R_ii|, delta-orthogonal CNN vs "
+                f"orthogonal MLP of width C",
+                ((cnn / L) ** power).mean(axis=1),
+                ((fc / L) ** power).mean(axis=1),
+            )
+        )
     return out
 
 
@@ -225,10 +294,12 @@ def run(config: Config | None = None, seed: int = 0) -> dict[str, np.ndarray]:
 def _plot_spread(data, config, outdir) -> plotting.Figure:
     fig, (left, right) = plotting.subplots(1, 2, width=4.4, height=3.5)
     depths = np.asarray(config.depths)
-    styles = {("tanh", "gaussian"): (plotting.PALETTE[3], "-", "o"),
-              ("tanh", "delta_orthogonal"): (plotting.PALETTE[0], "-", "s"),
-              ("linear", "gaussian"): (plotting.PALETTE[1], "--", "o"),
-              ("linear", "delta_orthogonal"): (plotting.PALETTE[2], "--", "s")}
+    styles = {
+        ("tanh", "gaussian"): (plotting.PALETTE[3], "-", "o"),
+        ("tanh", "delta_orthogonal"): (plotting.PALETTE[0], "-", "s"),
+        ("linear", "gaussian"): (plotting.PALETTE[1], "--", "o"),
+        ("linear", "delta_orthogonal"): (plotting.PALETTE[2], "--", "s"),
+    }
     floor = 1e-7
     for (act, kernel), (color, ls, marker) in styles.items():
         tag = f"deep_{act}_{kernel}"
@@ -236,26 +307,40 @@ def _plot_spread(data, config, outdir) -> plotting.Figure:
             values = np.maximum(data[f"{tag}_{field}"], floor)
             lo, mid, hi = np.percentile(values, (10, 50, 90), axis=0)
             plotting.measured_band(ax, depths, lo, hi, color=color)
-            ax.plot(depths, mid, color=color, linestyle=ls, marker=marker, markerfacecolor="white",
-                    label=f"{act}, {kernel.replace('_', '-')}")
+            ax.plot(
+                depths,
+                mid,
+                color=color,
+                linestyle=ls,
+                marker=marker,
+                markerfacecolor="white",
+                label=f"{act}, {kernel.replace('_', '-')}",
+            )
     slope_ref = np.median(data["deep_linear_gaussian_spread"][:, -1]) / depths[-1]
-    plotting.theory_line(left, depths, slope_ref * depths, linestyle=":", linewidth=1.0,
-                         label=f"∝ L ({slope_ref:.2f} per layer)")
-    for ax, title, ylabel in ((left, "(a) full spread", "ln σ_max − ln σ_min of J_L⋯J₁"),
-                              (right, "(b) bulk: without the lowest 1/C of the σ_i", "bulk spread of ln σ_i")):
+    plotting.theory_line(
+        left, depths, slope_ref * depths, linestyle=":", linewidth=1.0, label=f"∝ L ({slope_ref:.2f} per layer)"
+    )
+    for ax, title, ylabel in (
+        (left, "(a) full spread", "ln σ_max − ln σ_min of J_L⋯J₁"),
+        (right, "(b) bulk: without the lowest 1/C of the σ_i", "bulk spread of ln σ_i"),
+    ):
         plotting.label_axes(ax, "depth L", ylabel, xlog=True, ylog=True, legend=False, title=title)
     left.legend(loc="upper left", fontsize=6.5)
     plotting.save_figure(fig, outdir, "spread_vs_depth")
-    return plotting.Figure("spread_vs_depth", (
-        f"Spread of the singular values of the CNN Jacobian product to depth {depths[-1]:,} (QR method, "
-        f"{config.deep_samples} samples, C = {config.channels} channels, {config.deep_pixels} pixels, kernel 3, "
-        f"float32; median and 10–90 %; values below 1e-7 drawn at 1e-7). (a) ln σ_max − ln σ_min: Gaussian kernels "
-        "spread the spectrum linearly in L, tanh or linear; linear delta-orthogonal stays at float32 rounding (an "
-        "exact isometry); tanh delta-orthogonal also grows linearly, because one singular value per pixel (the "
-        "radial direction) decays at the rate of the length map. (b) The bulk, ln σ_max − ln σ_i at rank n − n/C "
-        "(leaving out the lowest 1/C of the singular values, one per pixel for delta kernels): tanh "
-        "delta-orthogonal kernels keep it a small fraction of the Gaussian kernels' at every depth (Xiao et al. "
-        "2018)."))
+    return plotting.Figure(
+        "spread_vs_depth",
+        (
+            f"Spread of the singular values of the CNN Jacobian product to depth {depths[-1]:,} (QR method, "
+            f"{config.deep_samples} samples, C = {config.channels} channels, {config.deep_pixels} pixels, kernel 3, "
+            f"float32; median and 10–90 %; values below 1e-7 drawn at 1e-7). (a) ln σ_max − ln σ_min: Gaussian kernels "
+            "spread the spectrum linearly in L, tanh or linear; linear delta-orthogonal stays at float32 rounding (an "
+            "exact isometry); tanh delta-orthogonal also grows linearly, because one singular value per pixel (the "
+            "radial direction) decays at the rate of the length map. (b) The bulk, ln σ_max − ln σ_i at rank n − n/C "
+            "(leaving out the lowest 1/C of the singular values, one per pixel for delta kernels): tanh "
+            "delta-orthogonal kernels keep it a small fraction of the Gaussian kernels' at every depth (Xiao et al. "
+            "2018)."
+        ),
+    )
 
 
 def _plot_pixel(data, config, outdir) -> plotting.Figure:
@@ -263,36 +348,73 @@ def _plot_pixel(data, config, outdir) -> plotting.Figure:
     k = len(config.product_depths) - 1
     D = config.product_depths[k]
     bins = np.linspace(-16, 3, 77)
-    for name, color, label in (("delta_orthogonal", plotting.PALETTE[0], "delta-orthogonal CNN"),
-                               ("mlp", THEORY_COLOR, f"orthogonal MLP, width {config.channels}"),
-                               ("gaussian", plotting.PALETTE[3], "Gaussian CNN")):
+    for name, color, label in (
+        ("delta_orthogonal", plotting.PALETTE[0], "delta-orthogonal CNN"),
+        ("mlp", THEORY_COLOR, f"orthogonal MLP, width {config.channels}"),
+        ("gaussian", plotting.PALETTE[3], "Gaussian CNN"),
+    ):
         values = data[f"pixel_{name}_log_sv"][:, k].ravel()
-        left.hist(np.clip(values, bins[0], bins[-1]), bins=bins, density=True, histtype="step", color=color,
-                  linewidth=1.4 if name != "mlp" else 1.0, linestyle="--" if name == "mlp" else "-", label=label)
-    plotting.label_axes(left, "ln σ_i(J_L⋯J₁)", "density", legend=False,
-                        title=f"(a) tanh at χ₁ = 1, L = {D}, {config.samples} samples")
+        left.hist(
+            np.clip(values, bins[0], bins[-1]),
+            bins=bins,
+            density=True,
+            histtype="step",
+            color=color,
+            linewidth=1.4 if name != "mlp" else 1.0,
+            linestyle="--" if name == "mlp" else "-",
+            label=label,
+        )
+    plotting.label_axes(
+        left, "ln σ_i(J_L⋯J₁)", "density", legend=False, title=f"(a) tanh at χ₁ = 1, L = {D}, {config.samples} samples"
+    )
     left.legend(loc="upper left", fontsize=6.5)
     depths = np.asarray(config.depths)
     qr = data["isometry_qr_deviation"]
-    right.plot(depths, np.maximum(qr, 1e-9), color=plotting.PALETTE[0], marker="s", markerfacecolor="white",
-               label="QR method")
-    right.plot(data["isometry_depths"], data["isometry_svd_deviation"], color=plotting.PALETTE[1], marker="o",
-               linestyle="none", markerfacecolor="white", label="explicit product, SVD")
+    right.plot(
+        depths, np.maximum(qr, 1e-9), color=plotting.PALETTE[0], marker="s", markerfacecolor="white", label="QR method"
+    )
+    right.plot(
+        data["isometry_depths"],
+        data["isometry_svd_deviation"],
+        color=plotting.PALETTE[1],
+        marker="o",
+        linestyle="none",
+        markerfacecolor="white",
+        label="explicit product, SVD",
+    )
     plotting.theory_line(right, depths, 1e-4 * depths, linestyle=":", label="tolerance 1e-4·L")
-    plotting.theory_line(right, depths, np.finfo(np.float32).eps * depths, linestyle="--", linewidth=1.0,
-                         color=plotting.PALETTE[4], label="ε₃₂·L")
-    plotting.label_axes(right, "depth L", "max |ln σ_i − L ln σ_w|", xlog=True, ylog=True, legend=False,
-                        title=f"(b) linear delta-orthogonal, σ_w = {config.linear_sigma_w:g}, float32")
+    plotting.theory_line(
+        right,
+        depths,
+        np.finfo(np.float32).eps * depths,
+        linestyle="--",
+        linewidth=1.0,
+        color=plotting.PALETTE[4],
+        label="ε₃₂·L",
+    )
+    plotting.label_axes(
+        right,
+        "depth L",
+        "max |ln σ_i − L ln σ_w|",
+        xlog=True,
+        ylog=True,
+        legend=False,
+        title=f"(b) linear delta-orthogonal, σ_w = {config.linear_sigma_w:g}, float32",
+    )
     right.legend(loc="upper left", fontsize=6.5)
     plotting.save_figure(fig, outdir, "isometry")
-    return plotting.Figure("isometry", (
-        f"(a) Histogram of every ln σ_i of J_L⋯J₁ at L = {D} for tanh at the critical point: the delta-orthogonal "
-        f"CNN ({config.pixels} pixels, C = {config.channels}) lies on the orthogonal MLP of width C (dashed): each "
-        "pixel is such an MLP in law (the two-sample tests below); Gaussian kernels spread it over many more "
-        "decades (values below −16, at the float32 resolution of the SVD, are drawn at −16). (b) A linear "
-        "delta-orthogonal CNN is an exact isometry: the worst deviation of ln σ_i from "
-        "L ln σ_w over every sample and i, in float32, by the QR method and from the explicit product (Kahan-summed "
-        "log-scale), far below the issue's tolerance 1e-4·L."))
+    return plotting.Figure(
+        "isometry",
+        (
+            f"(a) Histogram of every ln σ_i of J_L⋯J₁ at L = {D} for tanh at the critical point: the delta-orthogonal "
+            f"CNN ({config.pixels} pixels, C = {config.channels}) lies on the orthogonal MLP of width C (dashed): each "
+            "pixel is such an MLP in law (the two-sample tests below); Gaussian kernels spread it over many more "
+            "decades (values below −16, at the float32 resolution of the SVD, are drawn at −16). (b) A linear "
+            "delta-orthogonal CNN is an exact isometry: the worst deviation of ln σ_i from "
+            "L ln σ_w over every sample and i, in float32, by the QR method and from the explicit product (Kahan-summed "
+            "log-scale), far below the issue's tolerance 1e-4·L."
+        ),
+    )
 
 
 THEORY_COLOR = plotting.THEORY_COLOR

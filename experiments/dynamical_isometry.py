@@ -45,6 +45,7 @@ Run: ``jaxgrad run dynamical_isometry`` (quick: width 64, depths 1–32, 128 sam
 minute on 2 CPU cores, almost all XLA compilation of the 6 programs); ``--scale full``:
 width 512, depths 1–128, 512 samples (an accelerator).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -94,8 +95,9 @@ class Config:
             raise ValueError(f"`method` must be 'svd' or 'power', got method={self.method!r}")
         unknown = [a for a in self.activations if a not in ACTIVATIONS]
         if not self.activations or unknown:
-            raise ValueError(f"`activations` must be a non-empty subset of {ACTIVATIONS}, got "
-                             f"activations={self.activations}")
+            raise ValueError(
+                f"`activations` must be a non-empty subset of {ACTIVATIONS}, got activations={self.activations}"
+            )
 
     @classmethod
     def quick(cls) -> Config:
@@ -124,12 +126,21 @@ def points(config: Config) -> list[dict]:
 
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
     sigma_w, q0 = _critical(config, point["activation"])
-    net = jaxgrad.mlp(width=config.width, depth=max(config.depths), activation=point["activation"],
-                      weights=point["weights"], sigma_w=sigma_w, sigma_b=config.sigma_b)
+    net = jaxgrad.mlp(
+        width=config.width,
+        depth=max(config.depths),
+        activation=point["activation"],
+        weights=point["weights"],
+        sigma_w=sigma_w,
+        sigma_b=config.sigma_b,
+    )
     seed = int(jax.random.bits(key, dtype=np.uint32))
     result = jaxgrad.simulate(net, config.samples, seed, q0=q0, spectrum_at=config.depths, method=config.method)
-    return {"log_singular_values": np.stack([result.log_singular_values[d] for d in config.depths], axis=1),
-            "sigma_w": np.float64(sigma_w), "q0": np.float64(q0)}
+    return {
+        "log_singular_values": np.stack([result.log_singular_values[d] for d in config.depths], axis=1),
+        "sigma_w": np.float64(sigma_w),
+        "q0": np.float64(q0),
+    }
 
 
 def _pooled_variance(lam):
@@ -150,26 +161,46 @@ def summarize(config: Config, results):
         exact = _exact_linear_gaussian(n, depths, sigma_w) if (act, w) == ("linear", "gaussian") else None
         tag = f"{act}_{w}"
         stats = np.array([_pooled_variance(np.exp(2 * log_sv[:, k])) for k in range(depths.size)])
-        data.update({f"log10_sv_{tag}": (log_sv / np.log(10)).astype(np.float32),
-                     f"variance_{tag}": stats[:, 0], f"variance_se_{tag}": stats[:, 1],
-                     f"mean_lambda_{tag}": stats[:, 2], f"mean_lambda_se_{tag}": stats[:, 3],
-                     f"psg_{tag}": psg,
-                     f"psg_fine_{tag}": np.asarray(theory.jacobian_spectrum_variance(
-                         act, w, sigma_w, config.sigma_b, fine), np.float64),
-                     f"sigma_w_{tag}": np.float64(sigma_w)})
+        data.update(
+            {
+                f"log10_sv_{tag}": (log_sv / np.log(10)).astype(np.float32),
+                f"variance_{tag}": stats[:, 0],
+                f"variance_se_{tag}": stats[:, 1],
+                f"mean_lambda_{tag}": stats[:, 2],
+                f"mean_lambda_se_{tag}": stats[:, 3],
+                f"psg_{tag}": psg,
+                f"psg_fine_{tag}": np.asarray(
+                    theory.jacobian_spectrum_variance(act, w, sigma_w, config.sigma_b, fine), np.float64
+                ),
+                f"sigma_w_{tag}": np.float64(sigma_w),
+            }
+        )
         if exact is not None:
             data["exact_fine_linear_gaussian"] = _exact_linear_gaussian(n, fine, sigma_w)
         for k, L in enumerate(depths):
             deviation = np.abs(log_sv[:, k] - L * math.log(sigma_w))
-            rows.append(dict(
-                activation=act, weights=w, sigma_w=sigma_w, sigma_b=config.sigma_b, q0=float(arrays["q0"]),
-                width=n, depth=int(L), samples=config.samples,
-                mean_lambda=stats[k, 2], mean_lambda_se=stats[k, 3], predicted_mean_lambda=chi ** int(L),
-                variance_lambda=stats[k, 0], variance_se=stats[k, 1], predicted_variance_psg=float(psg[k]),
-                exact_finite_width_variance=float(exact[k]) if exact is not None else "",
-                finite_width_allowance=float(L / n * psg[k]),
-                zero_fraction=float(np.mean(log_sv[:, k] < np.log(10.0) * FLOOR)),
-                max_abs_log_sv_deviation=float(np.max(deviation))))
+            rows.append(
+                dict(
+                    activation=act,
+                    weights=w,
+                    sigma_w=sigma_w,
+                    sigma_b=config.sigma_b,
+                    q0=float(arrays["q0"]),
+                    width=n,
+                    depth=int(L),
+                    samples=config.samples,
+                    mean_lambda=stats[k, 2],
+                    mean_lambda_se=stats[k, 3],
+                    predicted_mean_lambda=chi ** int(L),
+                    variance_lambda=stats[k, 0],
+                    variance_se=stats[k, 1],
+                    predicted_variance_psg=float(psg[k]),
+                    exact_finite_width_variance=float(exact[k]) if exact is not None else "",
+                    finite_width_allowance=float(L / n * psg[k]),
+                    zero_fraction=float(np.mean(log_sv[:, k] < np.log(10.0) * FLOOR)),
+                    max_abs_log_sv_deviation=float(np.max(deviation)),
+                )
+            )
     return rows, data
 
 
@@ -187,19 +218,28 @@ def comparisons(data, config: Config) -> list[Comparison]:
         L = depths.astype(np.float64)[None, :, None]
         sigma_w = float(data["sigma_w_linear_orthogonal"])
         deviation = np.abs(data["log10_sv_linear_orthogonal"].astype(np.float64) * np.log(10) - L * math.log(sigma_w))
-        out.append(Comparison(
-            f"orthogonal linear: max |ln σ_i(J_L⋯J₁) − L ln σ_w| over every sample, i and depth L ≤ {depths.max()} "
-            f"(exact isometry; tolerance 8ε₃₂ per layer, float32 rounding of QR and products)",
-            float(deviation.max()), 0.0, 8 * EPS32 * float(depths.max())))
+        out.append(
+            Comparison(
+                f"orthogonal linear: max |ln σ_i(J_L⋯J₁) − L ln σ_w| over every sample, i and depth L ≤ {depths.max()} "
+                f"(exact isometry; tolerance 8ε₃₂ per layer, float32 rounding of QR and products)",
+                float(deviation.max()),
+                0.0,
+                8 * EPS32 * float(depths.max()),
+            )
+        )
     if "exact_fine_linear_gaussian" in data:
         exact = _exact_linear_gaussian(n, depths, float(data["sigma_w_linear_gaussian"]))
         z = np.abs(data["variance_linear_gaussian"] - exact) / data["variance_se_linear_gaussian"]
         k = int(np.argmax(z))
-        out.append(Comparison(
-            f"Gaussian linear: Var λ of JJᵀ vs the exact finite-width m₂ − m₁² (n = {n}), worst of depths "
-            f"{depths.tolist()}, at L = {depths[k]} (tolerance 4 SE, delta method; no bias: exact)",
-            float(data["variance_linear_gaussian"][k]), float(exact[k]),
-            float(4 * data["variance_se_linear_gaussian"][k])))
+        out.append(
+            Comparison(
+                f"Gaussian linear: Var λ of JJᵀ vs the exact finite-width m₂ − m₁² (n = {n}), worst of depths "
+                f"{depths.tolist()}, at L = {depths[k]} (tolerance 4 SE, delta method; no bias: exact)",
+                float(data["variance_linear_gaussian"][k]),
+                float(exact[k]),
+                float(4 * data["variance_se_linear_gaussian"][k]),
+            )
+        )
     for act in config.activations:
         for w in WEIGHTS:
             tag = f"{act}_{w}"
@@ -208,11 +248,17 @@ def comparisons(data, config: Config) -> list[Comparison]:
             measured, se, psg = data[f"variance_{tag}"], data[f"variance_se_{tag}"], data[f"psg_{tag}"]
             tolerance = 4 * se + depths / n * psg
             k = int(np.argmax(np.abs(measured - psg) / tolerance))
-            out.append(Comparison(
-                f"{act}, {w} weights at χ₁ = 1: Var λ of JJᵀ vs Pennington et al. L(μ₂/μ₁² − 1 + v_W), worst of "
-                f"depths {depths.tolist()}, at L = {depths[k]} (tolerance 4 SE + finite-width allowance "
-                "(L/n)·prediction, "
-                f"n = {n})", float(measured[k]), float(psg[k]), float(tolerance[k])))
+            out.append(
+                Comparison(
+                    f"{act}, {w} weights at χ₁ = 1: Var λ of JJᵀ vs Pennington et al. L(μ₂/μ₁² − 1 + v_W), worst of "
+                    f"depths {depths.tolist()}, at L = {depths[k]} (tolerance 4 SE + finite-width allowance "
+                    "(L/n)·prediction, "
+                    f"n = {n})",
+                    float(measured[k]),
+                    float(psg[k]),
+                    float(tolerance[k]),
+                )
+            )
     return out
 
 
@@ -241,30 +287,51 @@ def _plot_densities(data, config, outdir) -> plotting.Figure:
             for k, L in enumerate(data["depths"]):
                 values = log10_sv[:, k].ravel()
                 resolved = values[values >= FLOOR]
-                ax.hist(resolved, bins=bins, weights=np.full(resolved.size, 1.0 / values.size / np.diff(bins)[0]),
-                        histtype="step", color=plotting.PALETTE[k % len(plotting.PALETTE)], linewidth=1.2,
-                        label=f"L = {L}" + (f" ({1 - resolved.size / values.size:.0%} < 1e{FLOOR:g})"
-                                            if resolved.size < values.size else ""))
+                ax.hist(
+                    resolved,
+                    bins=bins,
+                    weights=np.full(resolved.size, 1.0 / values.size / np.diff(bins)[0]),
+                    histtype="step",
+                    color=plotting.PALETTE[k % len(plotting.PALETTE)],
+                    linewidth=1.2,
+                    label=f"L = {L}"
+                    + (
+                        f" ({1 - resolved.size / values.size:.0%} < 1e{FLOOR:g})" if resolved.size < values.size else ""
+                    ),
+                )
             if (act, w) == ("linear", "orthogonal"):
                 sigma_w = float(data[f"sigma_w_{tag}"])
-                ax.axvline(max(data["depths"]) * math.log10(sigma_w), color=plotting.THEORY_COLOR, linestyle=":",
-                           linewidth=1.5, label="exact isometry σ = σ_wᴸ")
+                ax.axvline(
+                    max(data["depths"]) * math.log10(sigma_w),
+                    color=plotting.THEORY_COLOR,
+                    linestyle=":",
+                    linewidth=1.5,
+                    label="exact isometry σ = σ_wᴸ",
+                )
             ax.set_yscale("log")
             ax.set_ylim(1e-3, None)
-            plotting.label_axes(ax, "log₁₀ σ_i(J_L⋯J₁)" if r == len(acts) - 1 else "",
-                                "density" if c == 0 else "", legend=False,
-                                title=f"{NAMES[act]}, {w}, σ_w = {float(data[f'sigma_w_{tag}']):.4g}")
+            plotting.label_axes(
+                ax,
+                "log₁₀ σ_i(J_L⋯J₁)" if r == len(acts) - 1 else "",
+                "density" if c == 0 else "",
+                legend=False,
+                title=f"{NAMES[act]}, {w}, σ_w = {float(data[f'sigma_w_{tag}']):.4g}",
+            )
             ax.legend(loc="upper left", fontsize=6)
     plotting.save_figure(fig, outdir, "singular_value_densities")
-    return plotting.Figure("singular_value_densities", (
-        f"Density of log₁₀ of the singular values of J_L⋯J₁ at criticality (width {config.width}, "
-        f"{config.samples} initialisations, σ_b = {config.sigma_b:g}) at depths {data['depths'].tolist()}: Gaussian "
-        "weights (left) spread over decades as L grows; orthogonal weights keep linear networks exactly isometric "
-        "(dotted line) and tanh nearly so, while ReLU, with half its units off, has about half its singular "
-        f"values at 0 (counted in the legend as below 10^{FLOOR:g}, the float32 resolution, and not drawn). "
-        "The isolated "
-        "bump of orthogonal tanh is one singular value per sample along the signal direction, relaxing at the "
-        "length-map rate χ_q < 1."))
+    return plotting.Figure(
+        "singular_value_densities",
+        (
+            f"Density of log₁₀ of the singular values of J_L⋯J₁ at criticality (width {config.width}, "
+            f"{config.samples} initialisations, σ_b = {config.sigma_b:g}) at depths {data['depths'].tolist()}: Gaussian "
+            "weights (left) spread over decades as L grows; orthogonal weights keep linear networks exactly isometric "
+            "(dotted line) and tanh nearly so, while ReLU, with half its units off, has about half its singular "
+            f"values at 0 (counted in the legend as below 10^{FLOOR:g}, the float32 resolution, and not drawn). "
+            "The isolated "
+            "bump of orthogonal tanh is one singular value per sample along the signal direction, relaxing at the "
+            "length-map rate χ_q < 1."
+        ),
+    )
 
 
 def _plot_variance(data, config, outdir) -> plotting.Figure:
@@ -276,22 +343,57 @@ def _plot_variance(data, config, outdir) -> plotting.Figure:
             tag, color = f"{act}_{w}", plotting.PALETTE[c]
             psg, measured, se = data[f"psg_fine_{tag}"], data[f"variance_{tag}"], data[f"variance_se_{tag}"]
             if np.all(psg <= 0):
-                ax.text(0.97, 0.05, f"{w}: Var λ = 0 exactly\n(measured ≤ {max(measured.max(), 0):.1e})",
-                        transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color=color)
+                ax.text(
+                    0.97,
+                    0.05,
+                    f"{w}: Var λ = 0 exactly\n(measured ≤ {max(measured.max(), 0):.1e})",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                    color=color,
+                )
                 continue
             plotting.theory_line(ax, fine, psg, color=color, label=f"{w}: Pennington et al.")
-            ax.errorbar(depths, measured, yerr=2 * se, color=color, marker="o", markerfacecolor="white",
-                        linestyle="none", zorder=4, label=f"{w}: measured (± 2 SE)")
+            ax.errorbar(
+                depths,
+                measured,
+                yerr=2 * se,
+                color=color,
+                marker="o",
+                markerfacecolor="white",
+                linestyle="none",
+                zorder=4,
+                label=f"{w}: measured (± 2 SE)",
+            )
         if "exact_fine_linear_gaussian" in data and act == "linear":
-            plotting.theory_line(ax, fine, data["exact_fine_linear_gaussian"], color=plotting.PALETTE[0],
-                                 linestyle="--", linewidth=1.2, label=f"gaussian: exact, n = {config.width}")
-        plotting.label_axes(ax, "depth L", "Var λ, λ = σ_i² of JJᵀ" if act == acts[0] else "", xlog=True, ylog=True,
-                            legend=False, title=NAMES[act])
+            plotting.theory_line(
+                ax,
+                fine,
+                data["exact_fine_linear_gaussian"],
+                color=plotting.PALETTE[0],
+                linestyle="--",
+                linewidth=1.2,
+                label=f"gaussian: exact, n = {config.width}",
+            )
+        plotting.label_axes(
+            ax,
+            "depth L",
+            "Var λ, λ = σ_i² of JJᵀ" if act == acts[0] else "",
+            xlog=True,
+            ylog=True,
+            legend=False,
+            title=NAMES[act],
+        )
         ax.legend(loc="upper left", fontsize=6.5)
     plotting.save_figure(fig, outdir, "spectrum_variance")
-    return plotting.Figure("spectrum_variance", (
-        f"Variance of the eigenvalues of JJᵀ against depth at criticality (width {config.width}): markers measured "
-        "(pooled over samples and eigenvalues, ± 2 delta-method SE), solid lines the large-width prediction "
-        "L(μ₂/μ₁² − 1 + v_W) of Pennington, Schoenholz & Ganguli (2017), v_W = 1 Gaussian, 0 orthogonal; dashed: "
-        "the exact finite-width value for Gaussian linear layers. The measured values rise above the lines by a "
-        "relative O(L/n) at finite width."))
+    return plotting.Figure(
+        "spectrum_variance",
+        (
+            f"Variance of the eigenvalues of JJᵀ against depth at criticality (width {config.width}): markers measured "
+            "(pooled over samples and eigenvalues, ± 2 delta-method SE), solid lines the large-width prediction "
+            "L(μ₂/μ₁² − 1 + v_W) of Pennington, Schoenholz & Ganguli (2017), v_W = 1 Gaussian, 0 orthogonal; dashed: "
+            "the exact finite-width value for Gaussian linear layers. The measured values rise above the lines by a "
+            "relative O(L/n) at finite width."
+        ),
+    )

@@ -23,6 +23,7 @@ about 2 minutes on a shared 2-core CPU); ``--scale full``: all 1,797 images, 10,
 Reference: J. Cohen, S. Kaur, Y. Li, J. Z. Kolter, A. Talwalkar, "Gradient descent on
 neural networks typically occurs at the edge of stability", ICLR 2021.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,8 +82,15 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(n_images=1797, steps=10_000, record_every=20, lanczos_steps=32, seeds=8,
-                   learning_rates=(0.05, 0.1, 0.2, 0.3), momentum_learning_rates=(0.2, 0.3, 0.45))
+        return cls(
+            n_images=1797,
+            steps=10_000,
+            record_every=20,
+            lanczos_steps=32,
+            seeds=8,
+            learning_rates=(0.05, 0.1, 0.2, 0.3),
+            momentum_learning_rates=(0.2, 0.3, 0.45),
+        )
 
 
 def _beta(config: Config, optimizer: str) -> float:
@@ -105,13 +113,26 @@ def points(config: Config) -> list[dict]:
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
     data = training.load_digits(config.n_images)
     net = jaxgrad.mlp(widths=[64] + [config.width] * config.depth, activation="tanh", sigma_w=1.0, sigma_b=1.0)
-    history = training.train(net, _optimizer(_beta(config, point["optimizer"])), data.x, data.y,
-                             keys=jax.random.split(key, config.seeds), steps=config.steps,
-                             learning_rate=_rates(config, point["optimizer"]), bias_scale=0.0, loss="mse",
-                             record_every=config.record_every, sharpness_steps=config.lanczos_steps)
-    return {"sharpness": np.asarray(history.sharpness), "step_loss": np.asarray(history.step_loss),
-            "loss": np.asarray(history.loss), "accuracy": np.asarray(history.accuracy),
-            "diverged_at": np.asarray(history.diverged_at)}
+    history = training.train(
+        net,
+        _optimizer(_beta(config, point["optimizer"])),
+        data.x,
+        data.y,
+        keys=jax.random.split(key, config.seeds),
+        steps=config.steps,
+        learning_rate=_rates(config, point["optimizer"]),
+        bias_scale=0.0,
+        loss="mse",
+        record_every=config.record_every,
+        sharpness_steps=config.lanczos_steps,
+    )
+    return {
+        "sharpness": np.asarray(history.sharpness),
+        "step_loss": np.asarray(history.step_loss),
+        "loss": np.asarray(history.loss),
+        "accuracy": np.asarray(history.accuracy),
+        "diverged_at": np.asarray(history.diverged_at),
+    }
 
 
 def summarize(config: Config, results):
@@ -124,10 +145,19 @@ def summarize(config: Config, results):
         for g, lr in enumerate(rates):
             for s in range(config.seeds):
                 for r, t in enumerate(data["record_steps"]):
-                    rows.append(dict(optimizer=o, momentum=beta, learning_rate=float(lr), seed=s, step=int(t),
-                                     sharpness=float(arrays["sharpness"][g, s, r]), threshold=float(level[g]),
-                                     loss=float(arrays["loss"][g, s, r]),
-                                     accuracy=float(arrays["accuracy"][g, s, r])))
+                    rows.append(
+                        dict(
+                            optimizer=o,
+                            momentum=beta,
+                            learning_rate=float(lr),
+                            seed=s,
+                            step=int(t),
+                            sharpness=float(arrays["sharpness"][g, s, r]),
+                            threshold=float(level[g]),
+                            loss=float(arrays["loss"][g, s, r]),
+                            accuracy=float(arrays["accuracy"][g, s, r]),
+                        )
+                    )
     return rows, data
 
 
@@ -151,19 +181,32 @@ def comparisons(data, config: Config) -> list[Comparison]:
             mean, se = mean_and_se(per_seed)
             band = 0.5 * float(np.subtract(*np.percentile(tail, [95, 5])))
             formula = "λ_max·η/2" if beta == 0 else f"λ_max·η/(2 + 2β), β = {beta:g}"
-            out.append(Comparison(
-                f"{formula} at η = {lr:g}, mean over the last {config.window:.0%} of {config.steps} full-batch "
-                f"steps and {config.seeds} seeds, vs the seed's threshold 1 (tolerance: half the 5–95 % band the "
-                f"sharpness oscillates in, {band:.3f}, + 4 SE over seeds, {4 * se:.3f})",
-                float(mean), 1.0, band + 4 * float(se)))
+            out.append(
+                Comparison(
+                    f"{formula} at η = {lr:g}, mean over the last {config.window:.0%} of {config.steps} full-batch "
+                    f"steps and {config.seeds} seeds, vs the seed's threshold 1 (tolerance: half the 5–95 % band the "
+                    f"sharpness oscillates in, {band:.3f}, + 4 SE over seeds, {4 * se:.3f})",
+                    float(mean),
+                    1.0,
+                    band + 4 * float(se),
+                )
+            )
     for lr in data["gd_learning_rates"]:
         a = 2.0 / float(lr)  # the quadratic whose curvature sits exactly at the threshold
-        lam = float(jaxgrad.top_hessian_eigenvalue(lambda theta, a=a: 0.5 * a * theta**2, np.float32(1.0),
-                                                   key=jax.random.key(0)))
-        out.append(Comparison(f"seed §1 link: Lanczos λ_max of ½aθ² with a = 2/η = {a:g} equals a, so η = 2/λ_max "
-                              "is quadratic.critical_learning_rate (tolerance 4ε·a, float32 rounding)",
-                              2.0 / quadratic.critical_learning_rate(lam), 2.0 / quadratic.critical_learning_rate(a),
-                              4 * eps * a))
+        lam = float(
+            jaxgrad.top_hessian_eigenvalue(
+                lambda theta, a=a: 0.5 * a * theta**2, np.float32(1.0), key=jax.random.key(0)
+            )
+        )
+        out.append(
+            Comparison(
+                f"seed §1 link: Lanczos λ_max of ½aθ² with a = 2/η = {a:g} equals a, so η = 2/λ_max "
+                "is quadratic.critical_learning_rate (tolerance 4ε·a, float32 rounding)",
+                2.0 / quadratic.critical_learning_rate(lam),
+                2.0 / quadratic.critical_learning_rate(a),
+                4 * eps * a,
+            )
+        )
     return out
 
 
@@ -185,11 +228,19 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
         for g, lr in enumerate(rates):
             color = plotting.PALETTE[g + (0 if o == "gd" else len(config.learning_rates))]
             lo, hi = np.nanmin(sharp[g], 0), np.nanmax(sharp[g], 0)
-            plotting.measured_band(ax, t_rec, lo, hi, color=color, center=np.nanmean(sharp[g], 0), alpha=0.35,
-                                   label=f"η = {lr:g}")
+            plotting.measured_band(
+                ax, t_rec, lo, hi, color=color, center=np.nanmean(sharp[g], 0), alpha=0.35, label=f"η = {lr:g}"
+            )
             formula = "2/η" if beta == 0 else "(2+2β)/η"
-            plotting.theory_line(ax, t_rec, np.full(t_rec.shape, (2 + 2 * beta) / lr), color=color, linestyle="--",
-                                 linewidth=1.2, label=f"{formula} = {(2 + 2 * beta) / lr:.3g}")
+            plotting.theory_line(
+                ax,
+                t_rec,
+                np.full(t_rec.shape, (2 + 2 * beta) / lr),
+                color=color,
+                linestyle="--",
+                linewidth=1.2,
+                label=f"{formula} = {(2 + 2 * beta) / lr:.3g}",
+            )
         title = "(a) plain GD" if o == "gd" else f"(b) heavy ball, β = {beta:g}"
         plotting.label_axes(ax, "step", r"sharpness $\lambda_{\max}(\nabla^2 L)$", title=title, legend=False)
         ax.set_ylim(0, 1.25 * max((2 + 2 * beta) / rates.min(), np.nanmax(sharp[:, :, 2:])))
@@ -199,20 +250,38 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
         beta = _beta(config, o)
         for g, lr in enumerate(data[f"{o}_learning_rates"]):
             label = f"GD η = {lr:g}" if o == "gd" else f"HB η = {lr:g}"
-            ax.plot(t + 1, data[f"{o}_step_loss"][g, 0], color=plotting.PALETTE[g + offset], linewidth=0.8,
-                    label=label, linestyle="-" if o == "gd" else ":")
-    plotting.label_axes(ax, "step", "training loss ½‖f − y‖² (seed 0)", title="(c) loss: non-monotone at the edge",
-                        xlog=True, ylog=True, legend=False)
+            ax.plot(
+                t + 1,
+                data[f"{o}_step_loss"][g, 0],
+                color=plotting.PALETTE[g + offset],
+                linewidth=0.8,
+                label=label,
+                linestyle="-" if o == "gd" else ":",
+            )
+    plotting.label_axes(
+        ax,
+        "step",
+        "training loss ½‖f − y‖² (seed 0)",
+        title="(c) loss: non-monotone at the edge",
+        xlog=True,
+        ylog=True,
+        legend=False,
+    )
     ax.legend(fontsize=7, loc="lower left")
     plotting.save_figure(fig, outdir, "sharpness")
-    return [plotting.Figure("sharpness", (
-        f"Full-batch gradient descent on {config.n_images} 8×8 digits (tanh MLP, width {config.width}, depth "
-        f"{config.depth}, squared loss). (a, b) The sharpness λ_max(∇²L) (Lanczos on Hessian-vector products; "
-        f"band: min–max over {config.seeds} seeds, line: mean) rises during training until it meets the dashed "
-        "level 2/η, plain GD, or (2 + 2β)/η, heavy ball, and then hovers there: the seed's §1 threshold η < 2/a "
-        "with a = λ_max (Cohen et al. 2021, edge of stability). Where the initial sharpness already exceeds the "
-        "level (η = 0.3 and heavy ball) the first steps push it down below the level instead (catapult) before it "
-        "settles there; the smallest η is still sharpening when the budget ends. (c) The loss keeps falling at "
-        "the edge, but no longer monotonically: the spikes are the steps where λ_max overshoots the level and the "
-        "top direction grows as |1 − ηλ_max|ᵗ, exactly the seed's r < −1 regime, until the sharpness drops back.")),
+    return [
+        plotting.Figure(
+            "sharpness",
+            (
+                f"Full-batch gradient descent on {config.n_images} 8×8 digits (tanh MLP, width {config.width}, depth "
+                f"{config.depth}, squared loss). (a, b) The sharpness λ_max(∇²L) (Lanczos on Hessian-vector products; "
+                f"band: min–max over {config.seeds} seeds, line: mean) rises during training until it meets the dashed "
+                "level 2/η, plain GD, or (2 + 2β)/η, heavy ball, and then hovers there: the seed's §1 threshold η < 2/a "
+                "with a = λ_max (Cohen et al. 2021, edge of stability). Where the initial sharpness already exceeds the "
+                "level (η = 0.3 and heavy ball) the first steps push it down below the level instead (catapult) before it "
+                "settles there; the smallest η is still sharpening when the budget ends. (c) The loss keeps falling at "
+                "the edge, but no longer monotonically: the spikes are the steps where λ_max overshoots the level and the "
+                "top direction grows as |1 − ηλ_max|ᵗ, exactly the seed's r < −1 regime, until the sharpness drops back."
+            ),
+        ),
     ]

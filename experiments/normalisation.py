@@ -26,6 +26,7 @@ an accelerator).
 References: J. L. Ba, J. R. Kiros, G. E. Hinton, 2016; R. Xiong et al., "On layer normalization in the
 transformer architecture", ICML 2020 (pre- vs post-LN); K. He et al., CVPR 2016.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,10 +72,14 @@ class Config:
             raise ValueError(f"`alpha` must be non-negative and finite, got alpha={self.alpha!r}")
         if not 0 < self.a < math.inf:
             raise ValueError(f"`a` must be positive and finite, got a={self.a!r}")
-        if not self.activations or any(x not in ACTIVATIONS for x in self.activations) or \
-                len(set(self.activations)) != len(self.activations):
-            raise ValueError(f"`activations` must be distinct choices from {list(ACTIVATIONS)}, "
-                             f"got activations={self.activations}")
+        if (
+            not self.activations
+            or any(x not in ACTIVATIONS for x in self.activations)
+            or len(set(self.activations)) != len(self.activations)
+        ):
+            raise ValueError(
+                f"`activations` must be distinct choices from {list(ACTIVATIONS)}, got activations={self.activations}"
+            )
 
     @classmethod
     def quick(cls) -> Config:
@@ -97,14 +102,27 @@ def points(config: Config) -> list[dict]:
 
 
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
-    net = jaxgrad.resnet(width=config.width, depth=config.depth, activation=point["activation"],
-                         alpha=config.alpha, a=config.a, norm=None if point["norm"] == "none" else point["norm"])
-    r = jaxgrad.simulate(net, config.samples, engine_seed(key), method="power",
-                         fields=["log_spectral_norm", "log_norm_product", "log_signal_norm"])
+    net = jaxgrad.resnet(
+        width=config.width,
+        depth=config.depth,
+        activation=point["activation"],
+        alpha=config.alpha,
+        a=config.a,
+        norm=None if point["norm"] == "none" else point["norm"],
+    )
+    r = jaxgrad.simulate(
+        net,
+        config.samples,
+        engine_seed(key),
+        method="power",
+        fields=["log_spectral_norm", "log_norm_product", "log_signal_norm"],
+    )
     lnp = np.asarray(r.log_norm_product, np.float64)
-    return {"log_spectral_norm": np.asarray(r.log_spectral_norm, np.float64),
-            "log_layer_norm": np.diff(lnp, axis=-1, prepend=0.0),
-            "log_signal_norm": np.asarray(r.log_signal_norm, np.float64)}
+    return {
+        "log_spectral_norm": np.asarray(r.log_spectral_norm, np.float64),
+        "log_layer_norm": np.diff(lnp, axis=-1, prepend=0.0),
+        "log_signal_norm": np.asarray(r.log_signal_norm, np.float64),
+    }
 
 
 def summarize(config: Config, results):
@@ -114,15 +132,23 @@ def summarize(config: Config, results):
         for k, v in arrays.items():
             data[f"{tag}_{k}"] = v
         for ell in sorted({1, config.depth // 4, config.depth // 2, config.depth}):
-            row = dict(activation=point["activation"], norm=point["norm"], width=config.width, depth=ell,
-                       blocks=config.depth, beta=config.beta, samples=config.samples)
+            row = dict(
+                activation=point["activation"],
+                norm=point["norm"],
+                width=config.width,
+                depth=ell,
+                blocks=config.depth,
+                beta=config.beta,
+                samples=config.samples,
+            )
             for k in ("log_spectral_norm", "log_layer_norm", "log_signal_norm"):
                 m, se = mean_and_se(arrays[k][:, ell - 1])
                 row.update({f"mean_{k}": m, f"mean_{k}_se": se})
             rows.append(row)
     if "tanh" in config.activations and "pre" in config.norms:
         data["pre_tanh_theory_variance"] = theory.pre_norm_signal_variance(
-            "tanh", np.arange(1, config.depth + 1), config.beta)
+            "tanh", np.arange(1, config.depth + 1), config.beta
+        )
     return rows, data
 
 
@@ -130,17 +156,28 @@ def comparisons(data, config: Config) -> list[Comparison]:
     out, n = [], config.width
     for act in config.activations if "post" in config.norms else ():
         dev = np.max(np.abs(data[f"{act}_post_log_signal_norm"] - 0.5 * math.log(n)))
-        out.append(Comparison(
-            f"post-LN, {act}: max over samples and blocks of |ln‖h_ℓ‖ − ½ ln n| (LN output, gain 1: predicted 0; "
-            f"tolerance: ε/(2v) ≤ ε for v ≥ ½, plus float32 rounding {ROUNDING:g})", float(dev), 0.0,
-            DEFAULT_EPS + ROUNDING))
+        out.append(
+            Comparison(
+                f"post-LN, {act}: max over samples and blocks of |ln‖h_ℓ‖ − ½ ln n| (LN output, gain 1: predicted 0; "
+                f"tolerance: ε/(2v) ≤ ε for v ≥ ½, plus float32 rounding {ROUNDING:g})",
+                float(dev),
+                0.0,
+                DEFAULT_EPS + ROUNDING,
+            )
+        )
     if "tanh" in config.activations and "pre" in config.norms:
         x = 2 * data["tanh_pre_log_signal_norm"]  # ln‖h_ℓ‖²
         for ell in (config.depth // 4, config.depth):
             m, se = mean_and_se(np.exp(x[:, ell - 1]) / n)
-            out.append(within_standard_errors(
-                f"pre-LN, tanh: E‖h_ℓ‖²/n at ℓ = {ell} vs q₀ + ℓβ²E tanh²(σ_w z) (theory.pre_norm_signal_variance, "
-                "exact for odd φ)", m, se, data["pre_tanh_theory_variance"][ell - 1]))
+            out.append(
+                within_standard_errors(
+                    f"pre-LN, tanh: E‖h_ℓ‖²/n at ℓ = {ell} vs q₀ + ℓβ²E tanh²(σ_w z) (theory.pre_norm_signal_variance, "
+                    "exact for odd φ)",
+                    m,
+                    se,
+                    data["pre_tanh_theory_variance"][ell - 1],
+                )
+            )
     return out
 
 
@@ -161,9 +198,13 @@ def _plot_norms(data, config, outdir) -> plotting.Figure:
     fig, axes = plotting.subplots(len(acts), 3, width=3.3, height=2.9, squeeze=False)
     ell = np.arange(1, config.depth + 1)
     for r, act in enumerate(acts):
-        for c, (field, ylabel) in enumerate((("log_layer_norm", "ln‖J_ℓ‖₂ (one block)"),
-                                             ("log_spectral_norm", "ln‖J_ℓ⋯J_1‖₂"),
-                                             ("log_signal_norm", "ln‖h_ℓ‖"))):
+        for c, (field, ylabel) in enumerate(
+            (
+                ("log_layer_norm", "ln‖J_ℓ‖₂ (one block)"),
+                ("log_spectral_norm", "ln‖J_ℓ⋯J_1‖₂"),
+                ("log_signal_norm", "ln‖h_ℓ‖"),
+            )
+        ):
             ax = axes[r][c]
             for k, norm in enumerate(NORMS):
                 if norm not in config.norms:
@@ -174,24 +215,39 @@ def _plot_norms(data, config, outdir) -> plotting.Figure:
                 plotting.measured_band(ax, ell, lo, hi, color=color)
                 ax.plot(ell, mid, color=color, linewidth=1.2, label=f"{norm} (median, 10–90 %)")
             if field == "log_signal_norm":
-                ax.axhline(0.5 * math.log(config.width), color="0.4", linestyle=":", linewidth=1.0,
-                           label="½ ln n (post-LN, exact)")
+                ax.axhline(
+                    0.5 * math.log(config.width),
+                    color="0.4",
+                    linestyle=":",
+                    linewidth=1.0,
+                    label="½ ln n (post-LN, exact)",
+                )
                 if act == "tanh" and "pre" in config.norms:
-                    plotting.theory_line(ax, ell, 0.5 * np.log(config.width * data["pre_tanh_theory_variance"]),
-                                         linestyle="--", linewidth=1.0, label="½ ln E‖h_ℓ‖² (pre-LN, exact)")
+                    plotting.theory_line(
+                        ax,
+                        ell,
+                        0.5 * np.log(config.width * data["pre_tanh_theory_variance"]),
+                        linestyle="--",
+                        linewidth=1.0,
+                        label="½ ln E‖h_ℓ‖² (pre-LN, exact)",
+                    )
             if field == "log_spectral_norm" or field == "log_signal_norm":
                 ax.set_xscale("log", base=2)
             plotting.label_axes(ax, "block ℓ", ylabel, legend=False, title=f"({'abcdef'[3 * r + c]}) {act}")
             ax.legend(loc="upper left", fontsize=6)
     plotting.save_figure(fig, outdir, "norms_vs_depth")
-    return plotting.Figure("norms_vs_depth", (
-        f"Residual networks of L = {config.depth} blocks, β = {config.beta:.3g} "
-        f"(α = {config.alpha:g}, a = {config.a:g}), "
-        f"width {config.width}, {config.samples} initialisations, without a norm, with pre-LN h + βf(LN h) and with "
-        "post-LN LN(h + βf(h)) (bands: 10–90 %). Left: each block's ln‖J_ℓ‖₂; middle: the product ln‖J_ℓ⋯J_1‖₂; "
-        "right: the stream ln‖h_ℓ‖. Without a norm the product grows fastest (exponentially for ReLU); "
-        "post-LN resets the stream "
-        "to ‖h‖ = √n at every block (dotted, exact) and its Jacobian, a scaled projection times I + βJ_f, keeps "
-        "ln‖J_ℓ‖₂ at a constant level and the product still grows, slower; pre-LN's stream grows "
-        "as √(q₀ + ℓβ²E φ²) (dashed, exact for tanh) so the branch weight β/s_ℓ and ln‖J_ℓ‖₂ fall with depth and "
-        "the product grows sub-exponentially."))
+    return plotting.Figure(
+        "norms_vs_depth",
+        (
+            f"Residual networks of L = {config.depth} blocks, β = {config.beta:.3g} "
+            f"(α = {config.alpha:g}, a = {config.a:g}), "
+            f"width {config.width}, {config.samples} initialisations, without a norm, with pre-LN h + βf(LN h) and with "
+            "post-LN LN(h + βf(h)) (bands: 10–90 %). Left: each block's ln‖J_ℓ‖₂; middle: the product ln‖J_ℓ⋯J_1‖₂; "
+            "right: the stream ln‖h_ℓ‖. Without a norm the product grows fastest (exponentially for ReLU); "
+            "post-LN resets the stream "
+            "to ‖h‖ = √n at every block (dotted, exact) and its Jacobian, a scaled projection times I + βJ_f, keeps "
+            "ln‖J_ℓ‖₂ at a constant level and the product still grows, slower; pre-LN's stream grows "
+            "as √(q₀ + ℓβ²E φ²) (dashed, exact for tanh) so the branch weight β/s_ℓ and ln‖J_ℓ‖₂ fall with depth and "
+            "the product grows sub-exponentially."
+        ),
+    )

@@ -45,6 +45,7 @@ width 512, depth 64, 2048 samples (an accelerator).
 
 References: Poole et al., NeurIPS 2016; Schoenholz et al., ICLR 2017.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,9 +81,9 @@ class Config:
     sigma_b: tuple[float, ...] = (0.0, 0.25, 0.5)
     width: int = 32
     depth: int = 24
-    fit_start: int = 9        # first layer ℓ of the fit window [fit_start, depth]
+    fit_start: int = 9  # first layer ℓ of the fit window [fit_start, depth]
     samples: int = 256
-    q0: float = 1.0           # input variance per coordinate
+    q0: float = 1.0  # input variance per coordinate
     theory_points: int = 121  # the theory panel's fine grid, per axis
 
     def __post_init__(self):
@@ -90,14 +91,16 @@ class Config:
             values = getattr(self, name)
             valid = all(math.isfinite(v) and v >= 0 for v in values)
             if not values or not valid or list(values) != sorted(set(values)):
-                raise ValueError(f"`{name}` must be non-empty, finite, non-negative and strictly increasing, "
-                                 f"got {name}={values}")
+                raise ValueError(
+                    f"`{name}` must be non-empty, finite, non-negative and strictly increasing, got {name}={values}"
+                )
         if min(self.sigma_w) <= 0:
             raise ValueError(f"`sigma_w` must be positive, got sigma_w={self.sigma_w}")
         require_integers(self, ("width", "depth", "samples", "theory_points"))
         if not 2 <= self.fit_start <= self.depth - 2:
-            raise ValueError(f"`fit_start` must lie in [2, depth − 2] = [2, {self.depth - 2}], "
-                             f"got fit_start={self.fit_start!r}")
+            raise ValueError(
+                f"`fit_start` must lie in [2, depth − 2] = [2, {self.depth - 2}], got fit_start={self.fit_start!r}"
+            )
         if not (self.q0 > 0 and math.isfinite(self.q0)):
             raise ValueError(f"`q0` must be positive and finite, got q0={self.q0!r}")
 
@@ -107,9 +110,15 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(sigma_w=tuple(np.round(np.linspace(0.5, 3.0, 26), 3).tolist()),
-                   sigma_b=tuple(np.round(np.linspace(0.0, 1.0, 11), 3).tolist()),
-                   width=512, depth=64, fit_start=17, samples=2048, theory_points=201)
+        return cls(
+            sigma_w=tuple(np.round(np.linspace(0.5, 3.0, 26), 3).tolist()),
+            sigma_b=tuple(np.round(np.linspace(0.0, 1.0, 11), 3).tolist()),
+            width=512,
+            depth=64,
+            fit_start=17,
+            samples=2048,
+            theory_points=201,
+        )
 
 
 # --------------------------------------------------------------------------- protocol
@@ -151,18 +160,30 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     seeds = np.asarray([engine_seed(jax.random.fold_in(key, j)) for j in range(len(config.sigma_w))])
     start = time.perf_counter()
     with compile_timer() as compiled:
-        result = jaxgrad.sweep(net, config.samples, seeds, grid={"sigma_w": list(config.sigma_w)}, q0=config.q0,
-                               method="vector", fields=["log_backward_gain"])
+        result = jaxgrad.sweep(
+            net,
+            config.samples,
+            seeds,
+            grid={"sigma_w": list(config.sigma_w)},
+            q0=config.q0,
+            method="vector",
+            fields=["log_backward_gain"],
+        )
     b = np.asarray(result.log_backward_gain, np.float64)  # (n_w, samples, depth): b[j, :, ℓ−1] = b_ℓ
     ell = _window(config)
     window = b[..., ell - 1]
     centred = ell - ell.mean()
-    slope = window @ centred / (centred @ centred)       # per-sample least-squares slope
-    one_layer = b[..., ell - 1] - b[..., ell - 2]         # ln g_ℓ, ℓ in the window
+    slope = window @ centred / (centred @ centred)  # per-sample least-squares slope
+    one_layer = b[..., ell - 1] - b[..., ell - 2]  # ln g_ℓ, ℓ in the window
     nonfinite = (~np.isfinite(b)).any(axis=2).sum(axis=1)
-    return {"slope": slope, "mean_square_gain": np.exp(2 * one_layer).mean(axis=2),
-            "mean_log_backward_gain": b.mean(axis=1), "nonfinite": nonfinite.astype(np.int64),
-            "compile_seconds": np.float64(compiled[0]), "wall_seconds": np.float64(time.perf_counter() - start)}
+    return {
+        "slope": slope,
+        "mean_square_gain": np.exp(2 * one_layer).mean(axis=2),
+        "mean_log_backward_gain": b.mean(axis=1),
+        "nonfinite": nonfinite.astype(np.int64),
+        "compile_seconds": np.float64(compiled[0]),
+        "wall_seconds": np.float64(time.perf_counter() - start),
+    }
 
 
 def _mean_field(config: Config) -> dict:
@@ -196,24 +217,28 @@ def _mean_field(config: Config) -> dict:
     chi = np.asarray(theory.chi1("tanh", all_w, all_b), np.float64)
     moments = theory.gaussian_moments("tanh")
     q_window = np.clip(np.asarray(q_window), 1e-20, 1e20)  # η = 3μ₂/μ₁² − 1 along the transient
-    r_window = (3 * np.asarray(moments.slope4(q_window), np.float64)
-                / np.asarray(moments.slope2(q_window), np.float64) ** 2 - 1).reshape(len(sb), len(sw), ell.size)
+    r_window = (
+        3 * np.asarray(moments.slope4(q_window), np.float64) / np.asarray(moments.slope2(q_window), np.float64) ** 2 - 1
+    ).reshape(len(sb), len(sw), ell.size)
     slice_typical = np.asarray(theory.mean_field_log_gain("tanh", slice_w, slice_b, config.width, 1).mean, np.float64)
     critical = np.asarray(theory.critical_sigma_w("tanh", np.concatenate([sb, sb_fine])), np.float64)
     sizes = np.cumsum([w.size for w, _ in parts])
     half = 0.5 * np.log(chi)
     chi_window = np.exp(log_gain2[..., ell - 1] - log_gain2[..., ell - 2])
     return dict(
-        grid_half_log_chi1=half[:sizes[0]].reshape(grid_w.shape),
+        grid_half_log_chi1=half[: sizes[0]].reshape(grid_w.shape),
         grid_predicted_rate=0.5 * log_gain2[..., ell - 1] @ centred / (centred @ centred),
         grid_predicted_ms_rate=0.5 * np.log(chi_window.mean(axis=-1)),
         grid_correction=-r_window.mean(axis=-1) / (4 * config.width),
         grid_relative_variance=r_window.mean(axis=-1),
-        critical_sigma_w=critical[:sb.size], theory_sigma_w=sw_fine, theory_sigma_b=sb_fine,
-        theory_half_log_chi1=half[sizes[0]:sizes[1]].reshape(fine_w.shape),
-        theory_critical_sigma_w=critical[sb.size:],
-        slice_half_log_chi1=half[sizes[1]:].reshape(slice_w.shape),
-        slice_e_log=slice_typical)
+        critical_sigma_w=critical[: sb.size],
+        theory_sigma_w=sw_fine,
+        theory_sigma_b=sb_fine,
+        theory_half_log_chi1=half[sizes[0] : sizes[1]].reshape(fine_w.shape),
+        theory_critical_sigma_w=critical[sb.size :],
+        slice_half_log_chi1=half[sizes[1] :].reshape(slice_w.shape),
+        slice_e_log=slice_typical,
+    )
 
 
 def _zero_crossing(x, y):
@@ -227,8 +252,10 @@ def _zero_crossing(x, y):
 def summarize(config: Config, results):
     shape = (len(config.sigma_b), len(config.sigma_w))
     data = _mean_field(config)
-    measured = {k: np.full(shape, np.nan) for k in
-                ("slope", "slope_se", "rate_ms", "rate_ms_se", "compile_seconds", "wall_seconds")}
+    measured = {
+        k: np.full(shape, np.nan)
+        for k in ("slope", "slope_se", "rate_ms", "rate_ms_se", "compile_seconds", "wall_seconds")
+    }
     mean_b = np.zeros(shape + (config.depth,))
     rows = []
     cells = [(point, j, w, arrays) for point, arrays in results for j, w in enumerate(config.sigma_w)]
@@ -236,24 +263,45 @@ def summarize(config: Config, results):
         i = config.sigma_b.index(point["sigma_b"])
         slope, slope_se = mean_and_se(arrays["slope"][j])
         g2, g2_se = mean_and_se(arrays["mean_square_gain"][j])
-        values = dict(slope=slope, slope_se=slope_se, rate_ms=0.5 * math.log(g2), rate_ms_se=0.5 * g2_se / g2,
-                      compile_seconds=float(arrays["compile_seconds"]), wall_seconds=float(arrays["wall_seconds"]))
+        values = dict(
+            slope=slope,
+            slope_se=slope_se,
+            rate_ms=0.5 * math.log(g2),
+            rate_ms_se=0.5 * g2_se / g2,
+            compile_seconds=float(arrays["compile_seconds"]),
+            wall_seconds=float(arrays["wall_seconds"]),
+        )
         for k, v in values.items():
             measured[k][i, j] = v
         mean_b[i, j] = arrays["mean_log_backward_gain"][j]
-        theory_at = {k: float(data[f"grid_{k}"][i, j]) for k in
-                     ("predicted_rate", "predicted_ms_rate", "correction", "half_log_chi1", "relative_variance")}
-        rows.append(dict(
-            sigma_w=w, sigma_b=point["sigma_b"], width=config.width, depth=config.depth,
-            fit_window=f"{config.fit_start}-{config.depth}", samples=config.samples,
-            measured_slope=slope, slope_se=slope_se,
-            predicted_slope=theory_at["predicted_rate"] + theory_at["correction"],
-            measured_mean_square_rate=values["rate_ms"], mean_square_rate_se=values["rate_ms_se"],
-            predicted_mean_square_rate=theory_at["predicted_ms_rate"], half_log_chi1=theory_at["half_log_chi1"],
-            finite_width_correction=theory_at["correction"], relative_variance_r=theory_at["relative_variance"],
-            bias_allowance=0.5 / config.width, critical_sigma_w=float(data["critical_sigma_w"][i]),
-            nonfinite=int(arrays["nonfinite"][j]), compile_seconds=values["compile_seconds"],
-            wall_seconds=values["wall_seconds"]))
+        theory_at = {
+            k: float(data[f"grid_{k}"][i, j])
+            for k in ("predicted_rate", "predicted_ms_rate", "correction", "half_log_chi1", "relative_variance")
+        }
+        rows.append(
+            dict(
+                sigma_w=w,
+                sigma_b=point["sigma_b"],
+                width=config.width,
+                depth=config.depth,
+                fit_window=f"{config.fit_start}-{config.depth}",
+                samples=config.samples,
+                measured_slope=slope,
+                slope_se=slope_se,
+                predicted_slope=theory_at["predicted_rate"] + theory_at["correction"],
+                measured_mean_square_rate=values["rate_ms"],
+                mean_square_rate_se=values["rate_ms_se"],
+                predicted_mean_square_rate=theory_at["predicted_ms_rate"],
+                half_log_chi1=theory_at["half_log_chi1"],
+                finite_width_correction=theory_at["correction"],
+                relative_variance_r=theory_at["relative_variance"],
+                bias_allowance=0.5 / config.width,
+                critical_sigma_w=float(data["critical_sigma_w"][i]),
+                nonfinite=int(arrays["nonfinite"][j]),
+                compile_seconds=values["compile_seconds"],
+                wall_seconds=values["wall_seconds"],
+            )
+        )
     data.update({f"grid_{k}": v for k, v in measured.items()})
     data.update(sigma_w=np.asarray(config.sigma_w), sigma_b=np.asarray(config.sigma_b), mean_log_backward_gain=mean_b)
     return rows, data
@@ -280,33 +328,47 @@ def comparisons(data, config: Config) -> list[Comparison]:
     out = []
     ms_dev = (data["grid_rate_ms"] - data["grid_predicted_ms_rate"]) / (4 * data["grid_rate_ms_se"] + bias)
     i, j = np.unravel_index(np.nanargmax(np.abs(ms_dev)), ms_dev.shape)
-    out.append(Comparison(
-        f"mean-square rate ½ ln E‖J_ℓᵀv‖² per layer vs mean-field ½ ln χ⁽ℓ⁾ over layers {config.fit_start}–"
-        f"{config.depth}: worst of {ms_dev.size} grid points, at (σ_w, σ_b) = ({data['sigma_w'][j]:g}, "
-        f"{data['sigma_b'][i]:g}) (tolerance 4 SE by the delta method + finite-width bias allowance 1/(2n) = "
-        f"{bias:.4f}, n = {n})",
-        float(data["grid_rate_ms"][i, j]), float(data["grid_predicted_ms_rate"][i, j]),
-        float(4 * data["grid_rate_ms_se"][i, j] + bias)))
+    out.append(
+        Comparison(
+            f"mean-square rate ½ ln E‖J_ℓᵀv‖² per layer vs mean-field ½ ln χ⁽ℓ⁾ over layers {config.fit_start}–"
+            f"{config.depth}: worst of {ms_dev.size} grid points, at (σ_w, σ_b) = ({data['sigma_w'][j]:g}, "
+            f"{data['sigma_b'][i]:g}) (tolerance 4 SE by the delta method + finite-width bias allowance 1/(2n) = "
+            f"{bias:.4f}, n = {n})",
+            float(data["grid_rate_ms"][i, j]),
+            float(data["grid_predicted_ms_rate"][i, j]),
+            float(4 * data["grid_rate_ms_se"][i, j] + bias),
+        )
+    )
     predicted = data["grid_predicted_rate"] + data["grid_correction"]
     dev = (data["grid_slope"] - predicted) / (4 * data["grid_slope_se"] + bias)
     i, j = np.unravel_index(np.nanargmax(np.abs(dev)), dev.shape)
-    out.append(Comparison(
-        f"slope of E ln‖δ‖ per layer vs ½ ln χ⁽ℓ⁾ − r/(4n) (Jensen gap −r/(4n) = "
-        f"{data['grid_correction'][i, j]:.4f} here): worst of {dev.size} grid points, at (σ_w, σ_b) = "
-        f"({data['sigma_w'][j]:g}, {data['sigma_b'][i]:g}) (tolerance 4 SE + O(1/n) bias allowance 1/(2n))",
-        float(data["grid_slope"][i, j]), float(predicted[i, j]), float(4 * data["grid_slope_se"][i, j] + bias)))
+    out.append(
+        Comparison(
+            f"slope of E ln‖δ‖ per layer vs ½ ln χ⁽ℓ⁾ − r/(4n) (Jensen gap −r/(4n) = "
+            f"{data['grid_correction'][i, j]:.4f} here): worst of {dev.size} grid points, at (σ_w, σ_b) = "
+            f"({data['sigma_w'][j]:g}, {data['sigma_b'][i]:g}) (tolerance 4 SE + O(1/n) bias allowance 1/(2n))",
+            float(data["grid_slope"][i, j]),
+            float(predicted[i, j]),
+            float(4 * data["grid_slope_se"][i, j] + bias),
+        )
+    )
     critical = dict(zip(data["sigma_b"], data["critical_sigma_w"]))
     for sb, measured, on_grid, dy, se in _boundaries(data, config):
         if math.isnan(measured):
             continue
         grid_error = abs(on_grid - critical[sb]) if math.isfinite(on_grid) else 0.0
         tolerance = grid_error + (4 * se + bias) / abs(dy)
-        out.append(Comparison(
-            f"order/chaos boundary at σ_b = {sb:g}: σ_w where the measured mean-square rate crosses 0 "
-            f"(linear interpolation on the σ_w grid) vs theory.critical_sigma_w (tolerance: the same "
-            f"interpolation of the mean-field window rate misses by {grid_error:.3f}, + (4 SE + 1/(2n))/|slope| = "
-            f"{(4 * se + bias) / abs(dy):.3f})",
-            float(measured), float(critical[sb]), float(tolerance)))
+        out.append(
+            Comparison(
+                f"order/chaos boundary at σ_b = {sb:g}: σ_w where the measured mean-square rate crosses 0 "
+                f"(linear interpolation on the σ_w grid) vs theory.critical_sigma_w (tolerance: the same "
+                f"interpolation of the mean-field window rate misses by {grid_error:.3f}, + (4 SE + 1/(2n))/|slope| = "
+                f"{(4 * se + bias) / abs(dy):.3f})",
+                float(measured),
+                float(critical[sb]),
+                float(tolerance),
+            )
+        )
     return out
 
 
@@ -330,38 +392,66 @@ def _plot_map(data, config, outdir) -> plotting.Figure:
     # deep a purple as +0.2 is orange), so the colour bar is linear with 0 in the middle.
     extent = max(-low, high)
     norm = TwoSlopeNorm(vmin=-extent, vcenter=0.0, vmax=extent)
-    mesh = left.pcolormesh(data["sigma_w"], data["sigma_b"], data["grid_slope"], norm=norm,
-                           cmap=plotting.DIVERGING_CMAP, shading="nearest")
-    right.pcolormesh(data["theory_sigma_w"], data["theory_sigma_b"], data["theory_half_log_chi1"],
-                     norm=norm, cmap=plotting.DIVERGING_CMAP, shading="nearest", rasterized=True)
+    mesh = left.pcolormesh(
+        data["sigma_w"], data["sigma_b"], data["grid_slope"], norm=norm, cmap=plotting.DIVERGING_CMAP, shading="nearest"
+    )
+    right.pcolormesh(
+        data["theory_sigma_w"],
+        data["theory_sigma_b"],
+        data["theory_half_log_chi1"],
+        norm=norm,
+        cmap=plotting.DIVERGING_CMAP,
+        shading="nearest",
+        rasterized=True,
+    )
     boundary = _boundaries(data, config)
     for ax in (left, right):
-        plotting.theory_line(ax, data["theory_critical_sigma_w"], data["theory_sigma_b"], linewidth=2,
-                             label="χ₁ = 1 (mean field)")
+        plotting.theory_line(
+            ax, data["theory_critical_sigma_w"], data["theory_sigma_b"], linewidth=2, label="χ₁ = 1 (mean field)"
+        )
         half = 0.5 * _step(data["sigma_w"])
         ax.set_xlim(data["sigma_w"][0] - half, data["sigma_w"][-1] + half)
         # σ_b ≥ 0: the cell of the lowest row is drawn from 0 up, not centred below it.
-        ax.set_ylim(max(0.0, data["sigma_b"][0] - 0.5 * _step(data["sigma_b"])),
-                    data["sigma_b"][-1] + 0.5 * _step(data["sigma_b"]))
-    plotting.measured_points(left, [b[1] for b in boundary], [b[0] for b in boundary], marker="D", markersize=6,
-                             color=plotting.OKABE_ITO["green"], markerfacecolor="white", clip_on=False,
-                             label="measured ½ ln E g² = 0")
-    plotting.label_axes(left, "weight scale $σ_w$", "bias scale $σ_b$", legend=False,
-                        title=f"(a) measured slope of E ln‖δ‖, n = {config.width}")
+        ax.set_ylim(
+            max(0.0, data["sigma_b"][0] - 0.5 * _step(data["sigma_b"])),
+            data["sigma_b"][-1] + 0.5 * _step(data["sigma_b"]),
+        )
+    plotting.measured_points(
+        left,
+        [b[1] for b in boundary],
+        [b[0] for b in boundary],
+        marker="D",
+        markersize=6,
+        color=plotting.OKABE_ITO["green"],
+        markerfacecolor="white",
+        clip_on=False,
+        label="measured ½ ln E g² = 0",
+    )
+    plotting.label_axes(
+        left,
+        "weight scale $σ_w$",
+        "bias scale $σ_b$",
+        legend=False,
+        title=f"(a) measured slope of E ln‖δ‖, n = {config.width}",
+    )
     plotting.label_axes(right, "weight scale $σ_w$", "", legend=False, title="(b) mean field ½ ln χ₁")
     left.legend(loc="upper left", fontsize=7)
     bar = fig.colorbar(mesh, ax=[left, right], label="growth rate of the gradient per layer (nats)", shrink=0.9)
     bar.set_ticks([t for t in MaxNLocator(nbins=8, symmetric=True).tick_values(-extent, extent) if abs(t) <= extent])
     plotting.save_figure(fig, outdir, "phase_diagram")
-    return plotting.Figure("phase_diagram", (
-        f"Per-layer growth rate of the backpropagated gradient of tanh networks (width {config.width}, depth "
-        f"{config.depth}, {config.samples} initialisations per cell). (a) Measured: least-squares slope of the mean "
-        f"of ln‖J₁ᵀ⋯J_ℓᵀ e‖ over layers {config.fit_start}–{config.depth}; purple vanishes, orange explodes. "
-        "Diamonds: where the measured mean-square rate ½ ln E‖J_ℓᵀv‖² crosses zero. (b) Mean field ½ ln χ₁. "
-        "Line: χ₁ = 1 (theory.critical_sigma_w). One colour scale for both panels, centred: white at 0, the "
-        "same depth of colour for the same |rate| on either side. The E ln slope sits r/(4n) below ½ ln χ₁ "
-        "(Jensen's gap at "
-        "finite width), so its zero lies slightly on the chaotic side of the line."))
+    return plotting.Figure(
+        "phase_diagram",
+        (
+            f"Per-layer growth rate of the backpropagated gradient of tanh networks (width {config.width}, depth "
+            f"{config.depth}, {config.samples} initialisations per cell). (a) Measured: least-squares slope of the mean "
+            f"of ln‖J₁ᵀ⋯J_ℓᵀ e‖ over layers {config.fit_start}–{config.depth}; purple vanishes, orange explodes. "
+            "Diamonds: where the measured mean-square rate ½ ln E‖J_ℓᵀv‖² crosses zero. (b) Mean field ½ ln χ₁. "
+            "Line: χ₁ = 1 (theory.critical_sigma_w). One colour scale for both panels, centred: white at 0, the "
+            "same depth of colour for the same |rate| on either side. The E ln slope sits r/(4n) below ½ ln χ₁ "
+            "(Jensen's gap at "
+            "finite width), so its zero lies slightly on the chaotic side of the line."
+        ),
+    )
 
 
 def _step(values) -> float:
@@ -373,26 +463,55 @@ def _plot_slices(data, config, outdir) -> plotting.Figure:
     sw = data["sigma_w"]
     for i, sb in enumerate(data["sigma_b"]):
         color = plotting.PALETTE[i % len(plotting.PALETTE)]
-        plotting.theory_line(ax, data["theory_sigma_w"], data["slice_half_log_chi1"][i], color=color,
-                             label=f"$σ_b$ = {sb:g}: ½ ln χ₁")
-        plotting.theory_line(ax, data["theory_sigma_w"], data["slice_e_log"][i], color=color, linestyle="--",
-                             linewidth=1.0)
-        ax.errorbar(sw, data["grid_rate_ms"][i], yerr=2 * data["grid_rate_ms_se"][i], color=color, marker="D",
-                    linestyle="none", markerfacecolor="white", markersize=5, zorder=4)
-        ax.errorbar(sw, data["grid_slope"][i], yerr=2 * data["grid_slope_se"][i], color=color, marker="o",
-                    linestyle="none", markersize=4, zorder=4)
+        plotting.theory_line(
+            ax, data["theory_sigma_w"], data["slice_half_log_chi1"][i], color=color, label=f"$σ_b$ = {sb:g}: ½ ln χ₁"
+        )
+        plotting.theory_line(
+            ax, data["theory_sigma_w"], data["slice_e_log"][i], color=color, linestyle="--", linewidth=1.0
+        )
+        ax.errorbar(
+            sw,
+            data["grid_rate_ms"][i],
+            yerr=2 * data["grid_rate_ms_se"][i],
+            color=color,
+            marker="D",
+            linestyle="none",
+            markerfacecolor="white",
+            markersize=5,
+            zorder=4,
+        )
+        ax.errorbar(
+            sw,
+            data["grid_slope"][i],
+            yerr=2 * data["grid_slope_se"][i],
+            color=color,
+            marker="o",
+            linestyle="none",
+            markersize=4,
+            zorder=4,
+        )
     ax.axhline(0.0, color="0.5", linewidth=0.6)
     ax.plot([], [], color="0.3", linestyle="--", linewidth=1.0, label="½ ln χ₁ − r/(4n) (E ln, finite n)")
-    ax.plot([], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none",
-            label="measured ½ ln E g² (± 2 SE)")
+    ax.plot(
+        [], [], color="0.3", marker="D", markerfacecolor="white", linestyle="none", label="measured ½ ln E g² (± 2 SE)"
+    )
     ax.plot([], [], color="0.3", marker="o", linestyle="none", label="measured slope of E ln‖δ‖")
-    plotting.label_axes(ax, "weight scale $σ_w$", "growth rate per layer (nats)", legend=False,
-                        title=f"tanh, width {config.width}: slices of the phase diagram")
+    plotting.label_axes(
+        ax,
+        "weight scale $σ_w$",
+        "growth rate per layer (nats)",
+        legend=False,
+        title=f"tanh, width {config.width}: slices of the phase diagram",
+    )
     ax.legend(loc="lower right", fontsize=7)
     plotting.save_figure(fig, outdir, "rate_slices")
-    return plotting.Figure("rate_slices", (
-        "Slices of the phase diagram at each σ_b: the gradient's growth rate per layer against σ_w. Solid lines: "
-        "mean-field ½ ln χ₁ at q*; dashed: the finite-width prediction for the typical (E ln) rate, "
-        f"½ ln χ₁ − r/(4n) with r = 3μ₂/μ₁² − 1, n = {config.width}. Diamonds: measured mean-square rate "
-        "(no Jensen gap; tracks the solid line); dots: measured slope of E ln‖δ‖ (tracks the dashed line). "
-        "Points near (σ_w, σ_b) = (1, 0) still sit on the algebraic transient q⁽ℓ⁾ ≈ 1/(2ℓ)."))
+    return plotting.Figure(
+        "rate_slices",
+        (
+            "Slices of the phase diagram at each σ_b: the gradient's growth rate per layer against σ_w. Solid lines: "
+            "mean-field ½ ln χ₁ at q*; dashed: the finite-width prediction for the typical (E ln) rate, "
+            f"½ ln χ₁ − r/(4n) with r = 3μ₂/μ₁² − 1, n = {config.width}. Diamonds: measured mean-square rate "
+            "(no Jensen gap; tracks the solid line); dots: measured slope of E ln‖δ‖ (tracks the dashed line). "
+            "Points near (σ_w, σ_b) = (1, 0) still sit on the algebraic transient q⁽ℓ⁾ ≈ 1/(2ℓ)."
+        ),
+    )

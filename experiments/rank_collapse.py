@@ -30,6 +30,7 @@ residual depths to 256: an accelerator).
 
 References: Y. Dong, J.-B. Cordonnier, A. Loukas, ICML 2021; L. Noci et al., NeurIPS 2022.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,12 @@ class Config:
         require_integers(self, ("heads",), minimum=1)
         if self.width % self.heads:
             raise ValueError(f"`heads` must divide width={self.width}, got heads={self.heads}")
-        if len(self.depths) < 2 or list(self.depths) != sorted(set(self.depths)) or self.depths[0] < 1 \
-                or any(b != 2 * a for a, b in zip(self.depths, self.depths[1:])):
+        if (
+            len(self.depths) < 2
+            or list(self.depths) != sorted(set(self.depths))
+            or self.depths[0] < 1
+            or any(b != 2 * a for a, b in zip(self.depths, self.depths[1:]))
+        ):
             raise ValueError(f"`depths` must double at each step (e.g. 4, 8, 16), got depths={self.depths}")
 
     @classmethod
@@ -103,16 +108,23 @@ def _probes(T: int, d: int, H: int):
 
     def tokens(h):
         X = h.reshape(T, d)
-        return {"token_cosine": transformer.token_cosine(X), "token_residual": transformer.token_residual(X),
-                "rank_one_distance": transformer.rank_one_distance(X), "log_state_norm": jnp.log(jnp.linalg.norm(h))}
+        return {
+            "token_cosine": transformer.token_cosine(X),
+            "token_residual": transformer.token_residual(X),
+            "rank_one_distance": transformer.rank_one_distance(X),
+            "log_state_norm": jnp.log(jnp.linalg.norm(h)),
+        }
 
     def dong(p, h_in, h_out):
         a, v = transformer.score_and_value_norms(p, H)
         log_in = jnp.log(transformer.max_token_residual(h_in.reshape(T, d)))
         Y = h_out.reshape(T, d)
-        return {"log_rho_in": log_in, "log_rho_out": jnp.log(transformer.max_token_residual(Y)),
-                "log_bound": theory.attention_residual_log_bound(log_in, a, v),
-                "log_scale": jnp.log(jnp.max(jnp.linalg.norm(Y, axis=1)))}
+        return {
+            "log_rho_in": log_in,
+            "log_rho_out": jnp.log(transformer.max_token_residual(Y)),
+            "log_bound": theory.attention_residual_log_bound(log_in, a, v),
+            "log_scale": jnp.log(jnp.max(jnp.linalg.norm(Y, axis=1))),
+        }
 
     def cosine(h):
         return {"token_cosine": transformer.token_cosine(h.reshape(T, d))}
@@ -121,9 +133,11 @@ def _probes(T: int, d: int, H: int):
         R_in = h_in.reshape(T, d) - jnp.mean(h_in.reshape(T, d), axis=0)
         R_out = h_out.reshape(T, d) - jnp.mean(h_out.reshape(T, d), axis=0)
         # relative to the largest entry of the state: the uniform part the layer adds may dwarf R
-        return {"residual_change": jnp.max(jnp.abs(R_out - R_in)) / jnp.max(jnp.abs(h_out)),
-                "mean_sq": jnp.sum(jnp.mean(h_out.reshape(T, d), axis=0) ** 2),
-                "mean_sq_in": jnp.sum(jnp.mean(h_in.reshape(T, d), axis=0) ** 2)}
+        return {
+            "residual_change": jnp.max(jnp.abs(R_out - R_in)) / jnp.max(jnp.abs(h_out)),
+            "mean_sq": jnp.sum(jnp.mean(h_out.reshape(T, d), axis=0) ** 2),
+            "mean_sq_in": jnp.sum(jnp.mean(h_in.reshape(T, d), axis=0) ** 2),
+        }
 
     return tokens, dong, cosine, residual_change
 
@@ -145,17 +159,23 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     net = _block(config, deepest, residual_scale=1.0)
     for scaling, alpha in (("unscaled", 1.0), ("scaled", 1.0 / math.sqrt(L))):
         for attn, sigma_qk in (("softmax", 1.0), ("uniform", 0.0)):
-            net_a = jaxgrad.serial(*[layer.hyper.rebuild(residual_scale=alpha, sigma_qk=sigma_qk)
-                                     for layer in net.layers])
-            geo = measures.measure(measures.layerwise, net_a, config.samples, state=cosine, layer=residual_change,
-                                   **run)
-            out[f"{attn}_{scaling}_cosine"] = geo["token_cosine"][:, :L + 1]
+            net_a = jaxgrad.serial(
+                *[layer.hyper.rebuild(residual_scale=alpha, sigma_qk=sigma_qk) for layer in net.layers]
+            )
+            geo = measures.measure(
+                measures.layerwise, net_a, config.samples, state=cosine, layer=residual_change, **run
+            )
+            out[f"{attn}_{scaling}_cosine"] = geo["token_cosine"][:, : L + 1]
             if attn == "uniform":
                 out[f"uniform_{scaling}_residual_change"] = geo["residual_change"][:, :L].max(axis=1)
                 out[f"uniform_{scaling}_mean_growth"] = geo["mean_sq"][:, L - 1] / geo["mean_sq_in"][:, 0]
         if L == deepest:
-            grads = measures.measure(measures.weight_gradient_norms, jaxgrad.serial(
-                *[layer.hyper.rebuild(residual_scale=alpha) for layer in net.layers]), config.samples, **run)
+            grads = measures.measure(
+                measures.weight_gradient_norms,
+                jaxgrad.serial(*[layer.hyper.rebuild(residual_scale=alpha) for layer in net.layers]),
+                config.samples,
+                **run,
+            )
             out.update({f"{scaling}_{k}": v for k, v in grads.items()})
     return out
 
@@ -191,63 +211,121 @@ def summarize(config: Config, results):
     data["exponent"], data["exponent_se"], data["exponent_pairs"] = _exponent_fit(data)
     for ell in range(config.pure_depth + 1):
         mean, se = mean_and_se(data["token_cosine"][:, ell])
-        rows.append(dict(part="pure", network="pure attention", depth=ell, residual_scale=float("nan"),
-                         token_cosine=mean, token_cosine_se=se,
-                         token_residual=float(np.median(data["token_residual"][:, ell])),
-                         log_grad_W_Q=float(np.median(data["pure_log_grad_W_Q"][:, ell - 1])) if ell else float("nan"),
-                         log_grad_W_V=float(np.median(data["pure_log_grad_W_V"][:, ell - 1])) if ell else float("nan")))
+        rows.append(
+            dict(
+                part="pure",
+                network="pure attention",
+                depth=ell,
+                residual_scale=float("nan"),
+                token_cosine=mean,
+                token_cosine_se=se,
+                token_residual=float(np.median(data["token_residual"][:, ell])),
+                log_grad_W_Q=float(np.median(data["pure_log_grad_W_Q"][:, ell - 1])) if ell else float("nan"),
+                log_grad_W_V=float(np.median(data["pure_log_grad_W_V"][:, ell - 1])) if ell else float("nan"),
+            )
+        )
     for L in config.depths:
         for attn in ("softmax", "uniform"):
             for scaling, alpha in (("unscaled", 1.0), ("scaled", 1 / math.sqrt(L))):
                 mean, se = mean_and_se(data[f"L{L}_{attn}_{scaling}_cosine"][:, -1])
-                rows.append(dict(part="residual", network=f"{attn} attention, {scaling}", depth=L,
-                                 residual_scale=alpha, token_cosine=mean, token_cosine_se=se,
-                                 token_residual=float("nan"), log_grad_W_Q=float("nan"), log_grad_W_V=float("nan")))
+                rows.append(
+                    dict(
+                        part="residual",
+                        network=f"{attn} attention, {scaling}",
+                        depth=L,
+                        residual_scale=alpha,
+                        token_cosine=mean,
+                        token_cosine_se=se,
+                        token_residual=float("nan"),
+                        log_grad_W_Q=float("nan"),
+                        log_grad_W_V=float("nan"),
+                    )
+                )
     return rows, data
 
 
 def comparisons(data, config: Config) -> list[Comparison]:
     T, L = config.tokens, config.depths[-1]
     half = config.depths[-2]
-    out = [Comparison(
-        "pure attention: max over samples and layers of ln ρ_ℓ − ln(Dong et al.'s bound + rounding floor), "
-        "clipped at 0: predicted 0 (floor 2(T + d)√d ε₆₄ max‖x_i‖; tolerance: float64 rounding of a log, 1e-12)",
-        max(float(np.nanmax(data["dong_excess"])), 0.0), 0.0, 1e-12)]
-    out.append(Comparison(
-        f"pure attention: collapse exponent d ln ρ_ℓ / d ln ρ_ℓ₋₁ (pooled slope over {int(data['exponent_pairs'])} "
-        f"sample-layer pairs above the floor) vs Dong et al.'s cubic 3 (tolerance 4 SE, jackknife over samples)",
-        float(data["exponent"]), theory.RANK_COLLAPSE_EXPONENT, 4 * float(data["exponent_se"])))
+    out = [
+        Comparison(
+            "pure attention: max over samples and layers of ln ρ_ℓ − ln(Dong et al.'s bound + rounding floor), "
+            "clipped at 0: predicted 0 (floor 2(T + d)√d ε₆₄ max‖x_i‖; tolerance: float64 rounding of a log, 1e-12)",
+            max(float(np.nanmax(data["dong_excess"])), 0.0),
+            0.0,
+            1e-12,
+        )
+    ]
+    out.append(
+        Comparison(
+            f"pure attention: collapse exponent d ln ρ_ℓ / d ln ρ_ℓ₋₁ (pooled slope over {int(data['exponent_pairs'])} "
+            f"sample-layer pairs above the floor) vs Dong et al.'s cubic 3 (tolerance 4 SE, jackknife over samples)",
+            float(data["exponent"]),
+            theory.RANK_COLLAPSE_EXPONENT,
+            4 * float(data["exponent_se"]),
+        )
+    )
     for scaling, alpha in (("scaled", 1 / math.sqrt(L)), ("unscaled", 1.0)):
         depth = L if scaling == "scaled" else config.depths[0]
         growth = data[f"L{depth}_uniform_{scaling}_mean_growth"]
         mean, se = mean_and_se(growth)
-        out.append(Comparison(
-            f"uniform attention (σ_qk = 0), {scaling} α = {alpha:.4g}, L = {depth}: E‖x̄_L‖²/‖x̄_0‖² vs "
-            f"(1 + α²σ_w²)^L (Noci et al. 2022; tolerance 4 SE)",
-            mean, float(theory.uniform_attention_mean_growth(alpha, 1.0, depth)), 4 * se))
-    change = max(float(np.max(data[f"L{D}_uniform_{s}_residual_change"])) for D in config.depths
-                 for s in ("scaled", "unscaled"))
-    out.append(Comparison("uniform attention: max change of the residual R over every layer, depth, scaling and "
-                          "sample, relative to the largest entry of the state: predicted 0 (tolerance 8 ε₆₄·T, "
-                          "rounding of the mean over T tokens and of one layer)",
-                          change, 0.0, 8 * EPS64 * config.tokens))
+        out.append(
+            Comparison(
+                f"uniform attention (σ_qk = 0), {scaling} α = {alpha:.4g}, L = {depth}: E‖x̄_L‖²/‖x̄_0‖² vs "
+                f"(1 + α²σ_w²)^L (Noci et al. 2022; tolerance 4 SE)",
+                mean,
+                float(theory.uniform_attention_mean_growth(alpha, 1.0, depth)),
+                4 * se,
+            )
+        )
+    change = max(
+        float(np.max(data[f"L{D}_uniform_{s}_residual_change"])) for D in config.depths for s in ("scaled", "unscaled")
+    )
+    out.append(
+        Comparison(
+            "uniform attention: max change of the residual R over every layer, depth, scaling and "
+            "sample, relative to the largest entry of the state: predicted 0 (tolerance 8 ε₆₄·T, "
+            "rounding of the mean over T tokens and of one layer)",
+            change,
+            0.0,
+            8 * EPS64 * config.tokens,
+        )
+    )
     mean, se = mean_and_se(data[f"L{L}_uniform_scaled_cosine"][:, -1])
-    out.append(Comparison(
-        f"uniform attention, α = 1/√L, L = {L}: mean token cosine vs the large-width (g − 1)/(g + T − 1) "
-        "(tolerance 4 SE; no allowance: the finite-width gap is within it at this d)",
-        mean, float(theory.uniform_attention_token_cosine(1 / math.sqrt(L), 1.0, L, T)), 4 * se))
+    out.append(
+        Comparison(
+            f"uniform attention, α = 1/√L, L = {L}: mean token cosine vs the large-width (g − 1)/(g + T − 1) "
+            "(tolerance 4 SE; no allowance: the finite-width gap is within it at this d)",
+            mean,
+            float(theory.uniform_attention_token_cosine(1 / math.sqrt(L), 1.0, L, T)),
+            4 * se,
+        )
+    )
     diff = data[f"L{L}_softmax_scaled_cosine"][:, -1] - data[f"L{half}_softmax_scaled_cosine"][:, -1]
     mean, se = mean_and_se(diff)
-    predicted = float(theory.uniform_attention_token_cosine(1 / math.sqrt(L), 1.0, L, T)
-                      - theory.uniform_attention_token_cosine(1 / math.sqrt(half), 1.0, half, T))
-    out.append(Comparison(
-        f"softmax attention, α = 1/√L: change of the mean token cosine from L = {half} to {L} (bounded as L "
-        "doubles) vs the uniform-attention change (tolerance 4 SE of the paired difference)",
-        mean, predicted, 4 * se))
+    predicted = float(
+        theory.uniform_attention_token_cosine(1 / math.sqrt(L), 1.0, L, T)
+        - theory.uniform_attention_token_cosine(1 / math.sqrt(half), 1.0, half, T)
+    )
+    out.append(
+        Comparison(
+            f"softmax attention, α = 1/√L: change of the mean token cosine from L = {half} to {L} (bounded as L "
+            "doubles) vs the uniform-attention change (tolerance 4 SE of the paired difference)",
+            mean,
+            predicted,
+            4 * se,
+        )
+    )
     mean, se = mean_and_se(1 - data[f"L{L}_softmax_unscaled_cosine"][:, -1])
-    out.append(Comparison(
-        f"softmax attention, α = 1 (unscaled), L = {L}: 1 − mean token cosine, predicted 0 (collapse; the "
-        "uniform-attention value T/(2^L + T − 1) is below 1e-8; tolerance 4 SE)", mean, 0.0, 4 * se))
+    out.append(
+        Comparison(
+            f"softmax attention, α = 1 (unscaled), L = {L}: 1 − mean token cosine, predicted 0 (collapse; the "
+            "uniform-attention value T/(2^L + T − 1) is below 1e-8; tolerance 4 SE)",
+            mean,
+            0.0,
+            4 * se,
+        )
+    )
     return out
 
 
@@ -276,36 +354,62 @@ def _plot_cosine(data, config, outdir) -> plotting.Figure:
     x = np.arange(L + 1)
     _band(left, x, data[f"L{L}_softmax_unscaled_cosine"], plotting.PALETTE[1], "residual, α = 1")
     _band(left, x, data[f"L{L}_softmax_scaled_cosine"], plotting.PALETTE[0], f"residual, α = 1/√{L}")
-    plotting.label_axes(left, "layer ℓ", "mean token cosine (median, 10–90 %)", legend=False,
-                        title=f"(a) softmax attention, T = {config.tokens}, d = {config.width}")
+    plotting.label_axes(
+        left,
+        "layer ℓ",
+        "mean token cosine (median, 10–90 %)",
+        legend=False,
+        title=f"(a) softmax attention, T = {config.tokens}, d = {config.width}",
+    )
     left.legend(loc="center right", fontsize=7)
     depths = np.asarray(config.depths)
     fine = np.geomspace(depths[0], depths[-1], 60)
     for k, (attn, marker) in enumerate((("softmax", "o"), ("uniform", "s"))):
         for scaling, color in (("unscaled", plotting.PALETTE[1]), ("scaled", plotting.PALETTE[0])):
             stats_ = [mean_and_se(data[f"L{D}_{attn}_{scaling}_cosine"][:, -1]) for D in depths]
-            right.errorbar(depths * (1 + 0.04 * (k - 0.5)), [m for m, _ in stats_], yerr=[2 * s for _, s in stats_],
-                           color=color, marker=marker, markerfacecolor="white" if attn == "uniform" else color,
-                           linestyle="none", markersize=4, capsize=2, label=f"{attn}, {scaling}")
-    for _scaling, alpha, color in (("unscaled", lambda D: 1.0, plotting.PALETTE[1]),
-                                   ("scaled", lambda D: 1 / np.sqrt(D), plotting.PALETTE[0])):
-        plotting.theory_line(right, fine, _uniform_cosine(alpha(fine), fine, config.tokens), color=color,
-                             linewidth=1.0, linestyle="--")
+            right.errorbar(
+                depths * (1 + 0.04 * (k - 0.5)),
+                [m for m, _ in stats_],
+                yerr=[2 * s for _, s in stats_],
+                color=color,
+                marker=marker,
+                markerfacecolor="white" if attn == "uniform" else color,
+                linestyle="none",
+                markersize=4,
+                capsize=2,
+                label=f"{attn}, {scaling}",
+            )
+    for _scaling, alpha, color in (
+        ("unscaled", lambda D: 1.0, plotting.PALETTE[1]),
+        ("scaled", lambda D: 1 / np.sqrt(D), plotting.PALETTE[0]),
+    ):
+        plotting.theory_line(
+            right, fine, _uniform_cosine(alpha(fine), fine, config.tokens), color=color, linewidth=1.0, linestyle="--"
+        )
     right.plot([], [], color="0.3", linestyle="--", label="uniform attention, large d (theory)")
     right.set_xscale("log", base=2)
     right.set_xticks(depths, [str(D) for D in depths])
     right.minorticks_off()
-    plotting.label_axes(right, "depth L", "mean token cosine at layer L (± 2 SE)", legend=False,
-                        title="(b) as L doubles: α = 1 collapses, α = 1/√L does not")
+    plotting.label_axes(
+        right,
+        "depth L",
+        "mean token cosine at layer L (± 2 SE)",
+        legend=False,
+        title="(b) as L doubles: α = 1 collapses, α = 1/√L does not",
+    )
     right.legend(loc="center right", fontsize=6.5)
     plotting.save_figure(fig, outdir, "token_cosine")
-    return plotting.Figure("token_cosine", (
-        f"(a) Mean pairwise cosine of the {config.tokens} token representations at every layer ({config.samples} "
-        f"samples, width {config.width}, softmax attention): pure attention collapses within a few layers; a residual "
-        f"branch with α = 1 drifts to collapse; with α = 1/√L (L = {L}) the cosine stays near its input value. "
-        "(b) The output cosine against the depth L: unscaled it tends to 1 as L doubles, scaled it converges; hollow "
-        "squares are uniform attention (σ_qk = 0), where the theory (dashed, (g − 1)/(g + T − 1) with "
-        "g = (1 + α²)^L; Noci et al. 2022) holds at large width."))
+    return plotting.Figure(
+        "token_cosine",
+        (
+            f"(a) Mean pairwise cosine of the {config.tokens} token representations at every layer ({config.samples} "
+            f"samples, width {config.width}, softmax attention): pure attention collapses within a few layers; a residual "
+            f"branch with α = 1 drifts to collapse; with α = 1/√L (L = {L}) the cosine stays near its input value. "
+            "(b) The output cosine against the depth L: unscaled it tends to 1 as L doubles, scaled it converges; hollow "
+            "squares are uniform attention (σ_qk = 0), where the theory (dashed, (g − 1)/(g + T − 1) with "
+            "g = (1 + α²)^L; Noci et al. 2022) holds at large width."
+        ),
+    )
 
 
 def _uniform_cosine(alpha, depth, tokens):
@@ -318,45 +422,73 @@ def _plot_dong(data, config, outdir) -> plotting.Figure:
     x, y = data["log_rho_in"] / np.log(10), data["log_rho_out"] / np.log(10)
     bound = data["log_bound"] / np.log(10)
     for ell in range(x.shape[1]):
-        plotting.measured_points(left, x[:, ell], y[:, ell], color=plotting.PALETTE[ell % 7], markersize=2,
-                                 label=f"layer {ell + 1}")
+        plotting.measured_points(
+            left, x[:, ell], y[:, ell], color=plotting.PALETTE[ell % 7], markersize=2, label=f"layer {ell + 1}"
+        )
     order = np.argsort(x.ravel())
-    left.plot(x.ravel()[order], bound.ravel()[order], color="0.5", linewidth=0.0, marker=".", markersize=1,
-              zorder=1, label="Dong et al.'s bound (per sample)")
+    left.plot(
+        x.ravel()[order],
+        bound.ravel()[order],
+        color="0.5",
+        linewidth=0.0,
+        marker=".",
+        markersize=1,
+        zorder=1,
+        label="Dong et al.'s bound (per sample)",
+    )
     clean = (data["log_rho_out"] - data["log_scale"] > CLEAN) & (data["log_rho_in"] - data["log_scale"] < -1.5)
     intercept = np.median(y[clean] - 3 * x[clean])
     lim = np.array([np.min(x[clean]) - 1, np.max(x[clean]) + 0.5])
-    plotting.theory_line(left, lim, 3 * lim + intercept, label="slope 3 through the collapsing pairs",
-                         linestyle="--")
-    left.axhline(float(np.median(data["log_scale"][:, -1]) / np.log(10) + np.log10(EPS64)), color="0.5",
-                 linestyle=":", label="float64 rounding floor")
+    plotting.theory_line(left, lim, 3 * lim + intercept, label="slope 3 through the collapsing pairs", linestyle="--")
+    left.axhline(
+        float(np.median(data["log_scale"][:, -1]) / np.log(10) + np.log10(EPS64)),
+        color="0.5",
+        linestyle=":",
+        label="float64 rounding floor",
+    )
     left.set_ylim(max(np.nanmin(y[np.isfinite(y)]), -40) - 1, np.nanmax(bound[np.isfinite(bound)]) + 1)
     left.set_xlim(max(np.nanmin(x[np.isfinite(x)]), -40) - 1, np.nanmax(x) + 1)
-    plotting.label_axes(left, "log₁₀ ρ(X_{ℓ−1})", "log₁₀ ρ(X_ℓ)", legend=False,
-                        title=f"(a) pure attention: measured {float(data['exponent']):.2f} ± "
-                              f"{float(data['exponent_se']):.2f}")
+    plotting.label_axes(
+        left,
+        "log₁₀ ρ(X_{ℓ−1})",
+        "log₁₀ ρ(X_ℓ)",
+        legend=False,
+        title=f"(a) pure attention: measured {float(data['exponent']):.2f} ± {float(data['exponent_se']):.2f}",
+    )
     left.legend(loc="upper left", fontsize=6)
     L = config.depths[-1]
     names = (("W_Q", "-"), ("W_K", ":"), ("W_V", "--"))
-    for prefix, label, color, depth in (("pure_", "pure", plotting.PALETTE[3], config.pure_depth),
-                                        (f"L{L}_unscaled_", "α = 1", plotting.PALETTE[1], L),
-                                        (f"L{L}_scaled_", f"α = 1/√{L}", plotting.PALETTE[0], L)):
+    for prefix, label, color, depth in (
+        ("pure_", "pure", plotting.PALETTE[3], config.pure_depth),
+        (f"L{L}_unscaled_", "α = 1", plotting.PALETTE[1], L),
+        (f"L{L}_scaled_", f"α = 1/√{L}", plotting.PALETTE[0], L),
+    ):
         for name, ls in names:
             values = data[f"{prefix}log_grad_{name}"] / np.log(10)
-            right.plot(np.arange(1, depth + 1), np.median(values, axis=0), color=color, linestyle=ls,
-                       label=f"{label}, {name}")
-    plotting.label_axes(right, "layer ℓ", "log₁₀ ‖∂L/∂W^ℓ‖_F (median)", legend=False,
-                        title="(b) query/key gradients vanish with the tokens")
+            right.plot(
+                np.arange(1, depth + 1), np.median(values, axis=0), color=color, linestyle=ls, label=f"{label}, {name}"
+            )
+    plotting.label_axes(
+        right,
+        "layer ℓ",
+        "log₁₀ ‖∂L/∂W^ℓ‖_F (median)",
+        legend=False,
+        title="(b) query/key gradients vanish with the tokens",
+    )
     right.legend(loc="lower left", fontsize=5.5, ncol=3)
     plotting.save_figure(fig, outdir, "collapse_and_gradients")
-    return plotting.Figure("collapse_and_gradients", (
-        f"(a) Pure attention (T = {config.tokens}, d = {config.width}, float64): the residual from token uniformity "
-        "ρ = max_i ‖x_i − x̄‖ after each layer against the one before, every sample; grey dots are each sample's "
-        "bound (Dong et al. 2021, cubic), never beaten; the points fall along slope 3 (doubly exponential collapse) "
-        "until they reach the rounding floor. (b) Gradient norms of a random linear readout with respect to the "
-        "query, key and value weights of each layer: in pure attention the W_Q and W_K gradients fall with the "
-        "residual, by many orders of magnitude, while W_V's stay O(1). An unscaled residual stack loses its deep "
-        "layers' query/key gradients too, and faster than its token residual: the mean token x̄ grows like 2^(ℓ/2), "
-        "so the score differences x̄ᵀA r_j grow with it and the softmax saturates (one-hot rows have no gradient; "
-        "a reading of the medians, not a separate test); with α = 1/√L "
-        "every gradient stays O(1) at every layer."))
+    return plotting.Figure(
+        "collapse_and_gradients",
+        (
+            f"(a) Pure attention (T = {config.tokens}, d = {config.width}, float64): the residual from token uniformity "
+            "ρ = max_i ‖x_i − x̄‖ after each layer against the one before, every sample; grey dots are each sample's "
+            "bound (Dong et al. 2021, cubic), never beaten; the points fall along slope 3 (doubly exponential collapse) "
+            "until they reach the rounding floor. (b) Gradient norms of a random linear readout with respect to the "
+            "query, key and value weights of each layer: in pure attention the W_Q and W_K gradients fall with the "
+            "residual, by many orders of magnitude, while W_V's stay O(1). An unscaled residual stack loses its deep "
+            "layers' query/key gradients too, and faster than its token residual: the mean token x̄ grows like 2^(ℓ/2), "
+            "so the score differences x̄ᵀA r_j grow with it and the softmax saturates (one-hot rows have no gradient; "
+            "a reading of the medians, not a separate test); with α = 1/√L "
+            "every gradient stays O(1) at every layer."
+        ),
+    )

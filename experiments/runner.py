@@ -3,6 +3,7 @@ r"""The study runner: run an experiment's points into a `jaxgrad.store.Store`, r
 Library code (the store, the plotting style) is in `jaxgrad`; this module drives the
 experiment protocol of `experiments/__init__.py` with it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,10 @@ def _point_ids(experiment, config) -> list[tuple[str, dict]]:
 def compute(experiment, config, seed: int = 0) -> dict[str, np.ndarray]:
     """Every point in memory, nothing stored: the arrays ``plot`` reads (an experiment's ``run``)."""
     experiments.require_finite(config)
-    results = [(p, _as_arrays(pid, experiment.run_point(config, p, point_key(seed, pid))))
-               for pid, p in _point_ids(experiment, config)]
+    results = [
+        (p, _as_arrays(pid, experiment.run_point(config, p, point_key(seed, pid))))
+        for pid, p in _point_ids(experiment, config)
+    ]
     return dict(experiment.summarize(config, results)[1])
 
 
@@ -70,7 +73,8 @@ def _previous_manifest(experiment, store: Store, force: bool) -> dict:
             return {}
         raise error.with_remedy(
             f"without it the {len(finished)} finished points in {store.points} cannot be matched to a config "
-            "and seed; restore the file (e.g. from git), or rerun with --force to discard them and recompute") from None
+            "and seed; restore the file (e.g. from git), or rerun with --force to discard them and recompute"
+        ) from None
 
 
 def _resumable_points(experiment, store: Store, pairs) -> tuple[dict, list[str]]:
@@ -116,13 +120,25 @@ def outcome(manifest: dict) -> str:
     """
     points, attempts = manifest["points"], manifest.get("attempts", 1)
     this = manifest.get("attempt_seconds", manifest["wall_seconds"])
-    line = (f"{manifest['experiment']}: {manifest['status']} in {this:.1f} s "
-            f"({points['computed']} points computed, {points['resumed']} resumed)")
+    line = (
+        f"{manifest['experiment']}: {manifest['status']} in {this:.1f} s "
+        f"({points['computed']} points computed, {points['resumed']} resumed)"
+    )
     return line + (f", {manifest['wall_seconds']:.1f} s over {attempts} attempts" if attempts > 1 else "")
 
 
-def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: str = "custom",
-                   overrides=(), force: bool = False, progress: bool = True, command: str | None = None) -> dict:
+def run_experiment(
+    experiment,
+    config,
+    *,
+    store: Store,
+    seed: int = 0,
+    scale: str = "custom",
+    overrides=(),
+    force: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
     """Run (or finish) one experiment into `store`: points, summary, comparisons, manifest.
 
     Points already stored under the same config and seed are loaded, not recomputed,
@@ -176,20 +192,32 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
     # JAX's heartbeat).
     decision = cluster.broadcast_from_writer(
         (dict(error=[str(error.path), error.reason, error.remedy]) if error else dict(stored=list(loaded)))
-        if writer else None)
+        if writer
+        else None
+    )
     if "error" in decision:
         raise error or UnreadableFileError(*decision["error"])
     stored = set(decision["stored"])
 
     start, resuming = time.monotonic(), same and not force and bool(stored)
     earlier = float(previous.get("wall_seconds") or 0.0) if resuming else 0.0  # time spent by earlier attempts
-    manifest = dict(experiment=experiment.NAME, section=experiment.SECTION, title=experiment.TITLE,
-                    scale=scale, overrides=list(overrides), **identity, **environment(),
-                    command=command,
-                    started=previous.get("started") if resuming else _now(), finished=None,
-                    wall_seconds=earlier, attempts=previous.get("attempts", 1) + 1 if resuming else 1,
-                    status="running", points=dict(total=len(pairs), computed=0, resumed=0),
-                    figures=previous.get("figures", []) if same else [])
+    manifest = dict(
+        experiment=experiment.NAME,
+        section=experiment.SECTION,
+        title=experiment.TITLE,
+        scale=scale,
+        overrides=list(overrides),
+        **identity,
+        **environment(),
+        command=command,
+        started=previous.get("started") if resuming else _now(),
+        finished=None,
+        wall_seconds=earlier,
+        attempts=previous.get("attempts", 1) + 1 if resuming else 1,
+        status="running",
+        points=dict(total=len(pairs), computed=0, resumed=0),
+        figures=previous.get("figures", []) if same else [],
+    )
     if unreadable:
         manifest["points"]["unreadable"] = unreadable
 
@@ -219,11 +247,15 @@ def run_experiment(experiment, config, *, store: Store, seed: int = 0, scale: st
         # Complete only if every point file reads back (a file damaged meanwhile would be recomputed by the
         # next run): the writer checks, and every process learns the verdict, so all stop together.
         bad = cluster.broadcast_from_writer(
-            _unreadable_back(store, [(pid, arrays) for pid, _, arrays in results]) if writer else None)
+            _unreadable_back(store, [(pid, arrays) for pid, _, arrays in results]) if writer else None
+        )
         if bad:
             more = f" (and {len(bad) - 1} other point files)" if len(bad) > 1 else ""
-            raise UnreadableFileError(*bad[0], remedy=f"it was damaged after it was written{more}; the same "
-                                      "command recomputes it and completes the study")
+            raise UnreadableFileError(
+                *bad[0],
+                remedy=f"it was damaged after it was written{more}; the same "
+                "command recomputes it and completes the study",
+            )
         results = [(point, arrays) for _, point, arrays in results]
         if writer:
             rows, data = experiment.summarize(config, results)
@@ -250,8 +282,9 @@ def draw_figures(experiment, config, *, store: Store) -> list:
       UnreadableFileError: ``data.npz`` or the manifest is there but unreadable.
     """
     if not store.data.exists():
-        raise FileNotFoundError(f"no stored results for {experiment.NAME} in {store.dir} "
-                                f"(run `jaxgrad run {experiment.NAME}` first)")
+        raise FileNotFoundError(
+            f"no stored results for {experiment.NAME} in {store.dir} (run `jaxgrad run {experiment.NAME}` first)"
+        )
     data = read_npz(store.data)
     with plotting.style():
         figures = [plotting.Figure(*f) for f in experiment.plot(data, config, store.dir)]

@@ -71,6 +71,7 @@ width 128, 11 depths 8–256 × 12 σ_w², 3000 steps, 4 seeds (accelerator).
 Reference: S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep information
 propagation", ICLR 2017 (their Fig. 6: the 6ξ_c line over MNIST/CIFAR accuracy).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -135,8 +136,15 @@ class Config:
     @classmethod
     def full(cls) -> Config:
         depths = tuple(int(round(8 * 2 ** (k / 2))) for k in range(11))  # 8 … 256, ratio √2
-        return cls(width=128, depths=depths, steps=3000, seeds=4, batch_size=128,
-                   sigma_w2=(0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.761, 2.0, 2.5, 3.0, 3.5, 4.0), theory_points=120)
+        return cls(
+            width=128,
+            depths=depths,
+            steps=3000,
+            seeds=4,
+            batch_size=128,
+            sigma_w2=(0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.761, 2.0, 2.5, 3.0, 3.5, 4.0),
+            theory_points=120,
+        )
 
 
 @functools.cache
@@ -151,13 +159,25 @@ def points(config: Config) -> list[dict]:
 def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarray]:
     data = _digits()
     net = jaxgrad.mlp(widths=[64] + [config.width] * point["depth"], activation="tanh", sigma_w=1.0, sigma_b=1.0)
-    history = training.train(net, optax.adam, data.x, data.y, keys=jax.random.split(key, config.seeds),
-                             steps=config.steps, learning_rate=config.learning_rate,
-                             weight_scale=np.sqrt(config.sigma_w2), bias_scale=math.sqrt(config.sigma_b2),
-                             batch_size=config.batch_size, record_every=config.steps)
-    return {"accuracy": np.asarray(history.accuracy[..., -1]), "loss": np.asarray(history.loss[..., -1]),
-            "initial_gradient_norms": np.asarray(history.gradient_norms[..., 0, :]),
-            "diverged_at": np.asarray(history.diverged_at)}
+    history = training.train(
+        net,
+        optax.adam,
+        data.x,
+        data.y,
+        keys=jax.random.split(key, config.seeds),
+        steps=config.steps,
+        learning_rate=config.learning_rate,
+        weight_scale=np.sqrt(config.sigma_w2),
+        bias_scale=math.sqrt(config.sigma_b2),
+        batch_size=config.batch_size,
+        record_every=config.steps,
+    )
+    return {
+        "accuracy": np.asarray(history.accuracy[..., -1]),
+        "loss": np.asarray(history.loss[..., -1]),
+        "initial_gradient_norms": np.asarray(history.gradient_norms[..., 0, :]),
+        "diverged_at": np.asarray(history.diverged_at),
+    }
 
 
 def _boundary(depths, accuracy, threshold):
@@ -182,17 +202,36 @@ def summarize(config: Config, results):
     low, high = _boundary(config.depths, accuracy, config.threshold)
     for (point, arrays), acc in zip(results, accuracy):
         for j, s in enumerate(sw2):
-            rows.append(dict(depth=point["depth"], sigma_w2=float(s), sigma_b2=config.sigma_b2,
-                             accuracy=float(acc[j]), loss=float(np.nanmean(arrays["loss"][j])),
-                             six_xi_c=float(6 * xi[j]), trained=bool(acc[j] > config.threshold),
-                             diverged=int((arrays["diverged_at"][j] >= 0).sum())))
+            rows.append(
+                dict(
+                    depth=point["depth"],
+                    sigma_w2=float(s),
+                    sigma_b2=config.sigma_b2,
+                    accuracy=float(acc[j]),
+                    loss=float(np.nanmean(arrays["loss"][j])),
+                    six_xi_c=float(6 * xi[j]),
+                    trained=bool(acc[j] > config.threshold),
+                    diverged=int((arrays["diverged_at"][j] >= 0).sum()),
+                )
+            )
     norms = np.stack([a["initial_gradient_norms"].mean(1)[:, [0, -2]] for _, a in results])  # first, last layer
-    data = dict(depths=np.array(config.depths), sigma_w2=sw2, accuracy=accuracy, xi_c=xi, theory_sigma_w2=fine,
-                theory_xi_c=xi_fine, boundary_low=low, boundary_high=high, initial_gradient_norms=norms,
-                critical_sigma_w2=np.array(float(theory.critical_sigma_w("tanh", math.sqrt(config.sigma_b2))) ** 2))
+    data = dict(
+        depths=np.array(config.depths),
+        sigma_w2=sw2,
+        accuracy=accuracy,
+        xi_c=xi,
+        theory_sigma_w2=fine,
+        theory_xi_c=xi_fine,
+        boundary_low=low,
+        boundary_high=high,
+        initial_gradient_norms=norms,
+        critical_sigma_w2=np.array(float(theory.critical_sigma_w("tanh", math.sqrt(config.sigma_b2))) ** 2),
+    )
     fit = _shape(data)[3]
-    data.update(fitted_k=np.array(np.nan if fit is None else fit.k),
-                consistent_k=np.array((np.nan, np.nan) if fit is None else fit.consistent))
+    data.update(
+        fitted_k=np.array(np.nan if fit is None else fit.k),
+        consistent_k=np.array((np.nan, np.nan) if fit is None else fit.consistent),
+    )
     return rows, data
 
 
@@ -234,8 +273,11 @@ def fit_constant(log_depth, xi, ceiling, tolerance, k_range=(0.5, 1000.0)) -> Sh
     worst = np.abs(residual).max(1)
     k = math.exp(0.5 * (u[best[0]] + u[best[-1]]))
     ok = np.flatnonzero(worst <= tolerance)
-    consistent = ((math.exp(u[ok[0]]), math.inf if ok[-1] == u.size - 1 else math.exp(u[ok[-1]])) if ok.size
-                  else (math.nan, math.nan))
+    consistent = (
+        (math.exp(u[ok[0]]), math.inf if ok[-1] == u.size - 1 else math.exp(u[ok[-1]]))
+        if ok.size
+        else (math.nan, math.nan)
+    )
     deviation = m - np.minimum(math.log(k) + np.log(xi), math.log(ceiling))
     return ShapeFit(k, consistent, deviation, k * xi < ceiling)
 
@@ -261,22 +303,27 @@ def comparisons(data, config: Config) -> list[Comparison]:
     j_c = _ceiling(data)[0]
     n_bound = int(fit.xi_bound.sum())
     lo, hi = fit.consistent
-    span = ("no k" if np.isnan(lo) else f"every k ≥ {lo:.3g}" if np.isinf(hi) else f"every k in [{lo:.3g}, {hi:.3g}]")
+    span = "no k" if np.isnan(lo) else f"every k ≥ {lo:.3g}" if np.isinf(hi) else f"every k in [{lo:.3g}, {hi:.3g}]"
     binds = f"{n_bound} bind{'s' if n_bound == 1 else ''} at k"
     out = []
     for i, j in enumerate(columns):
         s, low, high = data["sigma_w2"][j], data["boundary_low"][j], data["boundary_high"][j]
         xi = float(data["xi_c"][j])
         which = "k·ξ_c" if fit.xi_bound[i] else f"the budget ceiling D_T ≈ {ceiling:.3g}"
-        out.append(Comparison(
-            f"shape: ln(trainable depth) at σ_w² = {s:g}, σ_b² = {config.sigma_b2:g} (largest depth with accuracy > "
-            f"{config.threshold:g} after {config.steps} steps, geometric mid of its bracket [{low:g}, {high:g}]) vs "
-            f"ln min(k·ξ_c = {fit.k * xi:.3g}, D_T) ({which} binds). One constant k = {fit.k:.3g} for all "
-            f"{len(columns)} columns, fitted by least squares in ln depth ({binds}; {span} keeps every column within "
-            f"the tolerance; Schoenholz et al.'s k = 6 gives 6ξ_c = {6 * xi:.3g}); D_T measured at σ_w² = "
-            f"{data['sigma_w2'][j_c]:g}, ξ_c = ∞. Tolerance ln {ratio:.3g}, one depth-grid step: half a bracket "
-            "for this boundary plus half one for the fit (D_T)",
-            float(0.5 * math.log(low * high)), float(0.5 * math.log(low * high) - fit.deviation[i]), math.log(ratio)))
+        out.append(
+            Comparison(
+                f"shape: ln(trainable depth) at σ_w² = {s:g}, σ_b² = {config.sigma_b2:g} (largest depth with accuracy > "
+                f"{config.threshold:g} after {config.steps} steps, geometric mid of its bracket [{low:g}, {high:g}]) vs "
+                f"ln min(k·ξ_c = {fit.k * xi:.3g}, D_T) ({which} binds). One constant k = {fit.k:.3g} for all "
+                f"{len(columns)} columns, fitted by least squares in ln depth ({binds}; {span} keeps every column within "
+                f"the tolerance; Schoenholz et al.'s k = 6 gives 6ξ_c = {6 * xi:.3g}); D_T measured at σ_w² = "
+                f"{data['sigma_w2'][j_c]:g}, ξ_c = ∞. Tolerance ln {ratio:.3g}, one depth-grid step: half a bracket "
+                "for this boundary plus half one for the fit (D_T)",
+                float(0.5 * math.log(low * high)),
+                float(0.5 * math.log(low * high) - fit.deviation[i]),
+                math.log(ratio),
+            )
+        )
     return out
 
 
@@ -293,45 +340,88 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
     sw2, depths = data["sigma_w2"], data["depths"]
     mesh = ax.pcolormesh(sw2, depths, data["accuracy"], cmap="cividis", vmin=0.0, vmax=1.0, shading="nearest")
     fig.colorbar(mesh, ax=ax, label=f"training accuracy after {config.steps} Adam steps")
-    plotting.theory_line(ax, data["theory_sigma_w2"], 6 * data["theory_xi_c"], color=plotting.OKABE_ITO["vermillion"],
-                         linewidth=2.0, label=r"$6\xi_c$ (Schoenholz et al.)")
+    plotting.theory_line(
+        ax,
+        data["theory_sigma_w2"],
+        6 * data["theory_xi_c"],
+        color=plotting.OKABE_ITO["vermillion"],
+        linewidth=2.0,
+        label=r"$6\xi_c$ (Schoenholz et al.)",
+    )
     k = float(data["fitted_k"])
     if np.isfinite(k):
-        plotting.theory_line(ax, data["theory_sigma_w2"], k * data["theory_xi_c"], color=plotting.OKABE_ITO["orange"],
-                             linewidth=1.6, linestyle="--", label=f"$k\\xi_c$, k = {k:.3g} fitted (the shape check)")
-    ax.axvline(float(data["critical_sigma_w2"]), color=plotting.OKABE_ITO["sky_blue"], linestyle="--", linewidth=1.2,
-               label=f"order/chaos, σ_w² = {float(data['critical_sigma_w2']):.3f}")
+        plotting.theory_line(
+            ax,
+            data["theory_sigma_w2"],
+            k * data["theory_xi_c"],
+            color=plotting.OKABE_ITO["orange"],
+            linewidth=1.6,
+            linestyle="--",
+            label=f"$k\\xi_c$, k = {k:.3g} fitted (the shape check)",
+        )
+    ax.axvline(
+        float(data["critical_sigma_w2"]),
+        color=plotting.OKABE_ITO["sky_blue"],
+        linestyle="--",
+        linewidth=1.2,
+        label=f"order/chaos, σ_w² = {float(data['critical_sigma_w2']):.3f}",
+    )
     low, high = data["boundary_low"], data["boundary_high"]
     closed = np.isfinite(low) & np.isfinite(high)
     mid = np.sqrt(np.where(closed, low * high, np.nan))
-    ax.errorbar(sw2[closed], mid[closed], yerr=[mid[closed] - low[closed], high[closed] - mid[closed]],
-                fmt="D", color="white", markeredgecolor="black", ecolor="white", capsize=3, zorder=4,
-                label=f"measured boundary (acc > {config.threshold:g})")
+    ax.errorbar(
+        sw2[closed],
+        mid[closed],
+        yerr=[mid[closed] - low[closed], high[closed] - mid[closed]],
+        fmt="D",
+        color="white",
+        markeredgecolor="black",
+        ecolor="white",
+        capsize=3,
+        zorder=4,
+        label=f"measured boundary (acc > {config.threshold:g})",
+    )
     j_c, c_low, c_high = _ceiling(data)
     if np.isfinite(c_high):
-        ax.axhline(math.sqrt(c_low * c_high), color="white", linestyle="-.", linewidth=1.4,
-                   path_effects=[patheffects.withStroke(linewidth=2.8, foreground="black")],
-                   label="budget ceiling $D_T$ (measured at criticality)")
+        ax.axhline(
+            math.sqrt(c_low * c_high),
+            color="white",
+            linestyle="-.",
+            linewidth=1.4,
+            path_effects=[patheffects.withStroke(linewidth=2.8, foreground="black")],
+            label="budget ceiling $D_T$ (measured at criticality)",
+        )
     ax.set_ylim(1.5 * depths[0] - 0.5 * depths[1], 1.5 * depths[-1] - 0.5 * depths[-2])  # the outer cells' edges
     ax.set_xlim(sw2[0] - 0.1, sw2[-1] + 0.2)
-    plotting.label_axes(ax, r"weight variance $\sigma_w^2$ ($\sigma_b^2$ = " + f"{config.sigma_b2:g})",
-                        "depth $L$ (log scale)", ylog=True, legend=False)
+    plotting.label_axes(
+        ax,
+        r"weight variance $\sigma_w^2$ ($\sigma_b^2$ = " + f"{config.sigma_b2:g})",
+        "depth $L$ (log scale)",
+        ylog=True,
+        legend=False,
+    )
     ax.set_yticks(depths, [str(d) for d in depths])
     ax.minorticks_off()
     ax.set_xticks(sw2, [f"{s:g}" for s in sw2])
     ax.grid(False)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, framealpha=0.9)
     plotting.save_figure(fig, outdir, "trainability")
-    return [plotting.Figure("trainability", (
-        f"Training accuracy of tanh MLPs (width {config.width}) on the 8×8 digits after {config.steps} Adam steps, "
-        f"over depth (log scale) × σ_w² at σ_b² = {config.sigma_b2:g}; chance is 0.1. Red: 6ξ_c, the "
-        "correlation depth scale of Schoenholz et al. (2017), which diverges at the order/chaos boundary (blue "
-        "dashed); diamonds: the largest depth with accuracy above the threshold, with its bracket on the grid. "
-        "The trained region follows ξ_c's shape, deepest near criticality and shallower deep in either phase, "
-        "up to the budget ceiling D_T (dash-dotted); the shape check fits one constant k to min(kξ_c, D_T) over "
-        "all columns (orange dashed). The chaotic side sits on 6ξ_c; the ordered side trains deeper, to about "
-        "8–12ξ_c, with Adam or momentum SGD, 300 or 3000 steps, width 32 or 128, although a readout of the "
-        "features at initialisation still separates the digits far deeper (see the module docstring). "
-        "Link to seed §1: a layer multiplies signals and gradients by "
-        "about √χ₁, as a GD step multiplies θ by r = 1 − ηa; ξ_c is the depth over which that product "
-        "forgets the input."))]
+    return [
+        plotting.Figure(
+            "trainability",
+            (
+                f"Training accuracy of tanh MLPs (width {config.width}) on the 8×8 digits after {config.steps} Adam steps, "
+                f"over depth (log scale) × σ_w² at σ_b² = {config.sigma_b2:g}; chance is 0.1. Red: 6ξ_c, the "
+                "correlation depth scale of Schoenholz et al. (2017), which diverges at the order/chaos boundary (blue "
+                "dashed); diamonds: the largest depth with accuracy above the threshold, with its bracket on the grid. "
+                "The trained region follows ξ_c's shape, deepest near criticality and shallower deep in either phase, "
+                "up to the budget ceiling D_T (dash-dotted); the shape check fits one constant k to min(kξ_c, D_T) over "
+                "all columns (orange dashed). The chaotic side sits on 6ξ_c; the ordered side trains deeper, to about "
+                "8–12ξ_c, with Adam or momentum SGD, 300 or 3000 steps, width 32 or 128, although a readout of the "
+                "features at initialisation still separates the digits far deeper (see the module docstring). "
+                "Link to seed §1: a layer multiplies signals and gradients by "
+                "about √χ₁, as a GD step multiplies θ by r = 1 − ηa; ξ_c is the depth over which that product "
+                "forgets the input."
+            ),
+        )
+    ]

@@ -16,6 +16,7 @@ A tanh layer's Jacobian $J = \mathrm{diag}(φ′(z))W$ then has $\|J\|_2 < \|W\|
 Run: ``jaxgrad run weight_norm`` (quick: widths 16–256, 512 draws each, about a minute,
 mostly compilation); ``--scale full``: widths up to 1024, 4096 draws.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,12 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(widths=(16, 32, 64, 128, 256, 512, 1024), rectangular_in=256,
-                   rectangular_out=(32, 64, 128, 512, 1024), samples=4096)
+        return cls(
+            widths=(16, 32, 64, 128, 256, 512, 1024),
+            rectangular_in=256,
+            rectangular_out=(32, 64, 128, 512, 1024),
+            samples=4096,
+        )
 
 
 def points(config: Config) -> list[dict]:
@@ -93,15 +98,34 @@ def summarize(config: Config, results):
         key = f"{s}/{n_out}x{n_in}"
         data[f"{key}/W"] = quantiles(norm_W)
         data[f"{key}/J"] = quantiles(norm_J)
-        data[f"{key}/stats"] = np.array([mean, se, predicted_mean, tw_scale if s == "gaussian" else 0.0,
-                                         np.max(np.abs(arrays["log_norm_W"] - np.log(config.sigma_w)))])
-        rows.append(dict(scheme=s, n_out=n_out, n_in=n_in, samples=config.samples, sigma_w=config.sigma_w,
-                         norm_W_mean=mean, norm_W_se=se, norm_W_q05=data[f"{key}/W"][0],
-                         norm_W_q95=data[f"{key}/W"][2],
-                         norm_W_predicted_edge=(config.sigma_w if s == "orthogonal"
-                                                else theory.marchenko_pastur_edge(n_out, n_in, config.sigma_w)),
-                         norm_W_predicted_mean=predicted_mean,
-                         norm_J_tanh_median=data[f"{key}/J"][1], fraction_J_below_W=float(np.mean(norm_J <= norm_W))))
+        data[f"{key}/stats"] = np.array(
+            [
+                mean,
+                se,
+                predicted_mean,
+                tw_scale if s == "gaussian" else 0.0,
+                np.max(np.abs(arrays["log_norm_W"] - np.log(config.sigma_w))),
+            ]
+        )
+        rows.append(
+            dict(
+                scheme=s,
+                n_out=n_out,
+                n_in=n_in,
+                samples=config.samples,
+                sigma_w=config.sigma_w,
+                norm_W_mean=mean,
+                norm_W_se=se,
+                norm_W_q05=data[f"{key}/W"][0],
+                norm_W_q95=data[f"{key}/W"][2],
+                norm_W_predicted_edge=(
+                    config.sigma_w if s == "orthogonal" else theory.marchenko_pastur_edge(n_out, n_in, config.sigma_w)
+                ),
+                norm_W_predicted_mean=predicted_mean,
+                norm_J_tanh_median=data[f"{key}/J"][1],
+                fraction_J_below_W=float(np.mean(norm_J <= norm_W)),
+            )
+        )
     return rows, data
 
 
@@ -109,14 +133,25 @@ def comparisons(data, config: Config) -> list[Comparison]:
     out = []
     for n in config.widths:
         mean, se, predicted, tw_scale, _ = data[f"gaussian/{n}x{n}/stats"]
-        out.append(Comparison(
-            f"Gaussian {n}×{n}: E‖W‖₂ against Johnstone's Tracy–Widom mean "
-            f"(edge {theory.marchenko_pastur_edge(n, n, config.sigma_w):g}; "
-            "tolerance 4 SE + ¼ of the Tracy–Widom scale for the approximation)", mean, predicted,
-            4 * se + 0.25 * tw_scale))
+        out.append(
+            Comparison(
+                f"Gaussian {n}×{n}: E‖W‖₂ against Johnstone's Tracy–Widom mean "
+                f"(edge {theory.marchenko_pastur_edge(n, n, config.sigma_w):g}; "
+                "tolerance 4 SE + ¼ of the Tracy–Widom scale for the approximation)",
+                mean,
+                predicted,
+                4 * se + 0.25 * tw_scale,
+            )
+        )
     worst = max(float(data[f"orthogonal/{n}x{n}/stats"][4]) for n in config.widths)
-    out.append(Comparison("orthogonal: max |ln‖W‖₂ − ln σ_w| over all widths and draws (exact isometry; "
-                          "tolerance 1e-5, float32 SVD)", worst, 0.0, 1e-5))
+    out.append(
+        Comparison(
+            "orthogonal: max |ln‖W‖₂ − ln σ_w| over all widths and draws (exact isometry; tolerance 1e-5, float32 SVD)",
+            worst,
+            0.0,
+            1e-5,
+        )
+    )
     return out
 
 
@@ -133,11 +168,23 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
             q = np.stack([data[f"{s}/{w}x{w}/{part}"] for w in n], axis=1)
             plotting.measured_band(ax, n, q[0], q[2], color=color, center=q[1], label=f"{s}: 5–95 % band, median")
     fine = np.geomspace(n[0], n[-1], 100)
-    plotting.theory_line(axes[0], n, [theory.tracy_widom_mean_norm(w, w, config.sigma_w)[0] for w in n], linestyle="--",
-                         color=plotting.PALETTE[0], label="Gaussian: Tracy–Widom mean")
+    plotting.theory_line(
+        axes[0],
+        n,
+        [theory.tracy_widom_mean_norm(w, w, config.sigma_w)[0] for w in n],
+        linestyle="--",
+        color=plotting.PALETTE[0],
+        label="Gaussian: Tracy–Widom mean",
+    )
     plotting.theory_line(axes[0], fine, np.full_like(fine, 2 * config.sigma_w), label="MP edge 2$σ_w$")
-    plotting.theory_line(axes[0], fine, np.full_like(fine, config.sigma_w), color=plotting.PALETTE[1],
-                         linestyle=":", label="orthogonal: $σ_w$ exactly")
+    plotting.theory_line(
+        axes[0],
+        fine,
+        np.full_like(fine, config.sigma_w),
+        color=plotting.PALETTE[1],
+        linestyle=":",
+        label="orthogonal: $σ_w$ exactly",
+    )
     plotting.label_axes(axes[0], "width n (square W)", "‖W‖₂", xlog=True, title="(a) square weights", legend=False)
     axes[0].legend(fontsize=6.5, loc="center right")
     aspect = np.array(config.rectangular_out) / config.rectangular_in
@@ -145,21 +192,40 @@ def plot(data, config: Config, outdir) -> list[plotting.Figure]:
         q = np.stack([data[f"{s}/{m}x{config.rectangular_in}/W"] for m in config.rectangular_out], axis=1)
         plotting.measured_band(axes[1], aspect, q[0], q[2], color=plotting.PALETTE[k], center=q[1], label=s)
     fine_aspect = np.geomspace(aspect.min(), aspect.max(), 100)
-    plotting.theory_line(axes[1], fine_aspect, config.sigma_w * (1 + np.sqrt(fine_aspect)),
-                         label="edge $σ_w$(1 + √($n_{out}/n_{in}$))")
-    plotting.label_axes(axes[1], f"aspect $n_{{out}}/n_{{in}}$  ($n_{{in}}$ = {config.rectangular_in})", "‖W‖₂",
-                        xlog=True, title="(b) rectangular weights", legend=False)
+    plotting.theory_line(
+        axes[1], fine_aspect, config.sigma_w * (1 + np.sqrt(fine_aspect)), label="edge $σ_w$(1 + √($n_{out}/n_{in}$))"
+    )
+    plotting.label_axes(
+        axes[1],
+        f"aspect $n_{{out}}/n_{{in}}$  ($n_{{in}}$ = {config.rectangular_in})",
+        "‖W‖₂",
+        xlog=True,
+        title="(b) rectangular weights",
+        legend=False,
+    )
     axes[1].legend(fontsize=7, loc="upper left")
-    plotting.label_axes(axes[2], "width n", r"‖$J_\ell$‖₂ = ‖diag tanh′(z) W‖₂", xlog=True,
-                        title="(c) the tanh layer's Jacobian", legend=False)
+    plotting.label_axes(
+        axes[2],
+        "width n",
+        r"‖$J_\ell$‖₂ = ‖diag tanh′(z) W‖₂",
+        xlog=True,
+        title="(c) the tanh layer's Jacobian",
+        legend=False,
+    )
     axes[2].legend(fontsize=7)
     for ax, ticks in ((axes[0], n), (axes[1], aspect), (axes[2], n)):  # the measured values, not 2×10¹ …
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     plotting.save_figure(fig, outdir, "weight_norm")
-    return [plotting.Figure("weight_norm", (
-        f"Spectral norms of {config.samples} draws per width, σ_w = {config.sigma_w:g} (seed §4.2). (a) Square "
-        "Gaussian weights concentrate at the Marchenko–Pastur edge 2σ_w from below, following the Tracy–Widom "
-        "mean (dashed); orthogonal weights have ‖W‖₂ = σ_w exactly. (b) Rectangular Gaussian weights follow "
-        "σ_w(1 + √(n_out/n_in)) (widening fan-out amplifies). (c) The Jacobian of a tanh layer with the same "
-        "weights (input N(0, I)): saturation keeps ‖J‖₂ below ‖W‖₂ (seed §4)."))]
+    return [
+        plotting.Figure(
+            "weight_norm",
+            (
+                f"Spectral norms of {config.samples} draws per width, σ_w = {config.sigma_w:g} (seed §4.2). (a) Square "
+                "Gaussian weights concentrate at the Marchenko–Pastur edge 2σ_w from below, following the Tracy–Widom "
+                "mean (dashed); orthogonal weights have ‖W‖₂ = σ_w exactly. (b) Rectangular Gaussian weights follow "
+                "σ_w(1 + √(n_out/n_in)) (widening fan-out amplifies). (c) The Jacobian of a tanh layer with the same "
+                "weights (input N(0, I)): saturation keeps ‖J‖₂ below ‖W‖₂ (seed §4)."
+            ),
+        )
+    ]

@@ -33,6 +33,7 @@ n = 256 and 512, 4096/2048 initialisations, 15 σ_w values (an accelerator).
 References: S. S. Schoenholz, J. Gilmer, S. Ganguli and J. Sohl-Dickstein, ICLR 2017;
 B. Poole et al., NeurIPS 2016; P. Kidger and C. Garcia, Equinox (2021).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,10 @@ from experiments.runner import compute
 
 NAME = "your_own_model"
 SECTION = "§5"
-TITLE = ("Bring your own model: an Equinox tanh MLP agrees with jaxgrad.mlp in distribution and has its order/chaos "
-         "boundary at σ_w² = 1.761")
+TITLE = (
+    "Bring your own model: an Equinox tanh MLP agrees with jaxgrad.mlp in distribution and has its order/chaos "
+    "boundary at σ_w² = 1.761"
+)
 
 MODELS = ("equinox", "jaxgrad")
 ALPHA = 1e-3  # the KS level per depth
@@ -78,23 +81,44 @@ class Config:
     theory_points: int = 81
 
     def __post_init__(self):
-        require_integers(self, ("width", "agreement_depth", "agreement_samples", "boundary_width", "boundary_depth",
-                                "boundary_samples", "theory_points"))
+        require_integers(
+            self,
+            (
+                "width",
+                "agreement_depth",
+                "agreement_samples",
+                "boundary_width",
+                "boundary_depth",
+                "boundary_samples",
+                "theory_points",
+            ),
+        )
         if not (math.isfinite(self.sigma_b2) and self.sigma_b2 >= 0):
             raise ValueError(f"`sigma_b2` must be a finite non-negative number, got sigma_b2={self.sigma_b2!r}")
         if not (math.isfinite(self.agreement_sigma_w) and self.agreement_sigma_w > 0):
             raise ValueError(f"`agreement_sigma_w` must be positive, got agreement_sigma_w={self.agreement_sigma_w!r}")
-        if not self.depths or list(self.depths) != sorted(set(self.depths)) or \
-                not all(isinstance(d, int) and 1 <= d <= self.agreement_depth for d in self.depths):
-            raise ValueError(f"`depths` must be increasing integers in 1..agreement_depth={self.agreement_depth}, "
-                             f"got depths={self.depths}")
-        if len(self.sigma_w) < 2 or list(self.sigma_w) != sorted(set(self.sigma_w)) or \
-                not all(0 < w < math.inf for w in self.sigma_w):
-            raise ValueError(f"`sigma_w` must hold at least 2 positive, finite, increasing values, "
-                             f"got sigma_w={self.sigma_w}")
+        if (
+            not self.depths
+            or list(self.depths) != sorted(set(self.depths))
+            or not all(isinstance(d, int) and 1 <= d <= self.agreement_depth for d in self.depths)
+        ):
+            raise ValueError(
+                f"`depths` must be increasing integers in 1..agreement_depth={self.agreement_depth}, "
+                f"got depths={self.depths}"
+            )
+        if (
+            len(self.sigma_w) < 2
+            or list(self.sigma_w) != sorted(set(self.sigma_w))
+            or not all(0 < w < math.inf for w in self.sigma_w)
+        ):
+            raise ValueError(
+                f"`sigma_w` must hold at least 2 positive, finite, increasing values, got sigma_w={self.sigma_w}"
+            )
         if not 2 <= self.fit_start <= self.boundary_depth - 2:
-            raise ValueError(f"`fit_start` must lie in [2, boundary_depth − 2] = [2, {self.boundary_depth - 2}], "
-                             f"got fit_start={self.fit_start!r}")
+            raise ValueError(
+                f"`fit_start` must lie in [2, boundary_depth − 2] = [2, {self.boundary_depth - 2}], "
+                f"got fit_start={self.fit_start!r}"
+            )
 
     @property
     def sigma_b(self) -> float:
@@ -106,9 +130,17 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        return cls(width=256, agreement_depth=64, depths=(4, 16, 32, 64), agreement_samples=4096, boundary_width=512,
-                   sigma_w=tuple(np.round(np.linspace(1.15, 1.5, 15), 3).tolist()), boundary_depth=64,
-                   fit_start=17, boundary_samples=2048)
+        return cls(
+            width=256,
+            agreement_depth=64,
+            depths=(4, 16, 32, 64),
+            agreement_samples=4096,
+            boundary_width=512,
+            sigma_w=tuple(np.round(np.linspace(1.15, 1.5, 15), 3).tolist()),
+            boundary_depth=64,
+            fit_start=17,
+            boundary_samples=2048,
+        )
 
 
 # --------------------------------------------------------------------------- the model
@@ -121,6 +153,7 @@ def equinox_layer(width: int):
 
     class TanhLayer(eqx.Module):
         """tanh(W h + b): an eqx.nn.Linear re-initialised W ~ N(0, σ_w²/n), b ~ N(0, σ_b²)."""
+
         linear: eqx.nn.Linear
 
         def __init__(self, key, sigma_w, sigma_b):
@@ -142,8 +175,9 @@ def equinox_layer(width: int):
 def network(model: str, config: Config, width: int, depth: int, sigma_w: float) -> jaxgrad.Network:
     if model == "jaxgrad":
         return jaxgrad.mlp(width=width, depth=depth, activation="tanh", sigma_w=sigma_w, sigma_b=config.sigma_b)
-    return jaxgrad.adapters.serial_from_equinox([equinox_layer(width)] * depth,
-                                                hyper={"sigma_w": sigma_w, "sigma_b": config.sigma_b})
+    return jaxgrad.adapters.serial_from_equinox(
+        [equinox_layer(width)] * depth, hyper={"sigma_w": sigma_w, "sigma_b": config.sigma_b}
+    )
 
 
 # --------------------------------------------------------------------------- protocol
@@ -158,23 +192,44 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
     before, start = ensemble.compile_count(), time.perf_counter()
     if point["part"] == "agreement":
         net = network(point["model"], config, config.width, config.agreement_depth, config.agreement_sigma_w)
-        r = jaxgrad.simulate(net, config.agreement_samples, seed, method="auto", spectrum_at=config.depths,
-                             fields=["log_spectral_norm", "log_backward_gain"])
-        out = {"log_spectral_norm": r.log_spectral_norm, "log_backward_gain": r.log_backward_gain,
-               "power": np.asarray(r.config["method"] == "power")}
+        r = jaxgrad.simulate(
+            net,
+            config.agreement_samples,
+            seed,
+            method="auto",
+            spectrum_at=config.depths,
+            fields=["log_spectral_norm", "log_backward_gain"],
+        )
+        out = {
+            "log_spectral_norm": r.log_spectral_norm,
+            "log_backward_gain": r.log_backward_gain,
+            "power": np.asarray(r.config["method"] == "power"),
+        }
     else:
         net = network(point["model"], config, config.boundary_width, config.boundary_depth, config.sigma_w[0])
-        r = jaxgrad.sweep(net, config.boundary_samples, seed, grid={"sigma_w": list(config.sigma_w)},
-                          method="vector", fields=["log_backward_gain"])
-        b = np.asarray(r.log_backward_gain, np.float64)      # (n_w, samples, depth)
+        r = jaxgrad.sweep(
+            net,
+            config.boundary_samples,
+            seed,
+            grid={"sigma_w": list(config.sigma_w)},
+            method="vector",
+            fields=["log_backward_gain"],
+        )
+        b = np.asarray(r.log_backward_gain, np.float64)  # (n_w, samples, depth)
         ell = np.arange(config.fit_start, config.boundary_depth + 1)
         g2 = np.exp(2 * (b[..., ell - 1] - b[..., ell - 2]))  # squared one-layer gains in the window
-        out = {"mean_square_gain": g2.mean(axis=-1), "mean_log_backward_gain": b.mean(axis=1),
-               "nonfinite": np.asarray(r.nonfinite["log_backward_gain"])}
+        out = {
+            "mean_square_gain": g2.mean(axis=-1),
+            "mean_log_backward_gain": b.mean(axis=1),
+            "nonfinite": np.asarray(r.nonfinite["log_backward_gain"]),
+        }
     # the self-check's reference programs compile once per structure (`verification["compiles"]`), apart
     check = int(r.config["verification"]["compiles"]) if r.config.get("verification") else 0
-    out.update(compiles=np.asarray(ensemble.compile_count() - before - check), check_compiles=np.asarray(check),
-               wall_seconds=np.asarray(time.perf_counter() - start))
+    out.update(
+        compiles=np.asarray(ensemble.compile_count() - before - check),
+        check_compiles=np.asarray(check),
+        wall_seconds=np.asarray(time.perf_counter() - start),
+    )
     return out
 
 
@@ -192,23 +247,42 @@ def summarize(config: Config, results):
     chi1 = theory.chi1("tanh", np.asarray(config.sigma_w), config.sigma_b)
     half_log_chi1 = 0.5 * np.log(np.asarray(chi1, np.float64))
     fine = np.linspace(config.sigma_w[0], config.sigma_w[-1], config.theory_points)
-    data.update(sigma_w2=sw2, half_log_chi1=half_log_chi1, theory_sigma_w2=fine**2,
-                theory_half_log_chi1=0.5 * np.log(np.asarray(theory.chi1("tanh", fine, config.sigma_b), np.float64)),
-                critical_sigma_w2=np.asarray(float(theory.critical_sigma_w("tanh", config.sigma_b)) ** 2),
-                depths=np.asarray(config.depths), agreement_depths=np.arange(1, config.agreement_depth + 1))
+    data.update(
+        sigma_w2=sw2,
+        half_log_chi1=half_log_chi1,
+        theory_sigma_w2=fine**2,
+        theory_half_log_chi1=0.5 * np.log(np.asarray(theory.chi1("tanh", fine, config.sigma_b), np.float64)),
+        critical_sigma_w2=np.asarray(float(theory.critical_sigma_w("tanh", config.sigma_b)) ** 2),
+        depths=np.asarray(config.depths),
+        agreement_depths=np.arange(1, config.agreement_depth + 1),
+    )
     for point, arrays in results:
         model, part = point["model"], point["part"]
-        common = dict(part=part, model=model, width=config.width, compiles=int(arrays["compiles"]),
-                      check_compiles=int(arrays["check_compiles"]), wall_seconds=float(arrays["wall_seconds"]))
+        common = dict(
+            part=part,
+            model=model,
+            width=config.width,
+            compiles=int(arrays["compiles"]),
+            check_compiles=int(arrays["check_compiles"]),
+            wall_seconds=float(arrays["wall_seconds"]),
+        )
         if part == "agreement":
             lsn = np.asarray(arrays["log_spectral_norm"], np.float64)
             data[f"{model}_log_spectral_norm"] = lsn
             data[f"{model}_log_backward_gain_last"] = np.asarray(arrays["log_backward_gain"], np.float64)[:, -1]
             for d in config.depths:
                 m, se = mean_and_se(lsn[:, d - 1])
-                rows.append(dict(common, sigma_w=config.agreement_sigma_w, depth=d, samples=config.agreement_samples,
-                                 method="power" if bool(arrays["power"]) else "matrix_free",
-                                 mean_log_spectral_norm=m, se=se))
+                rows.append(
+                    dict(
+                        common,
+                        sigma_w=config.agreement_sigma_w,
+                        depth=d,
+                        samples=config.agreement_samples,
+                        method="power" if bool(arrays["power"]) else "matrix_free",
+                        mean_log_spectral_norm=m,
+                        se=se,
+                    )
+                )
         else:
             g2 = np.asarray(arrays["mean_square_gain"], np.float64)  # (n_w, samples)
             mean = g2.mean(axis=1)
@@ -217,10 +291,20 @@ def summarize(config: Config, results):
             data[f"{model}_rate"], data[f"{model}_rate_se"] = rate, rate_se
             data[f"{model}_mean_log_backward_gain"] = np.asarray(arrays["mean_log_backward_gain"], np.float64)
             for j, w in enumerate(config.sigma_w):
-                rows.append(dict(common, width=config.boundary_width, sigma_w=w, depth=config.boundary_depth,
-                                 samples=config.boundary_samples,
-                                 method="vector", mean_square_rate=float(rate[j]), se=float(rate_se[j]),
-                                 half_log_chi1=float(half_log_chi1[j]), nonfinite=int(arrays["nonfinite"])))
+                rows.append(
+                    dict(
+                        common,
+                        width=config.boundary_width,
+                        sigma_w=w,
+                        depth=config.boundary_depth,
+                        samples=config.boundary_samples,
+                        method="vector",
+                        mean_square_rate=float(rate[j]),
+                        se=float(rate_se[j]),
+                        half_log_chi1=float(half_log_chi1[j]),
+                        nonfinite=int(arrays["nonfinite"]),
+                    )
+                )
     keys = list(dict.fromkeys(k for row in rows for k in row))  # one schema: a part's missing columns are NaN
     return [{k: row.get(k, math.nan) for k in keys} for row in rows], data
 
@@ -244,33 +328,62 @@ def comparisons(data, config: Config) -> list[Comparison]:
     eq, jg = data["equinox_log_spectral_norm"], data["jaxgrad_log_spectral_norm"]
     for d in config.depths:
         (m1, s1), (m2, s2) = mean_and_se(eq[:, d - 1]), mean_and_se(jg[:, d - 1])
-        out.append(Comparison(
-            f"E ln‖J_{d}⋯J₁‖₂: Equinox tanh MLP − jaxgrad.mlp (independent samples, n = {config.width}, σ_w = "
-            f"{config.agreement_sigma_w:g}, σ_b² = {config.sigma_b2:g}; tolerance 4 combined SE, 4√(SE₁² + SE₂²))",
-            m1 - m2, 0.0, 4 * math.hypot(s1, s2)))
+        out.append(
+            Comparison(
+                f"E ln‖J_{d}⋯J₁‖₂: Equinox tanh MLP − jaxgrad.mlp (independent samples, n = {config.width}, σ_w = "
+                f"{config.agreement_sigma_w:g}, σ_b² = {config.sigma_b2:g}; tolerance 4 combined SE, 4√(SE₁² + SE₂²))",
+                m1 - m2,
+                0.0,
+                4 * math.hypot(s1, s2),
+            )
+        )
     for d in config.depths:
         ks = ks_two_sample(eq[:, d - 1], jg[:, d - 1], ALPHA)
-        out.append(Comparison(
-            f"Kolmogorov–Smirnov D of ln‖J_{d}⋯J₁‖₂, Equinox vs jaxgrad.mlp (tolerance: the critical value at "
-            f"α = {ALPHA:g}, c(α)√((n+m)/(nm)), n = m = {eq.shape[0]})", ks.statistic, 0.0, ks.critical))
-    (m1, s1), (m2, s2) = mean_and_se(data["equinox_log_backward_gain_last"]), \
-        mean_and_se(data["jaxgrad_log_backward_gain_last"])
-    out.append(Comparison(
-        f"E ln‖J₁ᵀ⋯J_{config.agreement_depth}ᵀ e‖ (backward gain): Equinox − jaxgrad.mlp (tolerance 4 combined SE)",
-        m1 - m2, 0.0, 4 * math.hypot(s1, s2)))
+        out.append(
+            Comparison(
+                f"Kolmogorov–Smirnov D of ln‖J_{d}⋯J₁‖₂, Equinox vs jaxgrad.mlp (tolerance: the critical value at "
+                f"α = {ALPHA:g}, c(α)√((n+m)/(nm)), n = m = {eq.shape[0]})",
+                ks.statistic,
+                0.0,
+                ks.critical,
+            )
+        )
+    (m1, s1), (m2, s2) = (
+        mean_and_se(data["equinox_log_backward_gain_last"]),
+        mean_and_se(data["jaxgrad_log_backward_gain_last"]),
+    )
+    out.append(
+        Comparison(
+            f"E ln‖J₁ᵀ⋯J_{config.agreement_depth}ᵀ e‖ (backward gain): Equinox − jaxgrad.mlp (tolerance 4 combined SE)",
+            m1 - m2,
+            0.0,
+            4 * math.hypot(s1, s2),
+        )
+    )
     critical = float(data["critical_sigma_w2"])
     for model, label in (("equinox", "Equinox tanh MLP"), ("jaxgrad", "jaxgrad.mlp")):
         measured, tolerance, parts = _boundary(data, model, config)
         if not parts:
-            out.append(Comparison(f"order/chaos boundary of the {label}: no zero crossing of the measured rate "
-                                  f"on the σ_w grid", math.nan, critical, 0.0))
+            out.append(
+                Comparison(
+                    f"order/chaos boundary of the {label}: no zero crossing of the measured rate on the σ_w grid",
+                    math.nan,
+                    critical,
+                    0.0,
+                )
+            )
             continue
-        out.append(Comparison(
-            f"order/chaos boundary of the {label} at σ_b² = {config.sigma_b2:g}: σ_w² where the measured "
-            f"mean-square gradient growth per layer crosses 0 (linear interpolation in σ_w²) vs mean field's χ₁ = 1, "
-            f"theory.critical_sigma_w² (tolerance (4 SE + 1/(2n))/|slope| = {parts['statistical']:.3f} with slope "
-            f"{parts['slope']:.3f} per unit σ_w², + the grid's interpolation error of ½ ln χ₁, {parts['grid']:.4f})",
-            measured, critical, tolerance))
+        out.append(
+            Comparison(
+                f"order/chaos boundary of the {label} at σ_b² = {config.sigma_b2:g}: σ_w² where the measured "
+                f"mean-square gradient growth per layer crosses 0 (linear interpolation in σ_w²) vs mean field's χ₁ = 1, "
+                f"theory.critical_sigma_w² (tolerance (4 SE + 1/(2n))/|slope| = {parts['statistical']:.3f} with slope "
+                f"{parts['slope']:.3f} per unit σ_w², + the grid's interpolation error of ½ ln χ₁, {parts['grid']:.4f})",
+                measured,
+                critical,
+                tolerance,
+            )
+        )
     worst, text = 0.0, None
     for model in MODELS:
         tolerance = 4 * data[f"{model}_rate_se"] + 0.5 / config.boundary_width
@@ -279,12 +392,16 @@ def comparisons(data, config: Config) -> list[Comparison]:
         if abs(dev[j]) >= worst:
             worst, text = abs(dev[j]), (model, j)
     model, j = text
-    out.append(Comparison(
-        f"mean-square growth rate ½ ln E g² per layer vs mean field ½ ln χ₁: worst of {2 * len(config.sigma_w)} "
-        f"(model, σ_w) points, {model} at σ_w = {config.sigma_w[j]:g} (tolerance 4 SE + 1/(2n) finite-width "
-        f"allowance, as in phase_diagram)",
-        float(data[f"{model}_rate"][j]), float(data["half_log_chi1"][j]),
-        float(4 * data[f"{model}_rate_se"][j] + 0.5 / config.boundary_width)))
+    out.append(
+        Comparison(
+            f"mean-square growth rate ½ ln E g² per layer vs mean field ½ ln χ₁: worst of {2 * len(config.sigma_w)} "
+            f"(model, σ_w) points, {model} at σ_w = {config.sigma_w[j]:g} (tolerance 4 SE + 1/(2n) finite-width "
+            f"allowance, as in phase_diagram)",
+            float(data[f"{model}_rate"][j]),
+            float(data["half_log_chi1"][j]),
+            float(4 * data[f"{model}_rate_se"][j] + 0.5 / config.boundary_width),
+        )
+    )
     return out
 
 
@@ -308,30 +425,49 @@ def _plot_agreement(data, config, outdir) -> plotting.Figure:
     depth = data["agreement_depths"]
     for model in MODELS:
         q = np.percentile(data[f"{model}_log_spectral_norm"], [5, 25, 50, 75, 95], axis=0)
-        plotting.measured_band(left, depth, q[1], q[3], color=COLORS[model], alpha=0.3, center=q[2],
-                               label=f"{LABELS[model]}: median, 25–75 %")
+        plotting.measured_band(
+            left,
+            depth,
+            q[1],
+            q[3],
+            color=COLORS[model],
+            alpha=0.3,
+            center=q[2],
+            label=f"{LABELS[model]}: median, 25–75 %",
+        )
         for k in (0, 4):
-            left.plot(depth, q[k], color=COLORS[model], linestyle="--", linewidth=0.9,
-                      label="5 %, 95 %" if k == 0 else None)
-    plotting.label_axes(left, "depth ℓ", r"$\ln\|J_\ell\cdots J_1\|_2$", title="(a) distribution against depth",
-                        legend=False)
+            left.plot(
+                depth, q[k], color=COLORS[model], linestyle="--", linewidth=0.9, label="5 %, 95 %" if k == 0 else None
+            )
+    plotting.label_axes(
+        left, "depth ℓ", r"$\ln\|J_\ell\cdots J_1\|_2$", title="(a) distribution against depth", legend=False
+    )
     left.legend(loc="upper left", fontsize=6.5)
     last = int(config.depths[-1])
     for model in MODELS:
         x = np.sort(data[f"{model}_log_spectral_norm"][:, last - 1])
         right.step(x, np.arange(1, x.size + 1) / x.size, where="post", color=COLORS[model], label=LABELS[model])
-    ks = ks_two_sample(data["equinox_log_spectral_norm"][:, last - 1], data["jaxgrad_log_spectral_norm"][:, last - 1],
-                       ALPHA)
-    plotting.label_axes(right, rf"$\ln\|J_{{{last}}}\cdots J_1\|_2$", "empirical CDF",
-                        title=f"(b) depth {last}: KS D = {ks.statistic:.3f} < {ks.critical:.3f}")
+    ks = ks_two_sample(
+        data["equinox_log_spectral_norm"][:, last - 1], data["jaxgrad_log_spectral_norm"][:, last - 1], ALPHA
+    )
+    plotting.label_axes(
+        right,
+        rf"$\ln\|J_{{{last}}}\cdots J_1\|_2$",
+        "empirical CDF",
+        title=f"(b) depth {last}: KS D = {ks.statistic:.3f} < {ks.critical:.3f}",
+    )
     plotting.save_figure(fig, outdir, "agreement")
-    return plotting.Figure("agreement", (
-        f"An Equinox tanh MLP (eqx.nn.Linear re-initialised Gaussian, its own key usage) and jaxgrad.mlp, width "
-        f"{config.width}, σ_w = {config.agreement_sigma_w:g}, σ_b² = {config.sigma_b2:g}, {config.agreement_samples} "
-        "independent initialisations each (method='auto', which chose the materialised product at this size). "
-        "(a) ln‖J_ℓ⋯J₁‖₂ against depth: medians and 25–75 % bands, 5 % and 95 % quantiles dashed; the two models "
-        "overlap. (b) Empirical "
-        f"CDFs at depth {last}; the Kolmogorov–Smirnov statistic D is below its critical value at α = {ALPHA:g}."))
+    return plotting.Figure(
+        "agreement",
+        (
+            f"An Equinox tanh MLP (eqx.nn.Linear re-initialised Gaussian, its own key usage) and jaxgrad.mlp, width "
+            f"{config.width}, σ_w = {config.agreement_sigma_w:g}, σ_b² = {config.sigma_b2:g}, {config.agreement_samples} "
+            "independent initialisations each (method='auto', which chose the materialised product at this size). "
+            "(a) ln‖J_ℓ⋯J₁‖₂ against depth: medians and 25–75 % bands, 5 % and 95 % quantiles dashed; the two models "
+            "overlap. (b) Empirical "
+            f"CDFs at depth {last}; the Kolmogorov–Smirnov statistic D is below its critical value at α = {ALPHA:g}."
+        ),
+    )
 
 
 def _plot_boundary(data, config, outdir) -> plotting.Figure:
@@ -339,25 +475,41 @@ def _plot_boundary(data, config, outdir) -> plotting.Figure:
     plotting.theory_line(ax, data["theory_sigma_w2"], data["theory_half_log_chi1"], label="mean field ½ ln χ₁")
     offsets = {"equinox": -0.004, "jaxgrad": 0.004}
     for model in MODELS:
-        ax.errorbar(data["sigma_w2"] + offsets[model], data[f"{model}_rate"], yerr=2 * data[f"{model}_rate_se"],
-                    color=COLORS[model], marker="D" if model == "equinox" else "o", linestyle="none",
-                    markerfacecolor="white" if model == "equinox" else COLORS[model], markersize=5,
-                    label=f"{LABELS[model]}: measured ½ ln E g² (± 2 SE)")
+        ax.errorbar(
+            data["sigma_w2"] + offsets[model],
+            data[f"{model}_rate"],
+            yerr=2 * data[f"{model}_rate_se"],
+            color=COLORS[model],
+            marker="D" if model == "equinox" else "o",
+            linestyle="none",
+            markerfacecolor="white" if model == "equinox" else COLORS[model],
+            markersize=5,
+            label=f"{LABELS[model]}: measured ½ ln E g² (± 2 SE)",
+        )
         measured, _, _ = _boundary(data, model, config)
         if math.isfinite(measured):
             ax.axvline(measured, color=COLORS[model], linestyle=":", linewidth=1.2)
     critical = float(data["critical_sigma_w2"])
-    ax.axvline(critical, color=plotting.THEORY_COLOR, linestyle="--", linewidth=1.0,
-               label=f"χ₁ = 1: σ_w² = {critical:.3f}")
+    ax.axvline(
+        critical, color=plotting.THEORY_COLOR, linestyle="--", linewidth=1.0, label=f"χ₁ = 1: σ_w² = {critical:.3f}"
+    )
     ax.axhline(0.0, color="0.5", linewidth=0.6)
-    plotting.label_axes(ax, "weight variance $σ_w^2$", "gradient growth per layer (nats)",
-                        title=f"order/chaos boundary, σ_b² = {config.sigma_b2:g}, width {config.boundary_width}")
+    plotting.label_axes(
+        ax,
+        "weight variance $σ_w^2$",
+        "gradient growth per layer (nats)",
+        title=f"order/chaos boundary, σ_b² = {config.sigma_b2:g}, width {config.boundary_width}",
+    )
     plotting.save_figure(fig, outdir, "boundary")
-    return plotting.Figure("boundary", (
-        f"Per-layer growth of the backpropagated gradient against σ_w² at σ_b² = {config.sigma_b2:g} (width "
-        f"{config.boundary_width}, depth {config.boundary_depth}, {config.boundary_samples} initialisations per point; "
-        "the "
-        "Equinox model's σ_w is a traced hyperparameter, so the whole grid is one compiled program). Markers: the "
-        f"mean-square rate ½ ln E‖J_ℓᵀê‖² over layers {config.fit_start}–{config.boundary_depth} (± 2 SE); line: "
-        "mean field ½ ln χ₁; dashed: χ₁ = 1 (Schoenholz et al. 2017); dotted: where each model's measured rate "
-        "crosses zero (linear interpolation)."))
+    return plotting.Figure(
+        "boundary",
+        (
+            f"Per-layer growth of the backpropagated gradient against σ_w² at σ_b² = {config.sigma_b2:g} (width "
+            f"{config.boundary_width}, depth {config.boundary_depth}, {config.boundary_samples} initialisations per point; "
+            "the "
+            "Equinox model's σ_w is a traced hyperparameter, so the whole grid is one compiled program). Markers: the "
+            f"mean-square rate ½ ln E‖J_ℓᵀê‖² over layers {config.fit_start}–{config.boundary_depth} (± 2 SE); line: "
+            "mean field ½ ln χ₁; dashed: χ₁ = 1 (Schoenholz et al. 2017); dotted: where each model's measured rate "
+            "crosses zero (linear interpolation)."
+        ),
+    )

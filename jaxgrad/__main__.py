@@ -4,6 +4,7 @@ The command line drives the studies, so it lives with them in `experiments.cli`;
 file is the one place in `jaxgrad/` that may import `experiments` (it is never imported
 by the library itself).
 """
+
 import sys
 
 from experiments.cli import main

@@ -4,6 +4,7 @@ The project's dependencies exclude them (pyproject.toml); `jaxgrad info` says wh
 installed anyway, and tests/test_canary.py runs each bug's pure-JAX reproduction so that a
 future version with the same bug fails CI.
 """
+
 from __future__ import annotations
 
 import importlib.metadata

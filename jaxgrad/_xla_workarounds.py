@@ -18,6 +18,7 @@ their arithmetic. XLA reads ``XLA_FLAGS`` when the backend starts (the first
 computation), so setting it at import works unless JAX already computed something; a
 user who sets the flag (either way) keeps their choice.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -49,15 +50,20 @@ def apply() -> bool:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {FLAG}=false".strip()
     if _backends_started():
-        warnings.warn(f"JAX computed something before jaxgrad was imported, so XLA did not see {FLAG}=false; "
-                      "QR beside matmuls can then deadlock on CPU (jaxgrad/_xla_workarounds.py). "
-                      "Import jaxgrad first, or set the flag in XLA_FLAGS yourself.", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"JAX computed something before jaxgrad was imported, so XLA did not see {FLAG}=false; "
+            "QR beside matmuls can then deadlock on CPU (jaxgrad/_xla_workarounds.py). "
+            "Import jaxgrad first, or set the flag in XLA_FLAGS yourself.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return True
 
 
 def _backends_started() -> bool:
     try:
         from jax._src import xla_bridge
+
         return bool(xla_bridge.backends_are_initialized())
     except Exception:  # JAX internals moved, or JAX not imported yet
         return False

@@ -4,6 +4,7 @@ An activation is a scalar JAX function applied elementwise. Its derivative is
 never tabulated by hand: φ′ is obtained from JAX's autodiff, so a user-supplied
 function works exactly like a built-in one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,16 +72,14 @@ def get_activation(activation: str | Callable | Activation) -> Activation:
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
             raise ValueError(
-                f"unknown activation {activation!r}; valid choices are "
-                f"{sorted(ACTIVATIONS)} or any scalar JAX function"
+                f"unknown activation {activation!r}; valid choices are {sorted(ACTIVATIONS)} or any scalar JAX function"
             )
         return ACTIVATIONS[activation]
     if callable(activation):
         name = getattr(activation, "__name__", type(activation).__name__)
         return Activation(name, activation)
     raise ValueError(
-        f"`activation` must be a name in {sorted(ACTIVATIONS)} or a scalar JAX "
-        f"function, got {activation!r}"
+        f"`activation` must be a name in {sorted(ACTIVATIONS)} or a scalar JAX function, got {activation!r}"
     )
 
 

@@ -38,6 +38,7 @@ built module (mean 0, variance 1) make it the affine map $x \mapsto γ x/\sqrt{1
 Equinox and Flax are optional (``pip install "jaxgrad[equinox]"`` / ``"jaxgrad[flax]"``);
 this module imports them only when an adapter is built.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,8 +66,9 @@ def _require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"this adapter needs {module.split('.')[0]}: pip install \"jaxgrad[{extra}]\" "
-                          f"(or pip install {extra})") from error
+        raise ImportError(
+            f'this adapter needs {module.split(".")[0]}: pip install "jaxgrad[{extra}]" (or pip install {extra})'
+        ) from error
 
 
 def _label(make) -> str:
@@ -90,10 +92,12 @@ def _check_make(make, where: str, argument: str, example: str, hyper=None) -> No
         inspect.signature(make).bind(object(), **hyper)
     except TypeError:
         names = "".join(f", {k}" for k in hyper)
-        raise TypeError(f"{where}: `make` must accept one positional argument, the {argument}"
-                        f"{', and the keyword arguments ' + ', '.join(hyper) + ' (`hyper`)' if hyper else ''}: "
-                        f"{example}; its signature is {inspect.signature(make)}. Wrap it, e.g. "
-                        f"`lambda {argument}{names}: Block(..., {argument}={argument}{names})`") from None
+        raise TypeError(
+            f"{where}: `make` must accept one positional argument, the {argument}"
+            f"{', and the keyword arguments ' + ', '.join(hyper) + ' (`hyper`)' if hyper else ''}: "
+            f"{example}; its signature is {inspect.signature(make)}. Wrap it, e.g. "
+            f"`lambda {argument}{names}: Block(..., {argument}={argument}{names})`"
+        ) from None
     except ValueError:  # no signature (a builtin); calling it will tell
         pass
 
@@ -103,13 +107,16 @@ def _check_hyper(hyper, where: str) -> dict[str, float]:
     if hyper is None:
         return {}
     if not hasattr(hyper, "items"):
-        raise TypeError(f"{where}: `hyper` must be a dict of name -> number, e.g. hyper={{'sigma_w': 1.0}}, "
-                        f"got {type(hyper).__name__}")
+        raise TypeError(
+            f"{where}: `hyper` must be a dict of name -> number, e.g. hyper={{'sigma_w': 1.0}}, "
+            f"got {type(hyper).__name__}"
+        )
     out = {}
     for name, value in hyper.items():
         if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"{where}: `hyper` names must be Python identifiers (keyword arguments of `make`), "
-                             f"got {name!r}")
+            raise ValueError(
+                f"{where}: `hyper` names must be Python identifiers (keyword arguments of `make`), got {name!r}"
+            )
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -125,14 +132,16 @@ def _check_shape(shape, where: str) -> tuple[int, ...]:
         shape = tuple(shape) if np.ndim(shape) else (shape,)
     except TypeError:
         raise ValueError(f"{where}: `shape` must be a tuple of positive integers, got shape={shape!r}") from None
-    if not shape or any(isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n <= 0
-                        for n in shape):
+    if not shape or any(
+        isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n <= 0 for n in shape
+    ):
         raise ValueError(f"{where}: `shape` must be a tuple of positive integers, got shape={shape!r}")
     return tuple(int(n) for n in shape)
 
 
 def _infer_shape(module, where: str, is_module) -> tuple[int, ...]:
     """(n,) from the first `in_features`/`in_size`/`num_features` found in the module, depth first."""
+
     def search(obj, depth):
         if depth > 4:
             return None
@@ -142,7 +151,7 @@ def _infer_shape(module, where: str, is_module) -> tuple[int, ...]:
                 return (int(n),)
         children = vars(obj).values() if hasattr(obj, "__dict__") else ()
         for child in children:
-            for c in (child if isinstance(child, (list, tuple)) else (child,)):
+            for c in child if isinstance(child, (list, tuple)) else (child,):
                 if is_module(c):
                     found = search(c, depth + 1)
                     if found:
@@ -151,8 +160,10 @@ def _infer_shape(module, where: str, is_module) -> tuple[int, ...]:
 
     shape = search(module, 0)
     if shape is None:
-        raise ValueError(f"{where}: cannot infer the state's shape from {type(module).__name__}; "
-                         f"give it, e.g. shape=(16, 8) for 16 tokens × 8 features")
+        raise ValueError(
+            f"{where}: cannot infer the state's shape from {type(module).__name__}; "
+            f"give it, e.g. shape=(16, 8) for 16 tokens × 8 features"
+        )
     return shape
 
 
@@ -164,49 +175,64 @@ def _check_signature(module, where: str) -> None:
         return
     positional = [q for q in parameters if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD, q.VAR_POSITIONAL)]
     state = positional[0] if positional else None
-    required = [q.name for q in parameters if q is not state and q.default is q.empty
-                and q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)]
+    required = [
+        q.name
+        for q in parameters
+        if q is not state and q.default is q.empty and q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)
+    ]
     bare = inspect.signature(type(module).__call__).replace(return_annotation=inspect.Signature.empty)
     bare = bare.replace(parameters=[q.replace(annotation=q.empty) for q in bare.parameters.values()])
     signature = f"{type(module).__name__}.__call__{bare}"
     if {"key", "rngs"} & set(required):
         name = "key" if "key" in required else "rngs"
-        raise TypeError(f"{where}: `{signature}` needs `{name}=`, but a block is called as `module(state)` and "
-                        f"measured as a deterministic map (no random draws). Give `{name}` a default "
-                        f"(`{name}=None`) and keep dropout and the like in inference mode "
-                        f"(`eqx.nn.inference_mode(model)`; Flax: `deterministic=True` or `model.eval()`)")
+        raise TypeError(
+            f"{where}: `{signature}` needs `{name}=`, but a block is called as `module(state)` and "
+            f"measured as a deterministic map (no random draws). Give `{name}` a default "
+            f"(`{name}=None`) and keep dropout and the like in inference mode "
+            f"(`eqx.nn.inference_mode(model)`; Flax: `deterministic=True` or `model.eval()`)"
+        )
     if required:
-        raise TypeError(f"{where}: a block is called as `module(state)`, but `{signature}` also requires "
-                        f"{', '.join(required)}. Wrap it in a module that maps the state alone, e.g. for a "
-                        f"recurrent cell `h ↦ cell(x, h)` with a fixed input x")
+        raise TypeError(
+            f"{where}: a block is called as `module(state)`, but `{signature}` also requires "
+            f"{', '.join(required)}. Wrap it in a module that maps the state alone, e.g. for a "
+            f"recurrent cell `h ↦ cell(x, h)` with a fixed input x"
+        )
 
 
 def _check_precision(params, where: str, module: str) -> None:
     """Refuses half-precision parameters: the engine would upcast them without a word."""
-    half = [(jax.tree_util.keystr(path), str(leaf.dtype))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if str(leaf.dtype) in _HALF]
+    half = [
+        (jax.tree_util.keystr(path), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+        if str(leaf.dtype) in _HALF
+    ]
     if half:
         listing = ", ".join(f"{path or 'the module'} ({dtype})" for path, dtype in half[:4])
-        raise ValueError(f"{where}: {module}'s parameters {listing} are half precision; jaxgrad computes in "
-                         f"float32 or float64 and would upcast them silently. Build the module in float32 "
-                         f"(e.g. eqx.nn.Linear(..., dtype=jnp.float32); nnx.Linear(..., param_dtype=jnp.float32, "
-                         f"dtype=jnp.float32)) and choose the precision with simulate(dtype=...)")
+        raise ValueError(
+            f"{where}: {module}'s parameters {listing} are half precision; jaxgrad computes in "
+            f"float32 or float64 and would upcast them silently. Build the module in float32 "
+            f"(e.g. eqx.nn.Linear(..., dtype=jnp.float32); nnx.Linear(..., param_dtype=jnp.float32, "
+            f"dtype=jnp.float32)) and choose the precision with simulate(dtype=...)"
+        )
 
 
 class _Refused(Exception):
     """Raised from inside a traced call by an adapter's check; `_validate` re-raises it as a ValueError."""
 
 
-def _validate(call, params, shape: tuple[int, ...], where: str, inferred: bool, cause=None,
-              module: str = "the block") -> None:
+def _validate(
+    call, params, shape: tuple[int, ...], where: str, inferred: bool, cause=None, module: str = "the block"
+) -> None:
     """Runs ``call(params, x)`` abstractly on a state x of `shape`: it must return a floating state of that shape.
 
     ``cause(error)``, if given, names a known cause of a failed call (a module in training mode) or
     returns None; the adapter's checks of what the call did (RNG draws) raise from inside `call`.
     """
     if not jax.tree.leaves(params):
-        raise ValueError(f"{where}: the module has no floating-point arrays, so no parameters to draw "
-                         f"(integer-only state). Give it float weights, e.g. eqx.nn.Linear / nnx.Linear")
+        raise ValueError(
+            f"{where}: the module has no floating-point arrays, so no parameters to draw "
+            f"(integer-only state). Give it float weights, e.g. eqx.nn.Linear / nnx.Linear"
+        )
     _check_precision(params, where, module)
     how = "the inferred" if inferred else "the declared"
     try:
@@ -217,27 +243,35 @@ def _validate(call, params, shape: tuple[int, ...], where: str, inferred: bool, 
         known = cause(error) if cause is not None else None
         if known:
             raise ValueError(f"{where}: {known}") from error
-        raise ValueError(f"{where}: calling the module on {how} state shape {shape} failed "
-                         f"({type(error).__name__}: {error}). If the module reads another shape, declare it, "
-                         f"e.g. shape=(16, 8) for 16 tokens × 8 features") from error
+        raise ValueError(
+            f"{where}: calling the module on {how} state shape {shape} failed "
+            f"({type(error).__name__}: {error}). If the module reads another shape, declare it, "
+            f"e.g. shape=(16, 8) for 16 tokens × 8 features"
+        ) from error
     if not isinstance(out, jax.ShapeDtypeStruct):
         leaves = jax.tree.leaves(out)
         shapes = ", ".join(str(getattr(leaf, "shape", type(leaf).__name__)) for leaf in leaves[:4])
-        raise ValueError(f"{where}: the module returned a {type(out).__name__} of {len(leaves)} arrays ({shapes}) "
-                         f"on a state of shape {shape}; a block must return the state alone, one array of shape "
-                         f"{shape}. Return the state: e.g. `return h` of a cell's (h, c), the output and not the "
-                         f"attention weights, or carry (h, c) stacked as one state")
+        raise ValueError(
+            f"{where}: the module returned a {type(out).__name__} of {len(leaves)} arrays ({shapes}) "
+            f"on a state of shape {shape}; a block must return the state alone, one array of shape "
+            f"{shape}. Return the state: e.g. `return h` of a cell's (h, c), the output and not the "
+            f"attention weights, or carry (h, c) stacked as one state"
+        )
     if out.shape != shape:
-        raise ValueError(f"{where}: a block must map a state to a state of the same shape; on shape {shape} "
-                         f"the module returned {out.shape} (expected {shape}). Project back to the "
-                         f"input's size, e.g. with a final Linear, or declare the right `shape`")
+        raise ValueError(
+            f"{where}: a block must map a state to a state of the same shape; on shape {shape} "
+            f"the module returned {out.shape} (expected {shape}). Project back to the "
+            f"input's size, e.g. with a final Linear, or declare the right `shape`"
+        )
     if not jnp.issubdtype(out.dtype, jnp.inexact):
         raise ValueError(f"{where}: the module must return floating values, got dtype {out.dtype}")
     if str(out.dtype) in _HALF:
-        raise ValueError(f"{where}: on a float32 state {module} returns {out.dtype}: it computes in half "
-                         f"precision, which jaxgrad would upcast silently. Build it to compute in float32 "
-                         f"(e.g. nnx.Linear(..., dtype=jnp.float32)) and choose the precision with "
-                         f"simulate(dtype=...)")
+        raise ValueError(
+            f"{where}: on a float32 state {module} returns {out.dtype}: it computes in half "
+            f"precision, which jaxgrad would upcast silently. Build it to compute in float32 "
+            f"(e.g. nnx.Linear(..., dtype=jnp.float32)) and choose the precision with "
+            f"simulate(dtype=...)"
+        )
 
 
 @contextlib.contextmanager
@@ -283,17 +317,25 @@ def _depends(jaxpr) -> list[bool]:
     return [not isinstance(v, _Literal) and id(v) in dependent for v in jaxpr.jaxpr.outvars]
 
 
-_TRACER_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
-                  jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError)
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
 
 
 def _check_reaches_params(init_with, static_at, values: Mapping[str, float], where: str, kind: str) -> None:
     """Every hyperparameter must reach the params that ``init_with`` draws, and nothing else: one the constructor
     also stores as static structure (a plain Flax attribute, an `eqx.field(static=True)`) would be frozen at its
     build value in a sweep, silently. ``static_at(values)``: the module's static structure built at `values`."""
-    store = ("an nnx.Variable, `self.x = nnx.Variable(jnp.asarray(x))`" if kind == "flax" else
-             "an array field (not `eqx.field(static=True)`)")
+    store = (
+        "an nnx.Variable, `self.x = nnx.Variable(jnp.asarray(x))`"
+        if kind == "flax"
+        else "an array field (not `eqx.field(static=True)`)"
+    )
     for name in values:
+
         def draw(x, name=name):
             return jax.tree.leaves(init_with({**values, name: x})(jax.random.key(0)))
 
@@ -302,17 +344,21 @@ def _check_reaches_params(init_with, static_at, values: Mapping[str, float], whe
             try:
                 jaxpr = jax.make_jaxpr(draw)(jnp.float32(values[name]))
             except _TRACER_ERRORS as error:
-                raise ValueError(f"{where}: the constructor uses the hyperparameter {name!r} as a Python value "
-                                 f"({type(error).__name__}: a branch, an int() or float()), but it is passed traced, "
-                                 f"so that one program serves every value; use it only in array arithmetic (a "
-                                 f"weight's scale)") from None
+                raise ValueError(
+                    f"{where}: the constructor uses the hyperparameter {name!r} as a Python value "
+                    f"({type(error).__name__}: a branch, an int() or float()), but it is passed traced, "
+                    f"so that one program serves every value; use it only in array arithmetic (a "
+                    f"weight's scale)"
+                ) from None
             other = {**values, name: 1.5 * values[name] + 0.5}
             frozen = not any(_depends(jaxpr)) or static_at(values) != static_at(other)
         if frozen:
-            raise ValueError(f"{where}: the hyperparameter {name!r} does not reach only the module's floating-point "
-                             f"arrays: the module keeps it (or something made from it) as static structure, so a "
-                             f"traced value would be ignored there (frozen at {values[name]:g} in a sweep); use it "
-                             f"to scale the module's arrays (a weight), and store it, if at all, as {store}")
+            raise ValueError(
+                f"{where}: the hyperparameter {name!r} does not reach only the module's floating-point "
+                f"arrays: the module keeps it (or something made from it) as static structure, so a "
+                f"traced value would be ignored there (frozen at {values[name]:g} in a sweep); use it "
+                f"to scale the module's arrays (a weight), and store it, if at all, as {store}"
+            )
 
 
 def _layer(kind, make, shape, init_with, apply, name, homogeneous, values, rebuild) -> Layer:
@@ -325,18 +371,30 @@ def _layer(kind, make, shape, init_with, apply, name, homogeneous, values, rebui
     n = math.prod(shape)
     structure = ShapedStructure(kind, make, shape, tuple(sorted(values)))
     if values:
-        name = f"{name[:-1]}, {', '.join(f'{k}={v:g}' for k, v in values.items())})" if name.endswith(")") \
+        name = (
+            f"{name[:-1]}, {', '.join(f'{k}={v:g}' for k, v in values.items())})"
+            if name.endswith(")")
             else f"{name}({', '.join(f'{k}={v:g}' for k, v in values.items())})"
-    hyper = Hyper(values=dict(values), coefficients=dict(values), structure=structure,
-                  build=lambda c: (init_with(c), apply, None),
-                  rebuild=(lambda **changed: rebuild({**values, **changed})) if values else (lambda: layer))
+        )
+    hyper = Hyper(
+        values=dict(values),
+        coefficients=dict(values),
+        structure=structure,
+        build=lambda c: (init_with(c), apply, None),
+        rebuild=(lambda **changed: rebuild({**values, **changed})) if values else (lambda: layer),
+    )
     layer = Layer(init_with(values), apply, n, n, None, homogeneous=homogeneous, name=name, hyper=hyper)
     return layer
 
 
-def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None = None,
-                 name: str | None = None, homogeneous: bool = False,
-                 hyper: Mapping[str, float] | None = None) -> Layer:
+def from_equinox(
+    make: Callable[..., Any],
+    *,
+    shape: Sequence[int] | int | None = None,
+    name: str | None = None,
+    homogeneous: bool = False,
+    hyper: Mapping[str, float] | None = None,
+) -> Layer:
     r"""An Equinox module as a `Layer`: $h \mapsto \mathrm{vec}(m_θ(\mathrm{reshape}(h, \text{shape})))$.
 
     Arguments:
@@ -384,13 +442,15 @@ def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None 
             template = make(jax.random.key(0), **values)  # integer buffers are taken from one concrete construction
     params, static = eqx.partition(template, _is_float)
     inferred = shape is None
-    shape = _infer_shape(template, where, lambda m: isinstance(m, eqx.Module)) if inferred \
-        else _check_shape(shape, where)
+    shape = (
+        _infer_shape(template, where, lambda m: isinstance(m, eqx.Module)) if inferred else _check_shape(shape, where)
+    )
     _check_signature(template, where)
 
     def init_with(c):
         return lambda key: _drawn_in_float32(
-            lambda: eqx.partition(make(key, **_as_float32(c)), eqx.is_inexact_array)[0])
+            lambda: eqx.partition(make(key, **_as_float32(c)), eqx.is_inexact_array)[0]
+        )
 
     def call(params, x):
         return eqx.combine(params, static)(x)
@@ -398,41 +458,67 @@ def from_equinox(make: Callable[..., Any], *, shape: Sequence[int] | int | None 
     def apply(params, h):
         return _flat(lambda x: call(params, x), shape)(h)
 
-    _validate(call, params, shape, where, inferred, lambda error: _equinox_cause(eqx, template, error),
-              type(template).__name__)
+    _validate(
+        call,
+        params,
+        shape,
+        where,
+        inferred,
+        lambda error: _equinox_cause(eqx, template, error),
+        type(template).__name__,
+    )
+
     def static_at(v):  # static fields live in the tree structure; plain float fields are leaves, traced in a sweep
         with _float32_default():
             return jax.tree.structure(eqx.partition(eqx.filter_eval_shape(make, jax.random.key(0), **v), _is_float)[1])
 
     _check_reaches_params(init_with, static_at, values, where, "equinox")
-    return _layer("equinox", make, shape, init_with, apply,
-                  name or f"equinox({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
-                  lambda v: from_equinox(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
+    return _layer(
+        "equinox",
+        make,
+        shape,
+        init_with,
+        apply,
+        name or f"equinox({type(abstract).__name__}, shape={shape})",
+        bool(homogeneous),
+        values,
+        lambda v: from_equinox(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v),
+    )
 
 
 def _equinox_cause(eqx, module, error) -> str | None:
     """Names the `eqx.nn.Dropout` in training mode behind a call that failed for want of a key, if any."""
     if "key" not in str(error):
         return None
-    dropouts = [jax.tree_util.keystr(path) or type(module).__name__
-                for path, leaf in jax.tree_util.tree_flatten_with_path(
-                    module, is_leaf=lambda x: isinstance(x, eqx.nn.Dropout))[0]
-                if isinstance(leaf, eqx.nn.Dropout) and not leaf.inference and not _is_zero(leaf.p)]
+    dropouts = [
+        jax.tree_util.keystr(path) or type(module).__name__
+        for path, leaf in jax.tree_util.tree_flatten_with_path(module, is_leaf=lambda x: isinstance(x, eqx.nn.Dropout))[
+            0
+        ]
+        if isinstance(leaf, eqx.nn.Dropout) and not leaf.inference and not _is_zero(leaf.p)
+    ]
     if not dropouts:
         return None
-    return (f"{type(module).__name__} is in training mode: eqx.nn.Dropout at {', '.join(dropouts)} has "
-            f"inference=False and draws a random mask, so its `__call__` wants `key=` ({error}). The probes "
-            f"measure the block as a deterministic map: switch it to inference mode in `make`, e.g. "
-            f"`lambda key: eqx.nn.inference_mode(Block(key))`, or build eqx.nn.Dropout(p, inference=True)")
+    return (
+        f"{type(module).__name__} is in training mode: eqx.nn.Dropout at {', '.join(dropouts)} has "
+        f"inference=False and draws a random mask, so its `__call__` wants `key=` ({error}). The probes "
+        f"measure the block as a deterministic map: switch it to inference mode in `make`, e.g. "
+        f"`lambda key: eqx.nn.inference_mode(Block(key))`, or build eqx.nn.Dropout(p, inference=True)"
+    )
 
 
 def _is_zero(p) -> bool:
     return isinstance(p, (int, float)) and p == 0
 
 
-def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = None,
-              name: str | None = None, homogeneous: bool = False,
-              hyper: Mapping[str, float] | None = None) -> Layer:
+def from_flax(
+    make: Callable[..., Any],
+    *,
+    shape: Sequence[int] | int | None = None,
+    name: str | None = None,
+    homogeneous: bool = False,
+    hyper: Mapping[str, float] | None = None,
+) -> Layer:
     r"""A Flax NNX module as a `Layer`: $h \mapsto \mathrm{vec}(m_θ(\mathrm{reshape}(h, \text{shape})))$.
 
     Arguments:
@@ -477,13 +563,13 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
         if jax.tree.leaves(rest):  # RNG state, integer buffers: taken from one concrete construction
             graphdef, _, rest = nnx.split(make(nnx.Rngs(0), **values), floating, ...)
     inferred = shape is None
-    shape = _infer_shape(abstract, where, lambda m: isinstance(m, nnx.Module)) if inferred \
-        else _check_shape(shape, where)
+    shape = (
+        _infer_shape(abstract, where, lambda m: isinstance(m, nnx.Module)) if inferred else _check_shape(shape, where)
+    )
     _check_signature(abstract, where)
 
     def init_with(c):
-        return lambda key: _drawn_in_float32(
-            lambda: nnx.split(make(nnx.Rngs(key), **_as_float32(c)), floating, ...)[1])
+        return lambda key: _drawn_in_float32(lambda: nnx.split(make(nnx.Rngs(key), **_as_float32(c)), floating, ...)[1])
 
     def call(params, x):
         # a fresh copy of the variables at this trace level: what the module writes (BatchNorm's running
@@ -500,8 +586,7 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
         out = module(x)
         drawn = [path for path, count in _rng_counts(nnx, module).items() if count is not before.get(path)]
         if drawn:
-            raise _Refused(_flax_training_mode(nnx, module, f"its RNG stream {', '.join(drawn)} advanced",
-                                               drew=True))
+            raise _Refused(_flax_training_mode(nnx, module, f"its RNG stream {', '.join(drawn)} advanced", drew=True))
         return out
 
     def cause(error):
@@ -515,9 +600,17 @@ def from_flax(make: Callable[..., Any], *, shape: Sequence[int] | int | None = N
             return nnx.split(nnx.eval_shape(lambda: make(nnx.Rngs(0), **v)), floating, ...)[0]
 
     _check_reaches_params(init_with, static_at, values, where, "flax")
-    return _layer("flax", make, shape, init_with, apply,
-                  name or f"flax({type(abstract).__name__}, shape={shape})", bool(homogeneous), values,
-                  lambda v: from_flax(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v))
+    return _layer(
+        "flax",
+        make,
+        shape,
+        init_with,
+        apply,
+        name or f"flax({type(abstract).__name__}, shape={shape})",
+        bool(homogeneous),
+        values,
+        lambda v: from_flax(make, shape=shape, name=name, homogeneous=homogeneous, hyper=v),
+    )
 
 
 def _rng_counts(nnx, module) -> dict[str, Any]:
@@ -535,19 +628,30 @@ def _dotted(path) -> str:
 def _flax_training_mode(nnx, module, evidence: str, drew: bool = False) -> str | None:
     """The message for a Flax module whose call is random (`drew`: it was seen drawing) or failed for want of
     RNGs with a dropout that is not deterministic; None if neither."""
-    dropouts = [".".join(map(str, path)) or type(module).__name__ for path, node in nnx.iter_graph(module)
-                if isinstance(node, nnx.Dropout) and node.deterministic is not True and not _is_zero(node.rate)]
+    dropouts = [
+        ".".join(map(str, path)) or type(module).__name__
+        for path, node in nnx.iter_graph(module)
+        if isinstance(node, nnx.Dropout) and node.deterministic is not True and not _is_zero(node.rate)
+    ]
     if not dropouts and not drew:
         return None
     which = f"nnx.Dropout at {', '.join(dropouts)} is not deterministic" if dropouts else "it draws random numbers"
-    return (f"{type(module).__name__} is in training mode: {which} ({evidence}). The probes measure the block "
-            f"as a deterministic map: in `make`, build nnx.Dropout(rate, deterministic=True), or switch the "
-            f"model with `nnx.view(model, deterministic=True)` (dropout only) or `model.eval()` (also puts "
-            f"BatchNorm on its running averages); or call it with deterministic=True")
+    return (
+        f"{type(module).__name__} is in training mode: {which} ({evidence}). The probes measure the block "
+        f"as a deterministic map: in `make`, build nnx.Dropout(rate, deterministic=True), or switch the "
+        f"model with `nnx.view(model, deterministic=True)` (dropout only) or `model.eval()` (also puts "
+        f"BatchNorm on its running averages); or call it with deterministic=True"
+    )
 
 
-def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.Array], jax.Array], *,
-                   shape: Sequence[int] | int, name: str | None = None, homogeneous: bool = False) -> Layer:
+def from_functions(
+    init: Callable[[jax.Array], Any],
+    apply: Callable[[Any, jax.Array], jax.Array],
+    *,
+    shape: Sequence[int] | int,
+    name: str | None = None,
+    homogeneous: bool = False,
+) -> Layer:
     r"""Any pair of pure functions on a state of any `shape`:
     $h \mapsto \mathrm{vec}(f_θ(\mathrm{reshape}(h, \text{shape})))$.
 
@@ -562,30 +666,44 @@ def from_functions(init: Callable[[jax.Array], Any], apply: Callable[[Any, jax.A
     """
     where = f"from_functions({_label(apply)})"
     if not callable(init) or not callable(apply):
-        raise TypeError(f"{where}: `init` and `apply` must be functions, got {type(init).__name__}, "
-                        f"{type(apply).__name__}")
+        raise TypeError(
+            f"{where}: `init` and `apply` must be functions, got {type(init).__name__}, {type(apply).__name__}"
+        )
     _check_make(init, where, "key", "`init(key) -> params`")
     shape = _check_shape(shape, where)
     with _float32_default():
         params = jax.eval_shape(init, jax.random.key(0))
     if any(not _is_float(x) for x in jax.tree.leaves(params)):
-        raise ValueError(f"{where}: `init(key)` must return floating arrays only, got "
-                         f"{sorted({str(x.dtype) for x in jax.tree.leaves(params)})}")
+        raise ValueError(
+            f"{where}: `init(key)` must return floating arrays only, got "
+            f"{sorted({str(x.dtype) for x in jax.tree.leaves(params)})}"
+        )
 
     def flat_apply(params, h):
         return _flat(lambda x: apply(params, x), shape)(h)
 
     _validate(apply, params, shape, where, inferred=False)
+
     def drawn(c):
         del c  # no hyperparameters
         return lambda key: _drawn_in_float32(lambda: init(key))
 
-    return _layer("functions", (init, apply), shape, drawn, flat_apply,
-                  name or f"{_label(apply)}(shape={shape})", bool(homogeneous), {}, None)
+    return _layer(
+        "functions",
+        (init, apply),
+        shape,
+        drawn,
+        flat_apply,
+        name or f"{_label(apply)}(shape={shape})",
+        bool(homogeneous),
+        {},
+        None,
+    )
 
 
-def serial_from_equinox(makes: Sequence[Callable], *, shape=None, tied: bool = False,
-                        hyper: Mapping[str, float] | None = None) -> Network:
+def serial_from_equinox(
+    makes: Sequence[Callable], *, shape=None, tied: bool = False, hyper: Mapping[str, float] | None = None
+) -> Network:
     """A network of Equinox blocks, ``jaxgrad.serial(*[from_equinox(m, shape=shape, hyper=hyper) for m in makes])``.
 
     Repeat one constructor object (``[make] * depth``) for a stack that scans as one segment.
@@ -593,8 +711,9 @@ def serial_from_equinox(makes: Sequence[Callable], *, shape=None, tied: bool = F
     return _serial(from_equinox, makes, shape, tied, hyper)
 
 
-def serial_from_flax(makes: Sequence[Callable], *, shape=None, tied: bool = False,
-                     hyper: Mapping[str, float] | None = None) -> Network:
+def serial_from_flax(
+    makes: Sequence[Callable], *, shape=None, tied: bool = False, hyper: Mapping[str, float] | None = None
+) -> Network:
     """A network of Flax NNX blocks, ``jaxgrad.serial(*[from_flax(m, shape=shape, hyper=hyper) for m in makes])``."""
     return _serial(from_flax, makes, shape, tied, hyper)
 

@@ -21,6 +21,7 @@ Control data (configuration hashes, `broadcast_from_writer`) goes through the
 coordination service's key-value store, whose reads take a deadline; sample data goes
 through device collectives (gloo on CPU, NCCL on GPU, ICI on TPU).
 """
+
 from __future__ import annotations
 
 import errno
@@ -39,9 +40,20 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["ConfigMismatchError", "Processes", "broadcast_from_writer", "check_coordinator", "check_same_config",
-           "config_hash", "detect_cluster", "initialize", "is_writer", "process_index_and_count", "resolve",
-           "sample_block"]
+__all__ = [
+    "ConfigMismatchError",
+    "Processes",
+    "broadcast_from_writer",
+    "check_coordinator",
+    "check_same_config",
+    "config_hash",
+    "detect_cluster",
+    "initialize",
+    "is_writer",
+    "process_index_and_count",
+    "resolve",
+    "sample_block",
+]
 
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
 _BACKSTOP_S = 30  # JAX's own init deadline is ours plus this, so ours always fires first
@@ -77,18 +89,25 @@ def check_coordinator(coordinator: str) -> str:
     """``HOST:PORT`` with PORT in 1..65535 (IPv6 hosts in brackets), or ValueError."""
     match = _ADDRESS.match(coordinator) if isinstance(coordinator, str) else None
     if match is None or not 1 <= int(match["port"]) <= 65535:
-        raise ValueError(f"`coordinator` must be HOST:PORT with PORT in 1..65535 (e.g. 10.0.0.1:1234), "
-                         f"got coordinator={coordinator!r}")
+        raise ValueError(
+            f"`coordinator` must be HOST:PORT with PORT in 1..65535 (e.g. 10.0.0.1:1234), "
+            f"got coordinator={coordinator!r}"
+        )
     return coordinator
 
 
 def _check_processes(num_processes, process_id) -> None:
     if isinstance(num_processes, bool) or not isinstance(num_processes, (int, np.integer)) or num_processes < 1:
         raise ValueError(f"`num_processes` must be an integer ≥ 1, got num_processes={num_processes!r}")
-    if (isinstance(process_id, bool) or not isinstance(process_id, (int, np.integer))
-            or not 0 <= process_id < num_processes):
-        raise ValueError(f"`process_id` must be an integer in 0..{num_processes - 1} "
-                         f"(num_processes={num_processes}), got process_id={process_id!r}")
+    if (
+        isinstance(process_id, bool)
+        or not isinstance(process_id, (int, np.integer))
+        or not 0 <= process_id < num_processes
+    ):
+        raise ValueError(
+            f"`process_id` must be an integer in 0..{num_processes - 1} "
+            f"(num_processes={num_processes}), got process_id={process_id!r}"
+        )
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> int:
@@ -113,21 +132,30 @@ def detect_cluster(environ: Mapping[str, str] | None = None) -> Processes | None
     if all(k in env for k in slurm):
         return Processes(_env_int(env, "SLURM_PROCID"), _env_int(env, "SLURM_NTASKS"), None, "slurm")
     if "OMPI_MCA_orte_hnp_uri" in env:
-        return Processes(_env_int(env, "OMPI_COMM_WORLD_RANK"), _env_int(env, "OMPI_COMM_WORLD_SIZE"),
-                         None, "openmpi")
+        return Processes(_env_int(env, "OMPI_COMM_WORLD_RANK"), _env_int(env, "OMPI_COMM_WORLD_SIZE"), None, "openmpi")
     if "JAX_COORDINATOR_ADDRESS" in env:
         missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in env]
         if missing:
-            raise ValueError(f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']!r} is set but "
-                             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not; "
-                             "set all three, or unset it for a single-process run")
-        return Processes(_env_int(env, "JAX_PROCESS_ID"), _env_int(env, "JAX_NUM_PROCESSES"),
-                         env["JAX_COORDINATOR_ADDRESS"], "environment")
+            raise ValueError(
+                f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']!r} is set but "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not; "
+                "set all three, or unset it for a single-process run"
+            )
+        return Processes(
+            _env_int(env, "JAX_PROCESS_ID"),
+            _env_int(env, "JAX_NUM_PROCESSES"),
+            env["JAX_COORDINATOR_ADDRESS"],
+            "environment",
+        )
     return None
 
 
-def resolve(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-            environ: Mapping[str, str] | None = None) -> Processes:
+def resolve(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Processes:
     """The processes `initialize` would join, validated, without touching the network.
 
     Arguments win over the environment; what they leave out comes from `detect_cluster`.
@@ -146,14 +174,20 @@ def resolve(coordinator: str | None = None, num_processes: int | None = None, pr
         count = detected_count if num_processes is None else num_processes
         where = detected_coordinator if coordinator is None else coordinator
         if count is None:
-            raise ValueError(f"`num_processes` is required with coordinator={coordinator!r} (no cluster "
-                             "detected in the environment); pass --num-processes N")
+            raise ValueError(
+                f"`num_processes` is required with coordinator={coordinator!r} (no cluster "
+                "detected in the environment); pass --num-processes N"
+            )
         if pid is None:
-            raise ValueError("`process_id` is required for a multi-process run (no cluster detected in the "
-                             f"environment); pass --process-id in 0..{count - 1}")
+            raise ValueError(
+                "`process_id` is required for a multi-process run (no cluster detected in the "
+                f"environment); pass --process-id in 0..{count - 1}"
+            )
         if where is None and detected is None and count > 1:
-            raise ValueError("`coordinator` (HOST:PORT of process 0) is required for a multi-process run "
-                             "outside SLURM/Open MPI; pass --coordinator HOST:PORT")
+            raise ValueError(
+                "`coordinator` (HOST:PORT of process 0) is required for a multi-process run "
+                "outside SLURM/Open MPI; pass --coordinator HOST:PORT"
+            )
         processes = Processes(pid, count, where, "arguments")
     _check_processes(processes.num_processes, processes.process_id)
     if processes.coordinator is not None:
@@ -166,9 +200,15 @@ def resolve(coordinator: str | None = None, num_processes: int | None = None, pr
 _started: Processes | None = None
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               *, timeout_s: float = 300.0, heartbeat_timeout_s: int = 100,
-               local_device_ids: Sequence[int] | None = None) -> Processes:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    timeout_s: float = 300.0,
+    heartbeat_timeout_s: int = 100,
+    local_device_ids: Sequence[int] | None = None,
+) -> Processes:
     """Joins this process to a multi-process run, or does nothing for a single process.
 
     Call it first, before any JAX computation (or `jax.devices()`). Arguments are
@@ -200,14 +240,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             raise ValueError(f"`{name}` must be a positive number of seconds, got {name}={value!r}")
     if _started is not None:
         if processes != _started:
-            raise RuntimeError(f"jaxgrad.cluster.initialize was already called as {_started}; "
-                               f"cannot join again as {processes}")
+            raise RuntimeError(
+                f"jaxgrad.cluster.initialize was already called as {_started}; cannot join again as {processes}"
+            )
         return _started
     if processes.num_processes > 1:
-        kwargs = dict(coordinator_address=processes.coordinator, num_processes=processes.num_processes,
-                      process_id=processes.process_id, local_device_ids=local_device_ids,
-                      initialization_timeout=int(math.ceil(timeout_s)) + _BACKSTOP_S,
-                      heartbeat_timeout_seconds=int(math.ceil(heartbeat_timeout_s)))
+        kwargs = dict(
+            coordinator_address=processes.coordinator,
+            num_processes=processes.num_processes,
+            process_id=processes.process_id,
+            local_device_ids=local_device_ids,
+            initialization_timeout=int(math.ceil(timeout_s)) + _BACKSTOP_S,
+            heartbeat_timeout_seconds=int(math.ceil(heartbeat_timeout_s)),
+        )
         if processes.source in ("slurm", "openmpi"):
             kwargs["cluster_detection_method"] = {"slurm": "slurm", "openmpi": "ompi"}[processes.source]
         elif local_device_ids is None:
@@ -238,9 +283,11 @@ def _check_can_listen(coordinator: str) -> None:
         except OSError as error:
             if error.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):  # no IPv6 here: the IPv4 try decides
                 continue
-            raise RuntimeError(f"process 0 cannot listen on port {port} of the coordinator address {coordinator} "
-                               f"({error.strerror or error}): another program, or another run, uses it; "
-                               "choose a free port") from None
+            raise RuntimeError(
+                f"process 0 cannot listen on port {port} of the coordinator address {coordinator} "
+                f"({error.strerror or error}): another program, or another run, uses it; "
+                "choose a free port"
+            ) from None
 
 
 def _join_with_deadline(kwargs: dict, processes: Processes, timeout_s: float) -> None:
@@ -268,13 +315,19 @@ def _timeout_message(processes: Processes, timeout_s: float) -> str:
     if processes.source in ("slurm", "openmpi"):
         advice = f"every one of the {n} tasks must start and run the same command"
     else:
-        advice = (f"start all {n} processes with the same --coordinator and --num-processes {n} and distinct "
-                  f"--process-id 0..{n - 1}")
+        advice = (
+            f"start all {n} processes with the same --coordinator and --num-processes {n} and distinct "
+            f"--process-id 0..{n - 1}"
+        )
     if pid != 0 and _ADDRESS.match(address) and not _accepts_connections(address):
-        return (f"process {pid} of {n} could not reach the coordinator at {address} within {timeout_s:g} s: "
-                f"nothing accepts connections there (is process 0 running? {advice})")
-    return (f"process {pid} of {n}: not all {n} processes joined the coordinator at {address} within "
-            f"{timeout_s:g} s ({advice})")
+        return (
+            f"process {pid} of {n} could not reach the coordinator at {address} within {timeout_s:g} s: "
+            f"nothing accepts connections there (is process 0 running? {advice})"
+        )
+    return (
+        f"process {pid} of {n}: not all {n} processes joined the coordinator at {address} within "
+        f"{timeout_s:g} s ({advice})"
+    )
 
 
 def _accepts_connections(address: str) -> bool:
@@ -348,9 +401,11 @@ def _exchange(text: str | None, sources: Sequence[int], what: str, timeout_s: fl
         try:
             posts[pid] = client.blocking_key_value_get(key + str(pid), max(1, int(timeout_s * 1000)))
         except Exception as error:  # the runtime reports DEADLINE_EXCEEDED as a generic runtime error
-            raise TimeoutError(f"process {me}: process {pid} did not send its {what} (waited "
-                               f"{time.monotonic() - start:.0f} s of at most {timeout_s:g} s; it may have failed "
-                               f"or be running a different command); {error}") from None
+            raise TimeoutError(
+                f"process {me}: process {pid} did not send its {what} (waited "
+                f"{time.monotonic() - start:.0f} s of at most {timeout_s:g} s; it may have failed "
+                f"or be running a different command); {error}"
+            ) from None
     return posts
 
 
@@ -382,7 +437,8 @@ def check_same_config(config: Mapping, *, timeout_s: float = 120.0) -> str:
         raise ConfigMismatchError(
             f"process {me}: the processes of this run have different configurations "
             f"(config hash → processes: {groups}); process {me} vs process {other}: {diff}. "
-            "Every process must run the same command, apart from --process-id")
+            "Every process must run the same command, apart from --process-id"
+        )
     return digest
 
 

@@ -26,6 +26,7 @@ Reference: L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. Schoenholz, J. Pennington, "
 isometry and a mean field theory of CNNs: how to train 10,000-layer vanilla convolutional neural
 networks", ICML 2018.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -70,10 +71,11 @@ def convolve(W, h, spatial: tuple[int, ...]):
     kernel = W.shape[:-2]
     pad = [(_centre(k), k - 1 - _centre(k)) for k in kernel] + [(0, 0)]
     padded = jnp.pad(h, pad, mode="wrap")[None]
-    letters = _LETTERS[-len(spatial):]
+    letters = _LETTERS[-len(spatial) :]
     numbers = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
-    out = jax.lax.conv_general_dilated(padded, W, (1,) * len(spatial), "VALID", dimension_numbers=numbers,
-                                       precision=HIGHEST)
+    out = jax.lax.conv_general_dilated(
+        padded, W, (1,) * len(spatial), "VALID", dimension_numbers=numbers, precision=HIGHEST
+    )
     return out[0]
 
 
@@ -110,34 +112,51 @@ def _check_spatial(spatial) -> tuple[int, ...]:
     try:
         spatial = tuple(spatial) if np.ndim(spatial) else (spatial,)
     except TypeError:
-        raise ValueError(f"`spatial` must be a tuple of 1 or 2 positive integers (the image size), "
-                         f"got spatial={spatial!r}") from None
-    if not 1 <= len(spatial) <= 3 or any(isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer))
-                                         or n <= 0 for n in spatial):
-        raise ValueError(f"`spatial` must be a tuple of 1 to 3 positive integers (the image size), "
-                         f"got spatial={spatial!r}")
+        raise ValueError(
+            f"`spatial` must be a tuple of 1 or 2 positive integers (the image size), got spatial={spatial!r}"
+        ) from None
+    if not 1 <= len(spatial) <= 3 or any(
+        isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n <= 0 for n in spatial
+    ):
+        raise ValueError(
+            f"`spatial` must be a tuple of 1 to 3 positive integers (the image size), got spatial={spatial!r}"
+        )
     return tuple(int(n) for n in spatial)
 
 
 def _check_kernel(kernel, spatial, weights) -> tuple[int, ...]:
     kernel = tuple(kernel) if np.ndim(kernel) else (kernel,) * len(spatial)
-    if len(kernel) != len(spatial) or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
-                                          or k <= 0 for k in kernel):
-        raise ValueError(f"`kernel` must be a positive integer or one per spatial axis ({len(spatial)}), "
-                         f"got kernel={kernel!r}")
+    if len(kernel) != len(spatial) or any(
+        isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k <= 0 for k in kernel
+    ):
+        raise ValueError(
+            f"`kernel` must be a positive integer or one per spatial axis ({len(spatial)}), got kernel={kernel!r}"
+        )
     for k, N in zip(kernel, spatial):
         if k > N:
-            raise ValueError(f"`kernel` size {k} is larger than the image (spatial={spatial}); valid sizes are "
-                             f"1..{N} along that axis")
+            raise ValueError(
+                f"`kernel` size {k} is larger than the image (spatial={spatial}); valid sizes are "
+                f"1..{N} along that axis"
+            )
         if weights == "delta_orthogonal" and k % 2 == 0:
-            raise ValueError(f"`kernel` size {k} is even, so it has no centre tap for weights='delta_orthogonal'; "
-                             f"use an odd size (1, 3, 5, …) or weights='gaussian'")
+            raise ValueError(
+                f"`kernel` size {k} is even, so it has no centre tap for weights='delta_orthogonal'; "
+                f"use an odd size (1, 3, 5, …) or weights='gaussian'"
+            )
     return tuple(int(k) for k in kernel)
 
 
-def conv(channels: int = 8, spatial: Sequence[int] = (32,), kernel: int | Sequence[int] = 3,
-         weights: str = "delta_orthogonal", activation: str | Callable | Activation = "tanh",
-         sigma_w: float = 1.0, sigma_b: float = 0.0, *, dtype=None) -> Layer:
+def conv(
+    channels: int = 8,
+    spatial: Sequence[int] = (32,),
+    kernel: int | Sequence[int] = 3,
+    weights: str = "delta_orthogonal",
+    activation: str | Callable | Activation = "tanh",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+    *,
+    dtype=None,
+) -> Layer:
     r"""A circular convolution $h \mapsto φ(W \star h + b)$ on a (*spatial, channels) state.
 
     See the module docstring for the kernels. σ_w and σ_b are data (`jaxgrad.layers.Hyper`):
@@ -173,8 +192,9 @@ def conv(channels: int = 8, spatial: Sequence[int] = (32,), kernel: int | Sequen
             dt = float_dtype(dtype)
             if weights == "delta_orthogonal":
                 W = jnp.zeros((*kernel, channels, channels), dt)
-                W = W.at[tuple(_centre(k) for k in kernel)].set(c["w_scale"] * haar_orthogonal(key_w, channels,
-                                                                                                channels, dt))
+                W = W.at[tuple(_centre(k) for k in kernel)].set(
+                    c["w_scale"] * haar_orthogonal(key_w, channels, channels, dt)
+                )
             else:
                 W = c["w_scale"] * standard_normal(key_w, (*kernel, channels, channels), dt)
             return ConvParams(W, c["b_scale"] * standard_normal(key_b, (channels,), dt))
@@ -199,12 +219,21 @@ def conv(channels: int = 8, spatial: Sequence[int] = (32,), kernel: int | Sequen
     init, apply, jacobian = build(coeffs)
     n = channels * math.prod(spatial)
     return Layer(
-        init, apply, n, n, jacobian,
+        init,
+        apply,
+        n,
+        n,
+        jacobian,
         homogeneous=act.homogeneous and sigma_b == 0.0,
         name=f"conv(C={channels}, spatial={spatial}, k={kernel}, {weights}, {act.name}, σ_w={sigma_w:g}, "
-             f"σ_b={sigma_b:g})",
-        hyper=Hyper({"sigma_w": sigma_w, "sigma_b": sigma_b}, coeffs,
-                    ("conv", channels, spatial, kernel, weights, act, dtype), build,
-                    lambda sigma_w=sigma_w, sigma_b=sigma_b: conv(channels, spatial, kernel, weights, act, sigma_w,
-                                                                  sigma_b, dtype=dtype)),
+        f"σ_b={sigma_b:g})",
+        hyper=Hyper(
+            {"sigma_w": sigma_w, "sigma_b": sigma_b},
+            coeffs,
+            ("conv", channels, spatial, kernel, weights, act, dtype),
+            build,
+            lambda sigma_w=sigma_w, sigma_b=sigma_b: conv(
+                channels, spatial, kernel, weights, act, sigma_w, sigma_b, dtype=dtype
+            ),
+        ),
     )

@@ -43,6 +43,7 @@ propagation", ICLR 2017. D. Doshi, T. He and A. Gromov, "Critical initialization
 and deep neural networks through partial Jacobians: general theory and applications",
 NeurIPS 2023.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -56,12 +57,19 @@ from jaxgrad.engine import _grid_points, sweep
 from jaxgrad.layers import Network
 from jaxgrad.stats import pooled_variance
 
-__all__ = ["CRITERIA", "CriticalPoint", "GrowthRates", "Isometry", "critical_point", "growth_rates",
-           "rates_from_log_gains"]
+__all__ = [
+    "CRITERIA",
+    "CriticalPoint",
+    "GrowthRates",
+    "Isometry",
+    "critical_point",
+    "growth_rates",
+    "rates_from_log_gains",
+]
 
 CRITERIA = ("mean_square", "typical")
-MIN_SAMPLES = 8      # a standard error from fewer initialisations is itself too noisy to bound a root
-MIN_WINDOW = 2       # blocks after the transient over which the rate is averaged
+MIN_SAMPLES = 8  # a standard error from fewer initialisations is itself too noisy to bound a root
+MIN_WINDOW = 2  # blocks after the transient over which the rate is averaged
 
 
 class GrowthRates(NamedTuple):
@@ -69,8 +77,8 @@ class GrowthRates(NamedTuple):
 
     rates: np.ndarray
     rate_se: np.ndarray
-    nonfinite: np.ndarray          # initialisations whose rate is not finite, per value (kept, not dropped)
-    log_gain_mean: np.ndarray      # (values, depth): mean of ln‖J_ℓ⋯J₁ u‖ over initialisations
+    nonfinite: np.ndarray  # initialisations whose rate is not finite, per value (kept, not dropped)
+    log_gain_mean: np.ndarray  # (values, depth): mean of ln‖J_ℓ⋯J₁ u‖ over initialisations
     log_gain_quantiles: np.ndarray  # (values, 3, depth): its 5 %, 50 %, 95 % quantiles
 
 
@@ -172,9 +180,14 @@ def _check_bracket(bracket) -> tuple[float, float]:
 
 def _same_network(a: Network, b: Network) -> bool:
     """Equal layer by layer: the same structure and hyperparameter values (layers without any, the same name)."""
-    return len(a.layers) == len(b.layers) and a.tied == b.tied and all(
-        (x.hyper == y.hyper) if (x.hyper is not None or y.hyper is not None) else x.name == y.name
-        for x, y in zip(a.layers, b.layers))
+    return (
+        len(a.layers) == len(b.layers)
+        and a.tied == b.tied
+        and all(
+            (x.hyper == y.hyper) if (x.hyper is not None or y.hyper is not None) else x.name == y.name
+            for x, y in zip(a.layers, b.layers)
+        )
+    )
 
 
 def _network(net_or_builder, hyper: str, lo: float, hi: float, depth: int | None) -> Network:
@@ -197,38 +210,45 @@ def _network(net_or_builder, hyper: str, lo: float, hi: float, depth: int | None
         kwargs: dict[str, Any] = {hyper: lo}
         if depth is not None:
             if not takes_depth:
-                raise ValueError(f"`depth={depth}` was given but the builder {_name(builder)} takes no `depth` "
-                                 f"keyword: build the network at its depth, or give a builder(depth=..., {hyper}=...)")
+                raise ValueError(
+                    f"`depth={depth}` was given but the builder {_name(builder)} takes no `depth` "
+                    f"keyword: build the network at its depth, or give a builder(depth=..., {hyper}=...)"
+                )
             kwargs["depth"] = _check_int("depth", depth, 1)
         try:
             inspect.signature(builder).bind(**kwargs)
         except TypeError as error:
-            raise ValueError(f"the builder {_name(builder)} cannot be called as builder("
-                             f"{', '.join(f'{k}=...' for k in kwargs)}) ({error}); give a builder that takes "
-                             f"`{hyper}` as a keyword (and `depth` when `depth` is given) and returns a jaxgrad.Network"
-                             ) from None
+            raise ValueError(
+                f"the builder {_name(builder)} cannot be called as builder("
+                f"{', '.join(f'{k}=...' for k in kwargs)}) ({error}); give a builder that takes "
+                f"`{hyper}` as a keyword (and `depth` when `depth` is given) and returns a jaxgrad.Network"
+            ) from None
         except ValueError:  # no signature (a builtin): let the call below decide
             pass
         net = builder(**kwargs)
         if not isinstance(net, Network):
-            raise ValueError(f"the builder {_name(builder)} must return a jaxgrad.Network, got "
-                             f"{type(net).__name__}")
+            raise ValueError(f"the builder {_name(builder)} must return a jaxgrad.Network, got {type(net).__name__}")
         if hyper in _hyper_names(net):
             # the sweep varies the network's own traced `hyper`: the builder's argument must be exactly that value
             swept = _grid_points(net, {hyper: [hi]})[2][0][0]
             if not _same_network(builder(**{**kwargs, hyper: hi}), swept):
-                raise ValueError(f"the builder {_name(builder)} does not pass `{hyper}` straight to its network's "
-                                 f"traced `{hyper}`: builder({hyper}={hi:g}) differs from builder({hyper}={lo:g}) "
-                                 f"with the network's {hyper} set to {hi:g}, and critical_point sweeps the latter. "
-                                 f"Give a builder whose argument is the network's hyperparameter, or the network")
+                raise ValueError(
+                    f"the builder {_name(builder)} does not pass `{hyper}` straight to its network's "
+                    f"traced `{hyper}`: builder({hyper}={hi:g}) differs from builder({hyper}={lo:g}) "
+                    f"with the network's {hyper} set to {hi:g}, and critical_point sweeps the latter. "
+                    f"Give a builder whose argument is the network's hyperparameter, or the network"
+                )
     else:
-        raise ValueError(f"`net_or_builder` must be a jaxgrad.Network or a callable builder(**{{{hyper!r}: value}}) "
-                         f"-> Network, got {type(net_or_builder).__name__}")
+        raise ValueError(
+            f"`net_or_builder` must be a jaxgrad.Network or a callable builder(**{{{hyper!r}: value}}) "
+            f"-> Network, got {type(net_or_builder).__name__}"
+        )
     names = _hyper_names(net)
     if hyper not in names:
-        raise ValueError(f"unknown `hyper`={hyper!r}: this network's traced hyperparameters are {names}"
-                         + ("" if names else " (none: build its layers with jaxgrad's constructors, or an adapter "
-                                             "with hyper={...})"))
+        raise ValueError(
+            f"unknown `hyper`={hyper!r}: this network's traced hyperparameters are {names}"
+            + ("" if names else " (none: build its layers with jaxgrad's constructors, or an adapter with hyper={...})")
+        )
     return net
 
 
@@ -239,8 +259,9 @@ def _name(f) -> str:
 # --------------------------------------------------------------------------- the rates
 
 
-def rates_from_log_gains(log_gain, *, criterion: str = "mean_square",
-                         discard: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rates_from_log_gains(
+    log_gain, *, criterion: str = "mean_square", discard: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""(rate, SE, non-finite count) per leading index from $\ln\|J_\ell\cdots J_1 u\|$ of shape (..., samples, depth).
 
     The estimators of `growth_rates` (module docstring) over blocks ℓ > `discard`, for gains a study or a
@@ -256,10 +277,10 @@ def rates_from_log_gains(log_gain, *, criterion: str = "mean_square",
     window = b.shape[-1] - discard
     with np.errstate(invalid="ignore", over="ignore"):
         if criterion == "typical":
-            per_sample = (b[..., -1] - start) / window                 # mean of ln g over the window
+            per_sample = (b[..., -1] - start) / window  # mean of ln g over the window
         else:
             steps = np.diff(np.concatenate([start[..., None], b[..., discard:]], axis=-1), axis=-1)
-            per_sample = np.exp(2 * steps).mean(axis=-1)                # mean of g² over the window
+            per_sample = np.exp(2 * steps).mean(axis=-1)  # mean of g² over the window
     nonfinite = (~np.isfinite(per_sample)).sum(axis=-1)
     S = per_sample.shape[-1]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -272,9 +293,18 @@ def rates_from_log_gains(log_gain, *, criterion: str = "mean_square",
     return rate, se, nonfinite
 
 
-def growth_rates(net: Network, *, hyper: str, values: Sequence[float], samples: int = 256, seed: int = 0,
-                 criterion: str = "mean_square", discard: int | None = None, dtype=None,
-                 verify: bool = True) -> GrowthRates:
+def growth_rates(
+    net: Network,
+    *,
+    hyper: str,
+    values: Sequence[float],
+    samples: int = 256,
+    seed: int = 0,
+    criterion: str = "mean_square",
+    discard: int | None = None,
+    dtype=None,
+    verify: bool = True,
+) -> GrowthRates:
     r"""The growth rate per block of `net` at each value of its hyperparameter `hyper`, as one `jaxgrad.sweep`.
 
     See the module docstring for the two criteria. Every value sees the same `samples`
@@ -289,8 +319,16 @@ def growth_rates(net: Network, *, hyper: str, values: Sequence[float], samples: 
         raise ValueError(f"unknown `hyper`={hyper!r}: this network's traced hyperparameters are {names}")
     samples = _check_int("samples", samples, MIN_SAMPLES, " (the rate's standard error needs them)")
     discard = _check_discard(discard, net.depth)
-    r = sweep(net, samples, seed, grid={hyper: list(values)}, method="vector", fields=["log_forward_gain"],
-              dtype=dtype, verify=verify)
+    r = sweep(
+        net,
+        samples,
+        seed,
+        grid={hyper: list(values)},
+        method="vector",
+        fields=["log_forward_gain"],
+        dtype=dtype,
+        verify=verify,
+    )
     b = np.asarray(r.log_forward_gain, np.float64)
     rate, se, nonfinite = rates_from_log_gains(b, criterion=criterion, discard=discard)
     with np.errstate(invalid="ignore"):
@@ -304,8 +342,10 @@ def _check_discard(discard, depth: int) -> int:
         discard = depth // 4
     largest = depth - MIN_WINDOW
     if isinstance(discard, bool) or not isinstance(discard, (int, np.integer)) or not 0 <= discard <= largest:
-        raise ValueError(f"`discard` (transient blocks left out) must be an integer in [0, depth − {MIN_WINDOW}] = "
-                         f"[0, {largest}], got discard={discard!r}")
+        raise ValueError(
+            f"`discard` (transient blocks left out) must be an integer in [0, depth − {MIN_WINDOW}] = "
+            f"[0, {largest}], got discard={discard!r}"
+        )
     return int(discard)
 
 
@@ -314,8 +354,11 @@ def _check_discard(discard, depth: int) -> int:
 
 def _crossings(x: np.ndarray, r: np.ndarray) -> list[int]:
     """Cells k with a sign change of r between x[k] and x[k+1] (finite rates only)."""
-    return [k for k in range(len(x) - 1)
-            if np.isfinite(r[k]) and np.isfinite(r[k + 1]) and (r[k] == 0 or np.sign(r[k]) != np.sign(r[k + 1]))]
+    return [
+        k
+        for k in range(len(x) - 1)
+        if np.isfinite(r[k]) and np.isfinite(r[k + 1]) and (r[k] == 0 or np.sign(r[k]) != np.sign(r[k + 1]))
+    ]
 
 
 def _root(x: np.ndarray, r: np.ndarray, se: np.ndarray, k: int) -> tuple[float, float, float, float]:
@@ -335,11 +378,25 @@ def _root(x: np.ndarray, r: np.ndarray, se: np.ndarray, k: int) -> tuple[float, 
     return float(root), float(rate_se / abs(slope)) if slope else math.inf, float(slope), float(error)
 
 
-def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: str, bracket: tuple[float, float],
-                   depth: int | None = None, samples: int = 256, seed: int = 0, criterion: str = "mean_square",
-                   points: int = 9, refine: int = 1, discard: int | None = None, interval_se: float = 4.0,
-                   target: float = 0.0, tolerance: float | None = None, isometry: bool = False, dtype=None,
-                   verify: bool = True) -> CriticalPoint:
+def critical_point(
+    net_or_builder: Network | Callable[..., Network],
+    *,
+    hyper: str,
+    bracket: tuple[float, float],
+    depth: int | None = None,
+    samples: int = 256,
+    seed: int = 0,
+    criterion: str = "mean_square",
+    points: int = 9,
+    refine: int = 1,
+    discard: int | None = None,
+    interval_se: float = 4.0,
+    target: float = 0.0,
+    tolerance: float | None = None,
+    isometry: bool = False,
+    dtype=None,
+    verify: bool = True,
+) -> CriticalPoint:
     r"""The value of one traced hyperparameter at which the gains grow neither up nor down with depth.
 
     Arguments:
@@ -400,8 +457,9 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
         raise ValueError(f"`target` (the rate per block to reach) must be a finite number, got target={target!r}")
     target = float(target)
-    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
-                                  or not 0 < tolerance < math.inf):
+    if tolerance is not None and (
+        isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < math.inf
+    ):
         raise ValueError(f"`tolerance` must be None or a positive finite number, got tolerance={tolerance!r}")
     if depth is not None:
         _check_int("depth", depth, MIN_WINDOW, f" (at least {MIN_WINDOW} blocks to measure a rate over)")
@@ -412,17 +470,31 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
     discard = _check_discard(discard, L)
 
     def measure(values, check):
-        r = growth_rates(net, hyper=hyper, values=values, samples=samples, seed=seed, criterion=criterion,
-                         discard=discard, dtype=dtype, verify=check)
+        r = growth_rates(
+            net,
+            hyper=hyper,
+            values=values,
+            samples=samples,
+            seed=seed,
+            criterion=criterion,
+            discard=discard,
+            dtype=dtype,
+            verify=check,
+        )
         return r._replace(rates=r.rates - target)  # the search runs on rate − target
 
     grid = np.linspace(lo, hi, points)
     measured = measure(grid, verify)
     xs, rs, ses, bad = [grid], [measured.rates], [measured.rate_se], [measured.nonfinite]
     cells = _crossings(grid, measured.rates)
-    others = "" if len(cells) < 2 else (
-        f" The rate also changes sign in {len(cells) - 1} other cell(s) of the first grid, first at "
-        f"{grid[cells[1]]:.6g}..{grid[cells[1] + 1]:.6g}: the first zero is reported.")
+    others = (
+        ""
+        if len(cells) < 2
+        else (
+            f" The rate also changes sign in {len(cells) - 1} other cell(s) of the first grid, first at "
+            f"{grid[cells[1]]:.6g}..{grid[cells[1] + 1]:.6g}: the first zero is reported."
+        )
+    )
     for _ in range(refine if cells else 0):
         k = cells[0]
         grid = np.linspace(grid[k], grid[k + 1], points)
@@ -437,9 +509,22 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
     # every value once (a refinement's ends are values already measured, bit for bit: the sweep's contract)
     values, first = np.unique(np.concatenate(xs), return_index=True)
     rates, rate_se, nonfinite = (np.concatenate(a)[first] for a in (rs, ses, bad))
-    common = dict(hyper=hyper, criterion=criterion, bracket=(lo, hi), depth=L, samples=samples, discard=discard,
-                  values=values, rates=rates + target, rate_se=rate_se, nonfinite=nonfinite, depths=np.arange(1, L + 1),
-                  grid=grid, log_gain_mean=measured.log_gain_mean, log_gain_quantiles=measured.log_gain_quantiles)
+    common = dict(
+        hyper=hyper,
+        criterion=criterion,
+        bracket=(lo, hi),
+        depth=L,
+        samples=samples,
+        discard=discard,
+        values=values,
+        rates=rates + target,
+        rate_se=rate_se,
+        nonfinite=nonfinite,
+        depths=np.arange(1, L + 1),
+        grid=grid,
+        log_gain_mean=measured.log_gain_mean,
+        log_gain_quantiles=measured.log_gain_quantiles,
+    )
     per = "per block" if criterion == "typical" else "per block (½ ln E g²)"
     if not cells:
         cells = _crossings(values, rates)  # a refinement that lost its crossing: use every value measured
@@ -447,41 +532,73 @@ def critical_point(net_or_builder: Network | Callable[..., Network], *, hyper: s
     else:
         x_last, r_last, se_last = grid, measured.rates, measured.rate_se
     if not cells:
-        ends = (f"rate({lo:g}) = {rates[0] + target:+.4g} ± {rate_se[0]:.2g} and rate({hi:g}) = "
-                f"{rates[-1] + target:+.4g} ± {rate_se[-1]:.2g} {per}")
+        ends = (
+            f"rate({lo:g}) = {rates[0] + target:+.4g} ± {rate_se[0]:.2g} and rate({hi:g}) = "
+            f"{rates[-1] + target:+.4g} ± {rate_se[-1]:.2g} {per}"
+        )
         sign = np.sign(rates[np.isfinite(rates)])
         than = "" if target == 0 else f" than the target {target:+.4g}"
-        phase = (f"the rate is {'negative (the gains vanish)' if not than else 'lower'}{than} everywhere in it"
-                 if sign.size and (sign < 0).all() else
-                 f"the rate is {'positive (the gains explode)' if not than else 'higher'}{than} everywhere in it"
-                 if sign.size and (sign > 0).all() else "no finite sign change was measured")
+        phase = (
+            f"the rate is {'negative (the gains vanish)' if not than else 'lower'}{than} everywhere in it"
+            if sign.size and (sign < 0).all()
+            else f"the rate is {'positive (the gains explode)' if not than else 'higher'}{than} everywhere in it"
+            if sign.size and (sign > 0).all()
+            else "no finite sign change was measured"
+        )
         what = f"critical {hyper}" if not than else f"{hyper} at rate {target:+.4g}"
-        message = (f"no {what} in the bracket [{lo:g}, {hi:g}] ({criterion}, depth {L}, {samples} samples): "
-                   f"{phase}; {ends}."
-                   + (f" {int(nonfinite.sum())} initialisation(s) gave a non-finite rate." if nonfinite.any() else ""))
-        return CriticalPoint(found=False, value=math.nan, se=math.nan, interval=(math.nan, math.nan),
-                             slope=math.nan, message=message, **common)
+        message = (
+            f"no {what} in the bracket [{lo:g}, {hi:g}] ({criterion}, depth {L}, {samples} samples): "
+            f"{phase}; {ends}."
+            + (f" {int(nonfinite.sum())} initialisation(s) gave a non-finite rate." if nonfinite.any() else "")
+        )
+        return CriticalPoint(
+            found=False,
+            value=math.nan,
+            se=math.nan,
+            interval=(math.nan, math.nan),
+            slope=math.nan,
+            message=message,
+            **common,
+        )
     root, se, slope, error = _root(x_last, r_last, se_last, cells[0])
     half = interval_se * se + error
     if tolerance is not None and half > tolerance:
         if error >= tolerance:
-            raise ValueError(f"tolerance={tolerance:g} is below the interpolation error {error:.3g} of this grid: "
-                             f"raise `points` or `refine`")
+            raise ValueError(
+                f"tolerance={tolerance:g} is below the interpolation error {error:.3g} of this grid: "
+                f"raise `points` or `refine`"
+            )
         factor = (interval_se * se / (tolerance - error)) ** 2 if math.isfinite(se) else math.inf
-        more = (f"about samples={math.ceil(samples * factor)}, or about {math.ceil((L - discard) * factor)} blocks "
-                f"after the transient (depth={discard + math.ceil((L - discard) * factor)}), would suffice: the "
-                f"half-width falls as 1/√samples, and about as 1/√(depth − discard) where the blocks' gains are "
-                f"weakly correlated" if math.isfinite(factor) else "the measured slope is zero: widen the bracket")
-        raise ValueError(f"`samples`={samples} and depth={L} ({L - discard} blocks after the transient) give an "
-                         f"interval half-width of {half:.3g} for {hyper}, wider than tolerance={tolerance:g}: {more}")
+        more = (
+            f"about samples={math.ceil(samples * factor)}, or about {math.ceil((L - discard) * factor)} blocks "
+            f"after the transient (depth={discard + math.ceil((L - discard) * factor)}), would suffice: the "
+            f"half-width falls as 1/√samples, and about as 1/√(depth − discard) where the blocks' gains are "
+            f"weakly correlated"
+            if math.isfinite(factor)
+            else "the measured slope is zero: widen the bracket"
+        )
+        raise ValueError(
+            f"`samples`={samples} and depth={L} ({L - discard} blocks after the transient) give an "
+            f"interval half-width of {half:.3g} for {hyper}, wider than tolerance={tolerance:g}: {more}"
+        )
     name = f"critical {hyper}" if target == 0 else f"{hyper} at rate {target:+.4g}"
-    message = (f"{name} = {root:.6g} ± {se:.2g} (interval {root - half:.6g} .. {root + half:.6g}, "
-               f"{interval_se:g} SE + interpolation {error:.1g}; {criterion} rate {per}, depth {L}, {samples} samples, "
-               f"slope {slope:.3g} per unit).{others}"
-               + (f" {int(nonfinite.sum())} initialisation(s) gave a non-finite rate." if nonfinite.any() else ""))
+    message = (
+        f"{name} = {root:.6g} ± {se:.2g} (interval {root - half:.6g} .. {root + half:.6g}, "
+        f"{interval_se:g} SE + interpolation {error:.1g}; {criterion} rate {per}, depth {L}, {samples} samples, "
+        f"slope {slope:.3g} per unit).{others}"
+        + (f" {int(nonfinite.sum())} initialisation(s) gave a non-finite rate." if nonfinite.any() else "")
+    )
     spectrum = _isometry(net, hyper, root, samples, seed, dtype, verify) if isometry else None
-    return CriticalPoint(found=True, value=root, se=se, interval=(root - half, root + half), slope=slope,
-                         message=message, isometry=spectrum, **common)
+    return CriticalPoint(
+        found=True,
+        value=root,
+        se=se,
+        interval=(root - half, root + half),
+        slope=slope,
+        message=message,
+        isometry=spectrum,
+        **common,
+    )
 
 
 def _isometry(net: Network, hyper: str, value: float, samples: int, seed: int, dtype, verify: bool) -> Isometry:
@@ -489,12 +606,19 @@ def _isometry(net: Network, hyper: str, value: float, samples: int, seed: int, d
     from jaxgrad.engine import simulate
 
     at = _grid_points(net, {hyper: [value]})[2][0][0]
-    r = simulate(at, samples, seed, method="svd", spectrum_at=[at.depth], fields=["log_spectral_norm"], dtype=dtype,
-                 verify=verify)
+    r = simulate(
+        at,
+        samples,
+        seed,
+        method="svd",
+        spectrum_at=[at.depth],
+        fields=["log_spectral_norm"],
+        dtype=dtype,
+        verify=verify,
+    )
     s = np.asarray(r.log_singular_values[at.depth], np.float64)
     spread = s.std(axis=-1)
     with np.errstate(over="ignore", invalid="ignore"):
         variance, variance_se = pooled_variance(np.exp(2 * s))
         mean = float(np.exp(2 * s).mean())
-    return Isometry(s, float(spread.mean()), float(spread.std(ddof=1) / math.sqrt(len(s))), variance, variance_se,
-                    mean)
+    return Isometry(s, float(spread.mean()), float(spread.std(ddof=1) / math.sqrt(len(s))), variance, variance_se, mean)

@@ -19,6 +19,7 @@ References:
   Neural Computation 1994. J. Cohen, S. Kaur, Y. Li, Z. Kolter, A. Talwalkar,
   "Gradient descent on neural networks typically occurs at the edge of stability", ICLR 2021.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -31,6 +31,7 @@ seed (or key), σ_w, σ_b, every other `jaxgrad.layers.Hyper` value and q0 are t
 inputs, so calls that differ only in them do not recompile. `sweep` runs a whole grid of
 hyperparameters as one program.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -49,9 +50,24 @@ from jaxgrad.layers import Network, as_key
 from jaxgrad.layers import state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
-__all__ = ["AUTO_MATRIX_FREE_ABOVE", "DTYPES", "FIELDS", "METHODS", "NonFiniteWarning", "SampleKeys",
-           "SimulationResult", "choose_method", "draw_inputs", "draw_params", "log_spaced_depths", "lyapunov_spectrum",
-           "sample_keys", "simulate", "sweep", "state_shape"]
+__all__ = [
+    "AUTO_MATRIX_FREE_ABOVE",
+    "DTYPES",
+    "FIELDS",
+    "METHODS",
+    "NonFiniteWarning",
+    "SampleKeys",
+    "SimulationResult",
+    "choose_method",
+    "draw_inputs",
+    "draw_params",
+    "log_spaced_depths",
+    "lyapunov_spectrum",
+    "sample_keys",
+    "simulate",
+    "sweep",
+    "state_shape",
+]
 
 METHODS = ("power", "svd", "vector", "matrix_free", "auto")
 DTYPES = ("float32", "float64")
@@ -102,16 +118,23 @@ class SimulationResult(NamedTuple):
 
 
 def _check_int(name, value, low, high=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low \
-            or (high is not None and value >= high):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < low
+        or (high is not None and value >= high)
+    ):
         valid = f"in [{low}, {high})" if high is not None else f"≥ {low}"
         raise ValueError(f"`{name}` must be an integer {valid}, got {name}={value!r}")
     return int(value)
 
 
 def _check_q0(q0):
-    if isinstance(q0, (bool, np.bool_)) or not isinstance(q0, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(q0) and q0 > 0):
+    if (
+        isinstance(q0, (bool, np.bool_))
+        or not isinstance(q0, (int, float, np.integer, np.floating))
+        or not (np.isfinite(q0) and q0 > 0)
+    ):
         raise ValueError(f"`q0` (input variance per coordinate) must be a positive finite number, got q0={q0!r}")
     return float(q0)
 
@@ -129,8 +152,14 @@ def _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_of
         except TypeError:
             name = repr(dtype)
     if name not in DTYPES:
-        extra = (" (bfloat16/float16 are not supported: products of many Jacobians need float32's "
-                 "exponent and mantissa; run in float32 and cast your own results)") if "16" in name else ""
+        extra = (
+            (
+                " (bfloat16/float16 are not supported: products of many Jacobians need float32's "
+                "exponent and mantissa; run in float32 and cast your own results)"
+            )
+            if "16" in name
+            else ""
+        )
         raise ValueError(f"unsupported dtype={dtype!r}; valid choices are {list(DTYPES)}{extra}")
     if chunk_size is not None:
         _check_int("chunk_size", chunk_size, 1)
@@ -154,15 +183,17 @@ def _given_params(net: Network, params, samples: int, dtype_name: str):
         expected = jax.eval_shape(jax.vmap(net.init), keys)
     want, got = jax.tree.structure(expected), jax.tree.structure(params)
     if want != got:  # type: ignore[operator]  # (PyTreeDef defines ==)
-        raise ValueError(f"`params` must have the structure jax.vmap(net.init)(keys) returns: expected {want}, "
-                         f"got {got}")
+        raise ValueError(
+            f"`params` must have the structure jax.vmap(net.init)(keys) returns: expected {want}, got {got}"
+        )
     leaves = []
     for (path, leaf), spec in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(expected)):
         where = jax.tree_util.keystr(path)
         shape = np.shape(leaf)
         if shape != spec.shape:
-            raise ValueError(f"`params`{where} must have shape {spec.shape} (leading axis samples={samples}), "
-                             f"got {shape}")
+            raise ValueError(
+                f"`params`{where} must have shape {spec.shape} (leading axis samples={samples}), got {shape}"
+            )
         leaf = np.asarray(leaf)
         if not np.issubdtype(leaf.dtype, np.floating):
             raise ValueError(f"`params`{where} must be a floating array, got dtype {leaf.dtype}")
@@ -174,8 +205,10 @@ def _given_params(net: Network, params, samples: int, dtype_name: str):
     if net.tied:
         return params
     per_layer = tuple(params)
-    return tuple(jax.tree.map(lambda *xs: np.stack(xs, axis=1), *per_layer[start:start + count])
-                 for _, start, count in net.segments())
+    return tuple(
+        jax.tree.map(lambda *xs: np.stack(xs, axis=1), *per_layer[start : start + count])
+        for _, start, count in net.segments()
+    )
 
 
 def _given_inputs(net: Network, inputs, samples: int, dtype_name: str) -> np.ndarray:
@@ -185,11 +218,16 @@ def _given_inputs(net: Network, inputs, samples: int, dtype_name: str) -> np.nda
     try:
         array = np.asarray(inputs)
     except Exception as error:
-        raise ValueError(f"`inputs` must be an array of shape ({samples}, {n0}) or ({samples}, *{shape}), got "
-                         f"{type(inputs).__name__}") from error
+        raise ValueError(
+            f"`inputs` must be an array of shape ({samples}, {n0}) or ({samples}, *{shape}), got "
+            f"{type(inputs).__name__}"
+        ) from error
     if array.shape not in ((samples, n0), (samples, *shape)):
-        raise ValueError(f"`inputs` must have shape ({samples}, {n0})" + (f" or ({samples}, *{shape})"
-                         if shape != (n0,) else "") + f" (samples × the input state), got {array.shape}")
+        raise ValueError(
+            f"`inputs` must have shape ({samples}, {n0})"
+            + (f" or ({samples}, *{shape})" if shape != (n0,) else "")
+            + f" (samples × the input state), got {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"`inputs` must be a floating array, got dtype {array.dtype}")
     array = array.reshape(samples, n0)
@@ -231,10 +269,16 @@ def _platform(devices) -> str:
 def _check_sample(net, row, grid, base_key, offset, given, inputs, q0):
     """One sample for `jaxgrad.verify`: its key, given data and float64 coefficients."""
     pick = lambda tree: None if tree is None else jax.tree.map(lambda a: np.asarray(a)[row], tree)  # noqa: E731
-    return _verify._Sample(row=row, grid=grid, key=jax.random.fold_in(base_key, offset + row), params=pick(given),
-                           inputs=None if inputs is None else np.asarray(inputs[row], np.float64),
-                           coefficients=probes.coefficient_arrays(net, np.float64), q0=float(q0),
-                           names=tuple(layer.name for layer in net.layers))
+    return _verify._Sample(
+        row=row,
+        grid=grid,
+        key=jax.random.fold_in(base_key, offset + row),
+        params=pick(given),
+        inputs=None if inputs is None else np.asarray(inputs[row], np.float64),
+        coefficients=probes.coefficient_arrays(net, np.float64),
+        q0=float(q0),
+        names=tuple(layer.name for layer in net.layers),
+    )
 
 
 def _run_verified(net, execute, samples_of, *, plan, method, dtype_name, source, norms_at):
@@ -284,9 +328,12 @@ def _warn_nonfinite(unexpected: Mapping[str, int], samples: int, where: str) -> 
     bad = {k: v for k, v in unexpected.items() if v}
     if bad:
         listing = ", ".join(f"{k}: {v}" for k, v in bad.items())
-        warnings.warn(f"{where}: NaN or +inf in {listing} (of {samples} samples; kept, not dropped; see the "
-                      f"result's `nonfinite`, which also counts the −inf that are logarithms of exact zeros)",
-                      NonFiniteWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: NaN or +inf in {listing} (of {samples} samples; kept, not dropped; see the "
+            f"result's `nonfinite`, which also counts the −inf that are logarithms of exact zeros)",
+            NonFiniteWarning,
+            stacklevel=3,
+        )
 
 
 def _progress(progress, label):
@@ -331,8 +378,9 @@ def _check_fields(fields, method):
 def _check_depths(name, depths, net):
     for d in depths:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
-            raise ValueError(f"`{name}` depths must be integers in 1..{net.depth} (the network's depth), "
-                             f"got {name}={d!r}")
+            raise ValueError(
+                f"`{name}` depths must be integers in 1..{net.depth} (the network's depth), got {name}={d!r}"
+            )
 
 
 def _check_spectrum_at(spectrum_at, net, method):
@@ -341,8 +389,10 @@ def _check_spectrum_at(spectrum_at, net, method):
     spectrum_at = tuple(sorted(set(spectrum_at)))
     _check_depths("spectrum_at", spectrum_at, net)
     if method == "vector" and spectrum_at:
-        raise ValueError("`spectrum_at` needs the product's singular values; use method='power', 'svd' or "
-                         "'matrix_free' (the top one only), not 'vector'")
+        raise ValueError(
+            "`spectrum_at` needs the product's singular values; use method='power', 'svd' or "
+            "'matrix_free' (the top one only), not 'vector'"
+        )
     return tuple(int(d) for d in spectrum_at)
 
 
@@ -356,8 +406,10 @@ def _check_norms_at(norms_at, net, method, fields):
     if not norms_at:
         raise ValueError("`norms_at` must name at least one depth (or be None: every depth), got an empty list")
     if method not in ("power", "svd"):
-        raise ValueError(f"`norms_at` selects the depths of log_spectral_norm, which method={method!r} does not "
-                         "record at every depth; use method='power' or 'svd' (matrix_free: `spectrum_at`)")
+        raise ValueError(
+            f"`norms_at` selects the depths of log_spectral_norm, which method={method!r} does not "
+            "record at every depth; use method='power' or 'svd' (matrix_free: `spectrum_at`)"
+        )
     if "log_spectral_norm" not in fields:
         raise ValueError(f"`norms_at` selects the depths of log_spectral_norm, which fields={list(fields)} leaves out")
     return tuple(sorted({int(d) for d in norms_at}))
@@ -371,8 +423,18 @@ def log_spaced_depths(depth: int, count: int = 16) -> tuple[int, ...]:
     return tuple(sorted({int(round(d)) for d in np.geomspace(1, depth, min(count, depth))} | {depth}))
 
 
-def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_given, norms_at=None,
-                        inputs_given=False, keep_at=(), jacobian_mode="rev"):
+def _simulation_program(
+    net,
+    method,
+    spectrum_at,
+    fields,
+    dtype_name,
+    params_given,
+    norms_at=None,
+    inputs_given=False,
+    keep_at=(),
+    jacobian_mode="rev",
+):
     """(probe, cache key, bytes per sample) for `simulate` and `sweep`.
 
     ``keep_at``: layers whose inputs the probe also returns for the self-check (`jaxgrad.verify`),
@@ -385,14 +447,29 @@ def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_giv
         work = item * (4 * n_max * n_max + 2 * net.depth * n_max)
     elif method == "matrix_free":
         inner = tuple(fields) if not keep_at or "log_norm_product" in fields else (*fields, "log_norm_product")
-        probe = probes.matrix_free(net, dtype=dtype, spectrum_at=spectrum_at, fields=inner,
-                                   params_given=params_given, inputs_given=inputs_given, keep_at=keep_at)
+        probe = probes.matrix_free(
+            net,
+            dtype=dtype,
+            spectrum_at=spectrum_at,
+            fields=inner,
+            params_given=params_given,
+            inputs_given=inputs_given,
+            keep_at=keep_at,
+        )
         k = probes.lanczos_steps(n_max)
         work = item * (2 * net.depth * n_max + 2 * (k + 8) * n_max) + 4 * _param_bytes(net)
     else:
-        probe = probes.product_norms(net, dtype=dtype, method=method, spectrum_at=spectrum_at,
-                                     params_given=params_given, norms_at=norms_at, inputs_given=inputs_given,
-                                     keep_at=keep_at, jacobian_mode=jacobian_mode)
+        probe = probes.product_norms(
+            net,
+            dtype=dtype,
+            method=method,
+            spectrum_at=spectrum_at,
+            params_given=params_given,
+            norms_at=norms_at,
+            inputs_given=inputs_given,
+            keep_at=keep_at,
+            jacobian_mode=jacobian_mode,
+        )
         work = item * 8 * n_max * n_max
     wanted = set(fields) | {"overflow"} | {f"sv{d}" for d in spectrum_at}
     if keep_at:
@@ -401,8 +478,19 @@ def _simulation_program(net, method, spectrum_at, fields, dtype_name, params_giv
     def measure(*a):
         return {k: v for k, v in probe(*a).items() if k in wanted}
 
-    key = ("simulate", net.structure(), method, spectrum_at, fields, dtype_name, params_given, norms_at,
-           inputs_given, tuple(keep_at), jacobian_mode)
+    key = (
+        "simulate",
+        net.structure(),
+        method,
+        spectrum_at,
+        fields,
+        dtype_name,
+        params_given,
+        norms_at,
+        inputs_given,
+        tuple(keep_at),
+        jacobian_mode,
+    )
     return measure, key, work
 
 
@@ -411,8 +499,9 @@ def _param_bytes(net: Network) -> int:
     sizes = []
     for layer, _, _ in net.segments():
         shapes = jax.eval_shape(layer.init, jax.random.key(0))
-        sizes.append(sum(np.prod(a.shape, dtype=np.int64) * np.dtype(a.dtype).itemsize
-                         for a in jax.tree.leaves(shapes)))
+        sizes.append(
+            sum(np.prod(a.shape, dtype=np.int64) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(shapes))
+        )
     return int(max(sizes))
 
 
@@ -425,10 +514,12 @@ def _result(raw: dict, fields, spectrum_at, config: dict) -> SimulationResult:
     rows = lambda a: a.reshape(-1, *a.shape[-1:]) if a.ndim > 1 else a.reshape(-1, 1)  # noqa: E731
     nonfinite = {f: int((~np.isfinite(rows(a))).any(axis=1).sum()) for f, a in values.items() if a is not None}
     spectra = {d: raw[f"sv{d}"] for d in spectrum_at}
-    nonfinite.update({f"log_singular_values[{d}]": int((~np.isfinite(rows(a))).any(axis=1).sum())
-                      for d, a in spectra.items()})
-    return SimulationResult(**values, log_singular_values=spectra, signal_exit_depth=raw["overflow"],
-                            nonfinite=nonfinite, config=config)
+    nonfinite.update(
+        {f"log_singular_values[{d}]": int((~np.isfinite(rows(a))).any(axis=1).sum()) for d, a in spectra.items()}
+    )
+    return SimulationResult(
+        **values, log_singular_values=spectra, signal_exit_depth=raw["overflow"], nonfinite=nonfinite, config=config
+    )
 
 
 def simulate(
@@ -528,34 +619,84 @@ def simulate(
     work = _simulation_program(net, method, spectrum_at, fields, dtype_name, False, norms_at)[2]
 
     def execute(mode):
-        probe, cache_key, work = _simulation_program(net, method, spectrum_at, fields, dtype_name, given is not None,
-                                                     norms_at, h0 is not None, plan.keep_at if plan else (), mode)
+        probe, cache_key, work = _simulation_program(
+            net,
+            method,
+            spectrum_at,
+            fields,
+            dtype_name,
+            given is not None,
+            norms_at,
+            h0 is not None,
+            plan.keep_at if plan else (),
+            mode,
+        )
         with jax.enable_x64(dtype_name == "float64"):
-            return ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=_per_sample(given, h0),
-                                sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
-                                bytes_per_sample=work, progress=_progress(progress, "simulate"), cache_key=cache_key)
+            return ensemble.run(
+                probe,
+                samples,
+                seed=seed,
+                key=key,
+                args=args,
+                per_sample=_per_sample(given, h0),
+                sample_offset=sample_offset,
+                chunk_size=chunk_size,
+                devices=devices,
+                bytes_per_sample=work,
+                progress=_progress(progress, "simulate"),
+                cache_key=cache_key,
+            )
 
     base = as_key(key) if key is not None else jax.random.key(seed)
     rows = _verify.check_samples(samples, ensemble.micro_batch_size(work, _platform(devices)))
     if plan is not None and plan.rows is not None:
         rows = tuple(i for i in plan.rows if i < samples)
     raw, record, mode = _run_verified(
-        net, execute, lambda raw: [_check_sample(net, i, None, base, sample_offset, given, h0, q0) for i in rows],
-        plan=plan, method=method, dtype_name=dtype_name, source=probes._source(net, given is not None),
-        norms_at=norms_at)
-    result = _result(_strip_checks(raw), fields, spectrum_at, dict(
-        net=[layer.name for layer in net.layers], tied=net.tied, samples=samples, seed=_seed_repr(seed, key),
-        q0=q0, **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
-        fields=list(fields), norms_at=None if norms_at is None else list(norms_at),
-        params="given" if given is not None else ("tied" if net.tied else "drawn"),
-        inputs="given" if h0 is not None else "drawn", verified=record is not None, verification=record,
-        jacobian=mode))
+        net,
+        execute,
+        lambda raw: [_check_sample(net, i, None, base, sample_offset, given, h0, q0) for i in rows],
+        plan=plan,
+        method=method,
+        dtype_name=dtype_name,
+        source=probes._source(net, given is not None),
+        norms_at=norms_at,
+    )
+    result = _result(
+        _strip_checks(raw),
+        fields,
+        spectrum_at,
+        dict(
+            net=[layer.name for layer in net.layers],
+            tied=net.tied,
+            samples=samples,
+            seed=_seed_repr(seed, key),
+            q0=q0,
+            **_method_config(net, requested, method),
+            dtype=dtype_name,
+            spectrum_at=list(spectrum_at),
+            fields=list(fields),
+            norms_at=None if norms_at is None else list(norms_at),
+            params="given" if given is not None else ("tied" if net.tied else "drawn"),
+            inputs="given" if h0 is not None else "drawn",
+            verified=record is not None,
+            verification=record,
+            jacobian=mode,
+        ),
+    )
     _warn_nonfinite(_unexpected(_result_arrays(result)), samples, "jaxgrad.simulate")
     return result
 
 
-def draw_inputs(net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, q0: float = 1.0,
-                dtype=None, sample_offset: int = 0) -> np.ndarray:
+def draw_inputs(
+    net: Network,
+    samples: int,
+    seed: int = 0,
+    *,
+    key: jax.Array | None = None,
+    q0: float = 1.0,
+    dtype=None,
+    sample_offset: int = 0,
+) -> np.ndarray:
     r"""The inputs $h^{(0)}$ `simulate(net, samples, seed, q0=q0)` uses, bit for bit: (samples, n₀).
 
     Sample i's is $\sqrt{q_0}\,z$ with z ~ N(0, I) drawn in float32 from ``sample_keys(seed, i).input``
@@ -571,13 +712,21 @@ def draw_inputs(net: Network, samples: int, seed: int = 0, *, key: jax.Array | N
 
     np_dtype = np.dtype(dtype_name)
     with jax.enable_x64(dtype_name == "float64"):
-        return ensemble.run(probe, samples, seed=seed, key=key, args=(np.asarray(q0, np_dtype),),
-                            sample_offset=sample_offset, bytes_per_sample=8 * n0,
-                            cache_key=("draw_inputs", n0, dtype_name))
+        return ensemble.run(
+            probe,
+            samples,
+            seed=seed,
+            key=key,
+            args=(np.asarray(q0, np_dtype),),
+            sample_offset=sample_offset,
+            bytes_per_sample=8 * n0,
+            cache_key=("draw_inputs", n0, dtype_name),
+        )
 
 
-def draw_params(net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, dtype=None,
-                method: str = "power"):
+def draw_params(
+    net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, dtype=None, method: str = "power"
+):
     """The parameters `simulate(net, samples, seed, method=method)` draws, bit for bit.
 
     Returns the structure ``jax.vmap(net.init)(keys)`` returns (leading axis `samples`);
@@ -590,9 +739,15 @@ def draw_params(net: Network, samples: int, seed: int = 0, *, key: jax.Array | N
     _, _, work = _simulation_program(net, method, (), _check_fields(None, method), dtype_name, False)
     np_dtype = np.dtype(dtype_name)
     with jax.enable_x64(dtype_name == "float64"):
-        raw = ensemble.run(probes.parameters(net, dtype=jnp.dtype(dtype_name)), samples, seed=seed, key=key,
-                           args=(probes.coefficient_arrays(net, np_dtype), np.asarray(1.0, np_dtype)),
-                           bytes_per_sample=work, cache_key=("draw_params", net.structure(), dtype_name))
+        raw = ensemble.run(
+            probes.parameters(net, dtype=jnp.dtype(dtype_name)),
+            samples,
+            seed=seed,
+            key=key,
+            args=(probes.coefficient_arrays(net, np_dtype), np.asarray(1.0, np_dtype)),
+            bytes_per_sample=work,
+            cache_key=("draw_params", net.structure(), dtype_name),
+        )
     if net.tied:
         return raw
     per_layer = []
@@ -646,8 +801,10 @@ def _representative(nets: Sequence[Network]) -> Network:
     strip = lambda s: (s[0], tuple(r[:3] for r in s[1]))  # noqa: E731  (structure without homogeneity)
     for other in nets[1:]:
         if strip(other.structure()) != strip(first.structure()):
-            raise ValueError("every grid point must give a network of the same structure; "
-                             f"{[l.name for l in first.layers][:2]} vs {[l.name for l in other.layers][:2]}")
+            raise ValueError(
+                "every grid point must give a network of the same structure; "
+                f"{[l.name for l in first.layers][:2]} vs {[l.name for l in other.layers][:2]}"
+            )
     homogeneous = [all(n.layers[i].homogeneous for n in nets) for i in range(first.depth)]
     return Network(tuple(layer._replace(homogeneous=h) for layer, h in zip(first.layers, homogeneous)), first.tied)
 
@@ -698,8 +855,9 @@ def sweep(
     if key is None:
         seeds = np.asarray(seed)
         if seeds.ndim not in (0, len(shape)) or (seeds.ndim and seeds.shape != shape):
-            raise ValueError(f"`seed` must be one integer or an integer array of the grid's shape {shape}, "
-                             f"got shape {seeds.shape}")
+            raise ValueError(
+                f"`seed` must be one integer or an integer array of the grid's shape {shape}, got shape {seeds.shape}"
+            )
         seed = np.broadcast_to(seeds, shape).reshape(G)
     rep = _representative([n for n, _ in points])
     plan = _plan(verify, rep, method, fields, norms_at, spectrum_at)
@@ -710,12 +868,23 @@ def sweep(
     work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False, norms_at)[2]
 
     def execute(mode):
-        probe, cache_key, work = _simulation_program(rep, method, spectrum_at, fields, dtype_name, False, norms_at,
-                                                     False, plan.keep_at if plan else (), mode)
+        probe, cache_key, work = _simulation_program(
+            rep, method, spectrum_at, fields, dtype_name, False, norms_at, False, plan.keep_at if plan else (), mode
+        )
         with jax.enable_x64(dtype_name == "float64"):
-            return ensemble.run(probe, samples, seed=seed, key=key, args=(coeffs, q0s), grid_size=G,
-                                chunk_size=chunk_size, devices=devices, bytes_per_sample=work,
-                                progress=_progress(progress, "sweep"), cache_key=cache_key)
+            return ensemble.run(
+                probe,
+                samples,
+                seed=seed,
+                key=key,
+                args=(coeffs, q0s),
+                grid_size=G,
+                chunk_size=chunk_size,
+                devices=devices,
+                bytes_per_sample=work,
+                progress=_progress(progress, "sweep"),
+                cache_key=cache_key,
+            )
 
     def base(g):
         if key is not None:
@@ -726,17 +895,37 @@ def sweep(
     rows = _verify.check_samples(samples, ensemble.micro_batch_size(work, _platform(devices)))
     checks = [(0, rows[0]), (G - 1, rows[-1])]
     raw, record, mode = _run_verified(
-        rep, execute, lambda raw: [_check_sample(points[g][0], i, g, base(g), 0, None, None, q0_values[g])
-                                   for g, i in checks],
-        plan=plan, method=method, dtype_name=dtype_name, source=probes._source(rep, False), norms_at=norms_at)
+        rep,
+        execute,
+        lambda raw: [_check_sample(points[g][0], i, g, base(g), 0, None, None, q0_values[g]) for g, i in checks],
+        plan=plan,
+        method=method,
+        dtype_name=dtype_name,
+        source=probes._source(rep, False),
+        norms_at=norms_at,
+    )
     raw = {k: v.reshape(*shape, *v.shape[1:]) for k, v in _strip_checks(raw).items()}
-    result = _result(raw, fields, spectrum_at, dict(
-        net=[layer.name for layer in net.layers], tied=net.tied, samples=samples,
-        seed=_seed_repr(0, key) if key is not None else np.asarray(seed).reshape(shape).tolist(), q0=q0,
-        grid={n: [float(x) for x in np.asarray(grid[n], np.float64).ravel()] for n in names},
-        **_method_config(net, requested, method), dtype=dtype_name, spectrum_at=list(spectrum_at),
-        fields=list(fields), norms_at=None if norms_at is None else list(norms_at), verified=record is not None,
-        verification=record, jacobian=mode))
+    result = _result(
+        raw,
+        fields,
+        spectrum_at,
+        dict(
+            net=[layer.name for layer in net.layers],
+            tied=net.tied,
+            samples=samples,
+            seed=_seed_repr(0, key) if key is not None else np.asarray(seed).reshape(shape).tolist(),
+            q0=q0,
+            grid={n: [float(x) for x in np.asarray(grid[n], np.float64).ravel()] for n in names},
+            **_method_config(net, requested, method),
+            dtype=dtype_name,
+            spectrum_at=list(spectrum_at),
+            fields=list(fields),
+            norms_at=None if norms_at is None else list(norms_at),
+            verified=record is not None,
+            verification=record,
+            jacobian=mode,
+        ),
+    )
     _warn_nonfinite(_unexpected(_result_arrays(result)), samples * G, "jaxgrad.sweep")
     return result
 
@@ -785,11 +974,20 @@ def lyapunov_spectrum(
     np_dtype = np.dtype(dtype_name)
     args = (probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype))
     with jax.enable_x64(dtype_name == "float64"):
-        raw = ensemble.run(probe, samples, seed=seed, key=key, args=args, per_sample=_per_sample(given, None),
-                           sample_offset=sample_offset, chunk_size=chunk_size, devices=devices,
-                           bytes_per_sample=dtype.itemsize * 8 * n_max * n_max,
-                           progress=_progress(progress, "lyapunov"),
-                           cache_key=("lyapunov", net.structure(), bool(sort), dtype_name, given is not None))
+        raw = ensemble.run(
+            probe,
+            samples,
+            seed=seed,
+            key=key,
+            args=args,
+            per_sample=_per_sample(given, None),
+            sample_offset=sample_offset,
+            chunk_size=chunk_size,
+            devices=devices,
+            bytes_per_sample=dtype.itemsize * 8 * n_max * n_max,
+            progress=_progress(progress, "lyapunov"),
+            cache_key=("lyapunov", net.structure(), bool(sort), dtype_name, given is not None),
+        )
     exponents = raw["exponents"]
     _warn_nonfinite(_unexpected({"exponents": exponents}), samples, "jaxgrad.lyapunov_spectrum")
     return exponents

@@ -28,6 +28,7 @@ with ``key_i = fold_in(key(seed), i)``. The result for sample i is a function of
 devices, argument structure); seeds, keys and `args` are traced inputs, so a new seed or
 hyperparameter value reuses it. `compile_count` reads JAX's own backend-compile events.
 """
+
 from __future__ import annotations
 
 import collections
@@ -126,8 +127,9 @@ def _base_keys(seed, key, grid: int | None) -> tuple[np.ndarray, str]:
             if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
                 key = jax.random.wrap_key_data(key)
             else:
-                raise ValueError(f"`key` must be a JAX PRNG key (jax.random.key(…)), got dtype={key.dtype}, "
-                                 f"shape={key.shape}")
+                raise ValueError(
+                    f"`key` must be a JAX PRNG key (jax.random.key(…)), got dtype={key.dtype}, shape={key.shape}"
+                )
         impl = str(jax.random.key_impl(key))
         data = np.asarray(jax.random.key_data(key))
         if grid is None and data.ndim != 1:
@@ -135,10 +137,16 @@ def _base_keys(seed, key, grid: int | None) -> tuple[np.ndarray, str]:
         data = data.reshape(-1, data.shape[-1])
     else:
         seeds = np.atleast_1d(np.asarray(seed))
-        if seeds.dtype == bool or not np.issubdtype(seeds.dtype, np.integer) or seeds.ndim != 1 \
-                or (seeds < 0).any() or (seeds >= 2**32).any():
-            raise ValueError(f"`seed` must be an integer in [0, 2**32) (or, with a grid, one per grid point), "
-                             f"got seed={seed!r}")
+        if (
+            seeds.dtype == bool
+            or not np.issubdtype(seeds.dtype, np.integer)
+            or seeds.ndim != 1
+            or (seeds < 0).any()
+            or (seeds >= 2**32).any()
+        ):
+            raise ValueError(
+                f"`seed` must be an integer in [0, 2**32) (or, with a grid, one per grid point), got seed={seed!r}"
+            )
         if grid is None and np.ndim(seed) != 0:
             raise ValueError(f"`seed` must be one integer without a grid, got seed={seed!r}")
         impl = str(jax.random.key_impl(jax.random.key(0)))
@@ -152,8 +160,10 @@ def _base_keys(seed, key, grid: int | None) -> tuple[np.ndarray, str]:
 def _check_tree_of_arrays(name: str, tree) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)) or isinstance(leaf, bool):
-            raise ValueError(f"`{name}` must be a pytree of arrays; its leaf {jax.tree_util.keystr(path) or '(root)'} "
-                             f"is {type(leaf).__name__}")
+            raise ValueError(
+                f"`{name}` must be a pytree of arrays; its leaf {jax.tree_util.keystr(path) or '(root)'} "
+                f"is {type(leaf).__name__}"
+            )
 
 
 def _grid_args(args, grid: int | None):
@@ -164,8 +174,10 @@ def _grid_args(args, grid: int | None):
     for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
         shape = np.shape(leaf)
         if not shape or shape[0] != grid:
-            raise ValueError(f"with grid_size={grid} every leaf of `args` needs a leading axis of {grid}; "
-                             f"{jax.tree_util.keystr(path) or 'args'} has shape {shape}")
+            raise ValueError(
+                f"with grid_size={grid} every leaf of `args` needs a leading axis of {grid}; "
+                f"{jax.tree_util.keystr(path) or 'args'} has shape {shape}"
+            )
     return jax.tree.map(np.asarray, args)
 
 
@@ -174,24 +186,35 @@ def _check_per_sample(per_sample, samples: int):
     for path, leaf in jax.tree_util.tree_flatten_with_path(per_sample)[0]:
         shape = np.shape(leaf)
         if not shape or shape[0] != samples:
-            raise ValueError(f"every leaf of `per_sample` needs a leading axis of samples={samples}; "
-                             f"{jax.tree_util.keystr(path) or 'per_sample'} has shape {shape}")
+            raise ValueError(
+                f"every leaf of `per_sample` needs a leading axis of samples={samples}; "
+                f"{jax.tree_util.keystr(path) or 'per_sample'} has shape {shape}"
+            )
     return jax.tree.map(np.asarray, per_sample)
 
 
 def _check_outputs(fn, shapes) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
         if not isinstance(leaf, jax.ShapeDtypeStruct):
-            raise ValueError(f"the per-sample function {getattr(fn, '__name__', fn)!r} must return a pytree of "
-                             f"arrays; its output {jax.tree_util.keystr(path) or '(root)'} is {type(leaf).__name__}")
+            raise ValueError(
+                f"the per-sample function {getattr(fn, '__name__', fn)!r} must return a pytree of "
+                f"arrays; its output {jax.tree_util.keystr(path) or '(root)'} is {type(leaf).__name__}"
+            )
 
 
 # --------------------------------------------------------------------------- the program
 
 
 def _program(fn, impl: str, index: bool, with_data: bool, micro: int, devices: tuple, cache_key) -> Callable:
-    key = (fn if cache_key is None else cache_key, impl, index, with_data, micro, devices,
-           jax.config.read("jax_enable_x64"))
+    key = (
+        fn if cache_key is None else cache_key,
+        impl,
+        index,
+        with_data,
+        micro,
+        devices,
+        jax.config.read("jax_enable_x64"),
+    )
     try:
         program = _programs.pop(key)
     except KeyError:
@@ -204,8 +227,11 @@ def _program(fn, impl: str, index: bool, with_data: bool, micro: int, devices: t
             return fn(first, data, *args) if with_data else fn(first, *args)
 
         batched = jax.vmap(item, in_axes=(0, 0, None, None, 0))
-        program = jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(shard, shard, rep, rep, shard),
-                                        out_specs=shard, check_vma=False))
+        program = jax.jit(
+            jax.shard_map(
+                batched, mesh=mesh, in_specs=(shard, shard, rep, rep, shard), out_specs=shard, check_vma=False
+            )
+        )
     _programs[key] = program
     while len(_programs) > _CACHE_SIZE:
         _programs.popitem(last=False)
@@ -283,29 +309,73 @@ def run(
     if devices is None and sample_offset == 0:
         me, n = cluster.process_index_and_count()
         if n > 1:
-            return _run_on_processes(fn, samples, me, n, base_keys, impl, grid_args, grid_size, data, index,
-                                     chunk_size, bytes_per_sample, progress, cache_key)
+            return _run_on_processes(
+                fn,
+                samples,
+                me,
+                n,
+                base_keys,
+                impl,
+                grid_args,
+                grid_size,
+                data,
+                index,
+                chunk_size,
+                bytes_per_sample,
+                progress,
+                cache_key,
+            )
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` must name at least one device, got an empty list")
-    return _run_local(fn, samples, sample_offset, base_keys, impl, grid_args, grid_size, data, index,
-                      devices, chunk_size, bytes_per_sample, progress, cache_key)
+    return _run_local(
+        fn,
+        samples,
+        sample_offset,
+        base_keys,
+        impl,
+        grid_args,
+        grid_size,
+        data,
+        index,
+        devices,
+        chunk_size,
+        bytes_per_sample,
+        progress,
+        cache_key,
+    )
 
 
-def _run_local(fn, samples, offset, base_keys, impl, grid_args, grid_size, data, index, devices, chunk_size,
-               bytes_per_sample, progress, cache_key):
+def _run_local(
+    fn,
+    samples,
+    offset,
+    base_keys,
+    impl,
+    grid_args,
+    grid_size,
+    data,
+    index,
+    devices,
+    chunk_size,
+    bytes_per_sample,
+    progress,
+    cache_key,
+):
     G = base_keys.shape[0]
     with_data = data is not None
     example_key = jnp.int32(0) if index else jax.random.wrap_key_data(jnp.asarray(base_keys[0]), impl=impl)
     example_args = jax.tree.map(lambda a: a[0], grid_args)
     example_data = jax.tree.map(lambda a: a[0], data) if with_data else None
     try:
-        shapes = jax.eval_shape(lambda k, d, a: fn(k, d, *a) if with_data else fn(k, *a),
-                                example_key, example_data, example_args)
+        shapes = jax.eval_shape(
+            lambda k, d, a: fn(k, d, *a) if with_data else fn(k, *a), example_key, example_data, example_args
+        )
     except (TypeError, ValueError) as error:
         if "is not a valid JAX type" in str(error):
-            raise ValueError(f"the per-sample function {getattr(fn, '__name__', fn)!r} must return a pytree of "
-                             f"arrays: {error}") from None
+            raise ValueError(
+                f"the per-sample function {getattr(fn, '__name__', fn)!r} must return a pytree of arrays: {error}"
+            ) from None
         raise
     _check_outputs(fn, shapes)
     out_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in jax.tree.leaves(shapes))
@@ -327,9 +397,14 @@ def _run_local(fn, samples, offset, base_keys, impl, grid_args, grid_size, data,
     for group in groups:
         mesh = Mesh(np.asarray(group), ("samples",))
         replicated = NamedSharding(mesh, PartitionSpec())
-        placed.append((_program(fn, impl, index, with_data, micro, group, cache_key),
-                       NamedSharding(mesh, PartitionSpec("samples")),
-                       jax.device_put(base_keys, replicated), jax.device_put(grid_args, replicated)))
+        placed.append(
+            (
+                _program(fn, impl, index, with_data, micro, group, cache_key),
+                NamedSharding(mesh, PartitionSpec("samples")),
+                jax.device_put(base_keys, replicated),
+                jax.device_put(grid_args, replicated),
+            )
+        )
     items = G * samples
     # Item j is sample j mod samples of grid point j // samples; the last call is padded
     # with the samples that follow (computed and dropped), as a shorter run would compute them.
@@ -349,8 +424,13 @@ def _run_local(fn, samples, offset, base_keys, impl, grid_args, grid_size, data,
                     if with_data:
                         rows = np.minimum(local, samples - 1)
                         d = jax.device_put(jax.tree.map(lambda a: a[rows], data), sharding)
-                    out = program(jax.device_put(i, sharding), jax.device_put(g.astype(np.int32), sharding),
-                                  base_keys_d, grid_args_d, d)
+                    out = program(
+                        jax.device_put(i, sharding),
+                        jax.device_put(g.astype(np.int32), sharding),
+                        base_keys_d,
+                        grid_args_d,
+                        d,
+                    )
                     if one_at_a_time:
                         jax.block_until_ready(out)
                     pending.append(out)
@@ -363,15 +443,42 @@ def _run_local(fn, samples, offset, base_keys, impl, grid_args, grid_size, data,
     return jax.tree.map(lambda a: a.reshape(G, samples, *a.shape[1:]), stacked)
 
 
-def _run_on_processes(fn, samples, me, n, base_keys, impl, grid_args, grid_size, data, index, chunk_size,
-                      bytes_per_sample, progress, cache_key):
+def _run_on_processes(
+    fn,
+    samples,
+    me,
+    n,
+    base_keys,
+    impl,
+    grid_args,
+    grid_size,
+    data,
+    index,
+    chunk_size,
+    bytes_per_sample,
+    progress,
+    cache_key,
+):
     """Process `me` computes its `cluster.sample_block`; every process gets all blocks."""
     first, count = cluster.sample_block(samples, me, n)
     computed = max(count, 1)  # a process with no samples computes one, for the shapes, and drops it
-    local_data = None if data is None else jax.tree.map(
-        lambda a: a[first:first + computed] if count else a[:1], data)
-    local = _run_local(fn, computed, first, base_keys, impl, grid_args, grid_size, local_data, index,
-                       tuple(jax.local_devices()), chunk_size, bytes_per_sample, progress, cache_key)
+    local_data = None if data is None else jax.tree.map(lambda a: a[first : first + computed] if count else a[:1], data)
+    local = _run_local(
+        fn,
+        computed,
+        first,
+        base_keys,
+        impl,
+        grid_args,
+        grid_size,
+        local_data,
+        index,
+        tuple(jax.local_devices()),
+        chunk_size,
+        bytes_per_sample,
+        progress,
+        cache_key,
+    )
     leaves, treedef = jax.tree.flatten(local)
     if grid_size is not None:  # gather along the sample axis: move it first
         leaves = [np.moveaxis(a, 1, 0) for a in leaves]
@@ -401,15 +508,15 @@ def _gather_samples(arrays: Sequence[np.ndarray], samples: int, me: int, n: int)
         pad[:count] = a[:count]
     buffer = np.concatenate([np.frombuffer(p.tobytes(), np.uint8) for p in padded])
     step = max(1, _GATHER_BYTES // n)  # each collective's output, n pieces, stays within _GATHER_BYTES
-    pieces = [process_allgather(buffer[s:s + step]) for s in range(0, buffer.size, step)]
+    pieces = [process_allgather(buffer[s : s + step]) for s in range(0, buffer.size, step)]
     rows = np.concatenate(pieces, axis=1) if pieces else np.zeros((n, 0), np.uint8)
     out = []
     offset = 0
     for pad in padded:
         blocks = []
         for p in range(n):
-            block = rows[p, offset:offset + pad.nbytes].view(pad.dtype).reshape(pad.shape)
-            blocks.append(block[:cluster.sample_block(samples, p, n)[1]])
+            block = rows[p, offset : offset + pad.nbytes].view(pad.dtype).reshape(pad.shape)
+            blocks.append(block[: cluster.sample_block(samples, p, n)[1]])
         out.append(np.concatenate(blocks))
         offset += pad.nbytes
     return out

@@ -5,6 +5,7 @@ $δ^{(\ell)} = \partial \mathcal{L}/\partial h^{(\ell)}$ obey the vector chain r
 $δ^{(\ell-1)} = J_\ell^\top δ^{(\ell)}$, hence
 $δ^{(0)} = J_1^\top J_2^\top \cdots J_L^\top δ^{(L)}$.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -28,15 +29,10 @@ def layer_jacobians(net: Network, params: Sequence[Params], x: Array) -> list[Ar
       A list of L arrays, $J_\ell$ of shape $(n_\ell, n_{\ell-1})$.
     """
     hs = forward(net, params, x)
-    return [
-        jax.jacrev(layer.apply, argnums=1)(p, h)
-        for layer, p, h in zip(net.layers, net.per_layer(params), hs[:-1])
-    ]
+    return [jax.jacrev(layer.apply, argnums=1)(p, h) for layer, p, h in zip(net.layers, net.per_layer(params), hs[:-1])]
 
 
-def error_signals(
-    net: Network, params: Sequence[Params], x: Array, loss: Callable[[Array], Array]
-) -> list[Array]:
+def error_signals(net: Network, params: Sequence[Params], x: Array, loss: Callable[[Array], Array]) -> list[Array]:
     r"""[δ⁽⁰⁾, …, δ⁽ᴸ⁾] by the chain $δ^{(\ell-1)} = J_\ell^\top δ^{(\ell)}$.
 
     Arguments:
@@ -53,9 +49,7 @@ def error_signals(
     return deltas[::-1]
 
 
-def weight_gradients(
-    net: Network, params: Sequence[Params], x: Array, loss: Callable[[Array], Array]
-) -> list[Params]:
+def weight_gradients(net: Network, params: Sequence[Params], x: Array, loss: Callable[[Array], Array]) -> list[Params]:
     r"""∂loss/∂params of every layer, assembled from $δ^{(\ell)}$ and $h^{(\ell-1)}$.
 
     For a dense layer $h^{(\ell)} = φ(z)$, $z = W h^{(\ell-1)} + b$, the local error

@@ -8,6 +8,7 @@ $$z^{(\ell)} = W^{(\ell)} h^{(\ell-1)} + b^{(\ell)}, \qquad h^{(\ell)} = φ(z^{(
 so its Jacobian is $J_\ell = \mathrm{diag}(φ′(z^{(\ell)}))\,W^{(\ell)}$. A network is
 the chain $h^{(0)} = x$, $h^{(\ell)} = f^{(\ell)}(h^{(\ell-1)})$.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,10 +21,30 @@ import numpy as np
 
 from jaxgrad.activations import Activation, derivative, get_activation
 
-__all__ = ["HIGHEST", "WEIGHT_SCHEMES", "DenseParams", "Hyper", "Layer", "Network", "ShapedStructure", "as_key",
-           "check_claims", "check_input", "dense", "float_dtype", "forward", "functions_of", "haar_orthogonal", "mlp",
-           "residual",
-           "serial", "standard_normal", "state_shape", "structure_of", "weight_std"]
+__all__ = [
+    "HIGHEST",
+    "WEIGHT_SCHEMES",
+    "DenseParams",
+    "Hyper",
+    "Layer",
+    "Network",
+    "ShapedStructure",
+    "as_key",
+    "check_claims",
+    "check_input",
+    "dense",
+    "float_dtype",
+    "forward",
+    "functions_of",
+    "haar_orthogonal",
+    "mlp",
+    "residual",
+    "serial",
+    "standard_normal",
+    "state_shape",
+    "structure_of",
+    "weight_std",
+]
 
 Array = jax.Array
 Params = Any
@@ -285,11 +306,16 @@ def dense(
         structure=("dense", n_in, n_out, act, weights, dtype),
         build=build,
         rebuild=lambda sigma_w=sigma_w, sigma_b=sigma_b: dense(
-            n_in, n_out, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype),
+            n_in, n_out, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype
+        ),
     )
     init, apply, jacobian = build(coeffs)
     return Layer(
-        init, apply, n_in, n_out, jacobian,
+        init,
+        apply,
+        n_in,
+        n_out,
+        jacobian,
         homogeneous=homogeneous,
         name=f"dense({n_in}->{n_out}, {act.name}, {weights}, σ_w={sigma_w:g}, σ_b={sigma_b:g})",
         hyper=hyper,
@@ -304,9 +330,7 @@ def residual(block: Layer, alpha: float = 1.0) -> Layer:
     scale α is data (a `Hyper` value, ``"alpha"``) beside the block's own.
     """
     if block.n_in != block.n_out:
-        raise ValueError(
-            f"a residual block needs n_in == n_out, got n_in={block.n_in}, n_out={block.n_out}"
-        )
+        raise ValueError(f"a residual block needs n_in == n_out, got n_in={block.n_in}, n_out={block.n_out}")
     try:
         alpha = float(alpha)
     except (TypeError, ValueError):
@@ -326,6 +350,7 @@ def residual(block: Layer, alpha: float = 1.0) -> Layer:
 
         jacobian = None
         if block_jacobian is not None:
+
             def jacobian(params, h):
                 J, f = block_jacobian(params, h)
                 return jnp.eye(block.n_in, dtype=J.dtype) + a * J, h + a * f
@@ -338,7 +363,11 @@ def residual(block: Layer, alpha: float = 1.0) -> Layer:
     coeffs = {**inner_coeffs, "alpha": alpha}
     init, apply, jacobian = build(coeffs)
     return Layer(
-        init, apply, block.n_in, block.n_out, jacobian,
+        init,
+        apply,
+        block.n_in,
+        block.n_out,
+        jacobian,
         homogeneous=block.homogeneous,
         name=f"residual({block.name}, α={alpha:g})",
         hyper=Hyper({**inner_values, "alpha": alpha}, coeffs, ("residual", structure_of(block)), build, rebuild),
@@ -385,13 +414,17 @@ class Network(NamedTuple):
 
     def structure(self) -> Hashable:
         """What shapes this network's compiled programs (not its hyperparameter values)."""
-        return (self.tied, tuple((structure_of(layer), start, count, homogeneous)
-                                 for layer, start, count, homogeneous in self.runs()))
+        return (
+            self.tied,
+            tuple((structure_of(layer), start, count, homogeneous) for layer, start, count, homogeneous in self.runs()),
+        )
 
     def runs(self) -> list[tuple[Layer, int, int, bool]]:
         """`segments` with each run's homogeneity (true iff every layer in it is homogeneous)."""
-        return [(layer, start, count, all(l.homogeneous for l in self.layers[start:start + count]))
-                for layer, start, count in self.segments()]
+        return [
+            (layer, start, count, all(l.homogeneous for l in self.layers[start : start + count]))
+            for layer, start, count in self.segments()
+        ]
 
     def segments(self) -> list[tuple[Layer, int, int]]:
         """Runs of consecutive layers of equal structure as ``(layer, start, count)``.
@@ -474,23 +507,32 @@ def check_claims(layer: Layer) -> Layer:
         J_fast, out_fast = layer.jacobian(params, h)
         J_rev = jax.jacrev(layer.apply, argnums=1)(params, h)
         if np.shape(J_fast) != np.shape(J_rev) or not gap(J_fast, J_rev) <= tol:
-            detail = (f"shape {np.shape(J_fast)} instead of {np.shape(J_rev)}" if np.shape(J_fast) != np.shape(J_rev)
-                      else f"they differ by {gap(J_fast, J_rev):.3g} relative (Frobenius; tolerance {tol:.1e})")
-            raise ValueError(f"layer {layer.name!r}: its fast-path `jacobian` is not the derivative of its `apply` "
-                             f"(jax.jacrev) at a random point: {detail}. Fix the `jacobian` function, or pass "
-                             "jacobian=None to let the engine differentiate `apply`")
+            detail = (
+                f"shape {np.shape(J_fast)} instead of {np.shape(J_rev)}"
+                if np.shape(J_fast) != np.shape(J_rev)
+                else f"they differ by {gap(J_fast, J_rev):.3g} relative (Frobenius; tolerance {tol:.1e})"
+            )
+            raise ValueError(
+                f"layer {layer.name!r}: its fast-path `jacobian` is not the derivative of its `apply` "
+                f"(jax.jacrev) at a random point: {detail}. Fix the `jacobian` function, or pass "
+                "jacobian=None to let the engine differentiate `apply`"
+            )
         if not gap(out_fast, layer.apply(params, h)) <= tol:
-            raise ValueError(f"layer {layer.name!r}: its fast-path `jacobian` returns an output that differs from "
-                             f"`apply` by {gap(out_fast, layer.apply(params, h)):.3g} relative; it must return "
-                             "(J, apply(params, h))")
+            raise ValueError(
+                f"layer {layer.name!r}: its fast-path `jacobian` returns an output that differs from "
+                f"`apply` by {gap(out_fast, layer.apply(params, h)):.3g} relative; it must return "
+                "(J, apply(params, h))"
+            )
     if layer.homogeneous:
         for c in (2.0, 0.5):
             scaled, want = layer.apply(params, c * h), c * layer.apply(params, h)
             if not gap(scaled, want) <= tol:
-                raise ValueError(f"layer {layer.name!r} is declared homogeneous (f(c·h) = c·f(h) for c > 0) but "
-                                 f"f({c:g}·h) differs from {c:g}·f(h) by {gap(scaled, want):.3g} relative at a random "
-                                 "point (tolerance {:.1e}); declare homogeneous=False (biases, normalisations and "
-                                 "residual branches with a nonlinearity are not homogeneous)".format(tol))
+                raise ValueError(
+                    f"layer {layer.name!r} is declared homogeneous (f(c·h) = c·f(h) for c > 0) but "
+                    f"f({c:g}·h) differs from {c:g}·f(h) by {gap(scaled, want):.3g} relative at a random "
+                    "point (tolerance {:.1e}); declare homogeneous=False (biases, normalisations and "
+                    "residual branches with a nonlinearity are not homogeneous)".format(tol)
+                )
     _checked[ident] = None
     return layer
 
@@ -506,8 +548,9 @@ def serial(*layers: Layer, tied: bool = False) -> Network:
         raise ValueError("a network needs at least one layer, got none")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise TypeError(f"layer {i + 1} must be a jaxgrad Layer(init, apply, n_in, n_out), "
-                            f"got {type(layer).__name__}")
+            raise TypeError(
+                f"layer {i + 1} must be a jaxgrad Layer(init, apply, n_in, n_out), got {type(layer).__name__}"
+            )
     for i, (a, b) in enumerate(zip(layers, layers[1:])):
         if a.n_out != b.n_in:
             raise ValueError(f"layer {i + 1} outputs width {a.n_out} but layer {i + 2} expects {b.n_in}")
@@ -521,11 +564,15 @@ def serial(*layers: Layer, tied: bool = False) -> Network:
     if tied:
         first = structure_of(layers[0])
         if layers[0].n_in != layers[0].n_out or any(structure_of(layer) != first for layer in layers[1:]):
-            raise ValueError("a tied network needs square layers of one structure (one set of parameters "
-                             "used at every layer); got " + ", ".join(sorted({layer.name for layer in layers})))
+            raise ValueError(
+                "a tied network needs square layers of one structure (one set of parameters "
+                "used at every layer); got " + ", ".join(sorted({layer.name for layer in layers}))
+            )
         first_hyper = layers[0].hyper
-        if any(layer.hyper is not None and (first_hyper is None or layer.hyper.values != first_hyper.values)
-               for layer in layers[1:]):
+        if any(
+            layer.hyper is not None and (first_hyper is None or layer.hyper.values != first_hyper.values)
+            for layer in layers[1:]
+        ):
             raise ValueError("a tied network's layers must share their hyperparameters (one set of parameters)")
     return Network(tuple(layers), bool(tied))
 
@@ -584,8 +631,9 @@ def mlp(
     layers = []
     for n_in, n_out in zip(widths, widths[1:]):
         if (n_in, n_out) not in cache:
-            layer = dense(n_in, n_out, activation=activation, weights=weights,
-                          sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype)
+            layer = dense(
+                n_in, n_out, activation=activation, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype
+            )
             if residual_alpha is not None:
                 layer = residual(layer, residual_alpha)
             cache[(n_in, n_out)] = layer

@@ -25,6 +25,7 @@ Builders:
   kept at unit Frobenius norm with its log-scale summed with Kahan compensation (so a float32
   run at depth 10,000 loses no more than the product itself).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,15 @@ from jaxgrad.convolution import fourier_mode_power
 from jaxgrad.layers import HIGHEST, Network, functions_of
 from jaxgrad.transformer import rank_one_distance, token_cosine, token_residual
 
-__all__ = ["fourier_modes", "layerwise", "measure", "product_spectrum", "qr_log_stretches", "token_similarity",
-           "weight_gradient_norms"]
+__all__ = [
+    "fourier_modes",
+    "layerwise",
+    "measure",
+    "product_spectrum",
+    "qr_log_stretches",
+    "token_similarity",
+    "weight_gradient_norms",
+]
 
 
 def _keys(key) -> probes.SampleKeys:
@@ -53,8 +61,9 @@ def _check_square(net: Network, where: str) -> int:
         raise ValueError(f"{where}: `net` must be a jaxgrad Network (jaxgrad.serial(...)), got {type(net).__name__}")
     widths = set(net.widths)
     if len(widths) != 1:
-        raise ValueError(f"{where}: states are stacked over depth, so every layer must keep the width; "
-                         f"got widths {net.widths}")
+        raise ValueError(
+            f"{where}: states are stacked over depth, so every layer must keep the width; got widths {net.widths}"
+        )
     return net.widths[0]
 
 
@@ -81,8 +90,9 @@ class _Chain:
         if not self.net.tied:
             return None
         layer = self.segments[0][0]
-        init, _, _ = functions_of(layer, jax.tree.map(lambda a: a[0], coefficients[0])
-                                  if layer.hyper is not None else None)
+        init, _, _ = functions_of(
+            layer, jax.tree.map(lambda a: a[0], coefficients[0]) if layer.hyper is not None else None
+        )
         return jax.lax.optimization_barrier(init(jax.random.fold_in(keys.weights, 0)))
 
 
@@ -106,6 +116,7 @@ def layerwise(net: Network, *, dtype, state: Callable | None = None, layer: Call
         first = state(h) if state is not None else {}
         outs = []
         for s in range(len(chain.segments)):
+
             def body(h, xs, s=s):
                 ell, coeffs = xs
                 p, apply, _ = chain.layer(s, ell, coeffs, keys, tied)
@@ -134,8 +145,12 @@ def token_similarity(net: Network, *, dtype, tokens: int):
 
     def state(h):
         X = h.reshape(shape)
-        return {"token_cosine": token_cosine(X), "token_residual": token_residual(X),
-                "rank_one_distance": rank_one_distance(X), "log_state_norm": jnp.log(jnp.linalg.norm(h))}
+        return {
+            "token_cosine": token_cosine(X),
+            "token_residual": token_residual(X),
+            "rank_one_distance": rank_one_distance(X),
+            "log_state_norm": jnp.log(jnp.linalg.norm(h)),
+        }
 
     return layerwise(net, dtype=dtype, state=state)
 
@@ -146,15 +161,17 @@ def fourier_modes(net: Network, *, dtype, spatial: tuple[int, ...], channels: in
     spatial = tuple(spatial)
     if math.prod(spatial) * channels != n:
         raise ValueError(f"`spatial`={spatial} × `channels`={channels} must give the state size {n}")
-    return layerwise(net, dtype=dtype,
-                     state=lambda h: {"mode_power": fourier_mode_power(h, spatial, channels).reshape(-1)})
+    return layerwise(
+        net, dtype=dtype, state=lambda h: {"mode_power": fourier_mode_power(h, spatial, channels).reshape(-1)}
+    )
 
 
 def _named_leaves(params) -> list[tuple[str, jax.Array]]:
     if hasattr(params, "_fields"):
         return [(name, getattr(params, name)) for name in params._fields]
-    return [(jax.tree_util.keystr(path) or "params", leaf)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return [
+        (jax.tree_util.keystr(path) or "params", leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    ]
 
 
 def weight_gradient_norms(net: Network, *, dtype):
@@ -175,6 +192,7 @@ def weight_gradient_norms(net: Network, *, dtype):
         h = _input(keys, n, q0, dtype)
         inputs = []
         for s in range(len(chain.segments)):
+
             def fbody(h, xs, s=s):
                 ell, coeffs = xs
                 p, apply, _ = chain.layer(s, ell, coeffs, keys, tied)
@@ -186,6 +204,7 @@ def weight_gradient_norms(net: Network, *, dtype):
         delta = e / jnp.linalg.norm(e)
         outs = []
         for s in reversed(range(len(chain.segments))):
+
             def bbody(delta, xs, s=s):
                 (ell, coeffs), h = xs
                 p, apply, _ = chain.layer(s, ell, coeffs, keys, tied)
@@ -247,6 +266,7 @@ def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
         spectra = jnp.zeros((len(depths), n), dtype)
         slot = jnp.zeros((), jnp.int32)
         for s in range(len(chain.segments)):
+
             def body(carry, xs, s=s):
                 h, P, log_c, comp, spectra, slot = carry
                 ell, coeffs = xs
@@ -263,8 +283,9 @@ def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
                 spectra = jax.lax.cond(wanted[ell], record, lambda x: x, spectra)
                 return (h_next, P, log_c, comp, spectra, slot + wanted[ell].astype(jnp.int32)), None
 
-            (h, P, log_c, comp, spectra, slot), _ = jax.lax.scan(body, (h, P, log_c, comp, spectra, slot),
-                                                                 chain.xs(s, coefficients))
+            (h, P, log_c, comp, spectra, slot), _ = jax.lax.scan(
+                body, (h, P, log_c, comp, spectra, slot), chain.xs(s, coefficients)
+            )
         return {"log_singular_values": spectra}
 
     return probe
@@ -292,6 +313,7 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
         out = jnp.zeros((len(depths), n), dtype)
         slot = jnp.zeros((), jnp.int32)
         for s in range(len(chain.segments)):
+
             def body(carry, xs, s=s):
                 h, Q, acc, comp, out, slot = carry
                 ell, coeffs = xs
@@ -301,16 +323,26 @@ def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
                 out = jax.lax.cond(wanted[ell], lambda o: o.at[slot].set(-jnp.sort(-(acc - comp))), lambda o: o, out)
                 return (h_next, Q, acc, comp, out, slot + wanted[ell].astype(jnp.int32)), None
 
-            (h, Q, acc, comp, out, slot), _ = jax.lax.scan(body, (h, Q, acc, comp, out, slot),
-                                                           chain.xs(s, coefficients))
+            (h, Q, acc, comp, out, slot), _ = jax.lax.scan(
+                body, (h, Q, acc, comp, out, slot), chain.xs(s, coefficients)
+            )
         return {"log_stretches": out}
 
     return probe
 
 
-def measure(builder: Callable, net: Network, samples: int, seed: int = 0, *, q0: float = 1.0,
-            dtype: str = "float32", chunk_size: int | None = None, cache_key: Hashable | None = None,
-            **options) -> dict[str, np.ndarray]:
+def measure(
+    builder: Callable,
+    net: Network,
+    samples: int,
+    seed: int = 0,
+    *,
+    q0: float = 1.0,
+    dtype: str = "float32",
+    chunk_size: int | None = None,
+    cache_key: Hashable | None = None,
+    **options,
+) -> dict[str, np.ndarray]:
     """Runs ``builder(net, dtype=…, **options)`` over `samples` initialisations with `jaxgrad.ensemble.run`.
 
     The compiled program is cached per (builder, network structure, dtype, options): networks
@@ -333,7 +365,12 @@ def measure(builder: Callable, net: Network, samples: int, seed: int = 0, *, q0:
     with jax.enable_x64(dtype == "float64"):
         probe = builder(net, dtype=jnp.dtype(dtype), **options)
         n = max(net.widths)
-        return ensemble.run(probe, samples, seed=seed, args=(probes.coefficient_arrays(net, np_dtype),
-                                                               np.asarray(q0, np_dtype)),
-                            chunk_size=chunk_size, bytes_per_sample=np_dtype.itemsize * 8 * n * n,
-                            cache_key=cache_key)
+        return ensemble.run(
+            probe,
+            samples,
+            seed=seed,
+            args=(probes.coefficient_arrays(net, np_dtype), np.asarray(q0, np_dtype)),
+            chunk_size=chunk_size,
+            bytes_per_sample=np_dtype.itemsize * 8 * n * n,
+            cache_key=cache_key,
+        )

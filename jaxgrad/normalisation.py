@@ -20,6 +20,7 @@ gradients explode with depth at initialisation (`jaxgrad.theory.batch_norm_gradi
 Every layer has learnable gain (and bias, except RMSNorm) at their initial values 1 and 0
 unless ``learnable=False``; ε is a traced `Hyper` value.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -57,8 +58,10 @@ class NormParams(NamedTuple):
 def _check_width(width, where: str) -> int:
     width = _check_positive_int("width", width)
     if width < 2:
-        raise ValueError(f"{where} needs a state of width ≥ 2: a width-1 state normalises to a constant "
-                         f"(its Jacobian is 0), got width={width}")
+        raise ValueError(
+            f"{where} needs a state of width ≥ 2: a width-1 state normalises to a constant "
+            f"(its Jacobian is 0), got width={width}"
+        )
     return width
 
 
@@ -111,12 +114,25 @@ def _vector_norm(kind: str, width: int, eps: float, learnable: bool, dtype) -> L
         return (layer_norm if centre else rms_norm)(width, **kw)
 
     coeffs = {"eps": eps}
-    hyper = Hyper(values={"eps": eps}, coefficients=coeffs, structure=(kind, width, learnable, dtype), build=build,
-                  rebuild=lambda eps=eps: constructor(eps=eps, learnable=learnable, dtype=dtype))
+    hyper = Hyper(
+        values={"eps": eps},
+        coefficients=coeffs,
+        structure=(kind, width, learnable, dtype),
+        build=build,
+        rebuild=lambda eps=eps: constructor(eps=eps, learnable=learnable, dtype=dtype),
+    )
     init, apply, jacobian = build(coeffs)
     label = "LayerNorm" if centre else "RMSNorm"
-    return Layer(init, apply, width, width, jacobian, homogeneous=False,
-                 name=f"{label}({width}, ε={eps:g}{'' if learnable else ', no gain'})", hyper=hyper)
+    return Layer(
+        init,
+        apply,
+        width,
+        width,
+        jacobian,
+        homogeneous=False,
+        name=f"{label}({width}, ε={eps:g}{'' if learnable else ', no gain'})",
+        hyper=hyper,
+    )
 
 
 def rms_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype=None) -> Layer:
@@ -132,8 +148,13 @@ def rms_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dt
       A `Layer` with the exact Jacobian $\frac{\mathrm{diag}γ}{s}(I - hh^\top/(ns^2))$ as fast path.
     """
     width = _check_width(width, "rms_norm")
-    return _vector_norm("rms_norm", width, _check_nonnegative("eps", eps), _check_bool("learnable", learnable),
-                        _check_float_dtype(dtype))
+    return _vector_norm(
+        "rms_norm",
+        width,
+        _check_nonnegative("eps", eps),
+        _check_bool("learnable", learnable),
+        _check_float_dtype(dtype),
+    )
 
 
 def layer_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype=None) -> Layer:
@@ -143,14 +164,20 @@ def layer_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, 
     and the Jacobian's projection also removes the mean direction $\mathbf 1$.
     """
     width = _check_width(width, "layer_norm")
-    return _vector_norm("layer_norm", width, _check_nonnegative("eps", eps), _check_bool("learnable", learnable),
-                        _check_float_dtype(dtype))
+    return _vector_norm(
+        "layer_norm",
+        width,
+        _check_nonnegative("eps", eps),
+        _check_bool("learnable", learnable),
+        _check_float_dtype(dtype),
+    )
 
 
 def _check_batch(batch) -> int:
     if isinstance(batch, (bool, np.bool_)) or not isinstance(batch, (int, np.integer)) or batch < 2:
-        raise ValueError(f"`batch` must be an integer ≥ 2 (BatchNorm's variance over one input is undefined), "
-                         f"got batch={batch!r}")
+        raise ValueError(
+            f"`batch` must be an integer ≥ 2 (BatchNorm's variance over one input is undefined), got batch={batch!r}"
+        )
     return int(batch)
 
 
@@ -160,8 +187,7 @@ def _batch_normalise(params, H, eps, learnable: bool):
     return params.gain * y + params.bias if learnable else y
 
 
-def batch_norm(width: int, batch: int = 32, *, eps: float = DEFAULT_EPS, learnable: bool = True,
-               dtype=None) -> Layer:
+def batch_norm(width: int, batch: int = 32, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype=None) -> Layer:
     r"""BatchNorm on a batch: $H_{bi} \mapsto γ_i (H_{bi} - μ_i)/\sqrt{σ_i^2 + ε} + β_i$.
 
     $μ_i, σ_i^2$ are the mean and (biased) variance of feature i over the B rows of
@@ -192,17 +218,22 @@ def batch_norm(width: int, batch: int = 32, *, eps: float = DEFAULT_EPS, learnab
         return init, apply, None
 
     coeffs = {"eps": eps}
-    hyper = Hyper(values={"eps": eps}, coefficients=coeffs, structure=("batch_norm", width, batch, learnable, dtype),
-                  build=build, rebuild=lambda eps=eps: batch_norm(width, batch, eps=eps, learnable=learnable,
-                                                                  dtype=dtype))
+    hyper = Hyper(
+        values={"eps": eps},
+        coefficients=coeffs,
+        structure=("batch_norm", width, batch, learnable, dtype),
+        build=build,
+        rebuild=lambda eps=eps: batch_norm(width, batch, eps=eps, learnable=learnable, dtype=dtype),
+    )
     init, apply, jacobian = build(coeffs)
-    return Layer(init, apply, n, n, jacobian, homogeneous=False,
-                 name=f"BatchNorm({batch}×{width}, ε={eps:g})", hyper=hyper)
+    return Layer(
+        init, apply, n, n, jacobian, homogeneous=False, name=f"BatchNorm({batch}×{width}, ε={eps:g})", hyper=hyper
+    )
 
 
 class BatchNormDenseParams(NamedTuple):
     dense: object  # DenseParams(W, b) of the shared dense layer
-    norm: object   # NormParams of the BatchNorm
+    norm: object  # NormParams of the BatchNorm
 
 
 def _batch_norm_dense(width, batch, activation: Activation, weights, sigma_w, sigma_b, eps, dtype) -> Layer:
@@ -228,18 +259,40 @@ def _batch_norm_dense(width, batch, activation: Activation, weights, sigma_w, si
     assert linear.hyper is not None and norm.hyper is not None  # dense and batch_norm always carry one
     coeffs = {**linear.hyper.coefficients, **norm.hyper.coefficients}
     values = {"sigma_w": sigma_w, "sigma_b": sigma_b, "eps": eps}
-    hyper = Hyper(values=values, coefficients=coeffs,
-                  structure=("batch_norm_dense", width, batch, activation, weights, dtype), build=build,
-                  rebuild=lambda sigma_w=sigma_w, sigma_b=sigma_b, eps=eps: _batch_norm_dense(
-                      width, batch, activation, weights, sigma_w, sigma_b, eps, dtype))
+    hyper = Hyper(
+        values=values,
+        coefficients=coeffs,
+        structure=("batch_norm_dense", width, batch, activation, weights, dtype),
+        build=build,
+        rebuild=lambda sigma_w=sigma_w, sigma_b=sigma_b, eps=eps: _batch_norm_dense(
+            width, batch, activation, weights, sigma_w, sigma_b, eps, dtype
+        ),
+    )
     init, apply, jacobian = build(coeffs)
-    return Layer(init, apply, batch * width, batch * width, jacobian, homogeneous=False,
-                 name=f"{activation.name}(BN(dense({width}), batch {batch}), {weights}, σ_w={sigma_w:g})", hyper=hyper)
+    return Layer(
+        init,
+        apply,
+        batch * width,
+        batch * width,
+        jacobian,
+        homogeneous=False,
+        name=f"{activation.name}(BN(dense({width}), batch {batch}), {weights}, σ_w={sigma_w:g})",
+        hyper=hyper,
+    )
 
 
-def batch_norm_mlp(width: int, depth: int, batch: int = 32, *, activation: str | Callable | Activation = "relu",
-                   weights: str = "gaussian", sigma_w: float = 1.0, sigma_b: float = 0.0, eps: float = DEFAULT_EPS,
-                   dtype=None) -> Network:
+def batch_norm_mlp(
+    width: int,
+    depth: int,
+    batch: int = 32,
+    *,
+    activation: str | Callable | Activation = "relu",
+    weights: str = "gaussian",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+    eps: float = DEFAULT_EPS,
+    dtype=None,
+) -> Network:
     r"""Yang et al. (2019)'s batch-normalised network on a batch of B inputs.
 
     $$H^{(\ell)} = φ\big(\mathrm{BN}(H^{(\ell-1)} W^{(\ell)\top} + \mathbf 1 b^{(\ell)\top})\big),
@@ -263,8 +316,14 @@ def batch_norm_mlp(width: int, depth: int, batch: int = 32, *, activation: str |
     batch = _check_batch(batch)
     if weights not in WEIGHT_SCHEMES:
         raise ValueError(f"unknown weight scheme weights={weights!r}; valid choices are {list(WEIGHT_SCHEMES)}")
-    layer = _batch_norm_dense(width, batch, get_activation(activation), weights,
-                              _check_nonnegative("sigma_w", sigma_w), _check_nonnegative("sigma_b", sigma_b),
-                              _check_nonnegative("eps", eps), _check_float_dtype(dtype))
+    layer = _batch_norm_dense(
+        width,
+        batch,
+        get_activation(activation),
+        weights,
+        _check_nonnegative("sigma_w", sigma_w),
+        _check_nonnegative("sigma_b", sigma_b),
+        _check_nonnegative("eps", eps),
+        _check_float_dtype(dtype),
+    )
     return serial(*[layer] * depth)
-

@@ -16,6 +16,7 @@ it in `style()`)::
     save_figure(fig, outdir, "trajectories")
     return [Figure("trajectories", "θ_t for the seed's multipliers …")]
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,9 +31,21 @@ from matplotlib.figure import Figure as MplFigure
 
 from jaxgrad.store import atomic_write
 
-__all__ = ["DIVERGING_CMAP", "Figure", "OKABE_ITO", "PALETTE", "STYLE", "THEORY_COLOR",
-           "label_axes", "measured_band", "measured_points", "save_figure", "style", "subplots",
-           "theory_line"]
+__all__ = [
+    "DIVERGING_CMAP",
+    "Figure",
+    "OKABE_ITO",
+    "PALETTE",
+    "STYLE",
+    "THEORY_COLOR",
+    "label_axes",
+    "measured_band",
+    "measured_points",
+    "save_figure",
+    "style",
+    "subplots",
+    "theory_line",
+]
 
 OKABE_ITO = {
     "orange": "#E69F00",
@@ -45,8 +58,9 @@ OKABE_ITO = {
     "black": "#000000",
 }
 # Line order: the most distinguishable first; yellow (weak on white) last.
-PALETTE = tuple(OKABE_ITO[c] for c in
-                ("blue", "orange", "green", "vermillion", "purple", "sky_blue", "black", "yellow"))
+PALETTE = tuple(
+    OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky_blue", "black", "yellow")
+)
 # Diverging map for signed quantities (growth rates): purple–orange is colour-blind safe.
 DIVERGING_CMAP = "PuOr_r"
 THEORY_COLOR = OKABE_ITO["black"]
@@ -117,8 +131,16 @@ def measured_band(ax, x, lower, upper, *, label: str | None = None, color=PALETT
     return band
 
 
-def label_axes(ax, xlabel: str, ylabel: str, *, title: str | None = None,
-               xlog: bool = False, ylog: bool = False, legend: bool = True):
+def label_axes(
+    ax,
+    xlabel: str,
+    ylabel: str,
+    *,
+    title: str | None = None,
+    xlog: bool = False,
+    ylog: bool = False,
+    legend: bool = True,
+):
     """Axis labels (always), log scales where asked, title and legend (if any labelled artist)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -31,6 +31,7 @@ Probes here:
 A new architecture needs a layer (`jaxgrad.layers.Layer`) and, if it measures something
 new, a probe of this shape; the runner and the engine do not change.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -43,10 +44,24 @@ import numpy as np
 from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
 from jaxgrad.spectral import lanczos_top_singular, lanczos_top_singular_operator
 
-__all__ = ["FIELDS", "JACOBIAN_MODES", "MATRIX_FREE_FIELDS", "PARAM_SOURCES", "SampleKeys",
-           "clustered_spectrum", "coefficient_arrays",
-           "gains", "lanczos_max_steps", "lanczos_steps", "lyapunov", "matrix_free", "parameters",
-           "product_lanczos_steps", "product_norms", "sample_keys"]
+__all__ = [
+    "FIELDS",
+    "JACOBIAN_MODES",
+    "MATRIX_FREE_FIELDS",
+    "PARAM_SOURCES",
+    "SampleKeys",
+    "clustered_spectrum",
+    "coefficient_arrays",
+    "gains",
+    "lanczos_max_steps",
+    "lanczos_steps",
+    "lyapunov",
+    "matrix_free",
+    "parameters",
+    "product_lanczos_steps",
+    "product_norms",
+    "sample_keys",
+]
 
 FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
 MATRIX_FREE_FIELDS = ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
@@ -63,8 +78,11 @@ class SampleKeys(NamedTuple):
 
 def sample_keys(seed, i) -> SampleKeys:
     """The keys of sample i: a function of (seed, i) only (`seed` an integer or a key)."""
-    base = seed if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) \
+    base = (
+        seed
+        if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key)
         else jax.random.key(seed)
+    )
     return _split(jax.random.fold_in(base, i))
 
 
@@ -103,14 +121,22 @@ def _start(keys: SampleKeys, n0: int, q0, dtype, inputs) -> _Signal:
 def _kept_start(run, keep_at, dtype):
     """The layer inputs kept for the self-check (`jaxgrad.verify`): h⁽ℓ⁻¹⁾ and its log-scale for
     the 1-based layers ℓ of `keep_at` in `run`."""
-    return {c: (jnp.zeros((run.layer.n_in,), dtype), jnp.zeros((), dtype))
-            for c in keep_at if run.start < c <= run.start + run.count}
+    return {
+        c: (jnp.zeros((run.layer.n_in,), dtype), jnp.zeros((), dtype))
+        for c in keep_at
+        if run.start < c <= run.start + run.count
+    }
 
 
 def _keep(kept, ell, signal):
     """Keeps the input of layer ``ell + 1`` (0-based ``ell``) if it is one of `kept`'s layers."""
-    return {c: (jnp.where(ell == c - 1, signal.h.astype(h.dtype), h),
-                jnp.where(ell == c - 1, signal.log_scale.astype(s.dtype), s)) for c, (h, s) in kept.items()}
+    return {
+        c: (
+            jnp.where(ell == c - 1, signal.h.astype(h.dtype), h),
+            jnp.where(ell == c - 1, signal.log_scale.astype(s.dtype), s),
+        )
+        for c, (h, s) in kept.items()
+    }
 
 
 def _kept_out(kept) -> dict:
@@ -178,12 +204,15 @@ def clustered_spectrum(net: Network) -> bool:
     A user layer is detected by the word "orthogonal" or "residual" in its `Hyper.structure`;
     others run the fixed `lanczos_steps` (and the self-check, `jaxgrad.verify`, compares them).
     """
-    return any(layer.hyper is not None and ("orthogonal" in repr(layer.hyper.structure)
-                                            or "residual" in repr(layer.hyper.structure)) for layer in net.layers)
+    return any(
+        layer.hyper is not None
+        and ("orthogonal" in repr(layer.hyper.structure) or "residual" in repr(layer.hyper.structure))
+        for layer in net.layers
+    )
 
 
 class _Signal(NamedTuple):
-    h: jax.Array          # h⁽ℓ⁾, or its direction for homogeneous layers
+    h: jax.Array  # h⁽ℓ⁾, or its direction for homogeneous layers
     log_scale: jax.Array  # ln of the factor carried outside h (0 when not homogeneous)
     exit_depth: jax.Array
 
@@ -226,7 +255,7 @@ def _scan(body, carry, run: _Run, xs, reverse=False):
     if run.layer.n_in == run.layer.n_out:
         return jax.lax.scan(body, carry, xs, reverse=reverse)
     outs = []
-    for k in (reversed(range(run.count)) if reverse else range(run.count)):
+    for k in reversed(range(run.count)) if reverse else range(run.count):
         carry, out = body(carry, jax.tree.map(lambda x: x[k], xs))
         outs.append(out)
     outs = outs[::-1] if reverse else outs
@@ -265,7 +294,7 @@ class _Layers:
         for s, (_, start, count) in enumerate(self.segments):
             if start <= run.start < start + count:
                 lo = run.start - start
-                return jax.tree.map(lambda a: a[lo:lo + run.count], per_segment[s])
+                return jax.tree.map(lambda a: a[lo : lo + run.count], per_segment[s])
         raise AssertionError("run outside every segment")
 
     def functions(self, run: _Run, coeffs):
@@ -289,7 +318,8 @@ class _Layers:
         if self.source == "given":
             stacked = self._given[id(run)]
             return jax.lax.optimization_barrier(
-                jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, ell - run.start, keepdims=False), stacked))
+                jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, ell - run.start, keepdims=False), stacked)
+            )
         init, _, _ = self.functions(run, coeffs)
         return jax.lax.optimization_barrier(_draw(run.layer, init, jax.random.fold_in(keys.weights, ell)))
 
@@ -312,9 +342,18 @@ def _source(net: Network, params_given: bool) -> str:
     return "tied" if net.tied else "drawn"
 
 
-def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Sequence[int] = (),
-                  params_given: bool = False, norms_at: Sequence[int] | None = None, inputs_given: bool = False,
-                  keep_at: Sequence[int] = (), jacobian_mode: str = "rev"):
+def product_norms(
+    net: Network,
+    *,
+    dtype,
+    method: str = "power",
+    spectrum_at: Sequence[int] = (),
+    params_given: bool = False,
+    norms_at: Sequence[int] | None = None,
+    inputs_given: bool = False,
+    keep_at: Sequence[int] = (),
+    jacobian_mode: str = "rev",
+):
     r"""The matrix probe: every field of `FIELDS` at every depth, and spectra at `spectrum_at`.
 
     ``method="power"``: warm-started Lanczos for $\|P_\ell\|_2$ (``product_lanczos_steps``) and
@@ -379,12 +418,12 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
                     s_P, v = top(P, v + restart, product_steps[0], max_steps=product_steps[1])
                     log_P = log_c + jnp.log(s_P)
                 else:
+
                     def norm(v, P=P):
                         s, v = top(P, v + restart, product_steps[0], max_steps=product_steps[1])
                         return jnp.log(s).astype(dtype), v
 
-                    log_P, v = jax.lax.cond(jnp.asarray(wanted)[ell], norm,
-                                            lambda v: (jnp.zeros((), dtype), v), v)
+                    log_P, v = jax.lax.cond(jnp.asarray(wanted)[ell], norm, lambda v: (jnp.zeros((), dtype), v), v)
                     log_P = log_c + log_P
                 # ‖J_ℓ‖₂ from a random start; only the value is used, for which the
                 # three-term recurrence suffices (no re-orthogonalisation).
@@ -392,8 +431,13 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
                 if adaptive and J.shape[1] <= lanczos_steps(J.shape[1]):  # a full Krylov space: exact
                     s_J, _ = top(J, v_J, J.shape[1])
                 else:
-                    s_J, _ = top(J, v_J, lanczos_steps(J.shape[1]), reorthogonalise=False,
-                                 max_steps=lanczos_max_steps(J.shape[1]) if adaptive else None)
+                    s_J, _ = top(
+                        J,
+                        v_J,
+                        lanczos_steps(J.shape[1]),
+                        reorthogonalise=False,
+                        max_steps=lanczos_max_steps(J.shape[1]) if adaptive else None,
+                    )
                 cum = cum + jnp.log(s_J)
                 if adaptive:  # P₁ = J₁ (P₀ = I): the adaptive run's norm, not the warm-started one's
                     log_P = jnp.where(ell == 0, cum, log_P)  # (whose start at ℓ = 1 is random)
@@ -407,8 +451,12 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
                 )
                 return (signal, P, log_c, v, cum, kept), out
 
-            carry, out = _scan(body, (signal, P, log_c, v, cum, _kept_start(run, keep_at, dtype)), run,
-                               layers.xs(r, coefficients, given))
+            carry, out = _scan(
+                body,
+                (signal, P, log_c, v, cum, _kept_start(run, keep_at, dtype)),
+                run,
+                layers.xs(r, coefficients, given),
+            )
             signal, P, log_c, v, cum, kept = carry
             checks.update(_kept_out(kept))
             outputs.append(out)
@@ -422,8 +470,7 @@ def product_norms(net: Network, *, dtype, method: str = "power", spectrum_at: Se
     return probe
 
 
-def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool = False,
-          keep_at: Sequence[int] = ()):
+def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool = False, keep_at: Sequence[int] = ()):
     """Matrix-free gains: a forward sweep with `jax.jvp`, a backward sweep with `jax.vjp`.
 
     The backward sweep starts from a random unit $e_L$ at depth L and redraws each
@@ -462,7 +509,8 @@ def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool
                 return (signal, f_next, log_f + log_s, kept), (log_f + log_s, log_h, h_in)
 
             (signal, f, log_f, kept), (gain, log_h, h_in) = _scan(
-                fbody, (signal, f, log_f, _kept_start(run, keep_at, dtype)), run, layers.xs(r, coefficients, given))
+                fbody, (signal, f, log_f, _kept_start(run, keep_at, dtype)), run, layers.xs(r, coefficients, given)
+            )
             checks.update(_kept_out(kept))
             fwd_out.append((gain, log_h))
             inputs.append(h_in)
@@ -482,20 +530,34 @@ def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool
                 delta, log_s = _safe_log_normalise(pullback(delta)[0])
                 return (delta, log_d + log_s), log_d
 
-            (delta, log_d), logs = _scan(bbody, (delta, log_d), run,
-                                         (layers.xs(r, coefficients, given), h_in), reverse=True)
+            (delta, log_d), logs = _scan(
+                bbody, (delta, log_d), run, (layers.xs(r, coefficients, given), h_in), reverse=True
+            )
             log_delta.insert(0, logs)
         # log_delta[ℓ−1] = ln‖δ⁽ℓ⁾‖ (relative to ‖e_L‖ = 1); log_d = ln‖δ⁽⁰⁾‖.
         backward = log_d - jnp.concatenate(log_delta)
         gain, log_h = (jnp.concatenate(parts) for parts in zip(*fwd_out))
-        return dict(log_forward_gain=gain, log_backward_gain=backward, log_signal_norm=log_h,
-                    overflow=signal.exit_depth, **checks)
+        return dict(
+            log_forward_gain=gain,
+            log_backward_gain=backward,
+            log_signal_norm=log_h,
+            overflow=signal.exit_depth,
+            **checks,
+        )
 
     return probe
 
 
-def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields: Sequence[str] = MATRIX_FREE_FIELDS,
-                params_given: bool = False, inputs_given: bool = False, keep_at: Sequence[int] = ()):
+def matrix_free(
+    net: Network,
+    *,
+    dtype,
+    spectrum_at: Sequence[int] = (),
+    fields: Sequence[str] = MATRIX_FREE_FIELDS,
+    params_given: bool = False,
+    inputs_given: bool = False,
+    keep_at: Sequence[int] = (),
+):
     r"""The matrix probe without matrices: every quantity from Jacobian-vector products.
 
     No Jacobian is formed; each layer is used only through $v \mapsto J_\ell v$ (`jax.jvp`,
@@ -569,6 +631,7 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
         def gram(v, d):
             t, stash = v, []
             for run, sliced, data in parts:  # forward: t ← J_ℓ t / c_ℓ; keep t at depth d
+
                 def fbody(carry, x, run=run):
                     t, kept = carry
                     x, h, log_c = x
@@ -580,6 +643,7 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
                 stash.append(kept)
             u = jnp.zeros((parts[-1][0].layer.n_out,), dtype)
             for (run, sliced, data), kept in reversed(list(zip(parts, stash))):  # back: inject at d, u ← J_ℓᵀ u / c_ℓ
+
                 def bbody(u, x, run=run, kept=kept):
                     x, h, log_c = x
                     u = u + jnp.where(x[0] + 1 == d, kept, jnp.zeros_like(kept))
@@ -615,15 +679,19 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
                     transpose = jax.linear_transpose(linear, h_in)
                     inverse_square = jnp.exp(-2 * log_c)
                     v_J = _unit_vector(jax.random.fold_in(keys.lanczos, x[0]), run.layer.n_in, dtype)
-                    s_J = lanczos_top_singular_operator(lambda v: transpose(linear(v))[0] * inverse_square, v_J,
-                                                        lanczos_steps(run.layer.n_in), reorthogonalise=False,
-                                                        max_steps=lanczos_max_steps(run.layer.n_in)
-                                                        if adaptive else None).value
+                    s_J = lanczos_top_singular_operator(
+                        lambda v: transpose(linear(v))[0] * inverse_square,
+                        v_J,
+                        lanczos_steps(run.layer.n_in),
+                        reorthogonalise=False,
+                        max_steps=lanczos_max_steps(run.layer.n_in) if adaptive else None,
+                    ).value
                     cum = cum + log_c + jnp.log(s_J)
                 return (signal, f_next, log_f + log_s, cum, kept), (log_f + log_s, cum, log_h, h_in, log_c)
 
             (signal, f, log_f, cum, kept), (gain, norms, log_h, h_in, log_c) = _scan(
-                fbody, (signal, f, log_f, cum, _kept_start(run, keep_at, dtype)), run, xs[r])
+                fbody, (signal, f, log_f, cum, _kept_start(run, keep_at, dtype)), run, xs[r]
+            )
             checks.update(_kept_out(kept))
             fwd_out.append((gain, norms, log_h))
             inputs.append(h_in)
@@ -636,6 +704,7 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
             delta = _unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), net.widths[-1], dtype)
             log_d, log_delta = jnp.zeros((), dtype), []
             for r in reversed(range(len(layers.runs))):
+
                 def bbody(carry, x, run=layers.runs[r]):
                     delta, log_d = carry
                     x, h = x
@@ -648,8 +717,9 @@ def matrix_free(net: Network, *, dtype, spectrum_at: Sequence[int] = (), fields:
             out["log_backward_gain"] = log_d - jnp.concatenate(log_delta)
         if spectrum_at:
             gram = chain(xs, inputs, scales, keys, tied, max(spectrum_at))
-            starts = jnp.stack([_unit_vector(jax.random.fold_in(keys.lanczos, (1 << 30) + d), n0, dtype)
-                                for d in spectrum_at])
+            starts = jnp.stack(
+                [_unit_vector(jax.random.fold_in(keys.lanczos, (1 << 30) + d), n0, dtype) for d in spectrum_at]
+            )
 
             def top(v0, d):
                 return lanczos_top_singular_operator(lambda v: gram(v, d), v0, lanczos_steps(n0)).value
@@ -715,6 +785,7 @@ def parameters(net: Network, *, dtype):
             return layers.tied_params(keys, coefficients, None)
         out = []
         for r, run in enumerate(layers.runs):
+
             def body(carry, xs, run=run):
                 ell, coeffs, _ = xs
                 return carry, layers.params(run, ell, coeffs, None, keys, None)
@@ -731,12 +802,16 @@ def coefficient_arrays(net: Network, dtype) -> tuple[Mapping[str, object], ...]:
 
     out: list[Mapping[str, object]] = []
     for layer, start, count in net.segments():
-        members = net.layers[start:start + count]
+        members = net.layers[start : start + count]
         if layer.hyper is None:
             out.append({})
             continue
         names = list(layer.hyper.coefficients)
         hypers = [m.hyper for m in members if m.hyper is not None]  # a segment's layers share one structure
-        out.append({name: np.asarray([float(h.coefficients[name]) for h in hypers], np.float64).astype(dtype)
-                    for name in names})
+        out.append(
+            {
+                name: np.asarray([float(h.coefficients[name]) for h in hypers], np.float64).astype(dtype)
+                for name in names
+            }
+        )
     return tuple(out)

@@ -3,6 +3,7 @@
 On a terminal it redraws one line (``name [#####-----] 3/6 12.4s point``); when stderr
 is a file or pipe (CI logs) it prints one line per finished item instead.
 """
+
 from __future__ import annotations
 
 import sys

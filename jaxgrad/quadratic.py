@@ -11,6 +11,7 @@ The theory here (closed forms, thresholds, regimes) is NumPy; the measurements r
 real optimiser, `optax.sgd` (plain, heavy-ball or Nesterov), inside `lax.scan`, vmapped
 over thousands of problems in one compiled call.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,10 +24,23 @@ import optax
 
 from jaxgrad.layers import HIGHEST, float_dtype
 
-__all__ = ["REGIMES", "bisect_critical_learning_rate", "check_spd", "closed_form",
-           "critical_learning_rate", "critical_learning_rate_spd", "is_stable",
-           "momentum_closed_form", "multiplier", "quadratic_loss", "regime", "sgd_growth_rates",
-           "sgd_trajectories", "spectral_radius", "transition_matrix"]
+__all__ = [
+    "REGIMES",
+    "bisect_critical_learning_rate",
+    "check_spd",
+    "closed_form",
+    "critical_learning_rate",
+    "critical_learning_rate_spd",
+    "is_stable",
+    "momentum_closed_form",
+    "multiplier",
+    "quadratic_loss",
+    "regime",
+    "sgd_growth_rates",
+    "sgd_trajectories",
+    "spectral_radius",
+    "transition_matrix",
+]
 
 Array = jax.Array
 
@@ -150,8 +164,9 @@ def spectral_radius(a, lr, momentum: float = 0.0, nesterov: bool = False):
     return float(rho) if rho.ndim == 0 else rho
 
 
-def momentum_closed_form(theta0: float, a: float, lr: float, steps: int,
-                         momentum: float = 0.0, nesterov: bool = False) -> np.ndarray:
+def momentum_closed_form(
+    theta0: float, a: float, lr: float, steps: int, momentum: float = 0.0, nesterov: bool = False
+) -> np.ndarray:
     r"""$\theta_t = e_1^\top M^t (\theta_0, 0)^\top$ for t = 0, …, `steps` (float64).
 
     With β = 0 this is $(1 - \eta a)^t\theta_0$, the seed's closed form.
@@ -230,8 +245,10 @@ def _growth_rate(A, theta0, lr, momentum, *, steps, burn_in, nesterov):
     def normalise(theta, state):
         leaves = [theta] + [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
         s = jnp.maximum(jnp.sqrt(sum(jnp.sum(x * x) for x in leaves)), tiny)
+
         def scale(x):
             return x / s if jnp.issubdtype(x.dtype, jnp.inexact) else x
+
         return theta / s, jax.tree.map(scale, state), jnp.log(s)
 
     def step(carry, t):
@@ -255,8 +272,7 @@ def _batched(fn, A, theta0, lr, momentum, **static):
 
 
 _trajectories_jit = jax.jit(functools.partial(_batched, _trajectory), static_argnames=("steps", "nesterov"))
-_growth_rates_jit = jax.jit(functools.partial(_batched, _growth_rate),
-                            static_argnames=("steps", "burn_in", "nesterov"))
+_growth_rates_jit = jax.jit(functools.partial(_batched, _growth_rate), static_argnames=("steps", "burn_in", "nesterov"))
 
 
 def _prepare(A, theta0, lr, momentum, steps, nesterov):
@@ -304,8 +320,9 @@ def sgd_trajectories(A, theta0, lr, *, steps: int, momentum=None, nesterov: bool
     return out[..., 0] if scalar else out
 
 
-def sgd_growth_rates(A, theta0, lr, *, steps: int, momentum=None, nesterov: bool = False,
-                     burn_in: int | None = None) -> Array:
+def sgd_growth_rates(
+    A, theta0, lr, *, steps: int, momentum=None, nesterov: bool = False, burn_in: int | None = None
+) -> Array:
     r"""Measured growth rate per step of `optax.sgd` on a batch of quadratics.
 
     The state $s_t = (\theta_t, m_t)$ is renormalised every step (exact, the dynamics
@@ -326,8 +343,9 @@ def sgd_growth_rates(A, theta0, lr, *, steps: int, momentum=None, nesterov: bool
     return _growth_rates_jit(A, theta0, lr, momentum, steps=steps, burn_in=burn_in, nesterov=nesterov)
 
 
-def bisect_critical_learning_rate(A, theta0, low, high, *, steps: int, momentum=None, nesterov: bool = False,
-                                  iterations: int = 30) -> tuple[np.ndarray, np.ndarray]:
+def bisect_critical_learning_rate(
+    A, theta0, low, high, *, steps: int, momentum=None, nesterov: bool = False, iterations: int = 30
+) -> tuple[np.ndarray, np.ndarray]:
     r"""Measured threshold by bisection on the sign of the optax growth rate.
 
     Starting from brackets with ``growth_rate(low) < 0 ≤ growth_rate(high)`` (e.g. two
@@ -343,7 +361,6 @@ def bisect_critical_learning_rate(A, theta0, low, high, *, steps: int, momentum=
     valid = np.isfinite(low) & np.isfinite(high)
     for _ in range(iterations):
         mid = np.where(valid, 0.5 * (low + high), 1.0)
-        stable = np.asarray(sgd_growth_rates(A, theta0, mid, steps=steps, momentum=momentum,
-                                             nesterov=nesterov)) < 0
+        stable = np.asarray(sgd_growth_rates(A, theta0, mid, steps=steps, momentum=momentum, nesterov=nesterov)) < 0
         low, high = np.where(stable & valid, mid, low), np.where(~stable & valid, mid, high)
     return low, high

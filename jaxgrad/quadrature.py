@@ -26,6 +26,7 @@ forms there.
 The tail beyond $|z| = 10$ carries mass $1.5\cdot10^{-23}$; integrands that grow so fast
 that it matters have no finite Gaussian moment, and `tail_fraction` detects them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GaussianRule", "gauss_hermite", "gaussian_expectation", "graded_legendre",
-           "tail_fraction"]
+__all__ = ["GaussianRule", "gauss_hermite", "gaussian_expectation", "graded_legendre", "tail_fraction"]
 
 Array = jax.Array
 
@@ -61,7 +61,7 @@ def graded_legendre(order: int = 12, levels: int = 16, cutoff: int = 10) -> Gaus
     x, w = np.polynomial.legendre.leggauss(order)
     lo, hi = edges[:-1, None], edges[1:, None]
     nodes = ((lo + hi) / 2 + (hi - lo) / 2 * x).ravel()
-    weights = ((hi - lo) / 2 * w).ravel() * np.exp(-nodes**2 / 2) / np.sqrt(2 * np.pi)
+    weights = ((hi - lo) / 2 * w).ravel() * np.exp(-(nodes**2) / 2) / np.sqrt(2 * np.pi)
     return GaussianRule(nodes, weights)
 
 
@@ -93,8 +93,9 @@ def gaussian_expectation(f: Callable[[Array], Array], q=1.0, *, rule: GaussianRu
     return jnp.sum(w * f(u), axis=-1)
 
 
-def tail_fraction(f: Callable[[Array], Array], q=1.0, *, beyond: float = 8.0,
-                  rule: GaussianRule | None = None) -> Array:
+def tail_fraction(
+    f: Callable[[Array], Array], q=1.0, *, beyond: float = 8.0, rule: GaussianRule | None = None
+) -> Array:
     r"""Share of $E|f(\sqrt q z)|$ that the rule takes from $|z| > $ `beyond`.
 
     For any f with a finite Gaussian moment and at most exponential growth this is

@@ -42,6 +42,7 @@ J. Schmidhuber, Neural Comput. 9 (1997); F. Gers et al., Neural Comput. 12 (2000
 R. Jozefowicz et al., ICML 2015; A. Saxe et al., ICLR 2014; X. Glorot and Y. Bengio, AISTATS
 2010; R. Pascanu, T. Mikolov and Y. Bengio, ICML 2013.
 """
+
 from __future__ import annotations
 
 import functools
@@ -78,9 +79,9 @@ _FORGET = 1  # index of the LSTM forget gate in (i, f, g, o)
 class CellParams(NamedTuple):
     """One cell's parameters, shared by every step (gates stacked on the leading axis)."""
 
-    W: jax.Array           # vanilla (n, n); gated (gates, n, n): recurrent weights
-    b: jax.Array           # vanilla (n,); gated (gates, n)
-    U: jax.Array           # vanilla (n, d); gated (gates, n, d): input weights
+    W: jax.Array  # vanilla (n, n); gated (gates, n, n): recurrent weights
+    b: jax.Array  # vanilla (n,); gated (gates, n)
+    U: jax.Array  # vanilla (n, d); gated (gates, n, d): input weights
     input_seed: jax.Array  # (2,) float32 in [1, 2): its bits are the key of the input sequence
 
 
@@ -107,21 +108,25 @@ def _step_function(spec: _Spec) -> Callable:
     sig = jax.nn.sigmoid
 
     if spec.cell == "vanilla":
+
         def step(p, h, x):
             return phi(_mm(p.W, h) + p.b + _mm(p.U, x))
     elif spec.cell == "gru":
+
         def step(p, h, x):
             r = sig(_mm(p.W[0], h) + p.b[0] + _mm(p.U[0], x))
             u = sig(_mm(p.W[1], h) + p.b[1] + _mm(p.U[1], x))
             candidate = phi(_mm(p.W[2], r * h) + p.b[2] + _mm(p.U[2], x))
             return (1 - u) * candidate + u * h
     else:
+
         def step(p, s, x):
             h, c = s[:n], s[n:]
             pre = [_mm(p.W[k], h) + p.b[k] + _mm(p.U[k], x) for k in range(4)]
             i, f, g, o = sig(pre[0]), sig(pre[1]), phi(pre[2]), sig(pre[3])
             c = f * c + i * g
             return jnp.concatenate([o * phi(c), c])
+
     return step
 
 
@@ -143,10 +148,12 @@ def _fast_jacobian(spec: _Spec) -> Callable:
         return y * (1 - y)
 
     if spec.cell == "vanilla":
+
         def jacobian(p, h, x):
             z = _mm(p.W, h) + p.b + _mm(p.U, x)
             return dphi(z)[:, None] * p.W, phi(z)
     elif spec.cell == "gru":
+
         def jacobian(p, h, x):
             a_r = _mm(p.W[0], h) + p.b[0] + _mm(p.U[0], x)
             a_u = _mm(p.W[1], h) + p.b[1] + _mm(p.U[1], x)
@@ -154,21 +161,29 @@ def _fast_jacobian(spec: _Spec) -> Callable:
             a_h = _mm(p.W[2], r * h) + p.b[2] + _mm(p.U[2], x)
             candidate = phi(a_h)
             d_rh = jnp.diag(r) + (h * dsig(a_r))[:, None] * p.W[0]  # ∂(r⊙h)/∂h
-            J = (((1 - u) * dphi(a_h))[:, None] * _mm(p.W[2], d_rh)
-                 + ((h - candidate) * dsig(a_u))[:, None] * p.W[1] + jnp.diag(u))
+            J = (
+                ((1 - u) * dphi(a_h))[:, None] * _mm(p.W[2], d_rh)
+                + ((h - candidate) * dsig(a_u))[:, None] * p.W[1]
+                + jnp.diag(u)
+            )
             return J, (1 - u) * candidate + u * h
     else:
+
         def jacobian(p, s, x):
             h, c = s[:n], s[n:]
             a = [_mm(p.W[k], h) + p.b[k] + _mm(p.U[k], x) for k in range(4)]
             i, f, g, o = sig(a[0]), sig(a[1]), phi(a[2]), sig(a[3])
             c_next = f * c + i * g
-            dc_dh = ((g * dsig(a[0]))[:, None] * p.W[0] + (c * dsig(a[1]))[:, None] * p.W[1]
-                     + (i * dphi(a[2]))[:, None] * p.W[2])
+            dc_dh = (
+                (g * dsig(a[0]))[:, None] * p.W[0]
+                + (c * dsig(a[1]))[:, None] * p.W[1]
+                + (i * dphi(a[2]))[:, None] * p.W[2]
+            )
             out = o * dphi(c_next)
             dh_dh = (phi(c_next) * dsig(a[3]))[:, None] * p.W[3] + out[:, None] * dc_dh
             J = jnp.block([[dh_dh, jnp.diag(out * f)], [dc_dh, jnp.diag(f)]])
             return J, jnp.concatenate([o * phi(c_next), c_next])
+
     return jacobian
 
 
@@ -235,15 +250,27 @@ def _step_layer(spec: _Spec, t: int, sigma_w: float, sigma_b: float, input_std: 
         structure=("rnn",) + tuple(spec),
         build=build,
         rebuild=lambda sigma_w=sigma_w, sigma_b=sigma_b, input_std=input_std: _step_layer(
-            spec, t, _check_nonnegative("sigma_w", sigma_w), _check_nonnegative("sigma_b", sigma_b),
-            _check_nonnegative("input_std", input_std)),
+            spec,
+            t,
+            _check_nonnegative("sigma_w", sigma_w),
+            _check_nonnegative("sigma_b", sigma_b),
+            _check_nonnegative("input_std", input_std),
+        ),
     )
     init, apply, jacobian = build(coeffs)
     homogeneous = spec.cell == "vanilla" and spec.act.homogeneous and sigma_b == 0.0 and input_std == 0.0
     m = spec.state_size
-    return Layer(init, apply, m, m, jacobian, homogeneous=homogeneous,
-                 name=f"{spec.cell}({spec.width}, {spec.act.name}, σ_w={sigma_w:g}, σ_b={sigma_b:g}, "
-                      f"σ_x={input_std:g}) step {t + 1}", hyper=hyper)
+    return Layer(
+        init,
+        apply,
+        m,
+        m,
+        jacobian,
+        homogeneous=homogeneous,
+        name=f"{spec.cell}({spec.width}, {spec.act.name}, σ_w={sigma_w:g}, σ_b={sigma_b:g}, "
+        f"σ_x={input_std:g}) step {t + 1}",
+        hyper=hyper,
+    )
 
 
 def rnn(
@@ -296,8 +323,10 @@ def rnn(
     except (TypeError, ValueError):
         raise ValueError(f"`input_std` must be a finite non-negative number, got input_std={input_std!r}") from None
     if not (math.isfinite(input_std) and input_std >= 0):
-        raise ValueError(f"`input_std` (the input standard deviation; its square is the input variance) must be "
-                         f"a finite non-negative number, got input_std={input_std!r}")
+        raise ValueError(
+            f"`input_std` (the input standard deviation; its square is the input variance) must be "
+            f"a finite non-negative number, got input_std={input_std!r}"
+        )
     spec = _Spec(cell, width, input_dim, get_activation(activation), _check_float_dtype(dtype))
     return serial(*(_step_layer(spec, t, sigma_w, sigma_b, input_std) for t in range(int(steps))), tied=True)
 
@@ -327,6 +356,7 @@ def inputs(net: Network, params: CellParams) -> jax.Array:
 def _inputs_program(input_dim: int, steps: int):
     def draw(params, x_scale):
         return jax.vmap(lambda t: _draw_input(params, t, x_scale, input_dim, x_scale.dtype))(jnp.arange(steps))
+
     return jax.jit(draw)
 
 
@@ -351,8 +381,10 @@ def unroll(net: Network, params: CellParams, h0, xs=None) -> tuple[jax.Array, ja
         raise ValueError(f"`h0` must have shape ({m},) for this {spec.cell} cell, got h0.shape={h0.shape}")
     xs = inputs(net, params) if xs is None else jnp.asarray(xs)
     if xs.shape != (T, spec.input_dim):
-        raise ValueError(f"`xs` (the input sequence) must have shape (steps, input_dim) = ({T}, {spec.input_dim}), "
-                         f"got xs.shape={xs.shape}")
+        raise ValueError(
+            f"`xs` (the input sequence) must have shape (steps, input_dim) = ({T}, {spec.input_dim}), "
+            f"got xs.shape={xs.shape}"
+        )
     dtype = jnp.asarray(params.W).dtype
     return _unroll_program(spec)(params, h0.astype(dtype), xs.astype(dtype))
 

@@ -15,6 +15,7 @@ Jacobian is $I + β J_f$, $I + β J_f J_N$ or $J_N (I + β J_f)$. α = 0 is the 
 The residual sum is `jaxgrad.residual` (its scale coefficient is β); a block's scalars
 (a, α, σ_w, σ_b) are `Hyper` values, so a sweep over them compiles once.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,12 +59,13 @@ def _prefixed(coefficients, prefix):
 
 def _unprefixed(coefficients, prefix):
     start = f"{prefix}."
-    return {k[len(start):]: v for k, v in coefficients.items() if k.startswith(start)}
+    return {k[len(start) :]: v for k, v in coefficients.items() if k.startswith(start)}
 
 
 def _then(first: Layer, second: Layer, name: str) -> Layer:
     """The composite $h \\mapsto g(f(h))$ (f = `first`), Jacobian $J_g J_f$; coefficients prefixed "0."/"1."."""
     assert first.hyper is not None and second.hyper is not None  # jaxgrad's dense and norm layers carry one
+
     def build(c):
         init_f, apply_f, jac_f = first.hyper.build(_unprefixed(c, "0"))
         init_g, apply_g, jac_g = second.hyper.build(_unprefixed(c, "1"))
@@ -77,6 +79,7 @@ def _then(first: Layer, second: Layer, name: str) -> Layer:
 
         jacobian = None
         if jac_f is not None and jac_g is not None:
+
             def jacobian(params, h):
                 J_f, y = jac_f(params.first, h)
                 J_g, out = jac_g(params.second, y)
@@ -87,8 +90,16 @@ def _then(first: Layer, second: Layer, name: str) -> Layer:
     coeffs = {**_prefixed(first.hyper.coefficients, "0"), **_prefixed(second.hyper.coefficients, "1")}
     hyper = Hyper({}, coeffs, ("then", structure_of(first), structure_of(second)), build, lambda: layer)
     init, apply, jacobian = build(coeffs)
-    layer = Layer(init, apply, first.n_in, second.n_out, jacobian,
-                  homogeneous=first.homogeneous and second.homogeneous, name=name, hyper=hyper)
+    layer = Layer(
+        init,
+        apply,
+        first.n_in,
+        second.n_out,
+        jacobian,
+        homogeneous=first.homogeneous and second.homogeneous,
+        name=name,
+        hyper=hyper,
+    )
     return layer
 
 
@@ -112,9 +123,11 @@ def _block(width, depth, branch, act, alpha, a, norm, norm_type, weights, sigma_
     if branch == "dense":
         f = dense(width, width, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype)
     else:
-        f = _then(dense(width, width, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype),
-                  dense(width, width, activation="linear", weights=weights, sigma_w=sigma_w, sigma_b=sigma_b,
-                        dtype=dtype), f"mlp({width}, {act.name})")
+        f = _then(
+            dense(width, width, activation=act, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype),
+            dense(width, width, activation="linear", weights=weights, sigma_w=sigma_w, sigma_b=sigma_b, dtype=dtype),
+            f"mlp({width}, {act.name})",
+        )
     if norm is None:
         inner = residual(f, beta)
     else:
@@ -126,16 +139,30 @@ def _block(width, depth, branch, act, alpha, a, norm, norm_type, weights, sigma_
     values = {"a": a, "alpha": alpha, "sigma_w": sigma_w, "sigma_b": sigma_b}
 
     def rebuild(a=a, alpha=alpha, sigma_w=sigma_w, sigma_b=sigma_b):
-        return _block(width, depth, branch, act, _check_scale("alpha", alpha, "the depth exponent"),
-                      _check_branch_a(a), norm, norm_type, weights, _check_nonnegative("sigma_w", sigma_w),
-                      _check_nonnegative("sigma_b", sigma_b), eps, dtype)
+        return _block(
+            width,
+            depth,
+            branch,
+            act,
+            _check_scale("alpha", alpha, "the depth exponent"),
+            _check_branch_a(a),
+            norm,
+            norm_type,
+            weights,
+            _check_nonnegative("sigma_w", sigma_w),
+            _check_nonnegative("sigma_b", sigma_b),
+            eps,
+            dtype,
+        )
 
     structure = ("resnet_block", width, branch, act, norm, norm_type, weights, eps, dtype)
     assert inner.hyper is not None  # residual and _then always carry one
     hyper = Hyper(values, dict(inner.hyper.coefficients), structure, inner.hyper.build, rebuild)
     where = "" if norm is None else f", {norm}-{norm_type}norm"
-    return inner._replace(name=f"resnet block({branch}, {act.name}, β={beta:.4g} = {a:g}·{depth}^-{alpha:g}"
-                               f"{where}, σ_w={sigma_w:g})", hyper=hyper)
+    return inner._replace(
+        name=f"resnet block({branch}, {act.name}, β={beta:.4g} = {a:g}·{depth}^-{alpha:g}{where}, σ_w={sigma_w:g})",
+        hyper=hyper,
+    )
 
 
 def _check_branch_a(a) -> float:
@@ -145,9 +172,22 @@ def _check_branch_a(a) -> float:
     return a
 
 
-def resnet(width: int = 64, depth: int = 256, branch: str = "dense", activation="relu", alpha: float = 0.5,
-           a: float = 1.0, norm: str | None = None, weights: str = "gaussian", sigma_w: float = 1.0,
-           sigma_b: float = 0.0, *, norm_type: str = "layer", eps: float = DEFAULT_EPS, dtype=None) -> Network:
+def resnet(
+    width: int = 64,
+    depth: int = 256,
+    branch: str = "dense",
+    activation="relu",
+    alpha: float = 0.5,
+    a: float = 1.0,
+    norm: str | None = None,
+    weights: str = "gaussian",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+    *,
+    norm_type: str = "layer",
+    eps: float = DEFAULT_EPS,
+    dtype=None,
+) -> Network:
     r"""A residual network of `depth` blocks with branch scale $β = a\,\mathrm{depth}^{-α}$.
 
     Arguments:
@@ -178,9 +218,22 @@ def resnet(width: int = 64, depth: int = 256, branch: str = "dense", activation=
         raise ValueError(f"unknown weight scheme weights={weights!r}; valid choices are {list(WEIGHT_SCHEMES)}")
     width = _check_positive_int("width", width)
     if norm is not None and width < 2:
-        raise ValueError(f"a {norm}-norm resnet needs width ≥ 2: a width-1 state normalises to a constant, "
-                         f"got width={width}")
-    block = _block(width, depth, branch, get_activation(activation), _check_scale("alpha", alpha, "the depth exponent"),
-                   _check_branch_a(a), norm, norm_type, weights, _check_nonnegative("sigma_w", sigma_w),
-                   _check_nonnegative("sigma_b", sigma_b), _check_nonnegative("eps", eps), _check_float_dtype(dtype))
+        raise ValueError(
+            f"a {norm}-norm resnet needs width ≥ 2: a width-1 state normalises to a constant, got width={width}"
+        )
+    block = _block(
+        width,
+        depth,
+        branch,
+        get_activation(activation),
+        _check_scale("alpha", alpha, "the depth exponent"),
+        _check_branch_a(a),
+        norm,
+        norm_type,
+        weights,
+        _check_nonnegative("sigma_w", sigma_w),
+        _check_nonnegative("sigma_b", sigma_b),
+        _check_nonnegative("eps", eps),
+        _check_float_dtype(dtype),
+    )
     return serial(*[block] * depth)

@@ -4,6 +4,7 @@ The spectral norm $\|A\|_2 = σ_{\max}(A)$ controls how much a Jacobian can stre
 an error signal. Seed §3: $\|J_1^\top \cdots J_L^\top\|_2 \le \prod_\ell \|J_\ell\|_2$
 (submultiplicativity). Seed §4: $\|J_\ell\|_2 \le \|\mathrm{diag}\,φ′(z)\|_2\,\|W\|_2$.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,16 @@ import jax.numpy as jnp
 
 from jaxgrad.layers import HIGHEST
 
-__all__ = ["TopSingular", "lanczos_top_singular", "lanczos_top_singular_operator", "log_product_norm",
-           "log_singular_values", "log_spectral_norm", "product", "spectral_norm"]
+__all__ = [
+    "TopSingular",
+    "lanczos_top_singular",
+    "lanczos_top_singular_operator",
+    "log_product_norm",
+    "log_singular_values",
+    "log_spectral_norm",
+    "product",
+    "spectral_norm",
+]
 
 Array = jax.Array
 
@@ -57,12 +66,13 @@ def log_product_norm(matrices: Sequence[Array]) -> Array:
 
 
 class TopSingular(NamedTuple):
-    value: Array   # σ_max estimate
+    value: Array  # σ_max estimate
     vector: Array  # its right singular vector (Ritz vector), unit norm; unreliable unless reorthogonalised
 
 
-def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bool = True,
-                         max_steps: int | None = None, tol: float = 2e-8) -> TopSingular:
+def lanczos_top_singular(
+    A: Array, v0: Array, steps: int, *, reorthogonalise: bool = True, max_steps: int | None = None, tol: float = 2e-8
+) -> TopSingular:
     r"""Top singular value of A by `steps` Lanczos steps on $A^\top A$ from $v_0$.
 
     Lanczos is the Krylov-space generalisation of the power iteration: after k
@@ -107,12 +117,23 @@ def lanczos_top_singular(A: Array, v0: Array, steps: int, *, reorthogonalise: bo
     """
     return lanczos_top_singular_operator(
         lambda v: jnp.matmul(A.T, jnp.matmul(A, v, precision=HIGHEST), precision=HIGHEST),
-        v0.astype(A.dtype), steps, reorthogonalise=reorthogonalise, max_steps=max_steps, tol=tol)
+        v0.astype(A.dtype),
+        steps,
+        reorthogonalise=reorthogonalise,
+        max_steps=max_steps,
+        tol=tol,
+    )
 
 
-def lanczos_top_singular_operator(gram: Callable[[Array], Array], v0: Array, steps: int, *,
-                                  reorthogonalise: bool = True, max_steps: int | None = None,
-                                  tol: float = 2e-8) -> TopSingular:
+def lanczos_top_singular_operator(
+    gram: Callable[[Array], Array],
+    v0: Array,
+    steps: int,
+    *,
+    reorthogonalise: bool = True,
+    max_steps: int | None = None,
+    tol: float = 2e-8,
+) -> TopSingular:
     r"""`lanczos_top_singular` matrix-free: A is known only through $v \mapsto A^\top A v$.
 
     For a Jacobian product $A = J_\ell\cdots J_1$, ``gram`` is a `jax.jvp` sweep forward
@@ -246,7 +267,7 @@ def _top_eigenvalue_by_bisection(alpha, beta, points: int = 15):
     k = alpha.shape[0]
     dtype = alpha.dtype
     finfo = jnp.finfo(dtype)
-    off = jnp.abs(beta[:k - 1])
+    off = jnp.abs(beta[: k - 1])
     beta2 = off * off
     zero = jnp.zeros((1,), dtype)
     radius = jnp.concatenate([off, zero]) + jnp.concatenate([zero, off])

@@ -12,14 +12,25 @@ formulas live here once:
 * two samples from one distribution? `ks_two_sample` (Kolmogorov–Smirnov, with its critical value);
 * `Comparison`, the measured-vs-predicted record the gallery prints.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Comparison", "KolmogorovSmirnov", "ks_two_sample", "log_mean_exp", "mean_and_se", "pooled_variance",
-           "quantiles", "slope", "variance_and_se", "within_standard_errors"]
+__all__ = [
+    "Comparison",
+    "KolmogorovSmirnov",
+    "ks_two_sample",
+    "log_mean_exp",
+    "mean_and_se",
+    "pooled_variance",
+    "quantiles",
+    "slope",
+    "variance_and_se",
+    "within_standard_errors",
+]
 
 
 def mean_and_se(x, axis=0):
@@ -75,7 +86,7 @@ def slope(depths, y):
 
 class KolmogorovSmirnov(NamedTuple):
     statistic: float  # D = sup_x |F_x(x) − F_y(x)|
-    critical: float   # D is below this with probability 1 − alpha when both samples share one distribution
+    critical: float  # D is below this with probability 1 − alpha when both samples share one distribution
 
 
 def ks_two_sample(x, y, alpha: float = 1e-3) -> KolmogorovSmirnov:
@@ -114,12 +125,18 @@ class Comparison(NamedTuple):
         return bool(abs(float(self.measured) - float(self.predicted)) <= float(self.tolerance))
 
     def row(self) -> dict:
-        return dict(quantity=self.quantity, measured=float(self.measured), predicted=float(self.predicted),
-                    tolerance=float(self.tolerance), passed=self.passed)
+        return dict(
+            quantity=self.quantity,
+            measured=float(self.measured),
+            predicted=float(self.predicted),
+            tolerance=float(self.tolerance),
+            passed=self.passed,
+        )
 
 
-def within_standard_errors(quantity: str, measured, se, predicted, *, k: float = 4.0,
-                           allowance: float = 0.0) -> Comparison:
+def within_standard_errors(
+    quantity: str, measured, se, predicted, *, k: float = 4.0, allowance: float = 0.0
+) -> Comparison:
     """`Comparison` at tolerance ``k·SE + allowance`` (a stated finite-size allowance, default 0)."""
     se, allowance = float(se), float(allowance)
     if not (np.isfinite(se) and se >= 0):

@@ -23,6 +23,7 @@ The study runner that fills a store (`experiments.runner`) lives with the studie
 this module never imports ``experiments`` nor the plotting code (`jaxgrad.plotting`
 imports this module for `atomic_write`, never the reverse).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,19 @@ import numpy as np
 
 from jaxgrad.stats import Comparison  # noqa: F401 (re-exported: the record a store holds)
 
-__all__ = ["Store", "UnreadableFileError", "atomic_write", "environment", "point_id", "point_key",
-           "read_csv", "read_npz", "write_csv", "write_json", "write_npz"]
+__all__ = [
+    "Store",
+    "UnreadableFileError",
+    "atomic_write",
+    "environment",
+    "point_id",
+    "point_key",
+    "read_csv",
+    "read_npz",
+    "write_csv",
+    "write_json",
+    "write_npz",
+]
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -166,8 +178,14 @@ def environment() -> dict:
     from jaxgrad import __version__
 
     return dict(
-        versions=dict(jaxgrad=__version__, jax=jax.__version__, jaxlib=jaxlib.__version__,
-                      optax=optax.__version__, numpy=np.__version__, python=platform.python_version()),
+        versions=dict(
+            jaxgrad=__version__,
+            jax=jax.__version__,
+            jaxlib=jaxlib.__version__,
+            optax=optax.__version__,
+            numpy=np.__version__,
+            python=platform.python_version(),
+        ),
         backend=jax.default_backend(),
         devices=[f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()],
         **_git_state(),
@@ -184,8 +202,9 @@ def _git_state(directory=None) -> dict:
     here = Path(__file__).resolve().parent if directory is None else Path(directory)
 
     def git(*args):
-        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results")

@@ -44,6 +44,7 @@ makes the examples a function of the test alone.)
 Reference:
   N. J. Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., SIAM 2002.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,10 +72,24 @@ from jaxgrad.activations import ACTIVATIONS, get_activation
 from jaxgrad.layers import HIGHEST, WEIGHT_SCHEMES, Network, mlp
 
 __all__ = [
-    "CUSTOM_ACTIVATIONS", "PHASES", "NetworkExample", "Phase",
-    "activations", "weight_schemes", "widths", "depths", "phases", "networks", "inputs", "network_examples",
-    "assert_chain_equals_grad", "assert_submultiplicative", "assert_layer_bound",
-    "assert_quadratic_contracts_iff_stable", "assert_measured_beside_predicted", "assert_engine_matches_reference",
+    "CUSTOM_ACTIVATIONS",
+    "PHASES",
+    "NetworkExample",
+    "Phase",
+    "activations",
+    "weight_schemes",
+    "widths",
+    "depths",
+    "phases",
+    "networks",
+    "inputs",
+    "network_examples",
+    "assert_chain_equals_grad",
+    "assert_submultiplicative",
+    "assert_layer_bound",
+    "assert_quadratic_contracts_iff_stable",
+    "assert_measured_beside_predicted",
+    "assert_engine_matches_reference",
 ]
 
 # --------------------------------------------------------------------------- strategies
@@ -117,8 +132,7 @@ def weight_schemes() -> st.SearchStrategy:
 
 def _positive_ints(name: str, choices, minimum: int = 1) -> list[int]:
     choices = list(choices)
-    if not choices or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < minimum
-                          for c in choices):
+    if not choices or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < minimum for c in choices):
         raise ValueError(f"`{name}` must be a non-empty list of integers >= {minimum}, got {name}={choices!r}")
     return [int(c) for c in choices]
 
@@ -151,8 +165,10 @@ def _phase_interval(activation, phase: str, sigma_b: float) -> tuple[float, floa
         raise ValueError(f"unknown phase={phase!r}; {valid}")
     sigma_c = float(_theory.critical_sigma_w(act, sigma_b))
     if not math.isfinite(sigma_c):
-        raise ValueError(f"activation {act.name!r} has no phase={phase!r} at sigma_b={sigma_b!r}: χ₁ = 1 is never "
-                         "crossed continuously for σ_w in [1e-3, 1e3] (theory.critical_sigma_w is NaN)")
+        raise ValueError(
+            f"activation {act.name!r} has no phase={phase!r} at sigma_b={sigma_b!r}: χ₁ = 1 is never "
+            "crossed continuously for σ_w in [1e-3, 1e3] (theory.critical_sigma_w is NaN)"
+        )
     lo, hi = (sigma_c * u for u in _PHASE_BOX[phase])
     for sigma_w in {lo, hi}:
         q = float(_theory.q_star(act, sigma_w, sigma_b))
@@ -161,15 +177,19 @@ def _phase_interval(activation, phase: str, sigma_b: float) -> tuple[float, floa
             raise ValueError(
                 f"activation {act.name!r} has no phase='chaotic' at sigma_b={sigma_b!r}: χ₁ > 1 only where the "
                 f"length map diverges (at sigma_w={sigma_w:.4g}: q*={q:.4g}, χ₁={chi:.4g}), so gradients grow "
-                "because the signal does, not through chaos at a finite q*; choose 'ordered' or 'critical'")
+                "because the signal does, not through chaos at a finite q*; choose 'ordered' or 'critical'"
+            )
         if phase == "ordered" and not chi < 1:
-            raise ValueError(f"activation {act.name!r}: χ₁={chi:.4g} ≥ 1 at sigma_w={sigma_w:.4g} below "
-                             f"critical_sigma_w={sigma_c:.4g} (sigma_b={sigma_b!r}); no ordered phase there")
+            raise ValueError(
+                f"activation {act.name!r}: χ₁={chi:.4g} ≥ 1 at sigma_w={sigma_w:.4g} below "
+                f"critical_sigma_w={sigma_c:.4g} (sigma_b={sigma_b!r}); no ordered phase there"
+            )
     return lo, hi
 
 
-def phases(activation="tanh", names: Sequence[str] | str = PHASES, *,
-           sigma_b: Sequence[float] = (0.1, 0.5)) -> st.SearchStrategy:
+def phases(
+    activation="tanh", names: Sequence[str] | str = PHASES, *, sigma_b: Sequence[float] = (0.1, 0.5)
+) -> st.SearchStrategy:
     r"""`Phase` draws: σ_w in a named mean-field phase of `activation` at one of `sigma_b`.
 
     With $σ_c$ = `theory.critical_sigma_w(activation, σ_b)` (χ₁ = 1 from input variance 1):
@@ -183,8 +203,9 @@ def phases(activation="tanh", names: Sequence[str] | str = PHASES, *,
     names = [names] if isinstance(names, str) else list(names)
     sigma_b = [float(b) for b in sigma_b]
     if not names or not sigma_b or any(not (b >= 0 and math.isfinite(b)) for b in sigma_b):
-        raise ValueError(f"`phases` needs phase names and finite sigma_b >= 0, "
-                         f"got names={names!r}, sigma_b={sigma_b!r}")
+        raise ValueError(
+            f"`phases` needs phase names and finite sigma_b >= 0, got names={names!r}, sigma_b={sigma_b!r}"
+        )
     key = activation if isinstance(activation, str) else get_activation(activation)
     boxes = {(name, b): _phase_interval(key, name, b) for name in names for b in sigma_b}
 
@@ -197,10 +218,19 @@ def phases(activation="tanh", names: Sequence[str] | str = PHASES, *,
 
 
 @st.composite
-def networks(draw, *, activations: st.SearchStrategy | None = None, widths: Sequence[int] = (4, 8),
-             depths: Sequence[int] = (1, 2, 5), weights: st.SearchStrategy | None = None,
-             sigma_w: tuple[float, float] = (0.3, 2.5), sigma_b: tuple[float, float] = (0.0, 1.0),
-             phase: Sequence[str] | str | None = None, residual: bool = True, rectangular: bool = True):
+def networks(
+    draw,
+    *,
+    activations: st.SearchStrategy | None = None,
+    widths: Sequence[int] = (4, 8),
+    depths: Sequence[int] = (1, 2, 5),
+    weights: st.SearchStrategy | None = None,
+    sigma_w: tuple[float, float] = (0.3, 2.5),
+    sigma_b: tuple[float, float] = (0.0, 1.0),
+    phase: Sequence[str] | str | None = None,
+    residual: bool = True,
+    rectangular: bool = True,
+):
     """`jaxgrad.mlp` networks: square, residual (``residual_alpha`` 0.25 or 1) and rectangular.
 
     Arguments:
@@ -274,8 +304,10 @@ def _factor(net: Network, factor) -> float:
 
 def _fail(what: str, excess: np.ndarray, detail: str):
     i = int(np.argmax(excess))
-    raise AssertionError(f"{what}: exceeds its rounding bound at entry {np.unravel_index(i, excess.shape)} "
-                         f"by a factor {float(excess.ravel()[i]):.3g}; {detail}")
+    raise AssertionError(
+        f"{what}: exceeds its rounding bound at entry {np.unravel_index(i, excess.shape)} "
+        f"by a factor {float(excess.ravel()[i]):.3g}; {detail}"
+    )
 
 
 def _default_loss(h):
@@ -299,8 +331,9 @@ def assert_chain_equals_grad(net: Network, params, x, loss: Callable | None = No
     Js = _jacobian.layer_jacobians(net, params, x)
     deltas = _jacobian.error_signals(net, params, x, loss)
     if [d.shape for d in deltas] != [h.shape for h in hs]:
-        raise AssertionError(f"error signals have shapes {[d.shape for d in deltas]}, "
-                             f"the signals {[h.shape for h in hs]}")
+        raise AssertionError(
+            f"error signals have shapes {[d.shape for d in deltas]}, the signals {[h.shape for h in hs]}"
+        )
     eps, f, tiny = _eps(deltas[-1].dtype), _factor(net, factor), float(jnp.finfo(deltas[-1].dtype).tiny)
     scale = jnp.abs(deltas[-1])
     for ell in range(net.depth - 1, -1, -1):
@@ -316,8 +349,11 @@ def assert_chain_equals_grad(net: Network, params, x, loss: Callable | None = No
         bound = 2 * f * steps * eps * np.asarray(scale, np.float64) + steps * tiny
         excess = np.abs(np.asarray(deltas[ell], np.float64) - np.asarray(want, np.float64)) / bound
         if np.any(~(excess <= 1)):
-            _fail(f"δ^({ell}) by the Jacobian chain vs jax.grad", excess,
-                  f"chain {np.asarray(deltas[ell])}, jax.grad {np.asarray(want)}")
+            _fail(
+                f"δ^({ell}) by the Jacobian chain vs jax.grad",
+                excess,
+                f"chain {np.asarray(deltas[ell])}, jax.grad {np.asarray(want)}",
+            )
 
 
 def assert_submultiplicative(net: Network, params, x, *, factor=None) -> None:
@@ -335,8 +371,9 @@ def assert_submultiplicative(net: Network, params, x, *, factor=None) -> None:
     backward = _spectral.product([J.T for J in reversed(Js)])  # J₁ᵀ J₂ᵀ ⋯ J_Lᵀ
     whole = jax.jacrev(net.apply, argnums=1)(params, x).T
     if backward.shape != whole.shape:
-        raise AssertionError(f"the product of the layer Jacobians has shape {backward.shape}, the network's "
-                             f"Jacobianᵀ {whole.shape}")
+        raise AssertionError(
+            f"the product of the layer Jacobians has shape {backward.shape}, the network's Jacobianᵀ {whole.shape}"
+        )
     eps, f, L, n = _eps(backward.dtype), _factor(net, factor), net.depth, max(net.widths)
     tiny = float(jnp.finfo(backward.dtype).tiny)
     abs_product = np.asarray(_spectral.product([jnp.abs(J).T for J in reversed(Js)]), np.float64)
@@ -348,8 +385,10 @@ def assert_submultiplicative(net: Network, params, x, *, factor=None) -> None:
     norms = [float(_spectral.spectral_norm(J)) for J in Js]
     rhs = math.prod(norms) * (1 + 2 * n * L * eps) + float(np.linalg.norm(bound))
     if not lhs <= rhs:
-        raise AssertionError(f"‖J₁ᵀ⋯J_Lᵀ‖₂ = {lhs:.6g} > ∏‖J_ℓ‖₂ = {math.prod(norms):.6g} (+ rounding slack: "
-                             f"{rhs:.6g}); per-layer norms {norms}")
+        raise AssertionError(
+            f"‖J₁ᵀ⋯J_Lᵀ‖₂ = {lhs:.6g} > ∏‖J_ℓ‖₂ = {math.prod(norms):.6g} (+ rounding slack: "
+            f"{rhs:.6g}); per-layer norms {norms}"
+        )
 
 
 def assert_layer_bound(net: Network, params, x, *, layers: Sequence[int] | None = None) -> None:
@@ -379,8 +418,10 @@ def assert_layer_bound(net: Network, params, x, *, layers: Sequence[int] | None 
         off = D - jnp.diag(jnp.diagonal(D))
         if jnp.any(off != 0):
             worst = float(jnp.max(jnp.abs(off)))
-            raise AssertionError(f"layer {i}: ∂h/∂b is not diagonal (max off-diagonal {worst:.3g}); "
-                                 "it is not a dense layer φ(Wh + b) with an elementwise φ")
+            raise AssertionError(
+                f"layer {i}: ∂h/∂b is not diagonal (max off-diagonal {worst:.3g}); "
+                "it is not a dense layer φ(Wh + b) with an elementwise φ"
+            )
         d = jnp.diagonal(D)
         bound = 2 * eps * np.asarray(jnp.abs(d)[:, None] * jnp.abs(p.W), np.float64) + float(jnp.finfo(J.dtype).tiny)
         excess = np.abs(np.asarray(J, np.float64) - np.asarray(d[:, None] * p.W, np.float64)) / bound
@@ -423,22 +464,27 @@ def assert_quadratic_contracts_iff_stable(a: float, lr: float, *, steps: int = 3
     bound = _quadratic_bound(r, abs(lr * a), steps, _eps(raw.dtype), theta0) + float(jnp.finfo(raw.dtype).tiny)
     if not np.all(np.abs(theta - exact) <= bound):
         t = int(np.argmax(np.abs(theta - exact) / bound))
-        raise AssertionError(f"θ_{t} = {theta[t]:.6g} from optax.sgd, (1 − ηa)^t θ₀ = {exact[t]:.6g} "
-                             f"(a={a}, lr={lr}): |diff| > rounding bound {bound[t]:.3g}")
+        raise AssertionError(
+            f"θ_{t} = {theta[t]:.6g} from optax.sgd, (1 − ηa)^t θ₀ = {exact[t]:.6g} "
+            f"(a={a}, lr={lr}): |diff| > rounding bound {bound[t]:.3g}"
+        )
     if abs(abs(r) - 1) * abs(theta0) <= bound[1] * 4:
         return
     stable = 0 < lr < _quadratic.critical_learning_rate(a)
     contracts = bool(np.all(np.abs(theta[1:]) < abs(theta0)))
     if contracts != stable:
-        raise AssertionError(f"a={a}, lr={lr}: gradient descent {'contracts' if contracts else 'does not contract'} "
-                             f"but 0 < η < 2/a = {2 / a:.6g} is {stable}")
+        raise AssertionError(
+            f"a={a}, lr={lr}: gradient descent {'contracts' if contracts else 'does not contract'} "
+            f"but 0 < η < 2/a = {2 / a:.6g} is {stable}"
+        )
 
 
 _STATISTICS = ("mean", "variance", "log_mean_exp")
 
 
-def assert_measured_beside_predicted(samples, predicted, *, statistic: str = "mean", k: float = 4.0,
-                                     allowance=0.0, quantity: str = "measured") -> list[_stats.Comparison]:
+def assert_measured_beside_predicted(
+    samples, predicted, *, statistic: str = "mean", k: float = 4.0, allowance=0.0, quantity: str = "measured"
+) -> list[_stats.Comparison]:
     r"""A Monte-Carlo statistic of `samples` (axis 0) beside its prediction, at ``k·SE + allowance``.
 
     The statistic and its standard error come from `jaxgrad.stats`: ``"mean"``
@@ -464,25 +510,49 @@ def assert_measured_beside_predicted(samples, predicted, *, statistic: str = "me
         predicted = np.broadcast_to(np.asarray(predicted, np.float64), shape)
         allowance = np.broadcast_to(np.asarray(allowance, np.float64), shape)
     except ValueError:
-        raise ValueError(f"`predicted` (shape {np.shape(predicted)}) and `allowance` (shape {np.shape(allowance)}) "
-                         f"must broadcast to samples.shape[1:] = {shape}") from None
+        raise ValueError(
+            f"`predicted` (shape {np.shape(predicted)}) and `allowance` (shape {np.shape(allowance)}) "
+            f"must broadcast to samples.shape[1:] = {shape}"
+        ) from None
     fn = {"mean": _stats.mean_and_se, "variance": _stats.variance_and_se, "log_mean_exp": _stats.log_mean_exp}
     value, se = (np.broadcast_to(v, shape) for v in fn[statistic](samples))
-    rows = [_stats.within_standard_errors(f"{quantity}{list(i) if shape else ''} ({statistic})", value[i], se[i],
-                                          predicted[i], k=k, allowance=allowance[i]) for i in np.ndindex(shape)]
+    rows = [
+        _stats.within_standard_errors(
+            f"{quantity}{list(i) if shape else ''} ({statistic})",
+            value[i],
+            se[i],
+            predicted[i],
+            k=k,
+            allowance=allowance[i],
+        )
+        for i in np.ndindex(shape)
+    ]
     failed = [c for c in rows if not c.passed]
     if failed:
-        raise AssertionError("; ".join(f"{c.quantity}: {c.measured:.6g} vs predicted {c.predicted:.6g}, "
-                                       f"|diff| > {c.tolerance:.3g}" for c in failed[:5])
-                             + (f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""))
+        raise AssertionError(
+            "; ".join(
+                f"{c.quantity}: {c.measured:.6g} vs predicted {c.predicted:.6g}, |diff| > {c.tolerance:.3g}"
+                for c in failed[:5]
+            )
+            + (f" (and {len(failed) - 5} more)" if len(failed) > 5 else "")
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- the engine's own path
 
 
-def assert_engine_matches_reference(net: Network, samples: int = 4, seed: int = 0, *, method: str = "power",
-                                    dtype=None, q0: float = 1.0, params=None, inputs=None) -> None:
+def assert_engine_matches_reference(
+    net: Network,
+    samples: int = 4,
+    seed: int = 0,
+    *,
+    method: str = "power",
+    dtype=None,
+    q0: float = 1.0,
+    params=None,
+    inputs=None,
+) -> None:
     r"""The engine's per-layer norms and product norms for `net` equal an independent computation.
 
     Runs ``jaxgrad.simulate(net, samples, seed, method=method, ...)`` with its self-check
@@ -511,7 +581,17 @@ def assert_engine_matches_reference(net: Network, samples: int = 4, seed: int = 
     plan = _verify.plan(net, method, fields, None, spectrum_at, everything=True)
     plan = plan._replace(rows=tuple(range(samples)), fallback=False)
     try:
-        _engine.simulate(net, samples, seed, method=method, dtype=dtype, q0=q0, params=params, inputs=inputs,
-                         spectrum_at=spectrum_at, verify=plan)
+        _engine.simulate(
+            net,
+            samples,
+            seed,
+            method=method,
+            dtype=dtype,
+            q0=q0,
+            params=params,
+            inputs=inputs,
+            spectrum_at=spectrum_at,
+            verify=plan,
+        )
     except _verify.VerificationError as error:
         raise AssertionError(f"the engine's path differs from an independent computation: {error}") from None

@@ -24,6 +24,7 @@ References:
   propagation", ICLR 2017. J. Cohen et al., "Gradient descent on neural networks
   typically occurs at the edge of stability", ICLR 2021.
 """
+
 from __future__ import annotations
 
 import functools
@@ -112,20 +113,27 @@ def init_classifier(net: Network, key, n_classes: int = 10, *, weight_scale=1.0,
 
 def _stack(net: Network, body):
     """Per run of identical layers (`Network.segments`), their params stacked on a leading axis."""
-    return tuple(jax.tree.map(lambda *leaves: jnp.stack(leaves), *body[start:start + count])
-                 for _, start, count in net.segments())
+    return tuple(
+        jax.tree.map(lambda *leaves: jnp.stack(leaves), *body[start : start + count])
+        for _, start, count in net.segments()
+    )
 
 
 def _unstack(net: Network, stacked):
-    return tuple(jax.tree.map(lambda leaf: leaf[i], seg)
-                 for seg, (_, _, count) in zip(stacked, net.segments()) for i in range(count))
+    return tuple(
+        jax.tree.map(lambda leaf: leaf[i], seg)
+        for seg, (_, _, count) in zip(stacked, net.segments())
+        for i in range(count)
+    )
 
 
 def _logits(net: Network, stacked, readout, x):
     h = x
     for seg, (layer, _, _) in zip(stacked, net.segments()):
+
         def layer_step(h, p, layer=layer):
             return jax.vmap(layer.apply, in_axes=(None, 0))(p, h), None
+
         if layer.n_in == layer.n_out:
             h, _ = jax.lax.scan(layer_step, h, seg)
         else:  # a width change: a run of one layer
@@ -186,8 +194,12 @@ def _program(net, optimizer, factory: bool, n_classes, steps, every, batch_size,
             accuracy = jnp.mean(jnp.argmax(logits, -1) == ey)
             norms = _layer_norms(*grads)
             if sharpness_steps:
-                lam = top_hessian_eigenvalue(lambda p: objective(p, ex, ey)[0], params,
-                                             key=jax.random.fold_in(curvature_key, r), steps=sharpness_steps)
+                lam = top_hessian_eigenvalue(
+                    lambda p: objective(p, ex, ey)[0],
+                    params,
+                    key=jax.random.fold_in(curvature_key, r),
+                    steps=sharpness_steps,
+                )
             else:
                 lam = jnp.asarray(jnp.nan, value.dtype)
             nan = jnp.asarray(jnp.nan, value.dtype)
@@ -227,18 +239,35 @@ def _program(net, optimizer, factory: bool, n_classes, steps, every, batch_size,
 
 def _grid(name, value, size=None):
     v = np.atleast_1d(np.asarray(value, np.float64))
-    if v.ndim != 1 or not np.all(np.isfinite(v)) or (name == "learning_rate" and not np.all(v > 0)) or (
-            name != "learning_rate" and not np.all(v >= 0)):
+    if (
+        v.ndim != 1
+        or not np.all(np.isfinite(v))
+        or (name == "learning_rate" and not np.all(v > 0))
+        or (name != "learning_rate" and not np.all(v >= 0))
+    ):
         valid = "positive and finite" if name == "learning_rate" else "non-negative and finite"
         raise ValueError(f"`{name}` must be {valid} (a scalar or a 1-D array), got {name}={value!r}")
     return v
 
 
-def train(net: Network, optimizer: Callable[[Array], optax.GradientTransformation] | optax.GradientTransformation,
-          x, y, *, keys, steps: int, learning_rate=None, weight_scale=1.0, bias_scale=1.0,
-          n_classes: int = 10, loss: Literal["cross_entropy", "mse"] = "cross_entropy",
-          batch_size: int | None = None, record_every: int | None = None, eval_data: Dataset | None = None,
-          sharpness_steps: int = 0) -> History:
+def train(
+    net: Network,
+    optimizer: Callable[[Array], optax.GradientTransformation] | optax.GradientTransformation,
+    x,
+    y,
+    *,
+    keys,
+    steps: int,
+    learning_rate=None,
+    weight_scale=1.0,
+    bias_scale=1.0,
+    n_classes: int = 10,
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy",
+    batch_size: int | None = None,
+    record_every: int | None = None,
+    eval_data: Dataset | None = None,
+    sharpness_steps: int = 0,
+) -> History:
     r"""Train the classifier `net` + linear readout on (x, y), vmapped over a hyperparameter grid and seeds.
 
     Arguments:
@@ -278,8 +307,9 @@ def train(net: Network, optimizer: Callable[[Array], optax.GradientTransformatio
             raise ValueError(f"`{name}` must be an integer ≥ {low}, got {name}={value!r}")
     every = 1 if record_every is None else record_every
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1 or steps % every:
-        raise ValueError(f"`record_every` must be a positive divisor of steps={steps}, "
-                         f"got record_every={record_every!r}")
+        raise ValueError(
+            f"`record_every` must be a positive divisor of steps={steps}, got record_every={record_every!r}"
+        )
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {LOSSES}, got loss={loss!r}")
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -289,28 +319,52 @@ def train(net: Network, optimizer: Callable[[Array], optax.GradientTransformatio
     for name, labels, inputs in (("y", y, x),) + ((("eval_data", eval_data.y, eval_data.x),) if eval_data else ()):
         labels_np = np.asarray(labels)
         if labels_np.shape != (inputs.shape[0],) or not np.issubdtype(labels_np.dtype, np.integer):
-            raise ValueError(f"`{name}` labels must be integers of shape ({inputs.shape[0]},), "
-                             f"got dtype={labels_np.dtype}, shape={labels_np.shape}")
+            raise ValueError(
+                f"`{name}` labels must be integers of shape ({inputs.shape[0]},), "
+                f"got dtype={labels_np.dtype}, shape={labels_np.shape}"
+            )
         if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= n_classes):
-            raise ValueError(f"`{name}` labels must lie in [0, {n_classes - 1}] (n_classes={n_classes}), "
-                             f"got values in [{labels_np.min()}, {labels_np.max()}]")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or not 1 <= batch_size <= x.shape[0]):
+            raise ValueError(
+                f"`{name}` labels must lie in [0, {n_classes - 1}] (n_classes={n_classes}), "
+                f"got values in [{labels_np.min()}, {labels_np.max()}]"
+            )
+    if batch_size is not None and (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or not 1 <= batch_size <= x.shape[0]
+    ):
         raise ValueError(f"`batch_size` must be None or an integer in [1, {x.shape[0]}], got batch_size={batch_size!r}")
-    grids = [_grid(n, v) for n, v in (("learning_rate", 1.0 if learning_rate is None else learning_rate),
-                                      ("weight_scale", weight_scale), ("bias_scale", bias_scale))]
+    grids = [
+        _grid(n, v)
+        for n, v in (
+            ("learning_rate", 1.0 if learning_rate is None else learning_rate),
+            ("weight_scale", weight_scale),
+            ("bias_scale", bias_scale),
+        )
+    ]
     try:
         grids = list(np.broadcast_arrays(*grids))
     except ValueError:
-        raise ValueError("`learning_rate`, `weight_scale` and `bias_scale` must broadcast to one length, got "
-                         f"lengths {[g.size for g in grids]}") from None
+        raise ValueError(
+            "`learning_rate`, `weight_scale` and `bias_scale` must broadcast to one length, got "
+            f"lengths {[g.size for g in grids]}"
+        ) from None
     keys = jnp.asarray(keys)
     if keys.ndim != 1 and not (keys.dtype == jnp.uint32 and keys.ndim == 2):
         raise ValueError(f"`keys` must be a 1-D array of PRNG keys, got shape {keys.shape}")
     keys = jax.vmap(as_key)(keys) if keys.dtype == jnp.uint32 else keys
     ex, ey = (x, y) if eval_data is None else (jnp.asarray(eval_data.x), jnp.asarray(eval_data.y))
-    program = _program(net, optimizer, factory, int(n_classes), int(steps), int(every),
-                       None if batch_size is None else int(batch_size), loss, int(sharpness_steps))
+    program = _program(
+        net,
+        optimizer,
+        factory,
+        int(n_classes),
+        int(steps),
+        int(every),
+        None if batch_size is None else int(batch_size),
+        loss,
+        int(sharpness_steps),
+    )
     dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
     x = x.astype(dtype)
     lr, ws, bs = (jnp.asarray(g, dtype) for g in grids)

@@ -31,6 +31,7 @@ References:
   L. Noci, S. Anagnostidis, L. Biggio, A. Orvieto, S. P. Singh, A. Lucchi, "Signal propagation in
   transformers: theoretical perspectives and the role of rank collapse", NeurIPS 2022.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,17 @@ from jaxgrad.layers import (
     standard_normal,
 )
 
-__all__ = ["AttentionParams", "attention", "attention_weights", "max_token_residual", "rank_one_distance",
-           "score_and_value_norms", "self_attention", "token_cosine", "token_residual"]
+__all__ = [
+    "AttentionParams",
+    "attention",
+    "attention_weights",
+    "max_token_residual",
+    "rank_one_distance",
+    "score_and_value_norms",
+    "self_attention",
+    "token_cosine",
+    "token_residual",
+]
 
 
 class AttentionParams(NamedTuple):
@@ -130,17 +140,29 @@ def _check_residual_scale(residual_scale):
     try:
         value = float(residual_scale)
     except (TypeError, ValueError):
-        raise ValueError(f"`residual_scale` must be None (pure attention) or a finite number (the branch scale α), "
-                         f"got residual_scale={residual_scale!r}") from None
+        raise ValueError(
+            f"`residual_scale` must be None (pure attention) or a finite number (the branch scale α), "
+            f"got residual_scale={residual_scale!r}"
+        ) from None
     if not math.isfinite(value) or isinstance(residual_scale, (bool, np.bool_)):
-        raise ValueError(f"`residual_scale` must be None (pure attention) or a finite number (the branch scale α), "
-                         f"got residual_scale={residual_scale!r}")
+        raise ValueError(
+            f"`residual_scale` must be None (pure attention) or a finite number (the branch scale α), "
+            f"got residual_scale={residual_scale!r}"
+        )
     return value
 
 
-def attention(tokens: int = 16, width: int = 64, heads: int = 1, causal: bool = False,
-              residual_scale: float | None = None, *, sigma_w: float = 1.0, sigma_qk: float = 1.0,
-              dtype=None) -> Layer:
+def attention(
+    tokens: int = 16,
+    width: int = 64,
+    heads: int = 1,
+    causal: bool = False,
+    residual_scale: float | None = None,
+    *,
+    sigma_w: float = 1.0,
+    sigma_qk: float = 1.0,
+    dtype=None,
+) -> Layer:
     r"""A self-attention layer on a (tokens, width) state (flat, length tokens·width).
 
     $X \mapsto \mathrm{SA}(X)$, or $X \mapsto X + α\,\mathrm{SA}(X)$ with α = `residual_scale`
@@ -183,9 +205,11 @@ def attention(tokens: int = 16, width: int = 64, heads: int = 1, causal: bool = 
             dt = float_dtype(dtype)
             kq, kk, kv = (jax.random.fold_in(key, s) for s in range(3))
             qk = c["qk_scale"]
-            return AttentionParams(qk * standard_normal(kq, (width, width), dt),
-                                   qk * standard_normal(kk, (width, width), dt),
-                                   c["v_scale"] * standard_normal(kv, (width, width), dt))
+            return AttentionParams(
+                qk * standard_normal(kq, (width, width), dt),
+                qk * standard_normal(kk, (width, width), dt),
+                c["v_scale"] * standard_normal(kv, (width, width), dt),
+            )
 
         def apply(params: AttentionParams, h):
             X = h.reshape(shape)
@@ -203,15 +227,20 @@ def attention(tokens: int = 16, width: int = 64, heads: int = 1, causal: bool = 
         coeffs["alpha"] = alpha
 
     def rebuild(sigma_w=sigma_w, sigma_qk=sigma_qk, residual_scale=alpha):
-        return attention(tokens, width, heads, causal, residual_scale, sigma_w=sigma_w, sigma_qk=sigma_qk,
-                         dtype=dtype)
+        return attention(tokens, width, heads, causal, residual_scale, sigma_w=sigma_w, sigma_qk=sigma_qk, dtype=dtype)
 
     init, apply, _ = build(coeffs)
     kind = "pure" if alpha is None else f"residual α={alpha:g}"
     return Layer(
-        init, apply, tokens * width, tokens * width, None, homogeneous=False,
+        init,
+        apply,
+        tokens * width,
+        tokens * width,
+        None,
+        homogeneous=False,
         name=f"attention(T={tokens}, d={width}, H={heads}{', causal' if causal else ''}, {kind}, "
-             f"σ_w={sigma_w:g}, σ_qk={sigma_qk:g})",
-        hyper=Hyper(values, coeffs, ("attention", tokens, width, heads, causal, alpha is not None, dtype),
-                    build, rebuild),
+        f"σ_w={sigma_w:g}, σ_qk={sigma_qk:g})",
+        hyper=Hyper(
+            values, coeffs, ("attention", tokens, width, heads, causal, alpha is not None, dtype), build, rebuild
+        ),
     )

@@ -39,6 +39,7 @@ naming the sample, layer or depth, both values, the tolerance and the ways out.
 The reference programs are compiled once per network structure, like the engine's; the
 check then costs two unbatched float64 forward passes with dense Jacobians and a few SVDs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -54,8 +55,18 @@ import numpy as np
 from jaxgrad import probes
 from jaxgrad.layers import HIGHEST, Network
 
-__all__ = ["CONTRACT", "DENSE_MAX", "TRAJECTORY_LIMIT", "JacobianFallbackWarning", "Plan", "VerificationError",
-           "check_layers", "check_samples", "plan", "verify"]
+__all__ = [
+    "CONTRACT",
+    "DENSE_MAX",
+    "TRAJECTORY_LIMIT",
+    "JacobianFallbackWarning",
+    "Plan",
+    "VerificationError",
+    "check_layers",
+    "check_samples",
+    "plan",
+    "verify",
+]
 
 DENSE_MAX = 2048
 """Largest state size checked with dense Jacobians and SVDs (n² float64 per matrix); above it the
@@ -86,12 +97,12 @@ class Plan(NamedTuple):
     (``simulate(..., verify=plan)``).
     """
 
-    layers: tuple[int, ...]    # 1-based layers whose Jacobians are checked
-    depths: tuple[int, ...]    # depths whose product norm (or forward gain) is checked
-    keep_at: tuple[int, ...]   # layers whose input the engine's probe returns
-    dense: bool                # dense references (state ≤ DENSE_MAX) or matrix-free ones
+    layers: tuple[int, ...]  # 1-based layers whose Jacobians are checked
+    depths: tuple[int, ...]  # depths whose product norm (or forward gain) is checked
+    keep_at: tuple[int, ...]  # layers whose input the engine's probe returns
+    dense: bool  # dense references (state ≤ DENSE_MAX) or matrix-free ones
     rows: tuple[int, ...] | None = None  # sample rows to check (None: `check_samples`)
-    fallback: bool = True      # rerun with jax.jacfwd when only the batched jacrev path is wrong
+    fallback: bool = True  # rerun with jax.jacfwd when only the batched jacrev path is wrong
 
 
 def _spread(values: Sequence[int]) -> tuple[int, ...]:
@@ -117,8 +128,15 @@ def check_samples(samples: int, micro_batch: int) -> tuple[int, ...]:
     return (0, samples - 1)
 
 
-def plan(net: Network, method: str, fields: Sequence[str], norms_at: Sequence[int] | None,
-         spectrum_at: Sequence[int], *, everything: bool = False) -> Plan:
+def plan(
+    net: Network,
+    method: str,
+    fields: Sequence[str],
+    norms_at: Sequence[int] | None,
+    spectrum_at: Sequence[int],
+    *,
+    everything: bool = False,
+) -> Plan:
     """The layers, depths and kept layer inputs for a `simulate` call with these options: a shallow, a
     middle and the last of each (``everything``: all of them, for `jaxgrad.testing`)."""
     spread = (lambda values: tuple(sorted(set(values)))) if everything else _spread
@@ -167,7 +185,7 @@ def _reference_chain(net: Network, source: str, depths: tuple[int, ...], keep_at
             signal = probes._prepare(signal, run.homogeneous)
             sliced = run._replace(count=min(run.count, last - run.start))
             ells, coeffs_run, _ = layers.xs(r, coefficients, given)
-            xs = jax.tree.map(lambda a: a[:sliced.count], (ells, coeffs_run))
+            xs = jax.tree.map(lambda a: a[: sliced.count], (ells, coeffs_run))
             mine = [d for d in depths if run.start < d <= run.start + sliced.count]
             n_out = run.layer.n_out
 
@@ -189,16 +207,26 @@ def _reference_chain(net: Network, source: str, depths: tuple[int, ...], keep_at
                     gain = log_c + log_s
                 log_c, total = log_c + log_s, total + jnp.abs(log_s)
                 at = {d: ell + 1 == d for d in mine}
-                products = {d: tuple(jnp.where(at[d], new, old) for new, old in zip((P, log_c, total), v))
-                            for d, v in products.items()}
-                gains = {d: tuple(jnp.where(at[d], new, old) for new, old in zip((gain, total), v))
-                         for d, v in gains.items()}
+                products = {
+                    d: tuple(jnp.where(at[d], new, old) for new, old in zip((P, log_c, total), v))
+                    for d, v in products.items()
+                }
+                gains = {
+                    d: tuple(jnp.where(at[d], new, old) for new, old in zip((gain, total), v)) for d, v in gains.items()
+                }
                 return (signal, P, log_c, total, kept, products, gains), None
 
             scalar = jnp.zeros((), dtype)
             zeros = {d: (jnp.zeros((n_out,) + P.shape[1:], dtype), scalar, scalar) for d in mine}
-            carry = (signal, P, log_c, total, probes._kept_start(sliced, keep_at, dtype), zeros,
-                     {d: (scalar, scalar) for d in mine})
+            carry = (
+                signal,
+                P,
+                log_c,
+                total,
+                probes._kept_start(sliced, keep_at, dtype),
+                zeros,
+                {d: (scalar, scalar) for d in mine},
+            )
             (signal, P, log_c, total, k, pr, g), _ = probes._scan(body, carry, sliced, xs)
             kept.update(k)
             gains.update(g)
@@ -240,8 +268,9 @@ def _reference_layer(net: Network, source: str, run_index: int, mode: str, dense
         _, pullback = jax.vjp(f, h)
         JTu = pullback(u)[0]
         w = probes._unit_vector(jax.random.fold_in(keys.lanczos, 7 << 22), run.layer.n_in, h.dtype)
-        top = lanczos_top_singular_operator(lambda x: pullback(jax.jvp(f, (h,), (x,))[1])[0], w,
-                                            min(run.layer.n_in, 96)).value
+        top = lanczos_top_singular_operator(
+            lambda x: pullback(jax.jvp(f, (h,), (x,))[1])[0], w, min(run.layer.n_in, 96)
+        ).value
         return jnp.vdot(u, Jv), jnp.vdot(JTu, v), top
 
     return program
@@ -282,11 +311,11 @@ def _log_top(M) -> float:
 
 
 class _Sample(NamedTuple):
-    row: int             # row in the result (after the grid axes)
-    grid: int | None     # grid point (sweep) or None
-    key: jax.Array       # the sample's key, fold_in(key(seed), i)
-    params: object       # its given parameters (stacked per segment) or None
-    inputs: object       # its given input or None
+    row: int  # row in the result (after the grid axes)
+    grid: int | None  # grid point (sweep) or None
+    key: jax.Array  # the sample's key, fold_in(key(seed), i)
+    params: object  # its given parameters (stacked per segment) or None
+    inputs: object  # its given input or None
     coefficients: tuple  # the layers' coefficients (float64 host arrays)
     q0: float
     names: tuple[str, ...] = ()  # its layers' names (a sweep's grid point has its own hyperparameter values)
@@ -297,8 +326,18 @@ def _layer_name(s: _Sample, layer: int) -> str:
     return s.names[layer - 1] if s.names else ""
 
 
-def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Sample], *, plan_: Plan, method: str,
-           dtype_name: str, source: str, norms_at, jacobian_mode: str) -> dict:
+def verify(
+    net: Network,
+    raw: Mapping[str, np.ndarray],
+    samples_: Sequence[_Sample],
+    *,
+    plan_: Plan,
+    method: str,
+    dtype_name: str,
+    source: str,
+    norms_at,
+    jacobian_mode: str,
+) -> dict:
     """Compares `raw` (the engine's arrays, grid axes flattened in front of the samples when a grid ran)
     with the references for each sample of `samples_`. Returns the record for the config; raises
     `VerificationError`, or `_JacobianMismatch` when the batched jacrev path alone is wrong."""
@@ -312,8 +351,9 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
     compiles_before = ensemble.compile_count()
     # (overflowing signals are compared as non-finite values, not warned about twice)
     with jax.enable_x64(True), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        chain = _compiled("chain", chain_key, lambda: _reference_chain(net, source, plan_.depths, plan_.keep_at,
-                                                                       plan_.dense))
+        chain = _compiled(
+            "chain", chain_key, lambda: _reference_chain(net, source, plan_.depths, plan_.keep_at, plan_.dense)
+        )
         for s in samples_:
             where = f"sample {s.row}" + (f" of grid point {s.grid}" if s.grid is not None else "")
 
@@ -321,8 +361,9 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                 a = raw.get(name)
                 return None if a is None else np.asarray(a[s.grid] if s.grid is not None else a)[s.row]
 
-            kept_ref, products, gains = jax.device_get(chain(s.key, s.params, s.inputs, s.coefficients,
-                                                             np.float64(s.q0)))
+            kept_ref, products, gains = jax.device_get(
+                chain(s.key, s.params, s.inputs, s.coefficients, np.float64(s.q0))
+            )
             gaps = {}
             for c in plan_.keep_at:
                 h_e, s_e = field(f"check_h{c}"), field(f"check_s{c}")
@@ -337,11 +378,17 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                     continue
                 r = _run_of(net, source, c)
                 k = np.int32(c - 1 - probes._Layers(net, source).runs[r].start)
-                fwd = _compiled("layer", (net.structure(), source, r, "fwd", plan_.dense),
-                                lambda r=r: _reference_layer(net, source, r, "fwd", plan_.dense))
+                fwd = _compiled(
+                    "layer",
+                    (net.structure(), source, r, "fwd", plan_.dense),
+                    lambda r=r: _reference_layer(net, source, r, "fwd", plan_.dense),
+                )
                 if plan_.dense:
-                    rev = _compiled("layer", (net.structure(), source, r, "rev", True),
-                                    lambda r=r: _reference_layer(net, source, r, "rev", True))
+                    rev = _compiled(
+                        "layer",
+                        (net.structure(), source, r, "rev", True),
+                        lambda r=r: _reference_layer(net, source, r, "rev", True),
+                    )
                     J_fwd = np.asarray(fwd(s.key, s.params, s.coefficients, k, h))
                     J_rev = np.asarray(rev(s.key, s.params, s.coefficients, k, h))
                     if not (np.isfinite(J_fwd).all() and np.isfinite(J_rev).all()):
@@ -360,16 +407,17 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                             "to be trusted (e.g. the tanh-approximate GELU's derivative at |z| ~ 1e6, where "
                             "rounding in 1 − tanh² is multiplied by z³). Ways out: another jax/jaxlib, a layer "
                             "written without the offending operation, or a network whose signal stays in range; "
-                            "verify=False skips the check and leaves the numbers unchecked")
+                            "verify=False skips the check and leaves the numbers unchecked"
+                        )
                     reference = _log_top(J_fwd)
                 else:
                     uJv, JTuv, top = (float(x) for x in fwd(s.key, s.params, s.coefficients, k, h))
-                    if not abs(uJv - JTuv) <= 2 * (width + 4) * np.finfo(np.float32).eps * (abs(uJv) + abs(JTuv)
-                                                                                            + top):
+                    if not abs(uJv - JTuv) <= 2 * (width + 4) * np.finfo(np.float32).eps * (abs(uJv) + abs(JTuv) + top):
                         raise VerificationError(
                             f"{where}, layer {c} ({_layer_name(s, c)}): ⟨u, J v⟩ by jax.jvp = {uJv:.9g} but "
                             f"⟨Jᵀu, v⟩ by jax.vjp = {JTuv:.9g} (float64, unbatched): a differentiation or compiler "
-                            "bug in this layer. Ways out: another jax/jaxlib; verify=False skips the check")
+                            "bug in this layer. Ways out: another jax/jaxlib; verify=False skips the check"
+                        )
                     reference = math.log(top) if top > 0 else -math.inf
                 if lnp is None:
                     continue
@@ -384,8 +432,12 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                     err = 0.0
                 compared += 1
                 if not err <= tol:
-                    if method in ("power", "svd") and net.layers[c - 1].jacobian is None and jacobian_mode == "rev" \
-                            and plan_.fallback:
+                    if (
+                        method in ("power", "svd")
+                        and net.layers[c - 1].jacobian is None
+                        and jacobian_mode == "rev"
+                        and plan_.fallback
+                    ):
                         raise _JacobianMismatch(where, c, engine, reference, tol)
                     fast = net.layers[c - 1].jacobian is not None
                     raise VerificationError(
@@ -395,7 +447,8 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                         + ("The layer's fast-path `jacobian` differs from its apply's derivative. " if fast else "")
                         + "Ways out: method='svd' or 'matrix_free' (another path), another jax/jaxlib "
                         "(`jaxgrad info` names known-bad ones); verify=False skips the check and leaves the numbers "
-                        "unchecked")
+                        "unchecked"
+                    )
                 worst = max(worst, err)
             # ---- the product (or the forward gain) at a shallow, a middle and the last depth
             for d in plan_.depths:
@@ -423,8 +476,13 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                     continue
                 # the method's contract, the product's rounding, the running log-scale's (a sum of d terms:
                 # (d - 1) ε Σ|term|, Higham 2002 §4.2) and the two trajectories' separation
-                tol = (contract if "‖₂" in what else 0.0) + 2 * (n + 4) * d * eps + d * eps * float(total) \
-                    + 2 * eps * abs(engine) + 4 * d * separation
+                tol = (
+                    (contract if "‖₂" in what else 0.0)
+                    + 2 * (n + 4) * d * eps
+                    + d * eps * float(total)
+                    + 2 * eps * abs(engine)
+                    + 4 * d * separation
+                )
                 err = abs(engine - reference)
                 if not (np.isfinite(engine) or np.isfinite(reference)):
                     err = 0.0 if engine == reference else math.inf
@@ -435,11 +493,19 @@ def verify(net: Network, raw: Mapping[str, np.ndarray], samples_: Sequence[_Samp
                         f"recomputation (the whole chain by jax.jacfwd, numpy SVD) gives {reference:.7g}: "
                         f"|Δ| = {err:.2e} > tolerance {tol:.1e}. Ways out: method='svd' (exact SVDs) or "
                         "'matrix_free', another jax/jaxlib (`jaxgrad info` names known-bad ones); verify=False "
-                        "skips the check and leaves the numbers unchecked")
+                        "skips the check and leaves the numbers unchecked"
+                    )
                 worst = max(worst, err)
-    return dict(samples=[s.row for s in samples_], layers=list(plan_.layers), depths=list(plan_.depths),
-                dense=plan_.dense, compared=compared, worst_abs_error=worst, skipped=skipped,
-                compiles=ensemble.compile_count() - compiles_before)
+    return dict(
+        samples=[s.row for s in samples_],
+        layers=list(plan_.layers),
+        depths=list(plan_.depths),
+        dense=plan_.dense,
+        compared=compared,
+        worst_abs_error=worst,
+        skipped=skipped,
+        compiles=ensemble.compile_count() - compiles_before,
+    )
 
 
 class _JacobianMismatch(Exception):
@@ -456,4 +522,6 @@ def fallback_warning(mismatch: _JacobianMismatch) -> None:
         f"{mismatch.where} where unbatched jax.jacfwd and jax.jacrev agree on {mismatch.reference:.7g} "
         f"(tolerance {mismatch.tol:.1e}): a miscompilation of jit(vmap(jacrev)) (jax {jax.__version__}); "
         "this result was computed with jax.jacfwd instead and checked again (config['jacobian'] == 'fwd')",
-        JacobianFallbackWarning, stacklevel=4)
+        JacobianFallbackWarning,
+        stacklevel=4,
+    )

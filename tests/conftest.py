@@ -19,6 +19,7 @@ slower than quiet, so 40 s leaves room for load while the study runs, the benchm
 process launches (50 to 270 s on that loaded machine) fail it. ``JAXGRAD_FAST_LIMIT_S``
 overrides it (``inf``: no guard).
 """
+
 import math
 import os
 import pathlib
@@ -41,8 +42,12 @@ _SETUP_S = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser):
-    parser.addoption("--all", action="store_true", dest="run_all",
-                     help="the full suite: also the tests marked slow (default: the fast tier)")
+    parser.addoption(
+        "--all",
+        action="store_true",
+        dest="run_all",
+        help="the full suite: also the tests marked slow (default: the fast tier)",
+    )
 
 
 FULL_TIER = pathlib.Path(__file__).with_name("full_tier.txt")
@@ -64,8 +69,10 @@ def pytest_collection_modifyitems(config, items):
         seen, files = {item.nodeid for item in items}, {item.nodeid.split("::")[0] for item in items}
         stale = sorted(i for i in listed if i.split("::")[0] in files and i not in seen)
         if stale:
-            raise pytest.UsageError(f"tests/full_tier.txt names {len(stale)} tests that do not exist, "
-                                    f"{stale[:3]}: rename or remove them there")
+            raise pytest.UsageError(
+                f"tests/full_tier.txt names {len(stale)} tests that do not exist, "
+                f"{stale[:3]}: rename or remove them there"
+            )
     for item in items:
         if item.nodeid in listed:
             item.add_marker(pytest.mark.slow)
@@ -96,8 +103,13 @@ def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
     if report.when == "setup":
         item.stash[_SETUP_S] = report.duration
-    elif (report.when == "call" and report.passed and "slow" not in item.keywords and math.isfinite(FAST_LIMIT_S)
-          and not item.config.getoption("run_all")):
+    elif (
+        report.when == "call"
+        and report.passed
+        and "slow" not in item.keywords
+        and math.isfinite(FAST_LIMIT_S)
+        and not item.config.getoption("run_all")
+    ):
         took = item.stash.get(_SETUP_S, 0.0) + report.duration
         if took > FAST_LIMIT_S:
             report.outcome = "failed"
@@ -105,4 +117,5 @@ def pytest_runtest_makereport(item, call):
                 f"{item.nodeid} passed but took {took:.1f} s (setup and call), more than the fast tier's "
                 f"{FAST_LIMIT_S:g} s per test: mark it `@pytest.mark.slow` (it then runs with "
                 "`python -m pytest --all`) or make it smaller (tests/conftest.py; JAXGRAD_FAST_LIMIT_S overrides "
-                "the limit)")
+                "the limit)"
+            )

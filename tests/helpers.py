@@ -1,4 +1,5 @@
 """Small helpers shared by tests."""
+
 import os
 import socket
 import subprocess
@@ -31,8 +32,7 @@ def free_port() -> int:
 
 def local_environment(**extra) -> dict:
     """This environment outside any cluster (no SLURM_*, OMPI_*, JAX_* process variables), two CPU devices."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "OMPI_")) and k not in CLUSTER_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_")) and k not in CLUSTER_VARIABLES}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
     return env | extra
 
@@ -45,8 +45,10 @@ class Run:
 
     def __init__(self, commands: list[tuple[list[str], dict]]):
         self.start = time.monotonic()
-        self.procs = [subprocess.Popen(argv, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
-                      for argv, kwargs in commands]
+        self.procs = [
+            subprocess.Popen(argv, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+            for argv, kwargs in commands
+        ]
         self.outcomes = [None] * len(self.procs)
         self.threads = [threading.Thread(target=self._wait, args=(i,), daemon=True) for i in range(len(self.procs))]
         for thread in self.threads:
@@ -74,7 +76,7 @@ class Run:
 # --------------------------------------------------------------------------- a fake study
 
 # A protocol-following study: a sweep of `n` points i ↦ i², each `delay` seconds; CALLS records them.
-FAKE_EXPERIMENT = '''
+FAKE_EXPERIMENT = """
 import dataclasses, time
 import numpy as np
 from jaxgrad.stats import Comparison
@@ -121,7 +123,7 @@ def run(config=None, seed=0):
     import sys
     from experiments.runner import compute
     return compute(sys.modules[__name__], config or Config.quick(), seed)
-'''
+"""
 
 
 def import_fake_experiment(tmp_path, monkeypatch):

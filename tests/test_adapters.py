@@ -1,4 +1,5 @@
 """Equinox and Flax NNX modules as jaxgrad layers: the same numbers as the module itself, or as jaxgrad's own."""
+
 import subprocess
 import sys
 
@@ -31,6 +32,7 @@ class TanhBlock(eqx.Module):
 
 class PreNormResidual(eqx.Module):
     """h + W₂ gelu(W₁ LN(h) + b₁) + b₂."""
+
     norm: eqx.nn.LayerNorm
     up: eqx.nn.Linear
     down: eqx.nn.Linear
@@ -93,6 +95,7 @@ def test_equinox_tanh_block_equals_jaxgrad_dense_on_the_same_weights():
 
 class ScaledTanh(eqx.Module):
     """tanh(W h + b), W ~ N(0, σ_w²/n), b ~ N(0, σ_b²): drawn exactly as jaxgrad.dense draws them."""
+
     linear: eqx.nn.Linear
 
     def __init__(self, key, sigma_w, sigma_b):
@@ -124,8 +127,10 @@ def test_traced_hyperparameters_of_a_block_sweep_as_one_program_and_are_used():
     assert not np.allclose(again.log_forward_gain[0, 0], ours.log_forward_gain[0])
     theirs = jaxgrad.sweep(jaxgrad.mlp(WIDTH, 4, activation="tanh", sigma_b=0.2), 4, 5, grid=grid, method="vector")
     assert_same_results(ours, theirs)
-    assert from_equinox(make_scaled, hyper={"sigma_w": 2.0, "sigma_b": 0.0}).hyper.structure == \
-        net.layers[0].hyper.structure
+    assert (
+        from_equinox(make_scaled, hyper={"sigma_w": 2.0, "sigma_b": 0.0}).hyper.structure
+        == net.layers[0].hyper.structure
+    )
 
 
 def test_adapters_of_one_constructor_are_one_segment_and_one_program():
@@ -168,22 +173,28 @@ def test_flax_tanh_block_jacobian_and_simulate_match_the_plain_function():
     kernel, bias = _flax_linear_values(params)
     plain = lambda h: jnp.tanh(h @ kernel + bias)  # noqa: E731
     h = jax.random.normal(jax.random.key(2), (WIDTH,))
-    np.testing.assert_allclose(jax.jacrev(layer.apply, argnums=1)(params, h), jax.jacrev(plain)(h),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        jax.jacrev(layer.apply, argnums=1)(params, h), jax.jacrev(plain)(h), rtol=1e-6, atol=1e-7
+    )
 
     net = jaxgrad.serial(*[layer] * 5)
     given = jax.vmap(net.init)(jax.random.split(jax.random.key(7), 8))
-    pair = jaxgrad.Layer(lambda key: (jnp.zeros((WIDTH, WIDTH)), jnp.zeros(WIDTH)),
-                         lambda p, h: jnp.tanh(h @ p[0] + p[1]), WIDTH, WIDTH)
+    pair = jaxgrad.Layer(
+        lambda key: (jnp.zeros((WIDTH, WIDTH)), jnp.zeros(WIDTH)), lambda p, h: jnp.tanh(h @ p[0] + p[1]), WIDTH, WIDTH
+    )
     as_pair = tuple(_flax_linear_values(p) for p in given)
-    assert_same_results(jaxgrad.simulate(net, 8, seed=0, params=given),
-                        jaxgrad.simulate(jaxgrad.serial(*[pair] * 5), 8, seed=0, params=as_pair))
+    assert_same_results(
+        jaxgrad.simulate(net, 8, seed=0, params=given),
+        jaxgrad.simulate(jaxgrad.serial(*[pair] * 5), 8, seed=0, params=as_pair),
+    )
 
 
 def _attention_by_hand(state, x):
     """Single-head self-attention x + softmax(q kᵀ/√d) v W_o, written out from the Flax parameters."""
-    p = {name: (state["attention"][name]["kernel"].get_value(), state["attention"][name]["bias"].get_value())
-         for name in ("query", "key", "value", "out")}
+    p = {
+        name: (state["attention"][name]["kernel"].get_value(), state["attention"][name]["bias"].get_value())
+        for name in ("query", "key", "value", "out")
+    }
     project = lambda name: jnp.einsum("ti,ihd->thd", x, p[name][0]) + p[name][1]  # noqa: E731
     q, k, v = project("query"), project("key"), project("value")
     weights = jax.nn.softmax(jnp.einsum("qhd,khd->hqk", q, k) / jnp.sqrt(q.shape[-1]), axis=-1)
@@ -197,8 +208,9 @@ def test_flax_self_attention_over_tokens_is_a_flattened_block():
     assert (layer.n_in, layer.n_out) == (128, 128) and "(16, 8)" in layer.name
     params = layer.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (16, 8))
-    np.testing.assert_allclose(layer.apply(params, x.reshape(-1)), _attention_by_hand(params, x).reshape(-1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layer.apply(params, x.reshape(-1)), _attention_by_hand(params, x).reshape(-1), rtol=1e-5, atol=1e-5
+    )
     J = jax.jacrev(layer.apply, argnums=1)(params, x.reshape(-1))
     by_hand = jax.jacrev(lambda h: _attention_by_hand(params, h.reshape(16, 8)).reshape(-1))(x.reshape(-1))
     np.testing.assert_allclose(J, by_hand, rtol=1e-5, atol=1e-5)
@@ -209,16 +221,20 @@ def test_flax_self_attention_over_tokens_is_a_flattened_block():
 def test_a_plain_pair_on_a_matrix_state_flattens_row_major():
     """X ↦ A X on (tokens, features) has the flattened Jacobian A ⊗ I, so ‖J‖₂ = ‖A‖₂."""
     tokens, features = 6, 4
-    mix = from_functions(lambda key: jax.random.normal(key, (tokens, tokens)) / np.sqrt(tokens),
-                         lambda A, X: A @ X, shape=(tokens, features))
+    mix = from_functions(
+        lambda key: jax.random.normal(key, (tokens, tokens)) / np.sqrt(tokens),
+        lambda A, X: A @ X,
+        shape=(tokens, features),
+    )
     assert (mix.n_in, mix.n_out) == (24, 24)
     A = mix.init(jax.random.key(0))
     J = jax.jacrev(mix.apply, argnums=1)(A, jnp.ones(24))
     np.testing.assert_allclose(J, np.kron(A, np.eye(features)), rtol=1e-6, atol=1e-7)
     given = jax.vmap(mix.init)(jax.random.split(jax.random.key(1), 3))
     result = jaxgrad.simulate(jaxgrad.serial(mix), 3, seed=0, method="svd", params=(given,))
-    np.testing.assert_allclose(result.log_spectral_norm[:, 0], np.log(np.linalg.norm(given, ord=2, axis=(1, 2))),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        result.log_spectral_norm[:, 0], np.log(np.linalg.norm(given, ord=2, axis=(1, 2))), rtol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -267,6 +283,7 @@ class Shapeless(eqx.Module):
 
 class EquinoxDropout(eqx.Module):
     """tanh(W h) then dropout, left in training mode (inference=False)."""
+
     linear: eqx.nn.Linear
     dropout: eqx.nn.Dropout
 
@@ -290,6 +307,7 @@ class NeedsKey(eqx.Module):
 
 class LSTMStep(eqx.Module):
     """Returns the cell's (h, c), not a state."""
+
     cell: eqx.nn.LSTMCell
 
     def __init__(self, key):
@@ -301,6 +319,7 @@ class LSTMStep(eqx.Module):
 
 class AttentionWithWeights(eqx.Module):
     """x + softmax(x xᵀ) x W, returning the attention weights too."""
+
     linear: eqx.nn.Linear
 
     def __init__(self, key):
@@ -338,44 +357,75 @@ class FlaxHalf(nnx.Module):
         return self.linear(h)
 
 
-@pytest.mark.parametrize("build, error, message", [
-    (lambda: from_equinox(lambda key: Narrowing(key)), ValueError, "same shape"),
-    (lambda: from_equinox(lambda: TanhBlock(jax.random.key(0))), TypeError, "one positional argument, the key"),
-    (lambda: from_equinox(lambda key: IntegerOnly(key)), ValueError, "no floating-point arrays"),
-    (lambda: from_equinox(lambda key: Shapeless(key)), ValueError, "cannot infer the state's shape"),
-    (lambda: from_equinox(make_tanh, shape=(8,)), ValueError, "declared state shape"),
-    (lambda: from_equinox(make_tanh, shape=(0, 3)), ValueError, "positive integers"),
-    (lambda: from_equinox(lambda key: jnp.zeros(3)), TypeError, "must return an equinox.Module"),
-    (lambda: from_equinox("TanhBlock"), TypeError, "must be a constructor"),
-    (lambda: from_flax(lambda: FlaxTanh(nnx.Rngs(0))), TypeError, "the rngs"),
-    (lambda: from_flax(FlaxSelfAttention), ValueError, "cannot infer|state shape"),
-    (lambda: from_functions(lambda key: jnp.arange(3), lambda p, x: x, shape=(3,)), ValueError, "floating"),
-    (lambda: from_functions(lambda key: jnp.ones(3), lambda p, x: x[:2], shape=(3,)), ValueError, "same shape"),
-    (lambda: from_equinox(make_tanh, hyper={"sigma_w": 1.0}), TypeError, "keyword arguments sigma_w"),
-    (lambda: from_equinox(make_scaled, hyper={"sigma_w": "big", "sigma_b": 0.0}), ValueError, "hyper.*finite"),
-    (lambda: from_equinox(make_scaled, hyper={"sigma_w": float("nan"), "sigma_b": 0.0}), ValueError, "finite"),
-    # the real cause, not "pass the module's state shape" (issue 27, item 10)
-    (lambda: from_equinox(lambda key: EquinoxDropout(key)), ValueError,
-     r"EquinoxDropout is in training mode: eqx.nn.Dropout at .dropout .*eqx.nn.inference_mode"),
-    (lambda: from_equinox(lambda key: eqx.nn.Sequential([eqx.nn.Linear(WIDTH, WIDTH, key=key), eqx.nn.Dropout(0.5)])),
-     ValueError, r"Dropout at .layers\[1\] .*wants `key=`.*inference_mode"),
-    (lambda: from_equinox(lambda key: NeedsKey(key)), TypeError,
-     r"NeedsKey.__call__\(self, h, \*, key\)` needs `key=`"),
-    (lambda: from_equinox(lambda key: eqx.nn.GRUCell(WIDTH, WIDTH, key=key), shape=(WIDTH,)), TypeError,
-     "also requires hidden.*h ↦ cell"),
-    (lambda: from_equinox(lambda key: LSTMStep(key), shape=(WIDTH,)), ValueError,
-     r"returned a tuple of 2 arrays .*Return the state"),
-    (lambda: from_equinox(lambda key: AttentionWithWeights(key), shape=(4, 8)), ValueError,
-     r"returned a tuple of 2 arrays \(\(4, 8\), \(4, 4\)\).*Return the state"),
-    (lambda: from_flax(FlaxDropout), ValueError,
-     (r"FlaxDropout is in training mode: nnx.Dropout at dropout is not deterministic .*RNG stream"
-      r".*deterministic=True.*model.eval\(\)")),
-    (lambda: from_flax(FlaxDropoutWithoutRngs), ValueError, "nnx.Dropout at dropout is not deterministic"),
-    # half precision is refused, not upcast silently (issue 27, item 5)
-    (lambda: from_equinox(lambda key: eqx.nn.Linear(WIDTH, WIDTH, dtype=jnp.bfloat16, key=key)), ValueError,
-     r"Linear's parameters .weight \(bfloat16\), .bias \(bfloat16\) are half precision.*float32"),
-    (lambda: from_flax(FlaxHalf), ValueError, "FlaxHalf returns bfloat16.*float32"),
-])
+@pytest.mark.parametrize(
+    "build, error, message",
+    [
+        (lambda: from_equinox(lambda key: Narrowing(key)), ValueError, "same shape"),
+        (lambda: from_equinox(lambda: TanhBlock(jax.random.key(0))), TypeError, "one positional argument, the key"),
+        (lambda: from_equinox(lambda key: IntegerOnly(key)), ValueError, "no floating-point arrays"),
+        (lambda: from_equinox(lambda key: Shapeless(key)), ValueError, "cannot infer the state's shape"),
+        (lambda: from_equinox(make_tanh, shape=(8,)), ValueError, "declared state shape"),
+        (lambda: from_equinox(make_tanh, shape=(0, 3)), ValueError, "positive integers"),
+        (lambda: from_equinox(lambda key: jnp.zeros(3)), TypeError, "must return an equinox.Module"),
+        (lambda: from_equinox("TanhBlock"), TypeError, "must be a constructor"),
+        (lambda: from_flax(lambda: FlaxTanh(nnx.Rngs(0))), TypeError, "the rngs"),
+        (lambda: from_flax(FlaxSelfAttention), ValueError, "cannot infer|state shape"),
+        (lambda: from_functions(lambda key: jnp.arange(3), lambda p, x: x, shape=(3,)), ValueError, "floating"),
+        (lambda: from_functions(lambda key: jnp.ones(3), lambda p, x: x[:2], shape=(3,)), ValueError, "same shape"),
+        (lambda: from_equinox(make_tanh, hyper={"sigma_w": 1.0}), TypeError, "keyword arguments sigma_w"),
+        (lambda: from_equinox(make_scaled, hyper={"sigma_w": "big", "sigma_b": 0.0}), ValueError, "hyper.*finite"),
+        (lambda: from_equinox(make_scaled, hyper={"sigma_w": float("nan"), "sigma_b": 0.0}), ValueError, "finite"),
+        # the real cause, not "pass the module's state shape" (issue 27, item 10)
+        (
+            lambda: from_equinox(lambda key: EquinoxDropout(key)),
+            ValueError,
+            r"EquinoxDropout is in training mode: eqx.nn.Dropout at .dropout .*eqx.nn.inference_mode",
+        ),
+        (
+            lambda: from_equinox(
+                lambda key: eqx.nn.Sequential([eqx.nn.Linear(WIDTH, WIDTH, key=key), eqx.nn.Dropout(0.5)])
+            ),
+            ValueError,
+            r"Dropout at .layers\[1\] .*wants `key=`.*inference_mode",
+        ),
+        (
+            lambda: from_equinox(lambda key: NeedsKey(key)),
+            TypeError,
+            r"NeedsKey.__call__\(self, h, \*, key\)` needs `key=`",
+        ),
+        (
+            lambda: from_equinox(lambda key: eqx.nn.GRUCell(WIDTH, WIDTH, key=key), shape=(WIDTH,)),
+            TypeError,
+            "also requires hidden.*h ↦ cell",
+        ),
+        (
+            lambda: from_equinox(lambda key: LSTMStep(key), shape=(WIDTH,)),
+            ValueError,
+            r"returned a tuple of 2 arrays .*Return the state",
+        ),
+        (
+            lambda: from_equinox(lambda key: AttentionWithWeights(key), shape=(4, 8)),
+            ValueError,
+            r"returned a tuple of 2 arrays \(\(4, 8\), \(4, 4\)\).*Return the state",
+        ),
+        (
+            lambda: from_flax(FlaxDropout),
+            ValueError,
+            (
+                r"FlaxDropout is in training mode: nnx.Dropout at dropout is not deterministic .*RNG stream"
+                r".*deterministic=True.*model.eval\(\)"
+            ),
+        ),
+        (lambda: from_flax(FlaxDropoutWithoutRngs), ValueError, "nnx.Dropout at dropout is not deterministic"),
+        # half precision is refused, not upcast silently (issue 27, item 5)
+        (
+            lambda: from_equinox(lambda key: eqx.nn.Linear(WIDTH, WIDTH, dtype=jnp.bfloat16, key=key)),
+            ValueError,
+            r"Linear's parameters .weight \(bfloat16\), .bias \(bfloat16\) are half precision.*float32",
+        ),
+        (lambda: from_flax(FlaxHalf), ValueError, "FlaxHalf returns bfloat16.*float32"),
+    ],
+)
 def test_bad_blocks_are_refused_when_built_with_the_fix(build, error, message):
     with pytest.raises(error, match=message) as info:
         build()
@@ -391,8 +441,9 @@ def test_the_advised_switches_out_of_training_mode_are_accepted():
     """eqx.nn.inference_mode and nnx.view(deterministic=True): the block is then the deterministic map."""
     layer = from_equinox(lambda key: eqx.nn.inference_mode(EquinoxDropout(key)))
     params, h = layer.init(jax.random.key(0)), jnp.linspace(-1.0, 1.0, WIDTH)
-    np.testing.assert_allclose(layer.apply(params, h), jnp.tanh(params.linear.weight @ h + params.linear.bias),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        layer.apply(params, h), jnp.tanh(params.linear.weight @ h + params.linear.bias), rtol=1e-6
+    )
     layer = from_flax(lambda rngs: nnx.view(FlaxDropout(rngs), deterministic=True))
     params = layer.init(jax.random.key(0))
     kernel, bias = _flax_linear_values(params)
@@ -414,13 +465,17 @@ def test_flax_batch_norm_in_training_mode_is_jaxgrad_batch_norm_and_writes_nothi
     params = ours.init(jax.random.key(0))
     h = jax.random.normal(jax.random.key(1), (BN_BATCH * BN_WIDTH,)) * 2.0 + 0.5
     np.testing.assert_allclose(ours.apply(params, h), theirs.apply(theirs.init(None), h), rtol=1e-5, atol=1e-5)
-    assert np.all(params["mean"].get_value() == 0) and np.all(params["var"].get_value() == 1), \
+    assert np.all(params["mean"].get_value() == 0) and np.all(params["var"].get_value() == 1), (
         "applying the block wrote its running averages back"
-    np.testing.assert_allclose(jax.jacrev(ours.apply, argnums=1)(params, h),
-                               jax.jacrev(theirs.apply, argnums=1)(theirs.init(None), h), rtol=1e-4, atol=1e-5)
+    )
+    np.testing.assert_allclose(
+        jax.jacrev(ours.apply, argnums=1)(params, h),
+        jax.jacrev(theirs.apply, argnums=1)(theirs.init(None), h),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     result = jaxgrad.simulate(jaxgrad.serial(ours, ours), 3, seed=0, method="svd", fields=("log_spectral_norm",))
-    expected = jaxgrad.simulate(jaxgrad.serial(theirs, theirs), 3, seed=0, method="svd",
-                                fields=("log_spectral_norm",))
+    expected = jaxgrad.simulate(jaxgrad.serial(theirs, theirs), 3, seed=0, method="svd", fields=("log_spectral_norm",))
     np.testing.assert_allclose(result.log_spectral_norm, expected.log_spectral_norm, rtol=1e-5, atol=1e-5)
 
 
@@ -441,11 +496,15 @@ def _float32_rounding(a32, a64):
     np.testing.assert_allclose(a64, a32.astype(np.float64), rtol=2 * np.finfo(np.float32).eps, atol=0)
 
 
-@pytest.mark.parametrize("net", [
-    lambda: serial_from_equinox([make_tanh] * 3),
-    lambda: serial_from_equinox([make_scaled] * 2, hyper={"sigma_w": 1.3, "sigma_b": 0.1}),
-    lambda: jaxgrad.serial(*[from_flax(FlaxTanh)] * 3),
-], ids=["equinox", "equinox with traced hyperparameters", "flax"])
+@pytest.mark.parametrize(
+    "net",
+    [
+        lambda: serial_from_equinox([make_tanh] * 3),
+        lambda: serial_from_equinox([make_scaled] * 2, hyper={"sigma_w": 1.3, "sigma_b": 0.1}),
+        lambda: jaxgrad.serial(*[from_flax(FlaxTanh)] * 3),
+    ],
+    ids=["equinox", "equinox with traced hyperparameters", "flax"],
+)
 def test_one_network_per_seed_whatever_the_dtype(net):
     """A float64 run draws the float32 run's weights (eqx.nn.Linear draws in the default float; the adapter
     runs the constructor with 64-bit mode off, inside the engine's jit/vmap/scan, and casts)."""
@@ -456,10 +515,13 @@ def test_one_network_per_seed_whatever_the_dtype(net):
         _float32_rounding(a32, a64)
 
 
-@pytest.mark.parametrize("blocked, adapter, extra", [
-    (("equinox",), lambda: from_equinox(make_tanh), "jaxgrad[equinox]"),
-    (("flax", "flax.nnx"), lambda: from_flax(FlaxTanh), "jaxgrad[flax]"),
-])
+@pytest.mark.parametrize(
+    "blocked, adapter, extra",
+    [
+        (("equinox",), lambda: from_equinox(make_tanh), "jaxgrad[equinox]"),
+        (("flax", "flax.nnx"), lambda: from_flax(FlaxTanh), "jaxgrad[flax]"),
+    ],
+)
 def test_missing_framework_says_which_extra_to_install(monkeypatch, blocked, adapter, extra):
     for name in blocked:
         monkeypatch.setitem(sys.modules, name, None)
@@ -469,13 +531,16 @@ def test_missing_framework_says_which_extra_to_install(monkeypatch, blocked, ada
 
 @pytest.mark.slow  # a subprocess
 def test_jaxgrad_imports_without_equinox_or_flax():
-    code = ("import sys; sys.modules.update(equinox=None, flax=None); import jaxgrad, jaxgrad.adapters; "
-            "assert 'equinox' not in [m for m in sys.modules if sys.modules[m] is not None]")
+    code = (
+        "import sys; sys.modules.update(equinox=None, flax=None); import jaxgrad, jaxgrad.adapters; "
+        "assert 'equinox' not in [m for m in sys.modules if sys.modules[m] is not None]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={"JAX_PLATFORMS": "cpu", **_path_env()})
 
 
 def _path_env():
     import os
+
     return {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME")}
 
 
@@ -542,9 +607,11 @@ def test_a_hyperparameter_that_would_be_frozen_in_a_sweep_is_refused_and_a_store
         return PlainFlax(rngs, branch, stored=True)
 
     layer = from_flax(stored, shape=width, hyper={"branch": 1.0})
-    swept = jaxgrad.sweep(jaxgrad.serial(*[layer] * 3), 8, 0, grid={"branch": [1.0, 3.0]}, method="vector",
-                          fields=["log_forward_gain"])
-    alone = jaxgrad.simulate(jaxgrad.serial(*[layer.hyper.rebuild(branch=3.0)] * 3), 8, 0, method="vector",
-                             fields=["log_forward_gain"])
+    swept = jaxgrad.sweep(
+        jaxgrad.serial(*[layer] * 3), 8, 0, grid={"branch": [1.0, 3.0]}, method="vector", fields=["log_forward_gain"]
+    )
+    alone = jaxgrad.simulate(
+        jaxgrad.serial(*[layer.hyper.rebuild(branch=3.0)] * 3), 8, 0, method="vector", fields=["log_forward_gain"]
+    )
     np.testing.assert_array_equal(swept.log_forward_gain[1], alone.log_forward_gain)
     assert not np.array_equal(swept.log_forward_gain[0], swept.log_forward_gain[1])

@@ -1,4 +1,5 @@
 """The house in order: dependencies point down (docs/architecture.md), and public means deliberate."""
+
 import ast
 import importlib
 import pathlib
@@ -63,7 +64,7 @@ def test_no_import_cycle_inside_the_library():
             if nxt == "jaxgrad" or nxt.startswith("jaxgrad.") and nxt in ENTRY_POINTS:
                 continue
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if state.get(nxt) is None:
                 visit(nxt, stack + [nxt])
@@ -74,12 +75,15 @@ def test_no_import_cycle_inside_the_library():
             visit(node, [node])
 
 
-@pytest.mark.parametrize("module, forbidden", [
-    ("jaxgrad.store", {"jaxgrad.plotting", "jaxgrad.engine", "jaxgrad.ensemble"}),
-    ("jaxgrad.ensemble", {"jaxgrad.engine", "jaxgrad.probes", "jaxgrad.layers", "jaxgrad.theory"}),
-    ("jaxgrad.cluster", {"jaxgrad.engine", "jaxgrad.ensemble", "jaxgrad.probes"}),
-    ("jaxgrad.stats", {"jaxgrad.engine", "jaxgrad.ensemble", "jaxgrad.layers"}),
-])
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("jaxgrad.store", {"jaxgrad.plotting", "jaxgrad.engine", "jaxgrad.ensemble"}),
+        ("jaxgrad.ensemble", {"jaxgrad.engine", "jaxgrad.probes", "jaxgrad.layers", "jaxgrad.theory"}),
+        ("jaxgrad.cluster", {"jaxgrad.engine", "jaxgrad.ensemble", "jaxgrad.probes"}),
+        ("jaxgrad.stats", {"jaxgrad.engine", "jaxgrad.ensemble", "jaxgrad.layers"}),
+    ],
+)
 def test_what_each_module_may_import(module, forbidden):
     path = LIBRARY / (module.split(".", 1)[1].replace(".", "/") + ".py")
     assert not (_imports(path) & forbidden), f"{module} imports {sorted(_imports(path) & forbidden)}"
@@ -91,9 +95,15 @@ def test_theory_never_imports_the_engine():
         assert not (_imports(path) & engine_side), f"{path.name} imports {sorted(_imports(path) & engine_side)}"
 
 
-PUBLIC = ["jaxgrad"] + sorted(
-    _module_name(p) for p in list(LIBRARY.glob("*.py")) + list((LIBRARY / "theory").glob("*.py"))
-    if not p.name.startswith("_") and _module_name(p) != "jaxgrad.testing") + ["jaxgrad.theory"]
+PUBLIC = (
+    ["jaxgrad"]
+    + sorted(
+        _module_name(p)
+        for p in list(LIBRARY.glob("*.py")) + list((LIBRARY / "theory").glob("*.py"))
+        if not p.name.startswith("_") and _module_name(p) != "jaxgrad.testing"
+    )
+    + ["jaxgrad.theory"]
+)
 
 
 @pytest.mark.parametrize("module", PUBLIC)

@@ -4,6 +4,7 @@ Each layer is pinned to a plain jnp reference before any statistic is trusted; e
 of `jaxgrad.theory.attention` is checked per sample (bounds, exact identities) or against Monte
 Carlo at 4 standard errors. Small sizes (8 tokens × 8 features, 4 channels × 4–8 pixels).
 """
+
 import math
 
 import jax
@@ -68,14 +69,20 @@ def test_conv_matches_the_reference_and_its_jacobian_is_exact(spatial, kernel, w
         if weights == "delta_orthogonal":  # its structure is the point; Gaussian draws are any numbers
             p = layer.init(jax.random.key(3))
         else:
-            p = convolution.ConvParams(jnp.asarray(rng.standard_normal((kernel, C, C)) / 3),
-                                       jnp.asarray(0.2 * rng.standard_normal(C)))
+            p = convolution.ConvParams(
+                jnp.asarray(rng.standard_normal((kernel, C, C)) / 3), jnp.asarray(0.2 * rng.standard_normal(C))
+            )
         h = jnp.asarray(rng.standard_normal(layer.n_in))
         W, b = np.asarray(p.W), np.asarray(p.b)
         want = np.tanh(_reference_conv(W, b, np.asarray(h).reshape(*spatial, C), spatial)).reshape(-1)
-        apply, J, out, J_rev, K = jax.jit(lambda p, h: (layer.apply(p, h), *layer.jacobian(p, h),
-                                                       jax.jacrev(layer.apply, argnums=1)(p, h),
-                                                       convolution.conv_matrix(p.W, spatial)))(p, h)
+        apply, J, out, J_rev, K = jax.jit(
+            lambda p, h: (
+                layer.apply(p, h),
+                *layer.jacobian(p, h),
+                jax.jacrev(layer.apply, argnums=1)(p, h),
+                convolution.conv_matrix(p.W, spatial),
+            )
+        )(p, h)
         np.testing.assert_allclose(apply, want, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(J, J_rev, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
@@ -86,18 +93,21 @@ def test_conv_matches_the_reference_and_its_jacobian_is_exact(spatial, kernel, w
         np.testing.assert_array_equal(np.asarray(K), np.kron(np.eye(math.prod(spatial)), W[1, 1].T))
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: jaxgrad.attention(tokens=0), "tokens"),
-    (lambda: jaxgrad.attention(tokens=-3), "tokens"),
-    (lambda: jaxgrad.attention(width=0), "width"),
-    (lambda: jaxgrad.attention(width=12, heads=5), r"heads.*divide width=12.*\[1, 2, 3, 4, 6, 12\]"),
-    (lambda: jaxgrad.attention(residual_scale=float("inf")), "residual_scale"),
-    (lambda: jaxgrad.conv(channels=0), "channels"),
-    (lambda: jaxgrad.conv(spatial=(4,), kernel=5), r"kernel.*larger than the image.*1\.\.4"),
-    (lambda: jaxgrad.conv(kernel=4, weights="delta_orthogonal"), r"kernel.*even.*centre"),
-    (lambda: jaxgrad.conv(weights="orthogonal"), "weights"),
-    (lambda: jaxgrad.conv(spatial=(0,)), "spatial"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: jaxgrad.attention(tokens=0), "tokens"),
+        (lambda: jaxgrad.attention(tokens=-3), "tokens"),
+        (lambda: jaxgrad.attention(width=0), "width"),
+        (lambda: jaxgrad.attention(width=12, heads=5), r"heads.*divide width=12.*\[1, 2, 3, 4, 6, 12\]"),
+        (lambda: jaxgrad.attention(residual_scale=float("inf")), "residual_scale"),
+        (lambda: jaxgrad.conv(channels=0), "channels"),
+        (lambda: jaxgrad.conv(spatial=(4,), kernel=5), r"kernel.*larger than the image.*1\.\.4"),
+        (lambda: jaxgrad.conv(kernel=4, weights="delta_orthogonal"), r"kernel.*even.*centre"),
+        (lambda: jaxgrad.conv(weights="orthogonal"), "weights"),
+        (lambda: jaxgrad.conv(spatial=(0,)), "spatial"),
+    ],
+)
 def test_bad_input_is_a_value_error_naming_the_argument(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -164,14 +174,28 @@ def test_token_geometry_equals_numpy():
     G = U @ U.T
     s = np.linalg.svd(X, compute_uv=False)
     R = X - X.mean(axis=0)
-    geometry = jax.jit(lambda X: jnp.stack([f(X) for f in (
-        transformer.token_cosine, transformer.rank_one_distance, transformer.token_residual,
-        transformer.max_token_residual)]))
+    geometry = jax.jit(
+        lambda X: jnp.stack(
+            [
+                f(X)
+                for f in (
+                    transformer.token_cosine,
+                    transformer.rank_one_distance,
+                    transformer.token_residual,
+                    transformer.max_token_residual,
+                )
+            ]
+        )
+    )
     with jax.enable_x64(True):
         got = geometry(jnp.asarray(X))
         ones = geometry(jnp.ones((T, D)))
-    want = [(G.sum() - np.trace(G)) / (T * (T - 1)), np.sqrt(1 - s[0] ** 2 / (s**2).sum()),
-            np.linalg.norm(R) / np.linalg.norm(X), np.linalg.norm(R, axis=1).max()]
+    want = [
+        (G.sum() - np.trace(G)) / (T * (T - 1)),
+        np.sqrt(1 - s[0] ** 2 / (s**2).sum()),
+        np.linalg.norm(R) / np.linalg.norm(X),
+        np.linalg.norm(R, axis=1).max(),
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert float(ones[0]) == pytest.approx(1.0) and float(ones[2]) == 0.0
 
@@ -191,9 +215,12 @@ def test_pure_attention_never_beats_dong_bound_and_collapses_cubically():
         a, v = transformer.score_and_value_norms(p, heads)
         log_in = jnp.log(transformer.max_token_residual(h_in.reshape(T, D)))
         Y = h_out.reshape(T, D)
-        return {"log_in": log_in, "log_out": jnp.log(transformer.max_token_residual(Y)),
-                "log_bound": theory.attention_residual_log_bound(log_in, a, v),
-                "log_scale": jnp.log(jnp.max(jnp.linalg.norm(Y, axis=1)))}
+        return {
+            "log_in": log_in,
+            "log_out": jnp.log(transformer.max_token_residual(Y)),
+            "log_bound": theory.attention_residual_log_bound(log_in, a, v),
+            "log_scale": jnp.log(jnp.max(jnp.linalg.norm(Y, axis=1))),
+        }
 
     out = measures.measure(measures.layerwise, net, samples, seed=0, dtype="float64", layer=dong)
     eps = float(np.finfo(np.float64).eps)
@@ -206,8 +233,16 @@ def test_pure_attention_never_beats_dong_bound_and_collapses_cubically():
     assert np.median(out["log_bound"][clean] - y[clean]) < 10  # the bound is not vacuous where it matters
     slope = np.polyfit(x[clean], y[clean], 1)[0]
     groups = np.array_split(np.arange(samples), 16)
-    jack = np.array([np.polyfit(x[np.isin(np.arange(samples), g, invert=True)[:, None] & clean],
-                                y[np.isin(np.arange(samples), g, invert=True)[:, None] & clean], 1)[0] for g in groups])
+    jack = np.array(
+        [
+            np.polyfit(
+                x[np.isin(np.arange(samples), g, invert=True)[:, None] & clean],
+                y[np.isin(np.arange(samples), g, invert=True)[:, None] & clean],
+                1,
+            )[0]
+            for g in groups
+        ]
+    )
     se = math.sqrt((len(groups) - 1) / len(groups) * ((jack - jack.mean()) ** 2).sum())
     assert abs(slope - theory.RANK_COLLAPSE_EXPONENT) <= 4 * se, (slope, se)
 
@@ -232,8 +267,10 @@ def _residual_run(samples, **hyper):
 
 @pytest.fixture(scope="module")
 def residual_runs():
-    runs = {"unscaled": _residual_run(128, residual_scale=1.0),
-            "uniform": _residual_run(512, residual_scale=0.7, sigma_qk=0.0, sigma_w=1.2)}
+    runs = {
+        "unscaled": _residual_run(128, residual_scale=1.0),
+        "uniform": _residual_run(512, residual_scale=0.7, sigma_qk=0.0, sigma_w=1.2),
+    }
     for L in (4, RES_DEPTH):
         runs["scaled", L] = _residual_run(128, residual_scale=1.0 / math.sqrt(L))
     return runs
@@ -287,11 +324,20 @@ def test_delta_orthogonal_tanh_cnn_has_the_orthogonal_mlp_spectrum_per_pixel_gau
     sigma_w = float(theory.critical_sigma_w("tanh", sigma_b))
     q_star = float(theory.q_star("tanh", sigma_w, sigma_b))
     q0 = (q_star - sigma_b**2) / sigma_w**2
-    nets = {w: jaxgrad.serial(*[jaxgrad.conv(C, (N,), 3, w, "tanh", sigma_w, sigma_b)] * L)
-            for w in ("delta_orthogonal", "gaussian")}
+    nets = {
+        w: jaxgrad.serial(*[jaxgrad.conv(C, (N,), 3, w, "tanh", sigma_w, sigma_b)] * L)
+        for w in ("delta_orthogonal", "gaussian")
+    }
     nets["mlp"] = jaxgrad.mlp(width=C, depth=L, weights="orthogonal", sigma_w=sigma_w, sigma_b=sigma_b)
-    lam = {k: np.exp(2.0 * measures.measure(measures.product_spectrum, net, samples, seed=int(k == "mlp"), q0=q0,
-                                            depths=(L,))["log_singular_values"][:, 0]) for k, net in nets.items()}
+    lam = {
+        k: np.exp(
+            2.0
+            * measures.measure(measures.product_spectrum, net, samples, seed=int(k == "mlp"), q0=q0, depths=(L,))[
+                "log_singular_values"
+            ][:, 0]
+        )
+        for k, net in nets.items()
+    }
     for power in (1, 2):
         (a, sa), (b, sb) = (stats.mean_and_se((lam[k] ** power).mean(axis=1)) for k in ("delta_orthogonal", "mlp"))
         assert abs(a - b) <= 4 * math.hypot(sa, sb), (power, a, sa, b, sb)
@@ -306,8 +352,11 @@ def test_fourier_mode_power():
     np.testing.assert_allclose(p, np.eye(4)[0], atol=1e-7)
     x = np.random.default_rng(0).standard_normal((4, C))
     rho = np.array([np.sum(x * np.roll(x, -k, axis=0)) for k in range(4)]) / np.sum(x * x)
-    np.testing.assert_allclose(convolution.fourier_mode_power(jnp.asarray(x.reshape(-1), jnp.float32), spatial, C),
-                               np.fft.fft(rho).real / 4, atol=1e-5)
+    np.testing.assert_allclose(
+        convolution.fourier_mode_power(jnp.asarray(x.reshape(-1), jnp.float32), spatial, C),
+        np.fft.fft(rho).real / 4,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.slow
@@ -316,8 +365,10 @@ def test_fourier_modes_probe_keeps_mode_powers_through_delta_orthogonal_kernels_
     the same σ_w Hᵀ keeps the mode powers exactly (to float32 rounding); Gaussian kernels weigh each
     Fourier mode by its own matrix Ŵ(k) and move them."""
     spatial, C = (4,), 4
-    net = jaxgrad.serial(*[jaxgrad.conv(C, spatial, 3, "delta_orthogonal", "linear", 1.0)] * 3,
-                         *[jaxgrad.conv(C, spatial, 3, "gaussian", "linear", 1.0)] * 3)
+    net = jaxgrad.serial(
+        *[jaxgrad.conv(C, spatial, 3, "delta_orthogonal", "linear", 1.0)] * 3,
+        *[jaxgrad.conv(C, spatial, 3, "gaussian", "linear", 1.0)] * 3,
+    )
     out = measures.measure(measures.fourier_modes, net, 4, seed=0, spatial=spatial, channels=C)["mode_power"]
     assert out.shape == (4, 7, 4)
     np.testing.assert_allclose(out[:, 3], out[:, 0], atol=1e-5)

@@ -1,4 +1,5 @@
 """`jaxgrad bench`: a smoke run of --quick, and one-line usage errors."""
+
 import json
 
 import pytest
@@ -33,16 +34,19 @@ def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):
         assert (tmp_path / f"throughput_smoke.{ext}").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["bench", "--widths", "64,x"], ["--widths", "comma-separated integers"]),
-    (["bench", "--depths", "0"], ["--depths", "positive"]),
-    (["bench", "--repeats", "0"], ["--repeats must be a positive integer"]),
-    (["bench", "--samples", "many"], ["--samples", "invalid int value"]),
-    (["bench", "--frobnicate"], ["unrecognized arguments", "--frobnicate"]),
-    (["bench", "--widths", "0,64"], ["--widths", "positive"]),
-    (["bench", "--samples", "0"], ["--samples must be a positive integer"]),
-    (["bench", "--tag", "tpu"], ["--tag tpu", "not the one here"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["bench", "--widths", "64,x"], ["--widths", "comma-separated integers"]),
+        (["bench", "--depths", "0"], ["--depths", "positive"]),
+        (["bench", "--repeats", "0"], ["--repeats must be a positive integer"]),
+        (["bench", "--samples", "many"], ["--samples", "invalid int value"]),
+        (["bench", "--frobnicate"], ["unrecognized arguments", "--frobnicate"]),
+        (["bench", "--widths", "0,64"], ["--widths", "positive"]),
+        (["bench", "--samples", "0"], ["--samples must be a positive integer"]),
+        (["bench", "--tag", "tpu"], ["--tag tpu", "not the one here"]),
+    ],
+)
 def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
     code = main(argv)
     out, err = capsys.readouterr()
@@ -55,11 +59,15 @@ def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
 
 def test_targets_are_judged_at_every_width():
     from benchmarks import bench
-    configs = [dict(width=n, depth=d, engine_over_limit=r, memory=dict(peak_mb=m))
-               for n, d, r, m in ((64, 64, 1.4, 100.0), (64, 1000, 1.3, 110.0), (128, 64, 1.6, 100.0),
-                                  (128, 1000, 1.5, 130.0))]
-    baselines = [dict(width=64, b=dict(ratio=5.0, ratio_all_depths=9.0), c=dict(ratio=1.1)),
-                 dict(width=128, b=dict(ratio=4.5, ratio_all_depths=9.0), c=dict(ratio=0.9))]
+
+    configs = [
+        dict(width=n, depth=d, engine_over_limit=r, memory=dict(peak_mb=m))
+        for n, d, r, m in ((64, 64, 1.4, 100.0), (64, 1000, 1.3, 110.0), (128, 64, 1.6, 100.0), (128, 1000, 1.5, 130.0))
+    ]
+    baselines = [
+        dict(width=64, b=dict(ratio=5.0, ratio_all_depths=9.0), c=dict(ratio=1.1)),
+        dict(width=128, b=dict(ratio=4.5, ratio_all_depths=9.0), c=dict(ratio=0.9)),
+    ]
     t = bench.targets(dict(configs=configs, baselines=baselines))
     assert t["engine_over_limit"] == dict(by_width={64: 1.4, 128: 1.6}, target="<= 1.5", met=False)  # one width misses
     assert t["b_over_engine"]["met"] and t["b_all_depths_over_engine"]["met"] is None
@@ -80,8 +88,9 @@ def test_the_gpu_script_dry_run_prints_its_commands_and_checks_their_arguments()
 
     root = pathlib.Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(root))
-    done = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu.sh", "--dry-run"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("+ timeout")]
     assert any("pip install -q -e .[cuda,test]" in line for line in lines), lines

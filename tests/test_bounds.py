@@ -1,4 +1,5 @@
 """Seed §3 and §4: submultiplicativity and ‖J‖ ≤ ‖diag φ′‖‖W‖, property-tested."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,14 @@ from jaxgrad import testing
 
 
 def _jacobians(arch):
-    net = jaxgrad.mlp(width=arch["width"], depth=arch["depth"], activation=arch["activation"],
-                      weights=arch["weights"], sigma_w=arch["sigma_w"], sigma_b=arch["sigma_b"])
+    net = jaxgrad.mlp(
+        width=arch["width"],
+        depth=arch["depth"],
+        activation=arch["activation"],
+        weights=arch["weights"],
+        sigma_w=arch["sigma_w"],
+        sigma_b=arch["sigma_b"],
+    )
     k1, k2 = jax.random.split(jax.random.key(arch["seed"]))
     params = net.init(k1)
     x = jax.random.normal(k2, (arch["width"],))
@@ -37,8 +44,9 @@ def test_submultiplicativity_check_catches_a_product_that_drops_a_factor(monkeyp
     params, x = net.init(jax.random.key(0)), jnp.linspace(-1, 1, 4)
     testing.assert_submultiplicative(net, params, x)
     true_product = jaxgrad.spectral.product
-    monkeypatch.setattr(jaxgrad.spectral, "product",
-                        lambda Ms: true_product(Ms[:-1]) if len(Ms) > 1 else true_product(Ms))
+    monkeypatch.setattr(
+        jaxgrad.spectral, "product", lambda Ms: true_product(Ms[:-1]) if len(Ms) > 1 else true_product(Ms)
+    )
     with pytest.raises(AssertionError, match="jax.jacrev"):  # the inequality alone would still pass
         testing.assert_submultiplicative(net, params, x)
 
@@ -65,10 +73,17 @@ def test_log_product_norm_survives_products_that_overflow_float32():
     np.testing.assert_allclose(got, exact, rtol=1e-5)
 
 
-@pytest.mark.parametrize("width,steps,reorthogonalise", [
-    pytest.param(16, 16, True, marks=pytest.mark.slow), (16, 16, False),
-    pytest.param(64, 24, True, marks=pytest.mark.slow), (64, 24, False),
-    pytest.param(128, 32, True, marks=pytest.mark.slow), pytest.param(128, 32, False, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "width,steps,reorthogonalise",
+    [
+        pytest.param(16, 16, True, marks=pytest.mark.slow),
+        (16, 16, False),
+        pytest.param(64, 24, True, marks=pytest.mark.slow),
+        (64, 24, False),
+        pytest.param(128, 32, True, marks=pytest.mark.slow),
+        pytest.param(128, 32, False, marks=pytest.mark.slow),
+    ],
+)
 def test_lanczos_top_singular_value_matches_svd(width, steps, reorthogonalise):
     keys = jax.random.split(jax.random.key(0), 32)
     A = jax.vmap(lambda k: jax.random.normal(k, (width, width)) / jnp.sqrt(width))(keys)
@@ -89,8 +104,8 @@ def _breakdown_matrices(n=16):
     u, v = jax.random.normal(k3, (n,)), jax.random.normal(k4, (n,))
     s = jnp.linspace(1.0, 0.1, n).at[:3].set(2.0)  # top singular value repeated three times
     return dict(
-        orthogonal=1.5 * Q1,                  # all σ equal: invariant after 1 step
-        rank1=3.0 * jnp.outer(u, v) / n,      # invariant after 2 steps
+        orthogonal=1.5 * Q1,  # all σ equal: invariant after 1 step
+        rank1=3.0 * jnp.outer(u, v) / n,  # invariant after 2 steps
         repeated_top=(Q1 * s) @ Q2.T,
     )
 
@@ -109,7 +124,6 @@ def test_lanczos_top_singular_survives_breakdown(case, reorthogonalise):
         np.testing.assert_allclose(jnp.linalg.norm(A @ est.vector), est.value, rtol=1e-5)
 
 
-
 @pytest.mark.slow
 def test_adaptive_lanczos_reaches_the_top_of_a_clustered_spectrum():
     """tanh with orthogonal weights: the top relative gap of J = D W is about 1e-4 at n = 64, where 32
@@ -124,8 +138,9 @@ def test_adaptive_lanczos_reaches_the_top_of_a_clustered_spectrum():
     v0 = jax.random.normal(jax.random.key(1), (16, n))
 
     def top(A, max_steps):
-        return jax.vmap(lambda a, v: jaxgrad.lanczos_top_singular(a, v, 32, reorthogonalise=False,
-                                                                  max_steps=max_steps).value)(A, v0)
+        return jax.vmap(
+            lambda a, v: jaxgrad.lanczos_top_singular(a, v, 32, reorthogonalise=False, max_steps=max_steps).value
+        )(A, v0)
 
     exact = np.linalg.svd(np.asarray(J, np.float64), compute_uv=False)[:, 0]
     plain, adaptive = (np.abs(np.log(np.asarray(top(J, m), np.float64) / exact)) for m in (None, 256))
@@ -134,5 +149,6 @@ def test_adaptive_lanczos_reaches_the_top_of_a_clustered_spectrum():
     assert np.max(np.abs(np.log(np.asarray(top(G, 256), np.float64) / exact_G))) <= 1e-6
     with_basis = jax.vmap(lambda a, v: jaxgrad.lanczos_top_singular(a, v, 16, max_steps=64))(J, v0)
     np.testing.assert_allclose(np.asarray(with_basis.value, np.float64), exact, rtol=1e-5)
-    np.testing.assert_allclose(jnp.linalg.norm(jnp.einsum("bij,bj->bi", J, with_basis.vector), axis=-1),
-                               with_basis.value, rtol=1e-4)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(jnp.einsum("bij,bj->bi", J, with_basis.vector), axis=-1), with_basis.value, rtol=1e-4
+    )

@@ -3,6 +3,7 @@
 No jaxgrad code runs here: if a jax/jaxlib release brings one of these bugs back, this file fails
 CI before any number of jaxgrad's is trusted (jaxgrad/_known_bad.py lists the versions excluded).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np

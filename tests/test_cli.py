@@ -1,4 +1,5 @@
 """The `jaxgrad` command: listing, running, redrawing, reproducing, and one-line usage errors."""
+
 import dataclasses
 import json
 import os
@@ -19,8 +20,7 @@ from tests.helpers import import_fake_experiment
 
 # A tiny quadratic_stability: every part, a few seconds with compilation (no bisection: the
 # grid bracket alone, which the comparisons' tolerance then reflects).
-TINY = dict(trajectory_steps=10, n_a=6, n_lr=12, map_steps=60, bisections=0, n_momentum=3, n_sweep_lr=9,
-            sweep_steps=60)
+TINY = dict(trajectory_steps=10, n_a=6, n_lr=12, map_steps=60, bisections=0, n_momentum=3, n_sweep_lr=9, sweep_steps=60)
 TINY_SETS = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}")]
 
 
@@ -30,25 +30,28 @@ def _main(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["run", "nope"], ["unknown experiment 'nope'", "quadratic_stability"]),
-    (["run", "quadratic_stability", "--set", "bogus=1"], ["unknown --set key 'bogus'", "n_a", "momentum"]),
-    (["run", "quadratic_stability", "--set", "n_a=many"], ["n_a='many' must be int"]),
-    (["run", "quadratic_stability", "--set", "n_a=1"], ["`n_a` must be an integer ≥ 2", "n_a=1"]),
-    (["run", "quadratic_stability", "--set", "momentum=1.5"], ["`momentum` must lie in [0, 1)", "momentum=1.5"]),
-    (["run", "quadratic_stability", "--set", "n_a"], ["expects key=value", "valid keys"]),
-    (["run", "depth_sweep", "--set", "sigma_w_chaotic=inf"], ["`sigma_w_chaotic` must be finite", "=inf"]),
-    (["run", "quadratic_stability", "--set", "momentum=nan"], ["`momentum` must be finite", "=nan"]),
-    (["run", "depth_sweep", "--set", "sigma_b=-inf"], ["`sigma_b` must be finite", "=-inf"]),
-    (["run", "quadratic_stability", "--scale", "huge"], ["--scale", "'huge'", "quick", "full"]),
-    (["run", "quadratic_stability", "--seed", "x"], ["--seed", "invalid int value"]),
-    (["run", "quadratic_stability", "--seed", "-1"], ["--seed must lie in [0, 2**32)"]),
-    (["figures", "nope"], ["unknown experiment 'nope'", "quadratic_stability"]),
-    (["reproduce", "--scale", "medium"], ["'medium'", "quick", "full"]),
-    (["frobnicate"], ["'frobnicate'", "run", "reproduce"]),
-    ([], ["missing command", "list", "run", "figures", "reproduce", "info"]),
-    (["run"], ["NAME"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", "nope"], ["unknown experiment 'nope'", "quadratic_stability"]),
+        (["run", "quadratic_stability", "--set", "bogus=1"], ["unknown --set key 'bogus'", "n_a", "momentum"]),
+        (["run", "quadratic_stability", "--set", "n_a=many"], ["n_a='many' must be int"]),
+        (["run", "quadratic_stability", "--set", "n_a=1"], ["`n_a` must be an integer ≥ 2", "n_a=1"]),
+        (["run", "quadratic_stability", "--set", "momentum=1.5"], ["`momentum` must lie in [0, 1)", "momentum=1.5"]),
+        (["run", "quadratic_stability", "--set", "n_a"], ["expects key=value", "valid keys"]),
+        (["run", "depth_sweep", "--set", "sigma_w_chaotic=inf"], ["`sigma_w_chaotic` must be finite", "=inf"]),
+        (["run", "quadratic_stability", "--set", "momentum=nan"], ["`momentum` must be finite", "=nan"]),
+        (["run", "depth_sweep", "--set", "sigma_b=-inf"], ["`sigma_b` must be finite", "=-inf"]),
+        (["run", "quadratic_stability", "--scale", "huge"], ["--scale", "'huge'", "quick", "full"]),
+        (["run", "quadratic_stability", "--seed", "x"], ["--seed", "invalid int value"]),
+        (["run", "quadratic_stability", "--seed", "-1"], ["--seed must lie in [0, 2**32)"]),
+        (["figures", "nope"], ["unknown experiment 'nope'", "quadratic_stability"]),
+        (["reproduce", "--scale", "medium"], ["'medium'", "quick", "full"]),
+        (["frobnicate"], ["'frobnicate'", "run", "reproduce"]),
+        ([], ["missing command", "list", "run", "figures", "reproduce", "info"]),
+        (["run"], ["NAME"]),
+    ],
+)
 def test_bad_usage_is_one_line_and_exit_code_2(capsys, argv, words):
     code, out, err = _main(capsys, *argv)
     assert code == 2
@@ -76,8 +79,10 @@ def _one_line_error(code, err, expected_code):
 @pytest.mark.parametrize("command", ["run fake", "reproduce", "figures fake"])
 def test_an_out_that_is_a_file_is_bad_usage(capsys, fake, tmp_path, command):
     (tmp_path / "file").write_text("")
-    for out, words in [(tmp_path / "file", "is a file, not a directory"),
-                       (tmp_path / "file" / "sub", f"cannot be created: '{tmp_path / 'file'}' is a file")]:
+    for out, words in [
+        (tmp_path / "file", "is a file, not a directory"),
+        (tmp_path / "file" / "sub", f"cannot be created: '{tmp_path / 'file'}' is a file"),
+    ]:
         code, _, err = _main(capsys, *command.split(), "--out", str(out))
         assert words in _one_line_error(code, err, 2)
     assert fake.CALLS == []
@@ -91,8 +96,10 @@ def test_an_out_that_cannot_be_written_is_bad_usage(capsys, fake, tmp_path, monk
     if refusal == "os.access":
         monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(locked))
     else:
+
         def refuse(*args, dir=None, **kwargs):
             raise PermissionError(13, "Permission denied")
+
         monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     for out, where in [(locked, "cannot write in it"), (locked / "new" / "deeper", f"cannot write in '{locked}'")]:
         code, _, err = _main(capsys, "run", "fake", "--out", str(out))
@@ -162,8 +169,19 @@ def test_unreadable_stored_files_are_one_line_naming_the_file_and_the_way_out(ca
 
 @pytest.mark.slow  # a subprocess
 def test_the_console_script_reports_bad_usage_without_a_traceback():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from experiments.cli import main; sys.exit(main())",
-                           "run", "quadratic_stability", "--set", "n_lr=x"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from experiments.cli import main; sys.exit(main())",
+            "run",
+            "quadratic_stability",
+            "--set",
+            "n_lr=x",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "jaxgrad: error: n_lr='x' must be int"
 
@@ -240,8 +258,16 @@ def test_set_converts_strings_to_field_types():
         experiments.with_overrides(_Config(), ["flag=maybe"])
 
 
-@pytest.mark.parametrize("assignment, shown", [("x=inf", "x=inf"), ("x=-inf", "x=-inf"), ("x=nan", "x=nan"),
-                                               ("limit=inf", "limit=inf"), ("scales=1, inf", "scales=(1.0, inf)")])
+@pytest.mark.parametrize(
+    "assignment, shown",
+    [
+        ("x=inf", "x=inf"),
+        ("x=-inf", "x=-inf"),
+        ("x=nan", "x=nan"),
+        ("limit=inf", "limit=inf"),
+        ("scales=1, inf", "scales=(1.0, inf)"),
+    ],
+)
 def test_set_rejects_non_finite_numbers_naming_the_field(assignment, shown):
     key = assignment.partition("=")[0]
     with pytest.raises(ValueError, match=rf"^`{key}` must be finite, got {re.escape(shown)}$"):

@@ -5,6 +5,7 @@ same relative ``--out``, as on separate machines: what a process writes lands in
 directory, so an empty directory proves it wrote nothing. Every subprocess runs under a
 deadline and is killed if it overstays (`tests.helpers.Run`), so nothing can hang the suite.
 """
+
 import json
 import shutil
 import socket
@@ -90,21 +91,43 @@ def runs(tmp_path_factory):
     occupied = socket.create_server(("127.0.0.1", 0))  # another program listens on process 0's port
     started = dict(
         # the same command as one process, and as two
-        good=Run([run_study(root / "single", spy=True),
-                  run_study(root / "p0", *processes(address, 0), spy=True),
-                  run_study(root / "p1", *processes(address, 1), spy=True)]),
+        good=Run(
+            [
+                run_study(root / "single", spy=True),
+                run_study(root / "p0", *processes(address, 0), spy=True),
+                run_study(root / "p1", *processes(address, 1), spy=True),
+            ]
+        ),
         # process 1 was given a different --set
-        mismatch=Run([run_study(root / "m0", *processes(mismatch, 0)),
-                      run_study(root / "m1", "--set", "samples=6", *processes(mismatch, 1))]),
+        mismatch=Run(
+            [
+                run_study(root / "m0", *processes(mismatch, 0)),
+                run_study(root / "m1", "--set", "samples=6", *processes(mismatch, 1)),
+            ]
+        ),
         out_of_range=Run([run_study(root / "range", *processes(f"127.0.0.1:{free_port()}", 2))]),
         # a typo, in a process that would otherwise wait 300 s for its peer
-        typo=Run([run_study(root / "typo", "--set", "bogus=1", *processes(f"127.0.0.1:{free_port()}", 0, 2,
-                                                                             "--init-timeout", 300))]),
+        typo=Run(
+            [
+                run_study(
+                    root / "typo",
+                    "--set",
+                    "bogus=1",
+                    *processes(f"127.0.0.1:{free_port()}", 0, 2, "--init-timeout", 300),
+                )
+            ]
+        ),
         # process 1 of 2; nothing listens at the coordinator's address
-        unreachable=Run([run_study(root / "lonely", *processes(f"127.0.0.1:{free_port()}", 1, 2,
-                                                                "--init-timeout", 5))]),
-        port_taken=Run([run_study(root / "taken", *processes(f"127.0.0.1:{occupied.getsockname()[1]}", 0, 2,
-                                                              "--init-timeout", 300))]),
+        unreachable=Run(
+            [run_study(root / "lonely", *processes(f"127.0.0.1:{free_port()}", 1, 2, "--init-timeout", 5))]
+        ),
+        port_taken=Run(
+            [
+                run_study(
+                    root / "taken", *processes(f"127.0.0.1:{occupied.getsockname()[1]}", 0, 2, "--init-timeout", 300)
+                )
+            ]
+        ),
     )
     yield root, started
     for run in started.values():
@@ -124,10 +147,18 @@ def reruns(runs):
         shutil.copytree(root / f"p{me}", root / f"f{me}")
     resume, force = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     again = dict(
-        resumed=Run([run_study(root / "p0", *processes(resume, 0), spy=True),
-                     run_study(root / "p1", *processes(resume, 1), spy=True)]),
-        forced=Run([run_study(root / "f0", "--force", *processes(force, 0), spy=True),
-                    run_study(root / "f1", "--force", *processes(force, 1), spy=True)]),
+        resumed=Run(
+            [
+                run_study(root / "p0", *processes(resume, 0), spy=True),
+                run_study(root / "p1", *processes(resume, 1), spy=True),
+            ]
+        ),
+        forced=Run(
+            [
+                run_study(root / "f0", "--force", *processes(force, 0), spy=True),
+                run_study(root / "f1", "--force", *processes(force, 1), spy=True),
+            ]
+        ),
     )
     yield root, again
     for run in again.values():
@@ -136,8 +167,9 @@ def reruns(runs):
 
 def assert_same_data(want_dir: Path, got_dir: Path):
     """The stored arrays (data.npz and every point) and tables, bit for bit."""
-    assert sorted(p.name for p in (got_dir / "points").glob("*.npz")) == \
-        sorted(p.name for p in (want_dir / "points").glob("*.npz"))
+    assert sorted(p.name for p in (got_dir / "points").glob("*.npz")) == sorted(
+        p.name for p in (want_dir / "points").glob("*.npz")
+    )
     for npz in ["data.npz"] + [f"points/{p.name}" for p in (want_dir / "points").glob("*.npz")]:
         with np.load(want_dir / npz) as want, np.load(got_dir / npz) as got:
             assert sorted(got.files) == sorted(want.files), npz
@@ -222,8 +254,9 @@ def test_a_configuration_mismatch_stops_both_processes_and_writes_nothing(runs):
     for me, (code, err, seconds) in enumerate(started["mismatch"].finish(limit_s=150)):
         assert code == 1, err
         (line,) = error_lines(err)
-        assert line.startswith(f"jaxgrad: error: process {me}: the processes of this run have different "
-                               "configurations"), err
+        assert line.startswith(
+            f"jaxgrad: error: process {me}: the processes of this run have different configurations"
+        ), err
         assert f"samples={(5, 6)[me]} vs {(6, 5)[me]}" in line, line
         assert "Traceback" not in err
         assert seconds < 150  # bounded: no process waits for a peer that has stopped
@@ -246,8 +279,9 @@ def test_bad_usage_is_reported_at_once_without_waiting_for_the_other_processes(r
     root, started = runs
     ((code, err, seconds),) = started["typo"].finish(limit_s=240)
     assert code == 2, err
-    assert err.strip().splitlines() == ["jaxgrad: error: unknown --set key 'bogus'; valid keys: width, depths, "
-                                        "samples, sigma_b, activations, method"], err
+    assert err.strip().splitlines() == [
+        "jaxgrad: error: unknown --set key 'bogus'; valid keys: width, depths, samples, sigma_b, activations, method"
+    ], err
     assert files(root / "typo") == []
 
 
@@ -273,8 +307,9 @@ def test_a_coordinator_port_in_use_is_a_one_line_error_at_once(runs):
     assert code == 1, err
     assert err.strip().splitlines() == error_lines(err), err  # one line, no traceback
     (line,) = error_lines(err)
-    assert line.startswith("jaxgrad: error: could not start the multi-process run: process 0 cannot listen on "
-                           "port "), line
+    assert line.startswith("jaxgrad: error: could not start the multi-process run: process 0 cannot listen on port "), (
+        line
+    )
     assert "choose a free port" in line, line
     assert seconds < 240  # before the --init-timeout
     assert files(root / "taken") == []
@@ -291,8 +326,9 @@ def test_any_other_start_up_failure_of_the_runtime_is_a_one_line_error(capsys, m
     monkeypatch.setattr(cluster, "initialize", initialize)
     assert cli.main(TINY_RUN) == 1
     err = capsys.readouterr().err
-    assert err == ("jaxgrad: error: could not start the multi-process run: UNAVAILABLE: failed to connect to all "
-                   "addresses\n")
+    assert err == (
+        "jaxgrad: error: could not start the multi-process run: UNAVAILABLE: failed to connect to all addresses\n"
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ The reference is written here from scratch in NumPy/SciPy: one 400-node Gauss–
 panel on [−9, 9] per axis (no composite panels, unlike the library's rule), q* and c*
 by Brent's method instead of bisection.
 """
+
 import math
 
 import jax
@@ -23,7 +24,7 @@ SB2 = 0.05  # σ_b² of the issue's checks
 def _rule(n=400, cutoff=9.0):
     x, w = np.polynomial.legendre.leggauss(n)
     z = cutoff * x
-    return z, cutoff * w * np.exp(-z**2 / 2) / math.sqrt(2 * math.pi)
+    return z, cutoff * w * np.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
 
 
 Z, W = _rule()
@@ -49,8 +50,10 @@ def reference(sw2, sb2=SB2):
     return q, c, sw2 * pair(dphi, c)
 
 
-@pytest.mark.parametrize("sw2,xi_expected,c_expected", [
-    pytest.param(1.3, 7.83, 1.0, marks=pytest.mark.slow), (2.0, 25.2, 0.744), (4.0, 6.98, None)])
+@pytest.mark.parametrize(
+    "sw2,xi_expected,c_expected",
+    [pytest.param(1.3, 7.83, 1.0, marks=pytest.mark.slow), (2.0, 25.2, 0.744), (4.0, 6.98, None)],
+)
 def test_xi_c_matches_independent_quadrature_and_the_issue_values(sw2, xi_expected, c_expected):
     _, c_ref, chi_ref = reference(sw2)
     xi_ref = -1 / math.log(chi_ref)
@@ -93,13 +96,15 @@ def test_vmap_and_jit_over_sigma_match_broadcasting():
     sb = jnp.full(3, math.sqrt(SB2))
     act = jaxgrad.get_activation("tanh")
     from jaxgrad.theory.correlation import xi_c_of
+
     mapped = jax.jit(jax.vmap(lambda a, b: xi_c_of(act, a, b)))(sw, sb)
     broadcast = theory.xi_c("tanh", sw, sb)
     np.testing.assert_allclose(mapped, broadcast, rtol=1e-4)  # float32: ξ amplifies χ's 1e-7 rounding by 1/|ln χ| ≤ 30
 
 
-@pytest.mark.parametrize("sw2,c0", [pytest.param(4.0, 0.95, marks=pytest.mark.slow), (1.3, 0.2)],
-                         ids=["chaotic", "ordered"])
+@pytest.mark.parametrize(
+    "sw2,c0", [pytest.param(4.0, 0.95, marks=pytest.mark.slow), (1.3, 0.2)], ids=["chaotic", "ordered"]
+)
 def test_engine_correlation_of_two_inputs_follows_the_iterated_map(sw2, c0):
     """Two inputs through one random jaxgrad.mlp: the measured correlation at each depth vs `correlation_transient`.
 

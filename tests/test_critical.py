@@ -1,4 +1,5 @@
 """`jaxgrad.critical_point`: critical initialisation by measurement, against theory where it exists."""
+
 import math
 
 import numpy as np
@@ -32,9 +33,11 @@ def test_the_rate_estimators_on_known_gains():
     assert rates_from_log_gains(b, criterion="typical", discard=0)[2][0] == 1
 
 
-@pytest.mark.parametrize("activation, half_log_chi", [("linear", lambda s: math.log(s)),
-                                                      ("relu", lambda s: 0.5 * math.log(s * s / 2))],
-                         ids=["linear", "relu"])
+@pytest.mark.parametrize(
+    "activation, half_log_chi",
+    [("linear", lambda s: math.log(s)), ("relu", lambda s: 0.5 * math.log(s * s / 2))],
+    ids=["linear", "relu"],
+)
 def test_mean_square_rate_is_exact_for_homogeneous_networks(activation, half_log_chi):
     # E‖J v‖² = σ_w² (linear) and σ_w²/2 (ReLU, σ_b = 0) at every width: the measured rate sits on it
     values = [0.9, 1.3, 1.7]
@@ -47,14 +50,18 @@ def test_mean_square_rate_is_exact_for_homogeneous_networks(activation, half_log
 # --------------------------------------------------------------------------- mean field
 
 
-@pytest.mark.parametrize("activation, sigma_b2, bracket", [
-    ("tanh", 0.05, (1.0, 1.8)),   # Schoenholz et al. 2017: σ_w² = 1.7610
-    ("tanh", 0.3, (1.0, 2.0)),
-    ("erf", 0.1, (0.8, 2.0)),
-    ("relu", 0.0, (1.0, 2.0)),    # He: √2
-    ("selu", 0.05, (0.6, 1.3)),
-    ("hard_tanh", 0.05, (0.8, 1.4)),
-], ids=["tanh-0.05", "tanh-0.3", "erf-0.1", "relu-0", "selu-0.05", "hard_tanh-0.05"])
+@pytest.mark.parametrize(
+    "activation, sigma_b2, bracket",
+    [
+        ("tanh", 0.05, (1.0, 1.8)),  # Schoenholz et al. 2017: σ_w² = 1.7610
+        ("tanh", 0.3, (1.0, 2.0)),
+        ("erf", 0.1, (0.8, 2.0)),
+        ("relu", 0.0, (1.0, 2.0)),  # He: √2
+        ("selu", 0.05, (0.6, 1.3)),
+        ("hard_tanh", 0.05, (0.8, 1.4)),
+    ],
+    ids=["tanh-0.05", "tanh-0.3", "erf-0.1", "relu-0", "selu-0.05", "hard_tanh-0.05"],
+)
 def test_mlp_critical_point_is_mean_fields_within_its_interval(activation, sigma_b2, bracket):
     crit = jaxgrad.critical_point(_mlp(activation, sigma_b2), hyper="sigma_w", bracket=bracket, samples=256)
     expected = float(theory.critical_sigma_w(activation, math.sqrt(sigma_b2)))
@@ -95,8 +102,9 @@ def test_refinements_reuse_the_first_sweeps_program():
     net = _mlp("tanh", 0.05, width=16, depth=8)
     jaxgrad.critical_point(net, hyper="sigma_w", bracket=(1.0, 1.8), samples=16, points=5, refine=0, verify=False)
     before = ensemble.compile_count()
-    crit = jaxgrad.critical_point(net, hyper="sigma_w", bracket=(0.9, 1.9), samples=16, points=5, refine=2,
-                                  verify=False)
+    crit = jaxgrad.critical_point(
+        net, hyper="sigma_w", bracket=(0.9, 1.9), samples=16, points=5, refine=2, verify=False
+    )
     assert ensemble.compile_count() == before and len(crit.values) == 5 + 3 + 3  # a refinement's ends were measured
 
 
@@ -130,8 +138,9 @@ def test_an_equinox_blocks_own_scale_is_tuned_through_hyper():
 
     def make(key, scale):  # Equinox's own Linear and init, its weight multiplied by `scale`
         linear = eqx.nn.Linear(width, width, key=key)
-        return eqx.nn.Sequential([eqx.tree_at(lambda m: m.weight, linear, scale * linear.weight),
-                                  eqx.nn.Lambda(jax.numpy.tanh)])
+        return eqx.nn.Sequential(
+            [eqx.tree_at(lambda m: m.weight, linear, scale * linear.weight), eqx.nn.Lambda(jax.numpy.tanh)]
+        )
 
     net = jaxgrad.adapters.serial_from_equinox([make] * 16, shape=width, hyper={"scale": 1.0})
     crit = jaxgrad.critical_point(net, hyper="scale", bracket=(0.5, 3.0), samples=64)
@@ -163,8 +172,9 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, match", BAD_INPUT, ids=[" ".join(f"{k}={v!r}" for k, v in kw.items())
-                                                          for kw, _ in BAD_INPUT])
+@pytest.mark.parametrize(
+    "kwargs, match", BAD_INPUT, ids=[" ".join(f"{k}={v!r}" for k, v in kw.items()) for kw, _ in BAD_INPUT]
+)
 def test_bad_input_is_a_clear_error_before_any_compile(kwargs, match):
     net = _mlp("tanh", 0.05, width=8, depth=8)
     args = dict(hyper="sigma_w", bracket=(1.0, 1.8), samples=16) | kwargs
@@ -182,16 +192,18 @@ def test_a_builder_that_does_not_take_the_hyperparameter_is_a_clear_error():
     with pytest.raises(ValueError, match=r"cannot be called as builder\(sigma_w=...\)"):
         jaxgrad.critical_point(build, hyper="sigma_w", bracket=(1, 2))
     with pytest.raises(ValueError, match=r"takes no `depth` keyword"):
-        jaxgrad.critical_point(lambda sigma_w: jaxgrad.mlp(width=8, depth=8, sigma_w=sigma_w), hyper="sigma_w",
-                               bracket=(1, 2), depth=4)
+        jaxgrad.critical_point(
+            lambda sigma_w: jaxgrad.mlp(width=8, depth=8, sigma_w=sigma_w), hyper="sigma_w", bracket=(1, 2), depth=4
+        )
     with pytest.raises(ValueError, match=r"must return a jaxgrad.Network, got float"):
         jaxgrad.critical_point(lambda sigma_w: sigma_w, hyper="sigma_w", bracket=(1, 2))
     with pytest.raises(ValueError, match=r"`net_or_builder` must be a jaxgrad.Network or a callable"):
         jaxgrad.critical_point("mlp", hyper="sigma_w", bracket=(1, 2))
     # a builder that transforms its argument would be swept on the network's own σ_w, not on its argument
     with pytest.raises(ValueError, match=r"does not pass `sigma_w` straight to its network's traced `sigma_w`"):
-        jaxgrad.critical_point(lambda sigma_w: jaxgrad.mlp(width=8, depth=8, sigma_w=2 * sigma_w), hyper="sigma_w",
-                               bracket=(0.3, 1.5))
+        jaxgrad.critical_point(
+            lambda sigma_w: jaxgrad.mlp(width=8, depth=8, sigma_w=2 * sigma_w), hyper="sigma_w", bracket=(0.3, 1.5)
+        )
 
 
 def test_a_precision_the_samples_cannot_give_says_how_many_would():
@@ -227,8 +239,12 @@ def test_isometry_at_the_critical_point_orthogonal_weights_are_closer_than_gauss
         assert iso.log_singular_values.shape == (64, 32) and np.isfinite(iso.log_singular_values).all()
         found[weights] = iso.eigenvalue_variance / iso.eigenvalue_mean**2, iso.spread
     assert found["orthogonal"][0] < found["gaussian"][0] / 2 and found["orthogonal"][1] < found["gaussian"][1]
-    assert jaxgrad.critical_point(_mlp("tanh", 0.05, width=8, depth=4), hyper="sigma_w", bracket=(1.0, 1.8),
-                                  samples=16).isometry is None
+    assert (
+        jaxgrad.critical_point(
+            _mlp("tanh", 0.05, width=8, depth=4), hyper="sigma_w", bracket=(1.0, 1.8), samples=16
+        ).isometry
+        is None
+    )
 
 
 def test_float32_and_float64_runs_find_the_same_point():

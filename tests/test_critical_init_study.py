@@ -1,4 +1,5 @@
 """The critical_init study: its training loop, its mean field, its config checks, and a smoke run at a tiny size."""
+
 import dataclasses
 import math
 
@@ -13,12 +14,24 @@ from tests.helpers import run_study_at_a_tiny_size
 pytest.importorskip("equinox")
 
 # A few steps of a tiny model: enough for the loss to fall, small enough for the fast tier.
-TINY_TRAINING = critical_init.Config(width=8, depth=4, steps=30, record_every=10, batch_size=32, learning_rate=1e-2,
-                                     seeds=3, test_size=200)
+TINY_TRAINING = critical_init.Config(
+    width=8, depth=4, steps=30, record_every=10, batch_size=32, learning_rate=1e-2, seeds=3, test_size=200
+)
 
-TINY = critical_init.Config(width=8, depth=8, samples=16, bracket_points=5, steps=40, record_every=20, batch_size=32,
-                            learning_rate=3e-3, seeds=2, test_size=200, powers=(-1, 0, 1),
-                            residual_gelu_bracket=(1.0, 2.5))  # away from s → 0, where the rate's noise can cross 0
+TINY = critical_init.Config(
+    width=8,
+    depth=8,
+    samples=16,
+    bracket_points=5,
+    steps=40,
+    record_every=20,
+    batch_size=32,
+    learning_rate=3e-3,
+    seeds=2,
+    test_size=200,
+    powers=(-1, 0, 1),
+    residual_gelu_bracket=(1.0, 2.5),
+)  # away from s → 0, where the rate's noise can cross 0
 
 
 @pytest.mark.parametrize("model", ["tanh_mlp", pytest.param("residual_gelu", marks=pytest.mark.slow)])
@@ -38,8 +51,9 @@ def test_training_lowers_the_test_loss_and_a_seed_does_not_depend_on_its_neighbo
     two = critical_init.train(model, TINY_TRAINING, key, [1.0, 3.0], seeds=2)
     for runs in (two, other):
         np.testing.assert_allclose(runs["loss"][0, :2], three["loss"][1, :2], rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(runs["accuracy"][0, :2], three["accuracy"][1, :2],
-                                   atol=1.5 / TINY_TRAINING.test_size)
+        np.testing.assert_allclose(
+            runs["accuracy"][0, :2], three["accuracy"][1, :2], atol=1.5 / TINY_TRAINING.test_size
+        )
 
 
 def test_scale_one_is_equinox_default_initialisation():
@@ -56,8 +70,9 @@ def test_mean_field_rate_of_the_tanh_mlp_is_half_log_chi1_of_theory():
     # recursion, far past its transient
     width, scales = 32, np.array([1.0, 1.8, 2.6])
     recursion = critical_init.mean_field_rate("tanh_mlp", scales, width, depth=120, discard=100)
-    closed = 0.5 * np.log(np.asarray(theory.chi1("tanh", scales / math.sqrt(3), scales / math.sqrt(3 * width)),
-                                     np.float64))
+    closed = 0.5 * np.log(
+        np.asarray(theory.chi1("tanh", scales / math.sqrt(3), scales / math.sqrt(3 * width)), np.float64)
+    )
     np.testing.assert_allclose(recursion, closed, atol=2e-4)
 
 
@@ -80,10 +95,24 @@ def test_mean_field_rate_of_the_residual_block_matches_a_monte_carlo_of_the_bloc
     assert abs(samples.mean() - predicted) <= 4 * samples.std(ddof=1) / math.sqrt(samples.size) + 1 / width
 
 
-@pytest.mark.parametrize("field,value", [
-    ("depth", 3), ("width", 1), ("tanh_mlp_bracket", (2.0, 1.0)), ("residual_gelu_bracket", (0.0, 1.0)),
-    ("factor", 1.0), ("powers", (1, 2)), ("powers", (0, 0)), ("record_every", 7), ("test_size", 5),
-    ("learning_rate", 0.0), ("seeds", 0), ("interval_se", -1.0), ("batch_size", 1700)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("depth", 3),
+        ("width", 1),
+        ("tanh_mlp_bracket", (2.0, 1.0)),
+        ("residual_gelu_bracket", (0.0, 1.0)),
+        ("factor", 1.0),
+        ("powers", (1, 2)),
+        ("powers", (0, 0)),
+        ("record_every", 7),
+        ("test_size", 5),
+        ("learning_rate", 0.0),
+        ("seeds", 0),
+        ("interval_se", -1.0),
+        ("batch_size", 1700),
+    ],
+)
 def test_bad_config_values_are_value_errors_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(critical_init.Config.quick(), **{field: value})
@@ -96,10 +125,12 @@ def test_presets_are_valid_and_full_is_larger():
 
 def test_trained_scales_hold_the_default_and_the_anchor_times_the_factor():
     config = critical_init.Config.quick()
-    np.testing.assert_allclose(critical_init.trained_scales(config, 2.0, True), [1.0, 2 / 1.5, 2.0, 3.0, 4.5],
-                               rtol=1e-6)
-    np.testing.assert_allclose(critical_init.trained_scales(config, math.nan, False), [1 / 1.5, 1.0, 1.5, 2.25],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        critical_init.trained_scales(config, 2.0, True), [1.0, 2 / 1.5, 2.0, 3.0, 4.5], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        critical_init.trained_scales(config, math.nan, False), [1 / 1.5, 1.0, 1.5, 2.25], rtol=1e-6
+    )
 
 
 @pytest.mark.slow

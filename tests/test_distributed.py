@@ -4,6 +4,7 @@ The multi-process tests start real processes on 127.0.0.1 (JAX's distributed run
 gloo collectives on CPU), each with two local CPU devices; every subprocess runs under a
 timeout and is killed if it overstays, so nothing can hang the suite.
 """
+
 import json
 import os
 import socket
@@ -58,8 +59,12 @@ NET = dict(width=2, depth=2, activation="tanh", sigma_w=1.4, sigma_b=0.3)  # sma
 
 def launch(jobs: list[dict]) -> Run:
     """One `python -c WORKER` per job, outside any cluster environment, two CPU devices each."""
-    return Run([([sys.executable, "-c", WORKER, json.dumps(job)], dict(env=local_environment(**slurm_environment(job))))
-                for job in jobs])
+    return Run(
+        [
+            ([sys.executable, "-c", WORKER, json.dumps(job)], dict(env=local_environment(**slurm_environment(job))))
+            for job in jobs
+        ]
+    )
 
 
 def slurm_environment(job: dict) -> dict:
@@ -67,14 +72,22 @@ def slurm_environment(job: dict) -> dict:
     if not job.get("slurm"):
         return {}
     host, port = job["coordinator"].rsplit(":", 1)
-    return dict(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST=host, SLURM_NTASKS=str(job["num_processes"]),
-                SLURM_PROCID=str(job["process_id"]), SLURM_LOCALID=str(job["process_id"]), JAX_COORDINATOR_PORT=port)
+    return dict(
+        SLURM_JOB_ID="4242",
+        SLURM_STEP_NODELIST=host,
+        SLURM_NTASKS=str(job["num_processes"]),
+        SLURM_PROCID=str(job["process_id"]),
+        SLURM_LOCALID=str(job["process_id"]),
+        JAX_COORDINATOR_PORT=port,
+    )
 
 
 def jobs(num_processes, configs, **extra):
     address = f"127.0.0.1:{free_port()}"
-    return [dict(coordinator=address, num_processes=num_processes, process_id=i, timeout_s=20, config=c, **extra)
-            for i, c in enumerate(configs)]
+    return [
+        dict(coordinator=address, num_processes=num_processes, process_id=i, timeout_s=20, config=c, **extra)
+        for i, c in enumerate(configs)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +96,7 @@ def failing_runs():
     lonely_coordinator = jobs(2, [{}])[0] | dict(timeout_s=3)  # process 0 of 2; process 1 never comes
     lonely_peer = jobs(2, [{}, {}])[1] | dict(timeout_s=3)  # process 1 of 2; nothing listens there
     mismatch = jobs(2, [dict(seed=0, scale="quick"), dict(seed=1, scale="quick")], slurm=True)
-    runs = dict(mismatch=launch(mismatch),
-                lonely=launch([lonely_coordinator, lonely_peer]))
+    runs = dict(mismatch=launch(mismatch), lonely=launch([lonely_coordinator, lonely_peer]))
     yield runs
     for run in runs.values():
         run.kill()
@@ -105,8 +117,14 @@ def test_two_processes_reproduce_a_single_process_run_bit_for_bit(tmp_path, fail
         assert code == 0, err
     assert sorted(os.listdir(tmp_path)) == ["result.npz", "result.npz.json"]  # the writer only
     got = np.load(out)
-    for field in ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain",
-                  "log_signal_norm", "signal_exit_depth"):
+    for field in (
+        "log_spectral_norm",
+        "log_norm_product",
+        "log_forward_gain",
+        "log_backward_gain",
+        "log_signal_norm",
+        "signal_exit_depth",
+    ):
         expected = getattr(want, field)
         assert got[field].dtype == expected.dtype and got[field].shape == expected.shape, field
         assert got[field].tobytes() == expected.tobytes(), field
@@ -142,6 +160,7 @@ def test_a_missing_peer_or_coordinator_is_a_clear_error_in_bounded_time(failing_
 @pytest.fixture
 def no_network(monkeypatch):
     """Fails the test if anything tries to start the runtime or open a connection."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the network was touched")
 
@@ -149,25 +168,36 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(cluster, "_started", None)
     for key in list(os.environ):
-        if key.startswith(("SLURM_", "OMPI_")) or key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-                                                          "JAX_PROCESS_ID"):
+        if key.startswith(("SLURM_", "OMPI_")) or key in (
+            "JAX_COORDINATOR_ADDRESS",
+            "JAX_NUM_PROCESSES",
+            "JAX_PROCESS_ID",
+        ):
             monkeypatch.delenv(key)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=2), ["process_id", "0..1", "process_id=2"]),
-    (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=-1), ["process_id", "0..1", "process_id=-1"]),
-    (dict(coordinator="127.0.0.1:1234", num_processes=0, process_id=0), ["num_processes", "≥ 1", "num_processes=0"]),
-    (dict(coordinator="127.0.0.1", num_processes=2, process_id=0), ["HOST:PORT", "coordinator='127.0.0.1'"]),
-    (dict(coordinator="node1:99999", num_processes=2, process_id=0), ["1..65535", "coordinator='node1:99999'"]),
-    (dict(coordinator="node 1:80", num_processes=2, process_id=0), ["HOST:PORT", "coordinator='node 1:80'"]),
-    (dict(coordinator="127.0.0.1:1234", num_processes=2), ["process_id", "required", "0..1"]),
-    (dict(coordinator="127.0.0.1:1234", process_id=0), ["num_processes", "required"]),
-    (dict(num_processes=2, process_id=1), ["coordinator", "required", "HOST:PORT"]),
-    (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=0, timeout_s=0), ["timeout_s", "timeout_s=0"]),
-    (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=0, heartbeat_timeout_s=-5),
-     ["heartbeat_timeout_s", "heartbeat_timeout_s=-5"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=2), ["process_id", "0..1", "process_id=2"]),
+        (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=-1), ["process_id", "0..1", "process_id=-1"]),
+        (
+            dict(coordinator="127.0.0.1:1234", num_processes=0, process_id=0),
+            ["num_processes", "≥ 1", "num_processes=0"],
+        ),
+        (dict(coordinator="127.0.0.1", num_processes=2, process_id=0), ["HOST:PORT", "coordinator='127.0.0.1'"]),
+        (dict(coordinator="node1:99999", num_processes=2, process_id=0), ["1..65535", "coordinator='node1:99999'"]),
+        (dict(coordinator="node 1:80", num_processes=2, process_id=0), ["HOST:PORT", "coordinator='node 1:80'"]),
+        (dict(coordinator="127.0.0.1:1234", num_processes=2), ["process_id", "required", "0..1"]),
+        (dict(coordinator="127.0.0.1:1234", process_id=0), ["num_processes", "required"]),
+        (dict(num_processes=2, process_id=1), ["coordinator", "required", "HOST:PORT"]),
+        (dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=0, timeout_s=0), ["timeout_s", "timeout_s=0"]),
+        (
+            dict(coordinator="127.0.0.1:1234", num_processes=2, process_id=0, heartbeat_timeout_s=-5),
+            ["heartbeat_timeout_s", "heartbeat_timeout_s=-5"],
+        ),
+    ],
+)
 def test_bad_arguments_raise_before_any_network_use(no_network, kwargs, words):
     with pytest.raises(ValueError) as error:
         cluster.initialize(**kwargs)
@@ -183,31 +213,44 @@ def test_without_a_cluster_a_run_is_single_process_and_starts_no_runtime(no_netw
     assert cluster.broadcast_from_writer(["a=1"]) == ["a=1"]
 
 
-SLURM = dict(SLURM_JOB_ID="42", SLURM_STEP_NODELIST="gpu[01-04]", SLURM_NTASKS="16", SLURM_PROCID="5",
-             SLURM_LOCALID="1")
+SLURM = dict(
+    SLURM_JOB_ID="42", SLURM_STEP_NODELIST="gpu[01-04]", SLURM_NTASKS="16", SLURM_PROCID="5", SLURM_LOCALID="1"
+)
 
 
-@pytest.mark.parametrize("environ, kwargs, want", [
-    ({}, {}, Processes(0, 1, None, "single")),
-    (SLURM, {}, Processes(5, 16, None, "slurm")),
-    (SLURM | dict(SLURM_NTASKS="1", SLURM_PROCID="0"), {}, Processes(0, 1, None, "single")),
-    (dict(SLURM_JOB_ID="42", SLURM_NTASKS="4"), {}, Processes(0, 1, None, "single")),  # sbatch shell, no srun
-    (dict(OMPI_MCA_orte_hnp_uri="1.0;tcp://10.0.0.1:5", OMPI_COMM_WORLD_SIZE="4", OMPI_COMM_WORLD_RANK="3"), {},
-     Processes(3, 4, None, "openmpi")),
-    (dict(JAX_COORDINATOR_ADDRESS="10.0.0.1:1234", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1"), {},
-     Processes(1, 2, "10.0.0.1:1234", "environment")),
-    (SLURM, dict(coordinator="10.0.0.9:4000"), Processes(5, 16, "10.0.0.9:4000", "arguments")),
-    ({}, dict(coordinator="[::1]:4000", num_processes=3, process_id=2), Processes(2, 3, "[::1]:4000", "arguments")),
-])
+@pytest.mark.parametrize(
+    "environ, kwargs, want",
+    [
+        ({}, {}, Processes(0, 1, None, "single")),
+        (SLURM, {}, Processes(5, 16, None, "slurm")),
+        (SLURM | dict(SLURM_NTASKS="1", SLURM_PROCID="0"), {}, Processes(0, 1, None, "single")),
+        (dict(SLURM_JOB_ID="42", SLURM_NTASKS="4"), {}, Processes(0, 1, None, "single")),  # sbatch shell, no srun
+        (
+            dict(OMPI_MCA_orte_hnp_uri="1.0;tcp://10.0.0.1:5", OMPI_COMM_WORLD_SIZE="4", OMPI_COMM_WORLD_RANK="3"),
+            {},
+            Processes(3, 4, None, "openmpi"),
+        ),
+        (
+            dict(JAX_COORDINATOR_ADDRESS="10.0.0.1:1234", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1"),
+            {},
+            Processes(1, 2, "10.0.0.1:1234", "environment"),
+        ),
+        (SLURM, dict(coordinator="10.0.0.9:4000"), Processes(5, 16, "10.0.0.9:4000", "arguments")),
+        ({}, dict(coordinator="[::1]:4000", num_processes=3, process_id=2), Processes(2, 3, "[::1]:4000", "arguments")),
+    ],
+)
 def test_processes_come_from_arguments_then_the_cluster_environment(environ, kwargs, want):
     assert cluster.resolve(**kwargs, environ=environ) == want
 
 
-@pytest.mark.parametrize("environ, words", [
-    (dict(JAX_COORDINATOR_ADDRESS="10.0.0.1:1234", JAX_PROCESS_ID="0"), ["JAX_NUM_PROCESSES", "not"]),
-    (SLURM | dict(SLURM_PROCID="16"), ["process_id", "0..15", "process_id=16"]),
-    (SLURM | dict(SLURM_NTASKS="many"), ["SLURM_NTASKS", "'many'"]),
-])
+@pytest.mark.parametrize(
+    "environ, words",
+    [
+        (dict(JAX_COORDINATOR_ADDRESS="10.0.0.1:1234", JAX_PROCESS_ID="0"), ["JAX_NUM_PROCESSES", "not"]),
+        (SLURM | dict(SLURM_PROCID="16"), ["process_id", "0..15", "process_id=16"]),
+        (SLURM | dict(SLURM_NTASKS="many"), ["SLURM_NTASKS", "'many'"]),
+    ],
+)
 def test_a_bad_cluster_environment_is_a_clear_error(environ, words):
     with pytest.raises(ValueError) as error:
         cluster.resolve(environ=environ)
@@ -230,8 +273,12 @@ def test_gather_keeps_every_dtype_and_shape_bit_for_bit_in_one_process(monkeypat
 
     monkeypatch.setattr(ensemble, "_GATHER_BYTES", piece_bytes)
     rng = np.random.default_rng(0)
-    arrays = [rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 2, 3)),
-              np.arange(5, dtype=np.int32), np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)]
+    arrays = [
+        rng.normal(size=(5, 4)).astype(np.float32),
+        rng.normal(size=(5, 2, 3)),
+        np.arange(5, dtype=np.int32),
+        np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32),
+    ]
     for got, want in zip(ensemble._gather_samples(arrays, 5, 0, 1), arrays):
         assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
 

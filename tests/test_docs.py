@@ -3,6 +3,7 @@
 A guide's blocks run in order in one namespace (a tutorial); each of README.md's runs alone, as a reader
 who copies one snippet would run it.
 """
+
 import pathlib
 import re
 
@@ -44,9 +45,14 @@ def test_your_own_model_guide_runs_as_written():
 # snippet with these sizes made smaller, nothing else changed. Every replacement must apply: a snippet
 # edited without this table fails here until the table follows it.
 README_SMALLER = [
-    {"width=64, depth=50": "width=8, depth=8", "params, jax.numpy.ones(64)": "params, jax.numpy.ones(8)",
-     "samples=4096": "samples=64", "samples=512": "samples=16", "samples=256": "samples=8",
-     "run_ensemble(my_probe, 1024,": "run_ensemble(my_probe, 32,"},
+    {
+        "width=64, depth=50": "width=8, depth=8",
+        "params, jax.numpy.ones(64)": "params, jax.numpy.ones(8)",
+        "samples=4096": "samples=64",
+        "samples=512": "samples=16",
+        "samples=256": "samples=8",
+        "run_ensemble(my_probe, 1024,": "run_ensemble(my_probe, 32,",
+    },
     {"batch_norm_mlp(256, 48, batch=32)": "batch_norm_mlp(32, 6, batch=8)", "samples=8,": "samples=2,"},
 ]
 

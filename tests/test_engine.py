@@ -1,4 +1,5 @@
 """The ensemble engine against a plain per-sample computation, and its invariants."""
+
 import os
 import subprocess
 import sys
@@ -58,9 +59,18 @@ NETWORKS = {
 }
 
 
-@pytest.mark.parametrize("name,method", [
-    pytest.param(name, method, marks=() if (name, method) in {("tanh", "power"), ("linear_orthogonal", "svd")}
-                 else pytest.mark.slow) for name in sorted(NETWORKS) for method in ("power", "svd")])
+@pytest.mark.parametrize(
+    "name,method",
+    [
+        pytest.param(
+            name,
+            method,
+            marks=() if (name, method) in {("tanh", "power"), ("linear_orthogonal", "svd")} else pytest.mark.slow,
+        )
+        for name in sorted(NETWORKS)
+        for method in ("power", "svd")
+    ],
+)
 def test_simulate_equals_the_per_sample_reference(name, method):
     net = NETWORKS[name]()
     spectrum_at = (2, net.depth)
@@ -169,8 +179,9 @@ def test_eight_devices_give_bit_identical_results_to_one():
 def test_ten_thousand_layers_in_float32_stay_finite_and_match_float64(activation, weights, sigma_w):
     # width 32: a ReLU layer kills every unit with probability 2⁻ⁿ, which over 10⁴ layers
     # is a real (not numerical) death of the signal at small n.
-    net = jaxgrad.mlp(width=32 if activation == "relu" else 4, depth=10_000, activation=activation,
-                      weights=weights, sigma_w=sigma_w)
+    net = jaxgrad.mlp(
+        width=32 if activation == "relu" else 4, depth=10_000, activation=activation, weights=weights, sigma_w=sigma_w
+    )
     r32 = jaxgrad.simulate(net, samples=4, seed=0)
     r64 = jaxgrad.simulate(net, samples=4, seed=0, dtype="float64")
     for field in ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_backward_gain"):
@@ -199,19 +210,23 @@ def test_power_method_agrees_with_svd_to_1e4(activation, sigma_w):
 
 def test_product_norm_runs_the_fixed_lanczos_length():
     from jaxgrad import probes
+
     # a stagnating adaptive run stopped up to 0.35 low (issue 27): the product's run is never adaptive
     for n in (4, 8, 64, 512):
         assert probes.product_lanczos_steps(n) == (probes.lanczos_steps(n), None)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("width,depth,activation,weights,sigma_w", [
-    (16, 12, "tanh", "gaussian", 1.0),
-    (512, 3, "tanh", "gaussian", 1.0),      # the widest: the smallest relative gap of a random J_ℓ
-    (64, 8, "relu", "gaussian", 2.0 ** 0.5),  # rank-deficient J_ℓ (about half the rows zero)
-    (64, 8, "tanh", "orthogonal", 1.2),     # orthogonal W: J_ℓ's spectrum is φ′'s, clustered near σ_w
-    (32, 8, "linear", "orthogonal", 1.0),   # every singular value 1: no gap at all (Lanczos breaks down)
-])
+@pytest.mark.parametrize(
+    "width,depth,activation,weights,sigma_w",
+    [
+        (16, 12, "tanh", "gaussian", 1.0),
+        (512, 3, "tanh", "gaussian", 1.0),  # the widest: the smallest relative gap of a random J_ℓ
+        (64, 8, "relu", "gaussian", 2.0**0.5),  # rank-deficient J_ℓ (about half the rows zero)
+        (64, 8, "tanh", "orthogonal", 1.2),  # orthogonal W: J_ℓ's spectrum is φ′'s, clustered near σ_w
+        (32, 8, "linear", "orthogonal", 1.0),  # every singular value 1: no gap at all (Lanczos breaks down)
+    ],
+)
 def test_power_meets_the_1e4_contract_on_hard_cases(width, depth, activation, weights, sigma_w):
     net = jaxgrad.mlp(width=width, depth=depth, activation=activation, weights=weights, sigma_w=sigma_w)
     samples = 2 if width > 256 else 8
@@ -238,14 +253,17 @@ def test_norms_at_records_the_product_norm_at_those_depths_only_and_everything_e
     assert every.config["norms_at"] is None
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(norms_at=(0,)), r"norms_at.*1\.\.5.*norms_at=0"),
-    (dict(norms_at=(6,)), r"norms_at.*1\.\.5.*norms_at=6"),
-    (dict(norms_at=()), r"norms_at.*at least one"),
-    (dict(norms_at=(2,), method="vector"), r"norms_at.*method='vector'"),
-    (dict(norms_at=(2,), method="matrix_free"), r"norms_at.*method='matrix_free'.*spectrum_at"),
-    (dict(norms_at=(2,), fields=("log_norm_product",)), r"norms_at.*leaves out"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(norms_at=(0,)), r"norms_at.*1\.\.5.*norms_at=0"),
+        (dict(norms_at=(6,)), r"norms_at.*1\.\.5.*norms_at=6"),
+        (dict(norms_at=()), r"norms_at.*at least one"),
+        (dict(norms_at=(2,), method="vector"), r"norms_at.*method='vector'"),
+        (dict(norms_at=(2,), method="matrix_free"), r"norms_at.*method='matrix_free'.*spectrum_at"),
+        (dict(norms_at=(2,), fields=("log_norm_product",)), r"norms_at.*leaves out"),
+    ],
+)
 def test_bad_norms_at(kwargs, match):
     with pytest.raises(ValueError, match=match):
         jaxgrad.simulate(jaxgrad.mlp(width=4, depth=5), samples=4, **kwargs)

@@ -1,4 +1,5 @@
 """Seed §2.2–2.5 and §4: J_ℓ = diag(φ′(z)) W, and δ⁽⁰⁾ = J₁ᵀ⋯J_Lᵀδ⁽ᴸ⁾ equals jax.grad."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +50,13 @@ def test_residual_jacobian_is_identity_plus_alpha_J():
 
 
 def _build(arch):
-    net = jaxgrad.mlp(widths=arch["widths"], activation=arch["activation"], weights=arch["weights"],
-                      sigma_w=arch["sigma_w"], sigma_b=arch["sigma_b"])
+    net = jaxgrad.mlp(
+        widths=arch["widths"],
+        activation=arch["activation"],
+        weights=arch["weights"],
+        sigma_w=arch["sigma_w"],
+        sigma_b=arch["sigma_b"],
+    )
     k_params, k_x, k_y = jax.random.split(jax.random.key(arch["seed"]), 3)
     params = net.init(k_params)
     x = jax.random.normal(k_x, (arch["widths"][0],))
@@ -78,6 +84,7 @@ def test_chain_check_catches_a_chain_that_skips_a_layer(monkeypatch):
     def skipping(net, params, x, loss):  # δ⁽⁰⁾ = J₂ᵀJ₃ᵀδ⁽³⁾: J₁ᵀ is dropped
         deltas = true_signals(net, params, x, loss)
         return [deltas[1]] + deltas[1:]
+
     monkeypatch.setattr(jaxgrad.jacobian, "error_signals", skipping)
     with pytest.raises(AssertionError, match=r"δ\^\(0\)"):
         testing.assert_chain_equals_grad(net, params, x)
@@ -98,13 +105,16 @@ def test_weight_gradients_from_error_signals_equal_jax_grad(example, seed):
 
 
 def test_error_signals_each_layer_equal_jax_grad_of_that_signal():
-    net, params, x, loss = _build(dict(widths=[4, 5, 5, 3], activation="tanh", weights="gaussian",
-                                       sigma_w=1.5, sigma_b=0.2, seed=7))
+    net, params, x, loss = _build(
+        dict(widths=[4, 5, 5, 3], activation="tanh", weights="gaussian", sigma_w=1.5, sigma_b=0.2, seed=7)
+    )
     hs = jaxgrad.forward(net, params, x)
     deltas = jaxgrad.error_signals(net, params, x, loss)
     for ell in range(net.depth + 1):
+
         def loss_from(h, ell=ell):
             for layer, p in zip(net.layers[ell:], params[ell:]):
                 h = layer.apply(p, h)
             return loss(h)
+
         _close(deltas[ell], jax.grad(loss_from)(hs[ell]))

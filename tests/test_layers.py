@@ -1,4 +1,5 @@
 """Seed §2.1 and §4: pure layers, weight schemes, networks, bad input."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

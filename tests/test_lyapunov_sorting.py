@@ -26,6 +26,7 @@ def test_unsorted_lyapunov_matches_newman():
     assert np.all(np.abs(z) <= 4), f"exponents more than 4 SE from Newman's: i={far}, z={z}"
     # The exact per-sample variance ψ′((n−i+1)/2)/(4L) is a second check on the estimator.
     from scipy.special import polygamma
+
     var_exact = polygamma(1, (n - np.arange(1, n + 1) + 1) / 2) / (4 * L)
     var, var_se = stats.variance_and_se(exponents)
     assert np.all(np.abs(var - var_exact) <= 4 * var_se)

@@ -4,6 +4,7 @@ Each claim compares a number computed without any matrix (JVPs/VJPs, Lanczos) wi
 number from the materialised Jacobians and exact SVDs: equal to 1e-4 relative (measured: a
 few 1e-7 at these sizes, float32 rounding).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,7 @@ TOKENS, FEATURES = 5, 8
 
 class TokenMixing(eqx.Module):
     """X ↦ X + tanh(A X W): a block on a (tokens, features) state, mixing both axes."""
+
     A: jax.Array
     W: jax.Array
 
@@ -53,8 +55,10 @@ def reference(net, params, i, depths):
         params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         Js = [np.asarray(J) for J in jaxgrad.layer_jacobians(net, params64, jnp.asarray(x, jnp.float64))]
     u = np.asarray(probes._unit_vector(keys.forward_probe, net.widths[0], jnp.float32), np.float64)
-    e = np.asarray(probes._unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), net.widths[-1],
-                                       jnp.float32), np.float64)
+    e = np.asarray(
+        probes._unit_vector(jax.random.fold_in(keys.backward_probe, net.depth - 1), net.widths[-1], jnp.float32),
+        np.float64,
+    )
     P, out = np.eye(net.widths[0]), {"norms": [], "forward": [], "product": {}}
     for ell, J in enumerate(Js, 1):
         P = J @ P
@@ -80,8 +84,10 @@ def assert_equals_reference(free, net, params_of, depths):
     for i in range(SAMPLES):
         ref = reference(net, params_of(i), i, depths)
         checks = {  # ‖J_d⋯J₁‖₂ by Lanczos on jvp/vjp through the chain; ‖J_ℓ‖₂ by Lanczos on the layer alone
-            "product": (np.array([free.log_singular_values[d][i, 0] for d in depths]),
-                        np.array([ref["product"][d] for d in depths])),
+            "product": (
+                np.array([free.log_singular_values[d][i, 0] for d in depths]),
+                np.array([ref["product"][d] for d in depths]),
+            ),
             "per_layer": (np.diff(free.log_norm_product[i], prepend=0.0), np.array(ref["norms"])),
             "forward": (free.log_forward_gain[i], np.array(ref["forward"])),
             "backward": (free.log_backward_gain[i], np.array(ref["backward"])),
@@ -107,14 +113,16 @@ def drawn(net, i):
 def test_tanh_mlp_equals_the_materialised_values_inside_and_far_outside_the_float32_range():
     """Drawn weights; σ_w = 1e-9 puts ln‖J_6⋯J₁‖ near −120 (float32 holds e^±88). One program for the grid."""
     grid = [1.5, 1e-9]
-    free = jaxgrad.sweep(tanh_mlp(), SAMPLES, SEED, grid={"sigma_w": grid}, method="matrix_free",
-                         spectrum_at=TANH_DEPTHS)
+    free = jaxgrad.sweep(
+        tanh_mlp(), SAMPLES, SEED, grid={"sigma_w": grid}, method="matrix_free", spectrum_at=TANH_DEPTHS
+    )
     assert np.all(free.log_singular_values[6][1] < -90)
     for g, sigma_w in enumerate(grid):
         net = tanh_mlp(sigma_w)
-        point = free._replace(**{f: getattr(free, f)[g] for f in ("log_norm_product", "log_forward_gain",
-                                                                   "log_backward_gain")},
-                              log_singular_values={d: v[g] for d, v in free.log_singular_values.items()})
+        point = free._replace(
+            **{f: getattr(free, f)[g] for f in ("log_norm_product", "log_forward_gain", "log_backward_gain")},
+            log_singular_values={d: v[g] for d, v in free.log_singular_values.items()},
+        )
         assert_equals_reference(point, net, lambda i: drawn(net, i), TANH_DEPTHS)
 
 
@@ -125,13 +133,19 @@ def test_rectangular_homogeneous_layers_equal_the_materialised_values():
     float32 holds e^88)."""
     net = jaxgrad.mlp(widths=[5, 8, 8, 8], activation="leaky_relu", weights="he")
     rng = np.random.default_rng(0)
-    base = tuple(jaxgrad.DenseParams(rng.normal(size=(SAMPLES, m, n)).astype(np.float32) * np.float32(np.sqrt(2 / n)),
-                                     np.zeros((SAMPLES, m), np.float32)) for n, m in zip(net.widths, net.widths[1:]))
+    base = tuple(
+        jaxgrad.DenseParams(
+            rng.normal(size=(SAMPLES, m, n)).astype(np.float32) * np.float32(np.sqrt(2 / n)),
+            np.zeros((SAMPLES, m), np.float32),
+        )
+        for n, m in zip(net.widths, net.widths[1:])
+    )
     before = None
     for scale in (1.0, 1e14):
         params = tuple(jaxgrad.DenseParams(p.W * np.float32(scale), p.b) for p in base)
-        free = jaxgrad.simulate(net, SAMPLES, seed=SEED, method="matrix_free", params=params,
-                                spectrum_at=RECTANGULAR_DEPTHS)
+        free = jaxgrad.simulate(
+            net, SAMPLES, seed=SEED, method="matrix_free", params=params, spectrum_at=RECTANGULAR_DEPTHS
+        )
         assert_equals_reference(free, net, lambda i: tuple(_stacked(p, i) for p in params), RECTANGULAR_DEPTHS)
         if before is None:
             before = ensemble.compile_count()
@@ -156,8 +170,12 @@ def test_auto_picks_materialised_for_small_states_and_matrix_free_above_and_says
     assert jaxgrad.choose_method(small) == "power" and jaxgrad.choose_method(wide) == "matrix_free"
     assert jaxgrad.choose_method(jaxgrad.mlp(width=n, depth=1)) == "power"
     rng = np.random.default_rng(1)
-    given = tuple(jaxgrad.DenseParams(rng.normal(size=(2, 8, 8)).astype(np.float32) / np.float32(np.sqrt(8)),
-                                      np.zeros((2, 8), np.float32)) for _ in range(2))
+    given = tuple(
+        jaxgrad.DenseParams(
+            rng.normal(size=(2, 8, 8)).astype(np.float32) / np.float32(np.sqrt(8)), np.zeros((2, 8), np.float32)
+        )
+        for _ in range(2)
+    )
     res = jaxgrad.simulate(small, 2, seed=0, method="auto", params=given, fields=["log_spectral_norm"])
     assert (res.config["method"], res.config["requested_method"]) == ("power", "auto")
     assert res.log_spectral_norm is not None
@@ -172,12 +190,15 @@ def test_auto_picks_materialised_for_small_states_and_matrix_free_above_and_says
         jaxgrad.simulate(wide, 1, method="auto", fields=["log_spectral_norm"])
 
 
-@pytest.mark.parametrize("call", [
-    lambda net: jaxgrad.simulate(net, 2, method="matrix_free", spectrum_at=(7,)),
-    lambda net: jaxgrad.simulate(net, 2, method="auto", spectrum_at=(2, 7)),
-    lambda net: jaxgrad.sweep(net, 2, grid={"sigma_w": [1.0, 2.0]}, method="matrix_free", spectrum_at=7),
-    lambda net: jaxgrad.simulate(net, 2, method="matrix_free", spectrum_at=(0,)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda net: jaxgrad.simulate(net, 2, method="matrix_free", spectrum_at=(7,)),
+        lambda net: jaxgrad.simulate(net, 2, method="auto", spectrum_at=(2, 7)),
+        lambda net: jaxgrad.sweep(net, 2, grid={"sigma_w": [1.0, 2.0]}, method="matrix_free", spectrum_at=7),
+        lambda net: jaxgrad.simulate(net, 2, method="matrix_free", spectrum_at=(0,)),
+    ],
+)
 def test_a_depth_beyond_the_model_is_refused_before_any_compile(call):
     net = jaxgrad.mlp(width=3, depth=6)
     before = ensemble.compile_count()

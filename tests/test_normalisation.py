@@ -1,5 +1,6 @@
 """RMSNorm, LayerNorm and BatchNorm (issue 14): each layer against a plain per-sample reference,
 the exact Jacobian spectrum, BatchNorm's batch coupling and σ_w invariance, and bad input."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,8 +70,10 @@ def test_batch_norm_mlp_matches_a_plain_unroll_and_does_not_depend_on_sigma_w():
     B, n, L = 4, 3, 5
     with jax.enable_x64(True):
         # ε = 0: BN(σ_w z + b) = BN(z) exactly, so σ_w and σ_b drop out (with ε > 0 only up to ε/Var z).
-        nets = [jaxgrad.batch_norm_mlp(n, L, batch=B, sigma_w=s, sigma_b=b, eps=0.0, dtype="float64")
-                for s, b in ((0.5, 0.3), (2.0, 0.0))]
+        nets = [
+            jaxgrad.batch_norm_mlp(n, L, batch=B, sigma_w=s, sigma_b=b, eps=0.0, dtype="float64")
+            for s, b in ((0.5, 0.3), (2.0, 0.0))
+        ]
         results = [jaxgrad.simulate(net, 2, seed=3, method="svd", dtype="float64") for net in nets]
         params = jaxgrad.draw_params(nets[0], 2, seed=3, dtype="float64")
         keys = jaxgrad.sample_keys(3, 0)
@@ -93,24 +96,32 @@ def test_batch_norm_gradient_factor_closed_forms():
     assert theory.batch_norm_gradient_factor("linear") == 1.0
 
 
-@pytest.mark.parametrize("make, kwargs, match", [
-    (jaxgrad.layer_norm, dict(width=1), "width ≥ 2"),
-    (jaxgrad.rms_norm, dict(width=1), "width ≥ 2"),
-    (jaxgrad.layer_norm, dict(width=4, eps=-1.0), "eps"),
-    (jaxgrad.rms_norm, dict(width=4, learnable="yes"), "learnable"),
-    (jaxgrad.batch_norm, dict(width=4, batch=1), "batch"),
-    (jaxgrad.batch_norm, dict(width=4, batch=2.5), "batch"),
-    (jaxgrad.batch_norm_mlp, dict(width=4, depth=3, batch=1), "batch"),
-    (jaxgrad.batch_norm_mlp, dict(width=4, depth=3, weights="xavier"), "weights"),
-])
+@pytest.mark.parametrize(
+    "make, kwargs, match",
+    [
+        (jaxgrad.layer_norm, dict(width=1), "width ≥ 2"),
+        (jaxgrad.rms_norm, dict(width=1), "width ≥ 2"),
+        (jaxgrad.layer_norm, dict(width=4, eps=-1.0), "eps"),
+        (jaxgrad.rms_norm, dict(width=4, learnable="yes"), "learnable"),
+        (jaxgrad.batch_norm, dict(width=4, batch=1), "batch"),
+        (jaxgrad.batch_norm, dict(width=4, batch=2.5), "batch"),
+        (jaxgrad.batch_norm_mlp, dict(width=4, depth=3, batch=1), "batch"),
+        (jaxgrad.batch_norm_mlp, dict(width=4, depth=3, weights="xavier"), "weights"),
+    ],
+)
 def test_bad_input_is_a_value_error_naming_the_argument(make, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(activation="tanh"), "relu"),
-                                           (dict(activation="relu", batch=16), "linear"),
-                                           (dict(activation="linear", batch=3), "batch")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(activation="tanh"), "relu"),
+        (dict(activation="relu", batch=16), "linear"),
+        (dict(activation="linear", batch=3), "batch"),
+    ],
+)
 def test_batch_norm_theory_refuses_cases_it_does_not_close(kwargs, match):
     with pytest.raises(ValueError, match=match):
         theory.batch_norm_gradient_factor(**kwargs)

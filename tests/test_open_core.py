@@ -1,4 +1,5 @@
 """The open core: the public runner, one compile per structure, tied and given parameters, sweeps."""
+
 import re
 import warnings
 
@@ -123,15 +124,19 @@ def test_given_parameters_equal_to_the_drawn_ones_give_the_same_results(method):
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(_draw(net, _weight_keys(8, 7)))):
         np.testing.assert_array_equal(got, want)  # draw_params: the engine's own draws, bit for bit
     fields = FIELDS[2:] if method == "vector" else FIELDS
-    _rounding_close(jaxgrad.simulate(net, 7, seed=8, method=method),
-                    jaxgrad.simulate(net, 7, seed=8, method=method, params=params), fields)
+    _rounding_close(
+        jaxgrad.simulate(net, 7, seed=8, method=method),
+        jaxgrad.simulate(net, 7, seed=8, method=method, params=params),
+        fields,
+    )
 
 
 def test_given_parameters_equal_to_the_drawn_ones_give_the_same_lyapunov_spectrum():
     # (once: the Lyapunov probe has no method; it ran inside each method's case above before)
     lyap = jaxgrad.lyapunov_spectrum(jaxgrad.mlp(width=5, depth=6), 4, seed=2)
-    given = jaxgrad.lyapunov_spectrum(jaxgrad.mlp(width=5, depth=6), 4, seed=2,
-                                      params=_draw(jaxgrad.mlp(width=5, depth=6), _weight_keys(2, 4)))
+    given = jaxgrad.lyapunov_spectrum(
+        jaxgrad.mlp(width=5, depth=6), 4, seed=2, params=_draw(jaxgrad.mlp(width=5, depth=6), _weight_keys(2, 4))
+    )
     np.testing.assert_allclose(given, lyap, rtol=0, atol=8 * np.finfo(np.float32).eps * 6)
 
 
@@ -175,12 +180,15 @@ def test_tied_needs_a_square_network_of_one_structure():
         jaxgrad.serial(jaxgrad.dense(4, 4), jaxgrad.dense(4, 4, activation="relu"), tied=True)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda P: P[:2], r"structure"),
-    (lambda P: jax.tree.map(lambda a: a[:3], P), r"shape \(4, 5, 5\).*\(3, 5, 5\)"),
-    (lambda P: jax.tree.map(lambda a: a.at[1].set(jnp.nan), P), r"non-finite entries in 1 of 4"),
-    (lambda P: {"W": 1}, r"structure"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda P: P[:2], r"structure"),
+        (lambda P: jax.tree.map(lambda a: a[:3], P), r"shape \(4, 5, 5\).*\(3, 5, 5\)"),
+        (lambda P: jax.tree.map(lambda a: a.at[1].set(jnp.nan), P), r"non-finite entries in 1 of 4"),
+        (lambda P: {"W": 1}, r"structure"),
+    ],
+)
 def test_bad_params_are_a_clear_error_before_any_compile(bad, match):
     net = jaxgrad.mlp(width=5, depth=3)
     params = bad(_draw(net, _weight_keys(0, 4)))
@@ -204,8 +212,9 @@ def test_a_grid_is_one_program_and_each_point_equals_its_own_simulate():
     assert res.log_spectral_norm.shape == (3, 2, 6, 4) and res.config["grid"] == {"sigma_w": sw, "sigma_b": sb}
     for a, w in enumerate(sw):
         for b, s in enumerate(sb):
-            one = jaxgrad.simulate(jaxgrad.mlp(width=5, depth=4, activation="tanh", sigma_w=w, sigma_b=s), 6,
-                                   int(seeds[a, b]) + 10)
+            one = jaxgrad.simulate(
+                jaxgrad.mlp(width=5, depth=4, activation="tanh", sigma_w=w, sigma_b=s), 6, int(seeds[a, b]) + 10
+            )
             for f in FIELDS:
                 np.testing.assert_array_equal(getattr(res, f)[a, b], getattr(one, f), err_msg=f"{f} at {w}, {s}")
 
@@ -214,17 +223,21 @@ def test_a_grid_is_one_program_and_each_point_equals_its_own_simulate():
 def test_a_grid_over_q0_with_common_samples():
     net = jaxgrad.mlp(width=4, depth=3, activation="tanh")
     res = jaxgrad.sweep(net, 5, 2, grid={"q0": [0.5, 2.0]}, method="vector")
-    np.testing.assert_array_equal(res.log_forward_gain[1], jaxgrad.simulate(net, 5, 2, q0=2.0, method="vector")
-                                  .log_forward_gain)
+    np.testing.assert_array_equal(
+        res.log_forward_gain[1], jaxgrad.simulate(net, 5, 2, q0=2.0, method="vector").log_forward_gain
+    )
     assert res.log_spectral_norm is None
 
 
-@pytest.mark.parametrize("grid, match", [
-    ({"sigma_w": []}, r"'sigma_w' has no values \(length 0\)"),
-    ({"gain": [1.0]}, r"unknown grid axis 'gain'.*sigma_b.*sigma_w"),
-    ({}, r"non-empty dict"),
-    ({"sigma_w": [1.0, np.inf]}, r"finite"),
-])
+@pytest.mark.parametrize(
+    "grid, match",
+    [
+        ({"sigma_w": []}, r"'sigma_w' has no values \(length 0\)"),
+        ({"gain": [1.0]}, r"unknown grid axis 'gain'.*sigma_b.*sigma_w"),
+        ({}, r"non-empty dict"),
+        ({"sigma_w": [1.0, np.inf]}, r"finite"),
+    ],
+)
 def test_bad_grids(grid, match):
     with pytest.raises(ValueError, match=match):
         jaxgrad.sweep(jaxgrad.mlp(width=4, depth=2), 3, grid=grid)
@@ -264,17 +277,22 @@ def test_runner_grids_per_sample_data_and_indices():
     np.testing.assert_array_equal(out["twice"], 2 * data)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: ensemble.run(lambda k: {"name": "x"}, 3), r"pytree of arrays"),
-    (lambda: ensemble.run(lambda k: [jnp.ones(2), "x"], 3), r"pytree of arrays"),
-    (lambda: ensemble.run(_user_probe, 3, args=(jnp.ones(2),), grid_size=3), r"leading axis of 3"),
-    (lambda: ensemble.run(_user_probe, 0), r"samples=0"),
-    (lambda: ensemble.run(lambda k, d: d, 4, per_sample=np.ones((3, 2))), r"leading axis of samples=4.*\(3, 2\)"),
-    (lambda: ensemble.run(_user_probe, 3, seed=-1, args=(1.0,)), r"seed"),
-    (lambda: jaxgrad.simulate(jaxgrad.mlp(width=3, depth=2), 3, fields=["log_gain"]), r"unknown field 'log_gain'"),
-    (lambda: jaxgrad.simulate(jaxgrad.mlp(width=3, depth=2), 3, method="vector", fields=["log_spectral_norm"]),
-     r"unknown field 'log_spectral_norm' for method='vector'"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: ensemble.run(lambda k: {"name": "x"}, 3), r"pytree of arrays"),
+        (lambda: ensemble.run(lambda k: [jnp.ones(2), "x"], 3), r"pytree of arrays"),
+        (lambda: ensemble.run(_user_probe, 3, args=(jnp.ones(2),), grid_size=3), r"leading axis of 3"),
+        (lambda: ensemble.run(_user_probe, 0), r"samples=0"),
+        (lambda: ensemble.run(lambda k, d: d, 4, per_sample=np.ones((3, 2))), r"leading axis of samples=4.*\(3, 2\)"),
+        (lambda: ensemble.run(_user_probe, 3, seed=-1, args=(1.0,)), r"seed"),
+        (lambda: jaxgrad.simulate(jaxgrad.mlp(width=3, depth=2), 3, fields=["log_gain"]), r"unknown field 'log_gain'"),
+        (
+            lambda: jaxgrad.simulate(jaxgrad.mlp(width=3, depth=2), 3, method="vector", fields=["log_spectral_norm"]),
+            r"unknown field 'log_spectral_norm' for method='vector'",
+        ),
+    ],
+)
 def test_bad_runner_input_is_a_value_error_naming_it(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -307,8 +325,9 @@ def test_a_product_that_reaches_zero_is_minus_infinity_counted_and_not_warned_ab
         dead = np.isneginf(res.log_norm_product)
         np.testing.assert_array_equal(np.isneginf(a), dead, err_msg=field)  # −∞ from the first zero on
         assert res.nonfinite[field] == int(dead.any(axis=1).sum()) > 0
-    np.testing.assert_allclose(res.log_spectral_norm[~dead], res.log_norm_product[~dead], rtol=0,
-                               atol=8 * np.finfo(np.float32).eps)  # 1 × 1: both are |J_ℓ⋯J₁|
+    np.testing.assert_allclose(
+        res.log_spectral_norm[~dead], res.log_norm_product[~dead], rtol=0, atol=8 * np.finfo(np.float32).eps
+    )  # 1 × 1: both are |J_ℓ⋯J₁|
 
 
 def test_a_backpropagated_signal_that_reaches_zero_leaves_its_gain_undefined_and_says_so():

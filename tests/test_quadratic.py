@@ -3,6 +3,7 @@
 Every optax run here goes through a handful of fixed shapes, so hypothesis examples
 reuse one compiled function each instead of recompiling.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -27,7 +28,13 @@ def _rates(a, lr, *, steps=600, momentum=None, nesterov=False, n=4):
 
 def test_the_seed_examples_have_their_regimes():
     assert [quadratic.regime(r) for r in (0.5, -0.5, 1.2, -1.2, 1.0, -1.0)] == [
-        "monotone_shrink", "oscillating_shrink", "monotone_growth", "oscillating_growth", "marginal", "marginal"]
+        "monotone_shrink",
+        "oscillating_shrink",
+        "monotone_growth",
+        "oscillating_growth",
+        "marginal",
+        "marginal",
+    ]
     assert set(quadratic.REGIMES) == {quadratic.regime(r) for r in (0.5, -0.5, 1.2, -1.2, 1.0)}
 
 
@@ -54,8 +61,11 @@ def test_steps_above_two_over_a_or_negative_grow(a, fraction):
     assert _rates(a, lr)[0] > 0
 
 
-@given(st.lists(st.floats(0.1, 1.5), min_size=4, max_size=4), st.lists(st.booleans(), min_size=4, max_size=4),
-       st.floats(0.1, 10.0))
+@given(
+    st.lists(st.floats(0.1, 1.5), min_size=4, max_size=4),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+    st.floats(0.1, 10.0),
+)
 def test_optax_sgd_equals_the_closed_form(sizes, negative, a):
     r = np.where(negative, -1.0, 1.0) * np.array(sizes)
     a32, lr32 = np.float32(a), ((1.0 - r) / a).astype(np.float32)  # what the float32 run sees
@@ -93,8 +103,11 @@ def test_thresholds_are_the_closed_forms():
 def test_spectral_radius_is_one_at_the_threshold(nesterov, beta, a):
     lr = quadratic.critical_learning_rate(a, beta, nesterov)
     assert quadratic.spectral_radius(a, lr, beta, nesterov) == pytest.approx(1.0, abs=1e-9)
-    assert quadratic.spectral_radius(a, 0.99 * lr, beta, nesterov) < 1 < quadratic.spectral_radius(a, 1.01 * lr, beta,
-                                                                                                    nesterov)
+    assert (
+        quadratic.spectral_radius(a, 0.99 * lr, beta, nesterov)
+        < 1
+        < quadratic.spectral_radius(a, 1.01 * lr, beta, nesterov)
+    )
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -103,8 +116,9 @@ def test_optax_converges_below_and_diverges_above_the_momentum_threshold(nestero
     lr = quadratic.critical_learning_rate(a, beta, nesterov)
     low, high = _rates(a, [0.99 * lr, 1.01 * lr], steps=1000, momentum=beta, nesterov=nesterov)[:2]
     assert low < 0 < high
-    theta = quadratic.sgd_trajectories(np.full(2, a), np.ones(2), np.array([0.99, 1.01]) * lr, steps=1000,
-                                       momentum=beta, nesterov=nesterov)
+    theta = quadratic.sgd_trajectories(
+        np.full(2, a), np.ones(2), np.array([0.99, 1.01]) * lr, steps=1000, momentum=beta, nesterov=nesterov
+    )
     assert abs(theta[0, -1]) < 1e-3 and not abs(theta[1, -1]) < 1e3  # NaN/inf count as diverged
 
 
@@ -163,12 +177,15 @@ def test_momentum_outside_unit_interval_is_rejected(momentum):
         quadratic.critical_learning_rate(1.0, momentum)
 
 
-@pytest.mark.parametrize("A, why", [
-    (np.array([[1.0, 2.0], [0.0, 1.0]]), "symmetric"),
-    (np.array([[1.0, 0.0], [0.0, -0.5]]), "positive definite"),
-    (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
-    (np.ones((2, 3)), "square"),
-])
+@pytest.mark.parametrize(
+    "A, why",
+    [
+        (np.array([[1.0, 2.0], [0.0, 1.0]]), "symmetric"),
+        (np.array([[1.0, 0.0], [0.0, -0.5]]), "positive definite"),
+        (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
+        (np.ones((2, 3)), "square"),
+    ],
+)
 def test_bad_matrices_are_rejected_by_name(A, why):
     with pytest.raises(ValueError, match=f"`A` must be (a )?{why}.*A="):
         quadratic.critical_learning_rate_spd(A)

@@ -4,6 +4,7 @@ Each claim is pinned by an equality (the engine against a plain `jax.jacrev` unr
 same inputs) before an inequality (Pascanu's bound) is trusted. Small widths and depths: the
 whole module runs in well under a minute on 2 CPU cores.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,11 +43,19 @@ def test_without_input_vanilla_is_the_tied_mlp_bit_for_bit():
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
 
 
-@pytest.mark.parametrize("cell, activation", [
-    ("vanilla", "sigmoid"), ("gru", "tanh"), pytest.param("lstm", "tanh", marks=pytest.mark.slow), ("lstm", "sigmoid")])
+@pytest.mark.parametrize(
+    "cell, activation",
+    [
+        ("vanilla", "sigmoid"),
+        ("gru", "tanh"),
+        pytest.param("lstm", "tanh", marks=pytest.mark.slow),
+        ("lstm", "sigmoid"),
+    ],
+)
 def test_fast_jacobian_equals_jacrev(cell, activation):
-    net = jaxgrad.rnn(width=6, steps=3, cell=cell, activation=activation, sigma_w=1.3, sigma_b=0.4, input_std=0.7,
-                      input_dim=4)
+    net = jaxgrad.rnn(
+        width=6, steps=3, cell=cell, activation=activation, sigma_w=1.3, sigma_b=0.4, input_std=0.7, input_dim=4
+    )
     layer = net.layers[2]
     p = net.init(jax.random.key(0))
     h = jax.random.normal(jax.random.key(1), (layer.n_in,))
@@ -55,8 +64,10 @@ def test_fast_jacobian_equals_jacrev(cell, activation):
     np.testing.assert_allclose(out, layer.apply(p, h), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("cell, activation, sigma_w",
-                         [CELL_CASES[0], *(pytest.param(*case, marks=pytest.mark.slow) for case in CELL_CASES[1:])])
+@pytest.mark.parametrize(
+    "cell, activation, sigma_w",
+    [CELL_CASES[0], *(pytest.param(*case, marks=pytest.mark.slow) for case in CELL_CASES[1:])],
+)
 def test_engine_measures_the_unrolled_product(cell, activation, sigma_w):
     """‖J_t‖₂ (log_norm_product increments), ‖J_t⋯J_1‖₂ and ‖h_t‖ against the reference unroll.
 
@@ -64,8 +75,9 @@ def test_engine_measures_the_unrolled_product(cell, activation, sigma_w):
     a redrawn W or an off-by-one step shows up as a mismatch.
     """
     T, samples = 10, 3
-    net = jaxgrad.rnn(width=5, steps=T, cell=cell, activation=activation, sigma_w=sigma_w, sigma_b=0.1,
-                      input_std=0.8, input_dim=3)
+    net = jaxgrad.rnn(
+        width=5, steps=T, cell=cell, activation=activation, sigma_w=sigma_w, sigma_b=0.1, input_std=0.8, input_dim=3
+    )
     res = jaxgrad.simulate(net, samples, seed=2, method="svd", dtype="float64")
     with jax.enable_x64(True):
         for i in range(samples):
@@ -96,8 +108,9 @@ def test_sum_of_lyapunov_exponents_is_mean_log_det(cell):
             np.testing.assert_allclose(lam[i].sum(), mean_log_det, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("activation, gamma, sigma_w", [pytest.param("tanh", 1.0, 0.45, marks=pytest.mark.slow),
-                                                       ("sigmoid", 0.25, 1.6)])
+@pytest.mark.parametrize(
+    "activation, gamma, sigma_w", [pytest.param("tanh", 1.0, 0.45, marks=pytest.mark.slow), ("sigmoid", 0.25, 1.6)]
+)
 def test_pascanu_bound_per_step_and_sufficient_condition_for_vanishing(activation, gamma, sigma_w):
     r"""Pascanu et al. 2013: ‖J_t‖₂ ≤ γ‖W‖₂ at every step of every sample, and ‖W‖₂ < 1/γ
     makes ‖J_t⋯J_1‖₂ ≤ (γ‖W‖₂)^t. Float64; the slack 1e-9 is far above the rounding of a log
@@ -147,15 +160,18 @@ def test_new_hyperparameters_do_not_recompile():
     assert np.all(np.isfinite(r.log_spectral_norm))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(steps=0), "steps"),
-    (dict(steps=-3), "steps"),
-    (dict(input_std=-1.0), "input_std"),
-    (dict(input_std=float("nan")), "input_std"),
-    (dict(cell="elman"), "cell"),
-    (dict(sigma_w=-1.0), "sigma_w"),
-    (dict(width=0), "width"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=-3), "steps"),
+        (dict(input_std=-1.0), "input_std"),
+        (dict(input_std=float("nan")), "input_std"),
+        (dict(cell="elman"), "cell"),
+        (dict(sigma_w=-1.0), "sigma_w"),
+        (dict(width=0), "width"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         jaxgrad.rnn(**{"width": 4, "steps": 5, **kwargs})

@@ -11,6 +11,7 @@ results were made on (``results/machine.txt``). On another CPU the check still c
 array, with the same non-finite entries and finite values within 100 float32 ε relative (the
 accumulated rounding of a float32 program of these lengths), and says it did so.
 """
+
 import json
 import pathlib
 import platform
@@ -78,7 +79,8 @@ def _close(a, b, rtol) -> bool:
 def test_the_committed_results_are_what_the_code_computes(name, tmp_path):
     committed = json.loads((RESULTS / name / "manifest.json").read_text())
     assert (committed["scale"], committed["seed"], committed["overrides"]) == ("quick", 0, []), (
-        f"results/{name} was not made by `jaxgrad reproduce` (quick scale, seed 0, no overrides)")
+        f"results/{name} was not made by `jaxgrad reproduce` (quick scale, seed 0, no overrides)"
+    )
     assert cli.main(["run", name, "--out", str(tmp_path), "--no-progress"]) == 0
     fresh = json.loads((tmp_path / name / "manifest.json").read_text())
     assert fresh["config"] == committed["config"], f"results/{name}: the quick preset changed since it was made"
@@ -87,13 +89,17 @@ def test_the_committed_results_are_what_the_code_computes(name, tmp_path):
     rtol = 0.0 if here == made_on else CROSS_MACHINE_RTOL
     if rtol:
         # (printed, not warned: the suite turns warnings into errors; `pytest -rP` shows it)
-        print(f"results/{name}: compared within {rtol:.1e} relative, not bit for bit: this CPU, {here}, "
-              f"is not the one the results were made on, {made_on}")
+        print(
+            f"results/{name}: compared within {rtol:.1e} relative, not bit for bit: this CPU, {here}, "
+            f"is not the one the results were made on, {made_on}"
+        )
     stale = differences(RESULTS / name / "data.npz", tmp_path / name / "data.npz", rtol)
     assert not stale, (
         f"results/{name}/data.npz is not what this code computes (made at {committed['git_commit'][:10]}):\n  "
-        + "\n  ".join(stale) + f"\nRegenerate it: `jaxgrad run {name} --force` (or `jaxgrad reproduce` for every "
-        "study), and commit results/ with the change that moved the numbers.")
+        + "\n  ".join(stale)
+        + f"\nRegenerate it: `jaxgrad run {name} --force` (or `jaxgrad reproduce` for every "
+        "study), and commit results/ with the change that moved the numbers."
+    )
 
 
 def test_differences_names_what_moved(tmp_path):
@@ -105,7 +111,11 @@ def test_differences_names_what_moved(tmp_path):
     assert differences(tmp_path / "a.npz", tmp_path / "c.npz", rtol=1e-15) == []  # another CPU: rounding passes
     np.savez(tmp_path / "e.npz", x=np.array([1.0, 2.0, np.inf]), n=np.array([1, 2]))
     assert differences(tmp_path / "a.npz", tmp_path / "e.npz", rtol=1.0) == [
-        "x: 1 of 3 values differ, largest by inf"]  # never a different non-finite pattern
+        "x: 1 of 3 values differ, largest by inf"
+    ]  # never a different non-finite pattern
     np.savez(tmp_path / "d.npz", x=np.array([1.0, 2.0, np.nan], np.float32), m=np.array([0]))
     assert differences(tmp_path / "a.npz", tmp_path / "d.npz") == [
-        "m: only in the fresh file", "n: only in the committed file", "x: float64[3] committed, float32[3] fresh"]
+        "m: only in the fresh file",
+        "n: only in the committed file",
+        "x: float64[3] committed, float32[3] fresh",
+    ]

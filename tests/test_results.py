@@ -1,4 +1,5 @@
 """The results store: atomic writes, manifests, resumable sweeps (also after a kill -9)."""
+
 import json
 import os
 import re
@@ -79,8 +80,20 @@ def test_figures_are_saved_as_png_and_pdf(tmp_path):
 def test_a_run_writes_manifest_summary_comparisons_and_points(fake, tmp_path):
     manifest = _run(fake, tmp_path, seed=3, scale="quick")
     store = Store.of(tmp_path, "fake")
-    for key in ("experiment", "config", "scale", "seed", "versions", "backend", "devices", "git_commit",
-                "started", "finished", "wall_seconds", "status"):
+    for key in (
+        "experiment",
+        "config",
+        "scale",
+        "seed",
+        "versions",
+        "backend",
+        "devices",
+        "git_commit",
+        "started",
+        "finished",
+        "wall_seconds",
+        "status",
+    ):
         assert key in manifest
     assert set(manifest["versions"]) >= {"jaxgrad", "jax", "jaxlib", "optax"}
     assert json.loads(store.manifest.read_text())["status"] == "complete"
@@ -193,16 +206,17 @@ def test_a_resumed_run_says_its_own_time_and_separately_the_total(fake, tmp_path
     results.write_json(store.manifest, dict(store.read_manifest(), attempts=2, wall_seconds=463.3))
     resumed = _run(fake, tmp_path, config=fake.Config(delay=0.01))  # every point stored: nothing computed
     assert resumed["wall_seconds"] > 463.3 and 0 <= resumed["attempt_seconds"] < 60
-    assert runner.outcome(resumed) == (f"fake: complete in {resumed['attempt_seconds']:.1f} s (0 points computed, "
-                                       f"5 resumed), {resumed['wall_seconds']:.1f} s over 3 attempts")
+    assert runner.outcome(resumed) == (
+        f"fake: complete in {resumed['attempt_seconds']:.1f} s (0 points computed, "
+        f"5 resumed), {resumed['wall_seconds']:.1f} s over 3 attempts"
+    )
     fresh = _run(fake, tmp_path, force=True)
     assert fresh["attempt_seconds"] == fresh["wall_seconds"]
     assert runner.outcome(fresh) == f"fake: complete in {fresh['wall_seconds']:.1f} s (5 points computed, 0 resumed)"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "rewrite", "delete"])
-def test_a_point_file_damaged_during_the_run_fails_it_and_the_next_run_completes(fake, tmp_path, monkeypatch,
-                                                                                 damage):
+def test_a_point_file_damaged_during_the_run_fails_it_and_the_next_run_completes(fake, tmp_path, monkeypatch, damage):
     store, original = Store.of(tmp_path, "fake"), fake.run_point
     victim = store.point_path("i=1")
 
@@ -330,8 +344,10 @@ def test_point_keys_depend_on_seed_and_point_not_on_order():
 
     same = results.point_key(0, "i=1"), results.point_key(0, "i=1")
     assert jax.random.key_data(same[0]).tolist() == jax.random.key_data(same[1]).tolist()
-    assert jax.random.key_data(results.point_key(0, "i=1")).tolist() != jax.random.key_data(
-        results.point_key(1, "i=1")).tolist()
+    assert (
+        jax.random.key_data(results.point_key(0, "i=1")).tolist()
+        != jax.random.key_data(results.point_key(1, "i=1")).tolist()
+    )
     assert results.point_id({"part": "map", "optimizer": "sgd"}) == "part=map,optimizer=sgd"
     assert "/" not in results.point_id({"path": "a/b"})
 
@@ -350,8 +366,9 @@ def test_environment_names_versions_backend_and_commit():
 
 def test_dirty_describes_the_source_tree_not_the_results_being_written(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "manifest.json").write_text("{}")

@@ -1,4 +1,5 @@
 """Smoke runs of the §2–§4 studies at tiny sizes: the whole protocol, figures included."""
+
 import numpy as np
 import pytest
 
@@ -40,10 +41,18 @@ def test_depth_sweep_theory_is_exact_where_claimed():
 # saturation's max-φ′ law and weight_norm's Tracy–Widom mean are tested in tests/test_theory_laws.py.
 
 
-@pytest.mark.parametrize("module,field,value", [
-    (depth_sweep, "width", 1), (bound_tightness, "samples", 0), (saturation, "q_max", -1.0),
-    (weight_norm, "sigma_w", 0.0), (backprop_chain, "architectures", ("nope",))])
+@pytest.mark.parametrize(
+    "module,field,value",
+    [
+        (depth_sweep, "width", 1),
+        (bound_tightness, "samples", 0),
+        (saturation, "q_max", -1.0),
+        (weight_norm, "sigma_w", 0.0),
+        (backprop_chain, "architectures", ("nope",)),
+    ],
+)
 def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
     import dataclasses
+
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(module.Config.quick(), **{field: value})

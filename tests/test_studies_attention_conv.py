@@ -1,4 +1,5 @@
 """Smoke runs of the rank_collapse and delta_orthogonal studies (issue 15) at tiny sizes."""
+
 import dataclasses
 
 import numpy as np
@@ -9,8 +10,9 @@ from tests.helpers import run_study_at_a_tiny_size
 
 TINY = {
     rank_collapse: rank_collapse.Config(tokens=4, width=4, samples=32, pure_depth=4, depths=(2, 4)),
-    delta_orthogonal: delta_orthogonal.Config(channels=2, deep_pixels=3, depths=(10, 1000), deep_samples=2,
-                                              pixels=4, product_depths=(2,), samples=16),
+    delta_orthogonal: delta_orthogonal.Config(
+        channels=2, deep_pixels=3, depths=(10, 1000), deep_samples=2, pixels=4, product_depths=(2,), samples=16
+    ),
 }
 
 
@@ -28,10 +30,17 @@ def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
         assert data["L4_softmax_scaled_cosine"].shape == (32, 5)
 
 
-@pytest.mark.parametrize("module,field,value", [
-    (rank_collapse, "depths", (4, 6)), (rank_collapse, "heads", 3), (rank_collapse, "tokens", 1),
-    (delta_orthogonal, "depths", (10, 100)), (delta_orthogonal, "sigma_b", 0.0),
-    (delta_orthogonal, "channels", 0)])
+@pytest.mark.parametrize(
+    "module,field,value",
+    [
+        (rank_collapse, "depths", (4, 6)),
+        (rank_collapse, "heads", 3),
+        (rank_collapse, "tokens", 1),
+        (delta_orthogonal, "depths", (10, 100)),
+        (delta_orthogonal, "sigma_b", 0.0),
+        (delta_orthogonal, "channels", 0),
+    ],
+)
 def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(module.Config.quick(), **{field: value})

@@ -1,4 +1,5 @@
 """Smoke runs of the §3/§5 studies (phase diagram, dynamical isometry, finite width, Lyapunov) at tiny sizes."""
+
 import dataclasses
 
 import numpy as np
@@ -9,13 +10,22 @@ from tests.helpers import run_study_at_a_tiny_size
 
 # Each distinct network compiles once (seconds on a CPU), so every tiny config builds two.
 TINY = {
-    phase_diagram: phase_diagram.Config(sigma_w=(0.8, 1.6), sigma_b=(0.3,), width=8, depth=8, fit_start=3,
-                                        samples=16, theory_points=9),
+    phase_diagram: phase_diagram.Config(
+        sigma_w=(0.8, 1.6), sigma_b=(0.3,), width=8, depth=8, fit_start=3, samples=16, theory_points=9
+    ),
     dynamical_isometry: dynamical_isometry.Config(width=8, depths=(1, 3), samples=8, activations=("linear",)),
-    finite_width: finite_width.Config(widths=(4,), mixed_widths=(), depth=4, density_depths=(2, 4), samples=64,
-                                      grid_points=101),
-    lyapunov: lyapunov.Config(linear_widths=(4,), linear_depth=8, linear_samples=16, tanh_width=4, tanh_depth=8,
-                              tanh_samples=16, tanh_sigma_w=(1.0,)),
+    finite_width: finite_width.Config(
+        widths=(4,), mixed_widths=(), depth=4, density_depths=(2, 4), samples=64, grid_points=101
+    ),
+    lyapunov: lyapunov.Config(
+        linear_widths=(4,),
+        linear_depth=8,
+        linear_samples=16,
+        tanh_width=4,
+        tanh_depth=8,
+        tanh_samples=16,
+        tanh_sigma_w=(1.0,),
+    ),
 }
 
 
@@ -57,18 +67,31 @@ def _lyapunov_shapes(config, data):
     assert np.all(np.isfinite(data["tanh_top"]))
 
 
-SHAPES = {phase_diagram: _phase_diagram_shapes, dynamical_isometry: _dynamical_isometry_shapes,
-          finite_width: _finite_width_shapes, lyapunov: _lyapunov_shapes}
+SHAPES = {
+    phase_diagram: _phase_diagram_shapes,
+    dynamical_isometry: _dynamical_isometry_shapes,
+    finite_width: _finite_width_shapes,
+    lyapunov: _lyapunov_shapes,
+}
 
 
 # The closed forms these studies use (the He-ReLU law, the sorting bias) are tested in
 # tests/test_theory_laws.py.
 
 
-@pytest.mark.parametrize("module,field,value", [
-    (phase_diagram, "fit_start", 1), (phase_diagram, "sigma_w", (1.0, 0.5)), (dynamical_isometry, "depths", (4, 2)),
-    (dynamical_isometry, "activations", ("gelu",)), (finite_width, "mixed_widths", (8,)),
-    (finite_width, "density_depths", (999,)), (lyapunov, "tanh_sigma_b", 0.0), (lyapunov, "linear_depth", 1)])
+@pytest.mark.parametrize(
+    "module,field,value",
+    [
+        (phase_diagram, "fit_start", 1),
+        (phase_diagram, "sigma_w", (1.0, 0.5)),
+        (dynamical_isometry, "depths", (4, 2)),
+        (dynamical_isometry, "activations", ("gelu",)),
+        (finite_width, "mixed_widths", (8,)),
+        (finite_width, "density_depths", (999,)),
+        (lyapunov, "tanh_sigma_b", 0.0),
+        (lyapunov, "linear_depth", 1),
+    ],
+)
 def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(module.Config.quick(), **{field: value})

@@ -1,5 +1,6 @@
 """Smoke runs of the issue-14 studies (residual_scaling, normalisation, batchnorm_explosion) at tiny sizes,
 their bad-config errors and their presets."""
+
 import dataclasses
 
 import numpy as np
@@ -11,9 +12,17 @@ from tests.helpers import run_study_at_a_tiny_size
 TINY = {
     residual_scaling: residual_scaling.Config(width=4, samples=16, depths=(2, 8), activations=("linear",)),
     normalisation: normalisation.Config(width=4, depth=4, samples=8, activations=("tanh",), norms=("pre", "post")),
-    batchnorm_explosion: batchnorm_explosion.Config(batches=(4, 5, 6), width_per_batch=1, min_width=4, depth=6,
-                                                    fit_start=1, samples=4, sigma_ws=(1.0, 2.0),
-                                                    linear_batches=(), linear_width=4),
+    batchnorm_explosion: batchnorm_explosion.Config(
+        batches=(4, 5, 6),
+        width_per_batch=1,
+        min_width=4,
+        depth=6,
+        fit_start=1,
+        samples=4,
+        sigma_ws=(1.0, 2.0),
+        linear_batches=(),
+        linear_width=4,
+    ),
 }
 
 
@@ -33,13 +42,24 @@ def test_study_runs_end_to_end_at_a_tiny_size(module, tmp_path):
         np.testing.assert_allclose(data["tanh_post_log_signal_norm"], 0.5 * np.log(config.width), atol=1e-4)
 
 
-@pytest.mark.parametrize("module,field,value", [
-    (residual_scaling, "depths", (8, 4)), (residual_scaling, "a", -1.0), (residual_scaling, "activations", ("gelu",)),
-    (residual_scaling, "alphas", (-0.5,)), (normalisation, "activations", ("sigmoid",)), (normalisation, "a", 0.0),
-    (normalisation, "width", 1), (normalisation, "norms", ("layer",)), (batchnorm_explosion, "batches", (2, 8, 16)),
-    (batchnorm_explosion, "batches", (8, 16)),
-    (batchnorm_explosion, "sigma_ws", (0.5, 2.0)), (batchnorm_explosion, "fit_start", 39),
-    (batchnorm_explosion, "linear_weights", ("xavier",))])
+@pytest.mark.parametrize(
+    "module,field,value",
+    [
+        (residual_scaling, "depths", (8, 4)),
+        (residual_scaling, "a", -1.0),
+        (residual_scaling, "activations", ("gelu",)),
+        (residual_scaling, "alphas", (-0.5,)),
+        (normalisation, "activations", ("sigmoid",)),
+        (normalisation, "a", 0.0),
+        (normalisation, "width", 1),
+        (normalisation, "norms", ("layer",)),
+        (batchnorm_explosion, "batches", (2, 8, 16)),
+        (batchnorm_explosion, "batches", (8, 16)),
+        (batchnorm_explosion, "sigma_ws", (0.5, 2.0)),
+        (batchnorm_explosion, "fit_start", 39),
+        (batchnorm_explosion, "linear_weights", ("xavier",)),
+    ],
+)
 def test_bad_config_values_are_value_errors_naming_the_field(module, field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(module.Config.quick(), **{field: value})

@@ -1,4 +1,5 @@
 """jaxgrad.testing: its strategies, its bad-input errors, and that each assertion fails on a broken implementation."""
+
 import importlib
 import math
 import sys
@@ -26,6 +27,7 @@ def test_importing_without_hypothesis_says_what_to_install(monkeypatch):
 @pytest.mark.slow  # a subprocess
 def test_jaxgrad_does_not_import_testing_eagerly():
     import subprocess
+
     code = "import sys, jaxgrad; print('jaxgrad.testing' in sys.modules, 'hypothesis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
@@ -44,10 +46,14 @@ def test_tanh_phases_have_the_chi1_their_name_says(phase):
 
 
 @settings(max_examples=10)  # each new activation × shape compiles once (~1 s)
-@given(testing.networks(phase="critical", activations=testing.activations(custom=False).filter(
-    lambda a: a in ("tanh", "relu", "erf"))))
+@given(
+    testing.networks(
+        phase="critical", activations=testing.activations(custom=False).filter(lambda a: a in ("tanh", "relu", "erf"))
+    )
+)
 def test_networks_in_a_phase_use_that_phases_sigma(net):
     import re
+
     name = net.layers[0].name  # "dense(4->4, tanh, gaussian, σ_w=1.39558, σ_b=0.1)" (6 digits)
     activation = re.search(r"(tanh|relu|erf)", name).group(1)
     sigma_w, sigma_b = (float(v) for v in re.search(r"σ_w=([0-9.e+-]+), σ_b=([0-9.e+-]+)", name).groups())
@@ -55,17 +61,20 @@ def test_networks_in_a_phase_use_that_phases_sigma(net):
         assert float(theory.chi1(activation, sigma_w, sigma_b)) == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: testing.depths([0, 2]), r"depths.*>= 1.*\[0, 2\]"),
-    (lambda: testing.widths([]), r"widths"),
-    (lambda: testing.phases("relu", "chaotic"), r"'relu' has no phase='chaotic'.*'ordered' or 'critical'"),
-    (lambda: testing.phases("linear", "chaotic"), r"'linear' has no phase='chaotic'"),
-    (lambda: testing.phases("tanh", "turbulent"), r"phase='turbulent'.*valid phases"),
-    (lambda: testing.phases("gelu", "critical"), r"'gelu' has no phase='critical'.*NaN"),
-    (lambda: testing.phases("tanh", sigma_b=[-1.0]), r"sigma_b"),
-    (lambda: testing.activations(builtin=False, custom=False), r"builtin=True or custom=True"),
-    (lambda: testing.inputs(0), r"`n`"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: testing.depths([0, 2]), r"depths.*>= 1.*\[0, 2\]"),
+        (lambda: testing.widths([]), r"widths"),
+        (lambda: testing.phases("relu", "chaotic"), r"'relu' has no phase='chaotic'.*'ordered' or 'critical'"),
+        (lambda: testing.phases("linear", "chaotic"), r"'linear' has no phase='chaotic'"),
+        (lambda: testing.phases("tanh", "turbulent"), r"phase='turbulent'.*valid phases"),
+        (lambda: testing.phases("gelu", "critical"), r"'gelu' has no phase='critical'.*NaN"),
+        (lambda: testing.phases("tanh", sigma_b=[-1.0]), r"sigma_b"),
+        (lambda: testing.activations(builtin=False, custom=False), r"builtin=True or custom=True"),
+        (lambda: testing.inputs(0), r"`n`"),
+    ],
+)
 def test_impossible_strategies_are_value_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -76,8 +85,9 @@ def _example():
     return net, net.init(jax.random.key(0)), jnp.linspace(-1.0, 1.0, 4)
 
 
-@pytest.mark.parametrize("helper", [testing.assert_chain_equals_grad, testing.assert_submultiplicative,
-                                    testing.assert_layer_bound])
+@pytest.mark.parametrize(
+    "helper", [testing.assert_chain_equals_grad, testing.assert_submultiplicative, testing.assert_layer_bound]
+)
 def test_assertions_reject_mismatched_shapes(helper):
     net, params, x = _example()
     with pytest.raises(ValueError, match=r"x.shape=\(5,\)"):
@@ -120,8 +130,9 @@ def test_layer_bound_refuses_a_residual_layer_as_dense():
         testing.assert_layer_bound(net, net.init(jax.random.key(0)), jnp.ones(4))
 
 
-@pytest.mark.parametrize("a,lr", [(2.0, 0.3), (2.0, 0.5), (2.0, 0.99), (2.0, 1.01), (2.0, 1.5), (0.5, 3.0),
-                                  (3.0, -0.1)])
+@pytest.mark.parametrize(
+    "a,lr", [(2.0, 0.3), (2.0, 0.5), (2.0, 0.99), (2.0, 1.01), (2.0, 1.5), (0.5, 3.0), (3.0, -0.1)]
+)
 def test_quadratic_contracts_iff_below_two_over_a(a, lr):
     testing.assert_quadratic_contracts_iff_stable(a, lr)
 

@@ -3,6 +3,7 @@
 Accuracy claims are checked in float64 (``jax.enable_x64``); float32 is checked at the
 documented ~1e-6 level. Monte-Carlo comparisons with the engine are in test_theory_mc.py.
 """
+
 import math
 
 import jax
@@ -31,8 +32,9 @@ def normal_expectation(f, q=1.0):
 # --------------------------------------------------------------------------- quadrature
 
 
-@pytest.mark.parametrize("rule", [quadrature.graded_legendre(), quadrature.gauss_hermite(64)],
-                         ids=["legendre", "hermite"])
+@pytest.mark.parametrize(
+    "rule", [quadrature.graded_legendre(), quadrature.gauss_hermite(64)], ids=["legendre", "hermite"]
+)
 def test_quadrature_moments_of_z(rule):
     with x64(True):
         for k in range(0, 13):
@@ -46,8 +48,10 @@ NUMPY_INTEGRANDS = {  # name: (JAX, NumPy) versions of the same integrand
     "tanh′": (lambda u: 1 - jnp.tanh(u) ** 2, lambda u: 1 - np.tanh(u) ** 2),
     "tanh²": (lambda u: jnp.tanh(u) ** 2, lambda u: np.tanh(u) ** 2),
     "sigmoid²": (lambda u: jax.nn.sigmoid(u) ** 2, lambda u: (0.5 + 0.5 * math.tanh(u / 2)) ** 2),
-    "gelu²": (lambda u: jax.nn.gelu(u, approximate=False) ** 2,
-              lambda u: (u * 0.5 * (1 + math.erf(u / math.sqrt(2)))) ** 2),
+    "gelu²": (
+        lambda u: jax.nn.gelu(u, approximate=False) ** 2,
+        lambda u: (u * 0.5 * (1 + math.erf(u / math.sqrt(2)))) ** 2,
+    ),
 }
 
 
@@ -196,8 +200,13 @@ def test_q_star_is_a_fixed_point_of_the_length_map(activation, sigma_w, sigma_b)
 
 @pytest.mark.parametrize(
     "activation,sigma_b,expected",
-    [("tanh", 0.0, 1.0), ("erf", 0.0, math.sqrt(math.pi) / 2), ("relu", 0.0, math.sqrt(2)), ("relu", 0.7, math.sqrt(2)),
-     ("linear", 0.3, 1.0)],
+    [
+        ("tanh", 0.0, 1.0),
+        ("erf", 0.0, math.sqrt(math.pi) / 2),
+        ("relu", 0.0, math.sqrt(2)),
+        ("relu", 0.7, math.sqrt(2)),
+        ("linear", 0.3, 1.0),
+    ],
 )
 def test_critical_sigma_w_known_values(activation, sigma_b, expected):
     with x64(True):
@@ -306,7 +315,8 @@ def test_newman_spectrum_small_cases_and_spacing():
     with x64(True):
         # n = 1: λ = ln σ_w + E ln|g| = ln σ_w − (γ + ln 2)/2.
         assert float(theory.gaussian_lyapunov_spectrum(1, 2.0)[0]) == pytest.approx(
-            math.log(2.0) - (np.euler_gamma + math.log(2)) / 2, rel=1e-14)
+            math.log(2.0) - (np.euler_gamma + math.log(2)) / 2, rel=1e-14
+        )
         n = 12
         lam = np.asarray(theory.gaussian_lyapunov_spectrum(n, 1.3))
     assert np.all(np.diff(lam) < 0)

@@ -12,6 +12,7 @@ of n Gaussian pre-activations, and SciPy adaptive quadrature. Sorting bias
 Monte-Carlo tolerances are 4 standard errors from `jaxgrad.stats`; everything is NumPy (no
 engine), well under 30 s together.
 """
+
 import math
 
 import numpy as np
@@ -143,8 +144,9 @@ def test_expected_max_derivative_against_numpy_draws(activation, q, width):
     z = np.random.default_rng(4).normal(size=(20000, width)) * math.sqrt(q)
     draws = _phi_prime(activation, z).max(axis=1)
     within(*stats.mean_and_se(draws), theory.expected_max_derivative(activation, q, width), what="E max φ′")
-    within(*stats.mean_and_se(draws**2), theory.expected_max_derivative(activation, q, width, power=2),
-           what="E (max φ′)²")
+    within(
+        *stats.mean_and_se(draws**2), theory.expected_max_derivative(activation, q, width, power=2), what="E (max φ′)²"
+    )
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
@@ -153,8 +155,13 @@ def test_expected_mean_square_derivative_against_adaptive_quadrature(activation)
     got = theory.expected_mean_square_derivative(activation, q)
     for qk, g in zip(q, got):
         sd = math.sqrt(qk)
-        exact, _ = integrate.quad(lambda z: _phi_prime(activation, z) ** 2 * math.exp(-z * z / (2 * qk))
-                                  / math.sqrt(2 * math.pi * qk), -40 * sd, 40 * sd, points=[0.0], limit=200)
+        exact, _ = integrate.quad(
+            lambda z: _phi_prime(activation, z) ** 2 * math.exp(-z * z / (2 * qk)) / math.sqrt(2 * math.pi * qk),
+            -40 * sd,
+            40 * sd,
+            points=[0.0],
+            limit=200,
+        )
         assert g == pytest.approx(exact, rel=1e-5)  # float32 nodes
 
 
@@ -175,8 +182,9 @@ def test_input_norm_average_of_the_max_law_matches_a_dense_layer_drawn_in_numpy(
     W = rng.normal(size=(draws, n, n)) * sigma_w / math.sqrt(n)
     z = np.einsum("sij,sj->si", W, h) + sigma_b * rng.normal(size=(draws, n))
     measured = stats.mean_and_se(_phi_prime("tanh", z).max(axis=1))
-    mixed = theory.input_norm_average(lambda v: theory.expected_max_derivative("tanh", v, n),
-                                      [sigma_w], [sigma_b], [q0], n)[0]
+    mixed = theory.input_norm_average(
+        lambda v: theory.expected_max_derivative("tanh", v, n), [sigma_w], [sigma_b], [q0], n
+    )[0]
     within(*measured, mixed, what="E max φ′ with the input norm's χ² law")
 
 

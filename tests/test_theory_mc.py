@@ -34,6 +34,7 @@ Networks are small (widths ≤ 128, depth ≤ 32) and few distinct shapes are us
 whole file runs in about a minute on 2 CPU cores; "vector" (gains) and "svd" (spectra)
 are the engine methods that compile fastest.
 """
+
 import math
 
 import numpy as np
@@ -51,8 +52,10 @@ def check(what, measured, se, predicted, allowance=0.0):
     """|measured − predicted| ≤ 4 SE + allowance; prints the row of the validation table."""
     tolerance = N_SE * float(se) + float(allowance)
     diff = float(measured) - float(predicted)
-    print(f"{what:<58} {float(measured):+.4f} ± {float(se):.4f}   predicted {float(predicted):+.4f}   "
-          f"tolerance {tolerance:.4f}")
+    print(
+        f"{what:<58} {float(measured):+.4f} ± {float(se):.4f}   predicted {float(predicted):+.4f}   "
+        f"tolerance {tolerance:.4f}"
+    )
     assert abs(diff) <= tolerance, f"{what}: |{diff:.4g}| > {tolerance:.4g}"
 
 
@@ -61,14 +64,18 @@ def check(what, measured, se, predicted, allowance=0.0):
 
 def test_gaussian_linear_product_log_gain():
     n, L, sigma_w = 16, 32, 1.2
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="linear", sigma_w=sigma_w),
-                           samples=4096, seed=1, method="vector")
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation="linear", sigma_w=sigma_w), samples=4096, seed=1, method="vector"
+    )
     for ell in (8, 32):
         exact = theory.gaussian_log_gain(n, ell, sigma_w)
         for name, gain in (("forward", res.log_forward_gain), ("backward", res.log_backward_gain)):
             check(f"linear n={n} σ_w={sigma_w} ℓ={ell} E ln‖·‖ {name}", *mean_and_se(gain[:, ell - 1]), exact.mean)
-            check(f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}", *variance_and_se(gain[:, ell - 1]),
-                  exact.variance)
+            check(
+                f"linear n={n} σ_w={sigma_w} ℓ={ell} Var ln‖·‖ {name}",
+                *variance_and_se(gain[:, ell - 1]),
+                exact.variance,
+            )
 
 
 def test_gaussian_lyapunov_spectrum_by_qr():
@@ -76,18 +83,26 @@ def test_gaussian_lyapunov_spectrum_by_qr():
     # each sample's exponents; at L = 64 the closest pair (λ₁ − λ₂ = 0.076) is 2σ apart,
     # which biases the sorted means by < 4e-4 — a tenth of the tolerance.
     n, L, sigma_w = 8, 64, 0.9
-    exponents = jaxgrad.lyapunov_spectrum(jaxgrad.mlp(width=n, depth=L, activation="linear", sigma_w=sigma_w),
-                                          samples=256, seed=1)
+    exponents = jaxgrad.lyapunov_spectrum(
+        jaxgrad.mlp(width=n, depth=L, activation="linear", sigma_w=sigma_w), samples=256, seed=1
+    )
     predicted = np.asarray(theory.gaussian_lyapunov_spectrum(n, sigma_w))
     for i in range(n):
         check(f"linear n={n} L={L} Lyapunov λ_{i + 1}", *mean_and_se(exponents[:, i]), predicted[i])
 
 
-@pytest.mark.parametrize("n,L,samples", [(4, 10, 1024), pytest.param(16, 24, 4096, marks=pytest.mark.slow),
-                                         pytest.param(128, 8, 1024, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "n,L,samples",
+    [
+        (4, 10, 1024),
+        pytest.param(16, 24, 4096, marks=pytest.mark.slow),
+        pytest.param(128, 8, 1024, marks=pytest.mark.slow),
+    ],
+)
 def test_he_relu_log_gain_at_finite_width(n, L, samples):
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="relu", weights="he"),
-                           samples=samples, seed=1, method="vector")
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation="relu", weights="he"), samples=samples, seed=1, method="vector"
+    )
     gain = res.log_forward_gain[:, -1]
     zero = ~np.isfinite(gain)  # every unit of some layer off: the gain is exactly 0
     p0 = float(theory.relu_zero_gain_probability(n, L))
@@ -106,8 +121,13 @@ def test_he_relu_log_gain_at_finite_width(n, L, samples):
 
 def test_orthogonal_linear_is_an_exact_isometry():
     n, L, sigma_w = 16, 20, 0.9
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="linear", weights="orthogonal", sigma_w=sigma_w),
-                           samples=64, seed=1, method="svd", spectrum_at=(L,))
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation="linear", weights="orthogonal", sigma_w=sigma_w),
+        samples=64,
+        seed=1,
+        method="svd",
+        spectrum_at=(L,),
+    )
     expected = np.arange(1, L + 1) * math.log(sigma_w)
     rounding = 20 * L * np.finfo(np.float32).eps  # float32, one rounding per layer
     for field in ("log_spectral_norm", "log_forward_gain", "log_backward_gain"):
@@ -124,18 +144,26 @@ def spectral_moments(log_singular_values):
 
 def test_fuss_catalan_moments_of_gaussian_products():
     n, L = 32, 4
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="linear"), samples=1024, seed=1,
-                           method="svd", spectrum_at=(1, 2, 4))
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation="linear"), samples=1024, seed=1, method="svd", spectrum_at=(1, 2, 4)
+    )
     for ell in (1, 2, 4):
         m1, m2, m3 = spectral_moments(res.log_singular_values[ell])
-        check(f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ", *mean_and_se(m1),
-              theory.product_moments_gaussian(ell, 1, width=n))
+        check(
+            f"linear n={n} ℓ={ell} m₁ = (1/n)E tr PPᵀ",
+            *mean_and_se(m1),
+            theory.product_moments_gaussian(ell, 1, width=n),
+        )
         exact = theory.product_moments_gaussian(ell, 2, width=n)
         check(f"linear n={n} ℓ={ell} m₂, exact at finite width", *mean_and_se(m2), exact)
         # The Fuss–Catalan limit, with its finite-width bias added explicitly (known exactly for k = 2).
         fc2 = theory.product_moments_gaussian(ell, 2)
-        check(f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)", mean_and_se(m2)[0] - (exact - fc2),
-              mean_and_se(m2)[1], fc2)
+        check(
+            f"linear n={n} ℓ={ell} m₂ − exact bias vs FC(ℓ,2)",
+            mean_and_se(m2)[0] - (exact - fc2),
+            mean_and_se(m2)[1],
+            fc2,
+        )
     # k = 3 at finite width is not in closed form here: the bias must be visible and shrink
     # like 1/n; at n = 32 it is (m₃ − FC)/FC = 0.15 ± 0.02 for ℓ = 4 (FC = 35).
     m3_mean, m3_se = mean_and_se(spectral_moments(res.log_singular_values[4])[2])
@@ -158,22 +186,39 @@ def tanh_phase(phase):
 def test_tanh_gain_and_signal_follow_mean_field(phase):
     n, L, kappa = 64, 16, 0.5
     sigma_w, q, q0 = tanh_phase(phase)
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=sigma_w, sigma_b=SIGMA_B),
-                           samples=2048, seed=2, q0=q0, method="vector")
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=sigma_w, sigma_b=SIGMA_B),
+        samples=2048,
+        seed=2,
+        q0=q0,
+        method="vector",
+    )
     chi = float(theory.chi1("tanh", sigma_w, SIGMA_B))
     tag = f"tanh {phase} (σ_w={sigma_w:.3f}, σ_b={SIGMA_B}) n={n}"
     for ell in (8, 16):
         # χ₁ is the per-layer factor of the mean square gain: compare ln E‖J u‖², not E ln.
-        check(f"{tag} ℓ={ell} ln E‖Ju‖²", *log_mean_exp(2 * res.log_forward_gain[:, ell - 1]),
-              ell * math.log(chi), kappa * ell / n)
+        check(
+            f"{tag} ℓ={ell} ln E‖Ju‖²",
+            *log_mean_exp(2 * res.log_forward_gain[:, ell - 1]),
+            ell * math.log(chi),
+            kappa * ell / n,
+        )
         typical = theory.mean_field_log_gain("tanh", sigma_w, SIGMA_B, n, ell)
-        check(f"{tag} ℓ={ell} E ln‖Ju‖²", *mean_and_se(2 * res.log_forward_gain[:, ell - 1]), 2 * typical.mean,
-              2 * kappa * ell / n)
+        check(
+            f"{tag} ℓ={ell} E ln‖Ju‖²",
+            *mean_and_se(2 * res.log_forward_gain[:, ell - 1]),
+            2 * typical.mean,
+            2 * kappa * ell / n,
+        )
         signal = np.exp(2 * res.log_signal_norm[:, ell - 1].astype(np.float64)) / n
         check(f"{tag} ℓ={ell} ‖h‖²/n vs E φ(√q* z)²", *mean_and_se(signal), q0, 1.0 * q0 / n)
     # Backward: e_L is a fresh random unit vector, so ℓ = L is the clean comparison.
-    check(f"{tag} ℓ={L} ln E‖J₁ᵀ⋯J_Lᵀ e‖²", *log_mean_exp(2 * res.log_backward_gain[:, L - 1]),
-          L * math.log(chi), kappa * L / n)
+    check(
+        f"{tag} ℓ={L} ln E‖J₁ᵀ⋯J_Lᵀ e‖²",
+        *log_mean_exp(2 * res.log_backward_gain[:, L - 1]),
+        L * math.log(chi),
+        kappa * L / n,
+    )
 
 
 def test_tanh_at_one_zero_decays_algebraically_not_as_chi1_says():
@@ -182,16 +227,24 @@ def test_tanh_at_one_zero_decays_algebraically_not_as_chi1_says():
     # algebraically, q^(ℓ) ≈ 1/(2ℓ), and χ^(ℓ) ≈ 1 − 1/ℓ, so E‖J u‖² ∝ 1/ℓ. The transient
     # (`signal_propagation`) predicts it; the fixed point does not.
     n, L, kappa = 64, 16, 0.5
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=1.0, sigma_b=0.0),
-                           samples=2048, seed=2, q0=1.0, method="vector")
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation="tanh", sigma_w=1.0, sigma_b=0.0),
+        samples=2048,
+        seed=2,
+        q0=1.0,
+        method="vector",
+    )
     prop = theory.signal_propagation("tanh", 1.0, 0.0, 1.0, L)
     measured, se = log_mean_exp(2 * res.log_forward_gain[:, L - 1])
     tolerance = N_SE * se + kappa * L / n
-    check(f"tanh (1, 0) n={n} ℓ={L} ln E‖Ju‖², transient", measured, se, prop.log_mean_squared_gain[L - 1],
-          kappa * L / n)
+    check(
+        f"tanh (1, 0) n={n} ℓ={L} ln E‖Ju‖², transient", measured, se, prop.log_mean_squared_gain[L - 1], kappa * L / n
+    )
     fixed_point = L * math.log(float(theory.chi1("tanh", 1.0, 0.0)))  # = 0
-    print(f"{'tanh (1, 0) ℓ=16 ln E‖Ju‖², fixed point χ₁ = 1 (disagrees)':<58} {measured:+.4f} ± {se:.4f}   "
-          f"predicted {fixed_point:+.4f}")
+    print(
+        f"{'tanh (1, 0) ℓ=16 ln E‖Ju‖², fixed point χ₁ = 1 (disagrees)':<58} {measured:+.4f} ± {se:.4f}   "
+        f"predicted {fixed_point:+.4f}"
+    )
     assert abs(measured - fixed_point) > 10 * tolerance
     signal = np.exp(2 * res.log_signal_norm[:, L - 1].astype(np.float64)) / n
     # E‖h^(L)‖²/n = E φ(√q^(L) z)² = (q^(L+1) − σ_b²)/σ_w²: the next step of the length map
@@ -204,11 +257,13 @@ def test_tanh_at_one_zero_decays_algebraically_not_as_chi1_says():
 
 @pytest.mark.parametrize(
     "activation,weights,sigma_w,sigma_b",
-    [pytest.param("linear", "gaussian", 1.0, 0.0, marks=pytest.mark.slow),
-     pytest.param("tanh", "gaussian", None, SIGMA_B, marks=pytest.mark.slow),
-     ("tanh", "orthogonal", None, SIGMA_B),
-     pytest.param("relu", "he", 1.0, 0.0, marks=pytest.mark.slow),
-     pytest.param("relu", "orthogonal", math.sqrt(2), 0.0, marks=pytest.mark.slow)],
+    [
+        pytest.param("linear", "gaussian", 1.0, 0.0, marks=pytest.mark.slow),
+        pytest.param("tanh", "gaussian", None, SIGMA_B, marks=pytest.mark.slow),
+        ("tanh", "orthogonal", None, SIGMA_B),
+        pytest.param("relu", "he", 1.0, 0.0, marks=pytest.mark.slow),
+        pytest.param("relu", "orthogonal", math.sqrt(2), 0.0, marks=pytest.mark.slow),
+    ],
 )
 def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, sigma_w, sigma_b):
     n, L, kappa = 64, 4, 2.5
@@ -217,8 +272,14 @@ def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, 
     effective = sigma_w * (math.sqrt(2) if weights == "he" else 1.0)
     q = float(theory.q_star(activation, effective, sigma_b))
     q0 = (q - sigma_b**2) / effective**2 if 0 < q < np.inf else 1.0
-    res = jaxgrad.simulate(jaxgrad.mlp(width=n, depth=L, activation=activation, weights=weights, sigma_w=sigma_w,
-                                       sigma_b=sigma_b), samples=512, seed=2, q0=q0, method="svd", spectrum_at=(L,))
+    res = jaxgrad.simulate(
+        jaxgrad.mlp(width=n, depth=L, activation=activation, weights=weights, sigma_w=sigma_w, sigma_b=sigma_b),
+        samples=512,
+        seed=2,
+        q0=q0,
+        method="svd",
+        spectrum_at=(L,),
+    )
     m1, m2, _ = spectral_moments(res.log_singular_values[L])
     M1, M2 = m1.mean(), m2.mean()
     # Var λ = E m₂ − (E m₁)², SE by the delta method on the per-sample (m₁, m₂).
@@ -229,8 +290,12 @@ def test_jacobian_spectrum_variance_gaussian_vs_orthogonal(activation, weights, 
     exact = activation == "linear"
     check(f"{tag} E λ(JJᵀ)", *mean_and_se(m1), mean, 0.0 if exact else 0.5 * L / n * mean)
     if exact:  # the finite-width variance is known: m₂(n) − 1
-        check(f"{tag} Var λ(JJᵀ), exact at width n", variance, variance_se,
-              float(theory.product_moments_gaussian(L, 2, width=n)) - 1)
+        check(
+            f"{tag} Var λ(JJᵀ), exact at width n",
+            variance,
+            variance_se,
+            float(theory.product_moments_gaussian(L, 2, width=n)) - 1,
+        )
     check(f"{tag} Var λ(JJᵀ)", variance, variance_se, predicted, kappa * L / n * predicted)
 
 
@@ -254,25 +319,43 @@ def test_gelu_with_two_stable_fixed_points_follows_the_start():
 
     low = jaxgrad.simulate(net, samples=256, seed=1, q0=0.01, method="vector")
     typical = theory.mean_field_log_gain("gelu", sw, sb, n, L, q0=0.01)
-    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} E ln‖Ju‖", *mean_and_se(low.log_forward_gain[:, -1]), typical.mean,
-          kappa * L / n)  # = κ_{E ln‖Ju‖²}/2 · ℓ/n with the table's κ = 1
+    check(
+        f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} E ln‖Ju‖",
+        *mean_and_se(low.log_forward_gain[:, -1]),
+        typical.mean,
+        kappa * L / n,
+    )  # = κ_{E ln‖Ju‖²}/2 · ℓ/n with the table's κ = 1
     signal = np.exp(2 * low.log_signal_norm[:, -1].astype(np.float64)) / n
-    check(f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} ‖h‖²/n vs (q*−σ_b²)/σ_w²", *mean_and_se(signal),
-          (small - sb**2) / sw**2, 1.0 / n * (small - sb**2) / sw**2)
+    check(
+        f"gelu (1.5, 0.1) q0=0.01 n={n} ℓ={L} ‖h‖²/n vs (q*−σ_b²)/σ_w²",
+        *mean_and_se(signal),
+        (small - sb**2) / sw**2,
+        1.0 / n * (small - sb**2) / sw**2,
+    )
 
     high = jaxgrad.simulate(net, samples=256, seed=1, q0=1.0, method="vector")
     prop = theory.signal_propagation("gelu", sw, sb, 1.0, L + 1)
     assert np.all(np.diff(np.asarray(prop.q)) > 0) and float(prop.q[0]) > unstable  # the transient runs away
-    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ln E‖Ju‖², transient", *log_mean_exp(2 * high.log_forward_gain[:, -1]),
-          prop.log_mean_squared_gain[L - 1], kappa * L / n)
+    check(
+        f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ln E‖Ju‖², transient",
+        *log_mean_exp(2 * high.log_forward_gain[:, -1]),
+        prop.log_mean_squared_gain[L - 1],
+        kappa * L / n,
+    )
     q_next = float(prop.q[L])
     signal = np.exp(2 * high.log_signal_norm[:, -1].astype(np.float64)) / n
-    check(f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ‖h‖²/n, transient", *mean_and_se(signal), (q_next - sb**2) / sw**2,
-          kappa * L / n * (q_next - sb**2) / sw**2)
+    check(
+        f"gelu (1.5, 0.1) q0=1 n={n} ℓ={L} ‖h‖²/n, transient",
+        *mean_and_se(signal),
+        (q_next - sb**2) / sw**2,
+        kappa * L / n * (q_next - sb**2) / sw**2,
+    )
     # At n = 64 the finite-width fluctuations of ‖h‖²/n carry part of the ensemble back below
     # the unstable point (E ln‖Ju‖ is bimodal); the small-basin theory no longer describes it.
     mean, se = mean_and_se(high.log_forward_gain[:, -1])
     fallen = float(np.mean(sw**2 * signal + sb**2 < unstable))  # q̂⁽ᴸ⁺¹⁾ below the unstable point
-    print(f"{'gelu (1.5, 0.1) q0=1 E ln‖Ju‖ (bimodal, not predicted)':<58} {mean:+.4f} ± {se:.4f}   "
-          f"fraction below the unstable point {fallen:.2f}")
+    print(
+        f"{'gelu (1.5, 0.1) q0=1 E ln‖Ju‖ (bimodal, not predicted)':<58} {mean:+.4f} ± {se:.4f}   "
+        f"fraction below the unstable point {fallen:.2f}"
+    )
     assert mean - float(typical.mean) > 5

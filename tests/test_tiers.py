@@ -1,4 +1,5 @@
 """The two test tiers and the duration guard of tests/conftest.py, on a tiny suite of their own."""
+
 import pathlib
 
 import pytest
@@ -34,8 +35,12 @@ def suite(pytester, monkeypatch):
 def test_the_fast_tier_leaves_out_slow_tests_and_fails_an_unmarked_slow_one(suite):
     result = suite.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*test_slow_but_unmarked passed but took * s (setup and call), more than the "
-                                 "fast tier's 0.2 s per test: mark it `@pytest.mark.slow`*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_slow_but_unmarked passed but took * s (setup and call), more than the "
+            "fast tier's 0.2 s per test: mark it `@pytest.mark.slow`*"
+        ]
+    )
 
 
 def test_all_runs_the_slow_tests_and_does_not_time_any(suite):

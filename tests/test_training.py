@@ -1,4 +1,5 @@
 """`jaxgrad.training` (optax loops vmapped over seeds and hyperparameters) and `jaxgrad.curvature` (Lanczos on HVPs)."""
+
 import functools
 
 import jax
@@ -29,8 +30,18 @@ def test_digits_ship_with_scikit_learn_and_are_standardised():
 
 
 def test_first_record_is_the_loss_and_per_layer_gradient_norms_of_the_initial_classifier():
-    h = training.train(TANH, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=100, learning_rate=0.1,
-                       weight_scale=1.3, bias_scale=0.2, record_every=50)  # (the program of the next test)
+    h = training.train(
+        TANH,
+        optax.sgd,
+        DIGITS.x,
+        DIGITS.y,
+        keys=KEYS,
+        steps=100,
+        learning_rate=0.1,
+        weight_scale=1.3,
+        bias_scale=0.2,
+        record_every=50,
+    )  # (the program of the next test)
     init_key = jax.random.split(KEYS[1], 3)[0]  # train splits each seed key into (init, data, curvature)
     params = training.init_classifier(TANH, init_key, weight_scale=1.3, bias_scale=0.2)
     value, grads = jax.value_and_grad(lambda p: training.classifier_loss(TANH, p, DIGITS.x, DIGITS.y))(params)
@@ -41,19 +52,48 @@ def test_first_record_is_the_loss_and_per_layer_gradient_norms_of_the_initial_cl
 
 
 def test_training_learns_the_digits():
-    h = training.train(TANH, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=100, learning_rate=0.5, record_every=50,
-                       weight_scale=1.0, bias_scale=0.1)
+    h = training.train(
+        TANH,
+        optax.sgd,
+        DIGITS.x,
+        DIGITS.y,
+        keys=KEYS,
+        steps=100,
+        learning_rate=0.5,
+        record_every=50,
+        weight_scale=1.0,
+        bias_scale=0.1,
+    )
     assert np.all(h.accuracy[:, :, -1] > 0.9) and np.all(h.loss[:, :, -1] < h.loss[:, :, 0] / 4)
 
 
 @pytest.mark.slow
 def test_a_divergent_member_is_masked_and_the_others_are_unchanged():
-    grid = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=[0.01, 1.0],
-                          loss="mse", record_every=10)
-    calm = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=[0.01, 0.02],
-                          loss="mse", record_every=10)
-    alone = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.01,
-                           loss="mse", record_every=10)
+    grid = training.train(
+        LINEAR,
+        optax.sgd,
+        DIGITS.x,
+        DIGITS.y,
+        keys=KEYS,
+        steps=40,
+        learning_rate=[0.01, 1.0],
+        loss="mse",
+        record_every=10,
+    )
+    calm = training.train(
+        LINEAR,
+        optax.sgd,
+        DIGITS.x,
+        DIGITS.y,
+        keys=KEYS,
+        steps=40,
+        learning_rate=[0.01, 0.02],
+        loss="mse",
+        record_every=10,
+    )
+    alone = training.train(
+        LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.01, loss="mse", record_every=10
+    )
     assert np.all(grid.diverged_at[0] == -1) and np.all(grid.diverged_at[1] > 0)
     # a member does not see its neighbours: bit for bit the same beside a divergent or a calm one (one program) …
     for field in ("loss", "step_loss", "gradient_norms"):
@@ -63,7 +103,7 @@ def test_a_divergent_member_is_masked_and_the_others_are_unchanged():
     np.testing.assert_allclose(grid.loss[0], alone.loss[0], rtol=4 * np.finfo(np.float32).eps)
     for s in range(2):
         t = int(grid.diverged_at[1, s])
-        assert np.all(np.isfinite(grid.step_loss[1, s, :t])) and np.all(np.isnan(grid.step_loss[1, s, t + 1:]))
+        assert np.all(np.isfinite(grid.step_loss[1, s, :t])) and np.all(np.isnan(grid.step_loss[1, s, t + 1 :]))
         assert np.all(np.isnan(grid.loss[1, s, grid.record_steps > t]))
     assert all(np.all(np.isfinite(leaf[1])) for leaf in jax.tree.leaves(grid.params))  # frozen before the blow-up
 
@@ -80,10 +120,12 @@ def test_clip_by_global_norm_bounds_the_first_step_and_prevents_the_divergence()
     step = ravel_pytree(jax.tree.map(lambda p: p[0, 0], h.params))[0] - ravel_pytree(start)[0]
     rounding = 2 * np.finfo(np.float32).eps * float(jnp.max(jnp.abs(ravel_pytree(start)[0])))  # θ₁ − θ₀ in float32
     np.testing.assert_allclose(step, -0.5 * 0.1 / gnorm * ravel_pytree(g)[0], rtol=1e-4, atol=rounding)
-    plain = training.train(LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.3, loss="mse",
-                           record_every=10)
-    clip = training.train(LINEAR, clipped, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.3, loss="mse",
-                          record_every=10)
+    plain = training.train(
+        LINEAR, optax.sgd, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.3, loss="mse", record_every=10
+    )
+    clip = training.train(
+        LINEAR, clipped, DIGITS.x, DIGITS.y, keys=KEYS, steps=40, learning_rate=0.3, loss="mse", record_every=10
+    )
     assert np.all(plain.diverged_at >= 0) and np.all(clip.diverged_at == -1)
     assert np.all(clip.loss[..., -1] < clip.loss[..., 0])
 
@@ -99,11 +141,20 @@ def test_new_seeds_and_learning_rates_reuse_the_compiled_program():
     assert compiled._cache_size() == 1
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(learning_rate=0.0), "learning_rate"), (dict(learning_rate=-1.0), "learning_rate"),
-    (dict(learning_rate=float("nan")), "learning_rate"), (dict(learning_rate=[0.1, float("inf")]), "learning_rate"),
-    (dict(steps=0), "steps"), (dict(record_every=3), "record_every"), (dict(batch_size=0), "batch_size"),
-    (dict(labels=10), r"\[0, 9\]"), (dict(labels=-1), r"\[0, 9\]")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(learning_rate=-1.0), "learning_rate"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(learning_rate=[0.1, float("inf")]), "learning_rate"),
+        (dict(steps=0), "steps"),
+        (dict(record_every=3), "record_every"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(labels=10), r"\[0, 9\]"),
+        (dict(labels=-1), r"\[0, 9\]"),
+    ],
+)
 def test_bad_arguments_are_value_errors_naming_them(kwargs, match):
     y = DIGITS.y
     if "labels" in kwargs:

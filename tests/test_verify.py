@@ -16,8 +16,9 @@ from tests.helpers import local_environment
 
 def _token_rms_residual(depth=8, tokens=6, features=24):
     """Issue 27's item-2 block: X + tanh(RMS(X) Wᵀ), the RMS over each token's features."""
+
     def init(key):
-        return {"W": 1.5 / features ** 0.5 * jax.random.normal(key, (features, features), jnp.float32)}
+        return {"W": 1.5 / features**0.5 * jax.random.normal(key, (features, features), jnp.float32)}
 
     def apply(p, X):
         r = X * jax.lax.rsqrt(jnp.mean(X * X, axis=-1, keepdims=True) + 1e-6)
@@ -29,6 +30,7 @@ def _token_rms_residual(depth=8, tokens=6, features=24):
 
 def _scaled_fast_path(layer, factor):
     """`layer` with its fast-path Jacobian multiplied by `factor` (a wrong claim)."""
+
     def jacobian(params, h):
         J, out = layer.jacobian(params, h)
         return factor * J, out
@@ -75,8 +77,9 @@ print(first, again, other.config["verification"]["compiles"], ensemble.compile_c
 @pytest.mark.slow
 def test_a_new_seed_reuses_the_reference_programs():
     # in a process of its own: compile counts are the process's, whatever ran before in a test worker
-    out = subprocess.run([sys.executable, "-c", NEW_SEED], capture_output=True, text=True, check=True,
-                         env=local_environment())
+    out = subprocess.run(
+        [sys.executable, "-c", NEW_SEED], capture_output=True, text=True, check=True, env=local_environment()
+    )
     first, again, other, total = map(int, out.stdout.split())
     assert first > 0 and (again, other, total) == (0, 0, 0)
 
@@ -110,8 +113,9 @@ def test_a_miscompiled_batched_jacrev_falls_back_to_jacfwd(monkeypatch):
         return (1.01 * J if mode == "rev" else J), out
 
     monkeypatch.setattr(probes, "_layer_jacobian", wrong_rev)
-    block = jaxgrad.adapters.from_functions(lambda k: {"W": jax.random.normal(k, (3, 3)) / 3},
-                                            lambda p, X: X + jnp.tanh(X @ p["W"]), shape=(2, 3))
+    block = jaxgrad.adapters.from_functions(
+        lambda k: {"W": jax.random.normal(k, (3, 3)) / 3}, lambda p, X: X + jnp.tanh(X @ p["W"]), shape=(2, 3)
+    )
     net = jaxgrad.serial(*[block] * 3)
     with pytest.warns(verify.JacobianFallbackWarning, match="jacfwd"):
         res = jaxgrad.simulate(net, 4, 0)
@@ -191,7 +195,7 @@ def test_a_false_homogeneous_claim_of_an_adapter_is_refused():
 
 
 def test_true_claims_pass():
-    jaxgrad.mlp(width=8, depth=3, activation="relu")            # homogeneous, fast path
+    jaxgrad.mlp(width=8, depth=3, activation="relu")  # homogeneous, fast path
     jaxgrad.mlp(width=8, depth=3, activation="tanh", sigma_b=0.3)  # fast path only
     jaxgrad.mlp(widths=[8, 5, 8], activation="leaky_relu")
 
@@ -233,12 +237,15 @@ def test_given_inputs_are_used_and_checked():
     assert not np.array_equal(res.log_signal_norm, jaxgrad.simulate(net, 3, 0).log_signal_norm)
 
 
-@pytest.mark.parametrize("inputs,match", [
-    (np.zeros((3, 7), np.float32), r"`inputs` must have shape \(3, 8\)"),
-    (np.zeros((2, 8), np.float32), r"`inputs` must have shape \(3, 8\)"),
-    (np.full((3, 8), np.nan, np.float32), r"non-finite entries in 3 of 3"),
-    (np.zeros((3, 8), np.int32), r"floating array"),
-])
+@pytest.mark.parametrize(
+    "inputs,match",
+    [
+        (np.zeros((3, 7), np.float32), r"`inputs` must have shape \(3, 8\)"),
+        (np.zeros((2, 8), np.float32), r"`inputs` must have shape \(3, 8\)"),
+        (np.full((3, 8), np.nan, np.float32), r"non-finite entries in 3 of 3"),
+        (np.zeros((3, 8), np.int32), r"floating array"),
+    ],
+)
 def test_bad_inputs_are_refused_before_any_compile(inputs, match):
     net = jaxgrad.mlp(width=8, depth=2)
     before = ensemble.compile_count()
@@ -248,8 +255,9 @@ def test_bad_inputs_are_refused_before_any_compile(inputs, match):
 
 
 def test_inputs_of_a_token_state_may_keep_their_shape():
-    block = jaxgrad.adapters.from_functions(lambda k: {"W": jax.random.normal(k, (3, 3)) / 3},
-                                            lambda p, X: jnp.tanh(X @ p["W"]), shape=(2, 3))
+    block = jaxgrad.adapters.from_functions(
+        lambda k: {"W": jax.random.normal(k, (3, 3)) / 3}, lambda p, X: jnp.tanh(X @ p["W"]), shape=(2, 3)
+    )
     net = jaxgrad.serial(block, block)
     h0 = jaxgrad.draw_inputs(net, 4, 1)
     a = jaxgrad.simulate(net, 4, 1, inputs=h0.reshape(4, 2, 3))
@@ -263,7 +271,7 @@ def test_two_probes_with_one_name_are_two_programs():
     from jaxgrad.measures import measure
 
     net = jaxgrad.mlp(width=4, depth=2)
-    make = lambda c: (lambda net, dtype: (lambda key, coefficients, q0: {"x": jnp.full((), c, dtype)}))  # noqa: E731
+    make = lambda c: lambda net, dtype: lambda key, coefficients, q0: {"x": jnp.full((), c, dtype)}  # noqa: E731
     assert measure(make(1.0), net, 4)["x"].tolist() == [1.0] * 4
     assert measure(make(2.0), net, 4)["x"].tolist() == [2.0] * 4
     assert measure(make(3.0), net, 4, cache_key="three")["x"].tolist() == [3.0] * 4

@@ -1,4 +1,5 @@
 """jaxgrad's XLA workarounds (jaxgrad/_xla_workarounds.py) are applied on import and keep a user's choice."""
+
 import os
 import subprocess
 import sys
@@ -46,10 +47,12 @@ def test_a_users_own_setting_of_the_flag_is_kept(monkeypatch):
 
 @pytest.mark.slow
 def test_importing_jaxgrad_after_a_computation_warns(tmp_path):
-    program = ("import warnings, jax.numpy as jnp; jnp.ones(2).block_until_ready()\n"
-               "with warnings.catch_warnings(record=True) as w:\n"
-               "    warnings.simplefilter('always'); import jaxgrad\n"
-               "print([str(x.message)[:40] for x in w])")
+    program = (
+        "import warnings, jax.numpy as jnp; jnp.ones(2).block_until_ready()\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always'); import jaxgrad\n"
+        "print([str(x.message)[:40] for x in w])"
+    )
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,4 +1,5 @@
 """The your_own_model study at a tiny size, and the two-sample Kolmogorov–Smirnov check it uses."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,18 @@ from tests.helpers import run_study_at_a_tiny_size
 pytest.importorskip("equinox")
 from experiments import your_own_model
 
-TINY = your_own_model.Config(width=8, agreement_depth=4, depths=(2, 4), agreement_samples=64, sigma_w=(1.0, 2.0),
-                             boundary_width=8, boundary_depth=8, fit_start=3, boundary_samples=64, theory_points=9)
+TINY = your_own_model.Config(
+    width=8,
+    agreement_depth=4,
+    depths=(2, 4),
+    agreement_samples=64,
+    sigma_w=(1.0, 2.0),
+    boundary_width=8,
+    boundary_depth=8,
+    fit_start=3,
+    boundary_samples=64,
+    theory_points=9,
+)
 
 
 @pytest.mark.slow
@@ -19,8 +30,11 @@ def test_study_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert data["equinox_log_spectral_norm"].shape == (64, 4) and data["equinox_rate"].shape == (2,)
     assert float(data["critical_sigma_w2"]) == pytest.approx(1.761, abs=1e-3)  # Schoenholz et al. at σ_b² = 0.05
     # one compiled program for the Equinox model's σ_w grid (σ_w is a traced hyperparameter)
-    rows = [r for r in __import__("jaxgrad").store.read_csv(tmp_path / "your_own_model" / "summary.csv")
-            if r["part"] == "boundary" and r["model"] == "equinox"]
+    rows = [
+        r
+        for r in __import__("jaxgrad").store.read_csv(tmp_path / "your_own_model" / "summary.csv")
+        if r["part"] == "boundary" and r["model"] == "equinox"
+    ]
     assert {int(r["compiles"]) for r in rows} == {1}
 
 

@@ -29,6 +29,7 @@ tolerance is 4 × the bound, plus nε for a backward-stable SVD in float32, plus
 
 `python -m pytest tests/test_zoo.py -s` prints each model's worst relative error per method.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,8 @@ EPS = float(np.finfo(np.float32).eps)
 LANCZOS_CONTRACT = 1e-4  # simulate's documented accuracy of method="power" relative to SVD
 METHODS = ("power", "svd", "matrix_free")
 TOKENS, FEATURES, HEADS = 4, 16, 2
-CHANNELS, LENGTH = 4, 8                   # Equinox convolution: a (channels, length) state
-BATCH, POSITIONS, BN_CHANNELS = 4, 6, 3   # Flax BatchNorm: a batch state (B, length, channels)
+CHANNELS, LENGTH = 4, 8  # Equinox convolution: a (channels, length) state
+BATCH, POSITIONS, BN_CHANNELS = 4, 6, 3  # Flax BatchNorm: a batch state (B, length, channels)
 GRU_INPUT = np.linspace(-1.0, 1.0, 8, dtype=np.float32)  # the fixed input of every GRU step
 GRU_HIDDEN = 16
 
@@ -62,6 +63,7 @@ GRU_HIDDEN = 16
 
 class EquinoxPreLNTransformer(eqx.Module):
     """x + MHA(LN(x)), then x + MLP(LN(x)); LayerNorm and the MLP vmapped over tokens."""
+
     norm1: eqx.nn.LayerNorm
     attention: eqx.nn.MultiheadAttention
     norm2: eqx.nn.LayerNorm
@@ -82,6 +84,7 @@ class EquinoxPreLNTransformer(eqx.Module):
 
 class EquinoxGRUStep(eqx.Module):
     """One step h ↦ GRU(x, h) of a recurrent network with a fixed input x."""
+
     cell: eqx.nn.GRUCell
 
     def __init__(self, key):
@@ -93,6 +96,7 @@ class EquinoxGRUStep(eqx.Module):
 
 class EquinoxConvGroupNorm(eqx.Module):
     """x + Conv(gelu(GroupNorm(x))) on a (channels, length) state."""
+
     norm: eqx.nn.GroupNorm
     conv: eqx.nn.Conv1d
 
@@ -109,6 +113,7 @@ RMS_TOKENS, RMS_FEATURES = 6, 24
 
 class RMSResidual(eqx.Module):
     """X + tanh(RMS(X) Wᵀ), the RMS norm over each token's features, W ~ N(0, 1.5²/24) (issue 27, item 2)."""
+
     norm: eqx.nn.RMSNorm
     linear: eqx.nn.Linear
 
@@ -163,10 +168,15 @@ def _conv_batch_norm_by_hand(train: bool):
     """The Conv + BatchNorm block written out from its parameters: training mode normalises each channel
     with the mean and biased variance over the batch and positions of the state; eval mode with the stored
     averages. Independent of the adapter's functional application of the module."""
+
     def block(p, h):
         X = h.reshape(BATCH, POSITIONS, BN_CHANNELS)
-        Z = jax.lax.conv_general_dilated(X, p["conv"]["kernel"].get_value(), (1,), "SAME",
-                                         dimension_numbers=("NWC", "WIO", "NWC")) + p["conv"]["bias"].get_value()
+        Z = (
+            jax.lax.conv_general_dilated(
+                X, p["conv"]["kernel"].get_value(), (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+            )
+            + p["conv"]["bias"].get_value()
+        )
         if train:
             mean, var = Z.mean(axis=(0, 1)), ((Z - Z.mean(axis=(0, 1))) ** 2).mean(axis=(0, 1))
         else:
@@ -214,13 +224,16 @@ ZOO = {
     "equinox GRU step": lambda: _equinox(EquinoxGRUStep, (GRU_HIDDEN,), 6),
     "equinox conv + GroupNorm": lambda: _equinox(EquinoxConvGroupNorm, (CHANNELS, LENGTH), 4),
     "flax pre-norm transformer": lambda: _flax(FlaxPreNormTransformer, (TOKENS, FEATURES), 4),
-    "flax conv + BatchNorm, train": lambda: _flax(make_batch_norm_train, (BATCH, POSITIONS, BN_CHANNELS), 4,
-                                                  _conv_batch_norm_by_hand(train=True)),
-    "flax conv + BatchNorm, eval": lambda: _flax(make_batch_norm_eval, (BATCH, POSITIONS, BN_CHANNELS), 4,
-                                                 _conv_batch_norm_by_hand(train=False)),
+    "flax conv + BatchNorm, train": lambda: _flax(
+        make_batch_norm_train, (BATCH, POSITIONS, BN_CHANNELS), 4, _conv_batch_norm_by_hand(train=True)
+    ),
+    "flax conv + BatchNorm, eval": lambda: _flax(
+        make_batch_norm_eval, (BATCH, POSITIONS, BN_CHANNELS), 4, _conv_batch_norm_by_hand(train=False)
+    ),
     # issue 27, item 2: the default method's warm-started Lanczos settles low on this one
-    "equinox RMS residual (issue 27)": lambda: _equinox(RMSResidual, (RMS_TOKENS, RMS_FEATURES), 8, samples=16,
-                                                        seed=3, depths=(1, 4, 8)),
+    "equinox RMS residual (issue 27)": lambda: _equinox(
+        RMSResidual, (RMS_TOKENS, RMS_FEATURES), 8, samples=16, seed=3, depths=(1, 4, 8)
+    ),
 }
 
 
@@ -271,8 +284,9 @@ def rounding_bound(Js, top):
     componentwise = (n + 4) * d * EPS * np.linalg.norm(M) / top
     carried, normwise = np.eye(n), 0.0  # carried = J_d⋯J_{ℓ+1}
     for ell in range(d, 0, -1):
-        normwise += (np.linalg.norm(carried, 2) * np.linalg.norm(np.abs(Js[ell - 1]), 2)
-                     * np.linalg.norm(forward[ell - 1]))
+        normwise += (
+            np.linalg.norm(carried, 2) * np.linalg.norm(np.abs(Js[ell - 1]), 2) * np.linalg.norm(forward[ell - 1])
+        )
         carried = carried @ Js[ell - 1]
     return min(componentwise, (2 * n + 4) * EPS * normwise / top)
 
@@ -280,8 +294,9 @@ def rounding_bound(Js, top):
 def engine(name, method):
     c = case(name)
     if method == "matrix_free":
-        result = jaxgrad.simulate(c.net, c.samples, c.seed, method=method, spectrum_at=c.depths,
-                                  fields=("log_signal_norm",))
+        result = jaxgrad.simulate(
+            c.net, c.samples, c.seed, method=method, spectrum_at=c.depths, fields=("log_signal_norm",)
+        )
         return np.stack([result.log_singular_values[d][:, 0] for d in c.depths], axis=1)
     result = jaxgrad.simulate(c.net, c.samples, c.seed, method=method, fields=("log_spectral_norm",))
     return result.log_spectral_norm[:, np.asarray(c.depths) - 1]
@@ -301,10 +316,13 @@ def test_engine_matches_jacrev_of_the_whole_network(name, method):
     relative = np.abs(np.expm1(got - want))
     bound = tolerance(name, method, bounds)
     worst = np.unravel_index(np.argmax(relative / bound), relative.shape)
-    print(f"\nzoo: {name}, method={method}: worst relative error {relative.max():.2e} "
-          f"(tolerance there {bound[np.unravel_index(np.argmax(relative), relative.shape)]:.2e})")
+    print(
+        f"\nzoo: {name}, method={method}: worst relative error {relative.max():.2e} "
+        f"(tolerance there {bound[np.unravel_index(np.argmax(relative), relative.shape)]:.2e})"
+    )
     i, k = worst
     assert np.all(relative <= bound), (
         f"{name}, method={method}: ln‖J_d⋯J_1‖₂ at depth d={case(name).depths[k]}, sample {i}: engine "
         f"{got[i, k]:.6f}, jacrev + float64 SVD {want[i, k]:.6f} (relative error {relative[i, k]:.2e}, "
-        f"tolerance {bound[i, k]:.2e}); {int((relative > bound).sum())} of {relative.size} beyond")
+        f"tolerance {bound[i, k]:.2e}); {int((relative > bound).sum())} of {relative.size} beyond"
+    )

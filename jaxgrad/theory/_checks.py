@@ -4,6 +4,7 @@ Arguments are checked only when they are concrete (Python numbers, NumPy or
 committed JAX arrays). Under `jit`/`vmap` they are tracers: nothing is checked and
 nothing raises, and invalid values propagate as NaN.
 """
+
 from __future__ import annotations
 
 import jax

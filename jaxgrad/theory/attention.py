@@ -42,6 +42,7 @@ References:
   L. Noci, S. Anagnostidis, L. Biggio, A. Orvieto, S. P. Singh, A. Lucchi, NeurIPS 2022 (arXiv:2206.03126).
   L. Xiao, Y. Bahri, J. Sohl-Dickstein, S. Schoenholz, J. Pennington, ICML 2018 (arXiv:1806.05393).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -49,8 +50,13 @@ import numpy as np
 
 from jaxgrad.theory._checks import check_positive_integer
 
-__all__ = ["RANK_COLLAPSE_EXPONENT", "attention_residual_log_bound", "delta_orthogonal_log_singular_value",
-           "uniform_attention_mean_growth", "uniform_attention_token_cosine"]
+__all__ = [
+    "RANK_COLLAPSE_EXPONENT",
+    "attention_residual_log_bound",
+    "delta_orthogonal_log_singular_value",
+    "uniform_attention_mean_growth",
+    "uniform_attention_token_cosine",
+]
 
 RANK_COLLAPSE_EXPONENT = 3.0
 

@@ -37,6 +37,7 @@ References:
   S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep information
   propagation", ICLR 2017, eqs. (9)-(13).
 """
+
 from __future__ import annotations
 
 import functools

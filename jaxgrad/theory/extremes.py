@@ -18,6 +18,7 @@ the n units; `input_norm_average` averages any such expectation over that scale 
 
 References: H. A. David, H. N. Nagaraja, "Order Statistics", 3rd ed., Wiley 2003.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def expected_mean_square_derivative(activation: str | Activation, q) -> np.ndarr
     return np.asarray(gaussian_expectation(lambda u: phi_prime(u) ** 2, np.asarray(q, np.float32)), np.float64)
 
 
-def expected_max_derivative(activation: str | Activation, q, width: int, *, nodes: int = 4001,
-                            power: int = 1) -> np.ndarray:
+def expected_max_derivative(
+    activation: str | Activation, q, width: int, *, nodes: int = 4001, power: int = 1
+) -> np.ndarray:
     r"""$E\max_i φ′(z_i)$, or $E[(\max_i φ′(z_i))^p]$ for ``power`` p, over n iid $z_i \sim N(0, q)$.
 
     For φ′ even and decreasing in |z| (tanh, sigmoid), $\max_i φ′(z_i) = φ′(\sqrt q\,m)$ with
@@ -70,15 +72,16 @@ def expected_max_derivative(activation: str | Activation, q, width: int, *, node
     width = check_positive_integer("width", width, static=True)
     u = np.linspace(0.0, 12.0, nodes)
     erfc = np.array([math.erfc(x / math.sqrt(2)) for x in u])
-    density = width * erfc ** (width - 1) * math.sqrt(2 / math.pi) * np.exp(-u**2 / 2)
+    density = width * erfc ** (width - 1) * math.sqrt(2 / math.pi) * np.exp(-(u**2) / 2)
     q = np.asarray(q, np.float64)
     phi_prime = derivative(get_activation(activation).fn)
     values = np.asarray(phi_prime(jnp.asarray(np.sqrt(q)[..., None] * u, jnp.float32)), np.float64)
     return np.asarray(np.trapezoid(values**power * density, u, axis=-1) / np.trapezoid(density, u))
 
 
-def input_norm_average(g: Callable[[np.ndarray], np.ndarray], sigma_w, sigma_b, q0, width: int, *,
-                       nodes: int = 161) -> np.ndarray:
+def input_norm_average(
+    g: Callable[[np.ndarray], np.ndarray], sigma_w, sigma_b, q0, width: int, *, nodes: int = 161
+) -> np.ndarray:
     r"""$E_s[g(q_s)]$, $q_s = σ_w^2 q_0 s + σ_b^2$, $s = \|h\|^2/(n q_0) \sim χ^2_n/n$, for $h \sim N(0, q_0 I_n)$.
 
     Given the input h of a dense layer, its pre-activations are iid $N(0, q_s)$; s is shared by

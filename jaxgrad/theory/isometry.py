@@ -20,6 +20,7 @@ References:
   J. Pennington, S. Schoenholz, S. Ganguli, "The emergence of spectral universality in
   deep networks", AISTATS 2018.
 """
+
 from __future__ import annotations
 
 import functools

@@ -29,6 +29,7 @@ References:
   S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep information
   propagation", ICLR 2017.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,9 +47,24 @@ from jaxgrad.theory._checks import check_nonnegative, check_positive, check_posi
 from jaxgrad.theory.moments import gaussian_moments
 from jaxgrad.theory.random_matrix import LogGain
 
-__all__ = ["BISECTIONS", "DepthScales", "FIXED_POINT_GRID", "FixedPoint", "JUMP", "Propagation",
-           "SCAN_POINTS", "bisect", "check_moments", "chi1", "critical_sigma_w", "fixed_points",
-           "implicit_root", "mean_field_log_gain", "q_star", "signal_propagation"]
+__all__ = [
+    "BISECTIONS",
+    "DepthScales",
+    "FIXED_POINT_GRID",
+    "FixedPoint",
+    "JUMP",
+    "Propagation",
+    "SCAN_POINTS",
+    "bisect",
+    "check_moments",
+    "chi1",
+    "critical_sigma_w",
+    "fixed_points",
+    "implicit_root",
+    "mean_field_log_gain",
+    "q_star",
+    "signal_propagation",
+]
 
 Array = jax.Array
 Q_MIN, Q_MAX = 1e-20, 1e20  # the solvers' range of q; q* outside it is reported as 0 or inf
@@ -188,8 +204,10 @@ def _resolve(activation, sigma_w, sigma_b, q0=1.0) -> Activation:
     check_nonnegative("sigma_b", sigma_b)
     check_positive("q0", q0)
     if concrete(sigma_w, sigma_b, q0):
-        check_moments(act, _first_layer(np.asarray(sigma_w, np.float64), np.asarray(sigma_b, np.float64),
-                                        np.asarray(q0, np.float64)))
+        check_moments(
+            act,
+            _first_layer(np.asarray(sigma_w, np.float64), np.asarray(sigma_b, np.float64), np.asarray(q0, np.float64)),
+        )
     return act
 
 

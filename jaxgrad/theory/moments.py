@@ -8,6 +8,7 @@ quadrature, exactly: its kink sits on a panel edge); graded Gauss–Legendre qua
 Reference:
   C. K. I. Williams, "Computing with infinite networks", NeurIPS 1996.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,9 +45,7 @@ class GaussianMoments(NamedTuple):
 def _piecewise_linear(a: float) -> GaussianMoments:
     """φ(u) = max(u, a u): φ² averages to (1 + a²) q/2, φ′² to (1 + a²)/2."""
     c2, c4 = (1 + a * a) / 2, (1 + a**4) / 2
-    return GaussianMoments(
-        lambda q: c2 * q, lambda q: c2 + 0 * q, lambda q: c2 + 0 * q, lambda q: c4 + 0 * q, True
-    )
+    return GaussianMoments(lambda q: c2 * q, lambda q: c2 + 0 * q, lambda q: c2 + 0 * q, lambda q: c4 + 0 * q, True)
 
 
 def _erf_second(q):

@@ -48,6 +48,7 @@ References: J. L. Ba, J. R. Kiros, G. E. Hinton, "Layer normalization", 2016; B.
 J. Pennington, V. Rao, J. Sohl-Dickstein, S. S. Schoenholz, "A mean field theory of batch
 normalization", ICLR 2019.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,13 @@ import numpy as np
 from jaxgrad.activations import get_activation
 from jaxgrad.quadrature import gaussian_expectation
 
-__all__ = ["NORM_KINDS", "batch_norm_gradient_factor", "batch_norm_gradient_rate", "norm_jacobian_singular_values",
-           "pre_norm_signal_variance"]
+__all__ = [
+    "NORM_KINDS",
+    "batch_norm_gradient_factor",
+    "batch_norm_gradient_rate",
+    "norm_jacobian_singular_values",
+    "pre_norm_signal_variance",
+]
 
 NORM_KINDS = ("layer", "rms")
 
@@ -100,16 +106,19 @@ def batch_norm_gradient_factor(activation="relu", batch: int | None = None) -> f
     """
     name = get_activation(activation).name
     if name not in ("relu", "linear"):
-        raise ValueError(f"the BatchNorm gradient factor is closed here for activation 'relu' or 'linear', got "
-                         f"{name!r}")
+        raise ValueError(
+            f"the BatchNorm gradient factor is closed here for activation 'relu' or 'linear', got {name!r}"
+        )
     if batch is None:
         return math.pi / (math.pi - 1) if name == "relu" else 1.0
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 4:
         raise ValueError(f"`batch` must be an integer ≥ 4 (E 1/χ²_(B−1) is finite for B > 3), got batch={batch!r}")
     if name != "linear":
-        raise ValueError("the finite-batch factor is closed only for activation='linear'; use batch=None for "
-                         "ReLU's large-batch limit (the finite-batch correction is measured: experiments/"
-                         "batchnorm_explosion.py)")
+        raise ValueError(
+            "the finite-batch factor is closed only for activation='linear'; use batch=None for "
+            "ReLU's large-batch limit (the finite-batch correction is measured: experiments/"
+            "batchnorm_explosion.py)"
+        )
     return (batch - 2) / (batch - 3)
 
 
@@ -132,8 +141,10 @@ def pre_norm_signal_variance(activation, depth, beta, sigma_w=1.0, q0=1.0) -> np
     """
     act = get_activation(activation)
     if act.name not in _ODD:
-        raise ValueError(f"`activation` must be odd ({', '.join(_ODD)}) for this closed form (the cross term "
-                         f"vanishes only then), got activation={act.name!r}")
+        raise ValueError(
+            f"`activation` must be odd ({', '.join(_ODD)}) for this closed form (the cross term "
+            f"vanishes only then), got activation={act.name!r}"
+        )
     for name, value in (("beta", beta), ("sigma_w", sigma_w)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"`{name}` must be finite and non-negative, got {name}={value!r}")

@@ -31,6 +31,7 @@ References:
   Phys. 177, 1996; I. M. Johnstone, "On the distribution of the largest eigenvalue in
   principal components analysis", Ann. Statist. 29, 2001.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,11 +46,23 @@ from jax.scipy.special import digamma, gammaln, polygamma
 
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 
-__all__ = ["LogGain", "ReluLogGainMoments", "TW1_MEAN", "critical_sigma_w_typical", "gaussian_log_gain",
-           "gaussian_lyapunov_spectrum", "lyapunov_sorting_bias", "marchenko_pastur_edge",
-           "product_moments_gaussian", "relu_layer_characteristic_function", "relu_log_gain",
-           "relu_log_gain_density", "relu_log_gain_moments", "relu_zero_gain_probability",
-           "tracy_widom_mean_norm"]
+__all__ = [
+    "LogGain",
+    "ReluLogGainMoments",
+    "TW1_MEAN",
+    "critical_sigma_w_typical",
+    "gaussian_log_gain",
+    "gaussian_lyapunov_spectrum",
+    "lyapunov_sorting_bias",
+    "marchenko_pastur_edge",
+    "product_moments_gaussian",
+    "relu_layer_characteristic_function",
+    "relu_log_gain",
+    "relu_log_gain_density",
+    "relu_log_gain_moments",
+    "relu_zero_gain_probability",
+    "tracy_widom_mean_norm",
+]
 
 Array = jax.Array
 
@@ -195,8 +208,10 @@ def critical_sigma_w_typical(activation: str, width: int) -> float:
         with jax.enable_x64(True):  # in float64 whatever the caller's mode: the effect is 5/(4n)
             mean = float(_relu_log_gain(n, np.float64(1.0)).mean)
         return float(math.sqrt(2.0) * math.exp(-mean))
-    raise ValueError(f"unknown `activation`={activation!r} for an exact finite-width law; valid choices are "
-                     f"['linear', 'relu'] (others: mean field, `critical_sigma_w`)")
+    raise ValueError(
+        f"unknown `activation`={activation!r} for an exact finite-width law; valid choices are "
+        f"['linear', 'relu'] (others: mean field, `critical_sigma_w`)"
+    )
 
 
 def relu_zero_gain_probability(width, depth) -> Array:
@@ -248,7 +263,6 @@ def product_moments_gaussian(depth, k, *, width: int | None = None, sigma_w=1.0)
     return m2 * sigma_w ** (4 * L)
 
 
-
 # --------------------------------------------------------------------------- the exact He-ReLU law at finite width
 # NumPy/SciPy, not JAX: the characteristic function needs the complex log-gamma function.
 
@@ -266,8 +280,12 @@ class ReluLogGainMoments(NamedTuple):
 def _active_law(n: int) -> tuple[np.ndarray, np.ndarray]:
     """K = 1..n and P(K | K ≥ 1) for K ~ Binomial(n, ½)."""
     K = np.arange(1, n + 1, dtype=np.float64)
-    log_p = (scipy.special.gammaln(n + 1.0) - scipy.special.gammaln(K + 1) - scipy.special.gammaln(n - K + 1)
-             - n * math.log(2.0))
+    log_p = (
+        scipy.special.gammaln(n + 1.0)
+        - scipy.special.gammaln(K + 1)
+        - scipy.special.gammaln(n - K + 1)
+        - n * math.log(2.0)
+    )
     return K, np.exp(log_p) / -math.expm1(-n * math.log(2.0))
 
 
@@ -299,7 +317,8 @@ def relu_layer_characteristic_function(n_in: int, n_out: int, t) -> np.ndarray:
     K, p = _active_law(n_out)
     s = 0.5j * np.atleast_1d(np.asarray(t, np.float64))[:, None]
     return np.exp(s[:, 0] * math.log(4.0 / n_in)) * (
-        p * np.exp(scipy.special.loggamma(K / 2 + s) - scipy.special.gammaln(K / 2))).sum(axis=1)
+        p * np.exp(scipy.special.loggamma(K / 2 + s) - scipy.special.gammaln(K / 2))
+    ).sum(axis=1)
 
 
 def relu_log_gain_density(widths, x, *, nodes: int = 4096) -> np.ndarray:
@@ -353,11 +372,16 @@ def relu_log_gain_moments(widths) -> ReluLogGainMoments:
     per_layer = {int(n): relu_log_gain(int(n), 1) for n in np.unique(widths[1:])}
     limit = {int(n): relu_log_gain(int(n), 1, limit=True) for n in per_layer}
     shift = 0.5 * np.log(widths[1:] / widths[:-1])  # ½ ln(n_ℓ/n_{ℓ−1}): 2/n_{ℓ−1} against 4/n_ℓ
+
     def take(table, field):
         return np.array([float(getattr(table[int(n)], field)) for n in widths[1:]])
 
-    return ReluLogGainMoments(np.cumsum(take(per_layer, "mean") + shift), np.cumsum(take(per_layer, "variance")),
-                              np.cumsum(take(limit, "mean") + shift), np.cumsum(take(limit, "variance")))
+    return ReluLogGainMoments(
+        np.cumsum(take(per_layer, "mean") + shift),
+        np.cumsum(take(per_layer, "variance")),
+        np.cumsum(take(limit, "mean") + shift),
+        np.cumsum(take(limit, "variance")),
+    )
 
 
 # --------------------------------------------------------------------------- the spectral norm of one Gaussian matrix

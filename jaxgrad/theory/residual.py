@@ -49,6 +49,7 @@ References: K. He et al., CVPR 2016 (residual networks); G. Yang and E. Littwin 
 β ∝ L^{-1/2}); B. Bordelon et al., "Depthwise hyperparameter transfer in residual networks",
 ICLR 2024; S. Hayou et al., "Stable ResNet", AISTATS 2021 (the e^{a²}-type limits at α = ½).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,14 @@ import scipy.special
 from jaxgrad.activations import derivative, get_activation
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 
-__all__ = ["ResidualLogGain", "linear_residual_gain", "linear_residual_log_gain", "linear_residual_log_variance_limit",
-           "mean_field_residual_gain", "residual_gain_limit"]
+__all__ = [
+    "ResidualLogGain",
+    "linear_residual_gain",
+    "linear_residual_log_gain",
+    "linear_residual_log_variance_limit",
+    "mean_field_residual_gain",
+    "residual_gain_limit",
+]
 
 
 class ResidualLogGain(NamedTuple):
@@ -173,8 +180,10 @@ def mean_field_residual_gain(activation, blocks, alpha, a=1.0, sigma_w=1.0, dept
     """
     act = get_activation(activation)
     if not act.homogeneous:
-        raise ValueError(f"`activation` must be positively homogeneous (linear, relu, leaky_relu) for this closed "
-                         f"form, got activation={act.name!r}")
+        raise ValueError(
+            f"`activation` must be positively homogeneous (linear, relu, leaky_relu) for this closed "
+            f"form, got activation={act.name!r}"
+        )
     slope2 = float(np.mean(np.asarray(_derivative_squared(act))))
     return linear_residual_gain(blocks, alpha, a, float(sigma_w) * math.sqrt(slope2), depth)
 
