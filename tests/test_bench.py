@@ -27,9 +27,18 @@ def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):
     for b in result["baselines"]:
         assert b["depths"] == [1, 2, 3, 4, 5, 6, 7, 8]
         assert b["a"]["ratio"] > 0 and b["b"]["ratio"] > 0 and b["b"]["ratio_all_depths"] > 0
+        # Equal work: the engine computing exactly what the baselines compute, and the ratios against it.
+        equal = b["engine_equal"]
+        assert equal["fields"] == ["log_spectral_norm"] and equal["norms_at"] == b["depths"]
+        assert equal["samples_run"] == b["samples"] and equal["execute_s"] > 0
+        assert b["b"]["ratio_equal"] == pytest.approx(b["b"]["seconds"] / equal["execute_s"])
+    assert {"c_over_engine_equal", "b_over_engine_equal"} & set(result["targets"]) == (
+        {"c_over_engine_equal", "b_over_engine_equal"} if "torch" in result["versions"] else {"b_over_engine_equal"}
+    )
     table = (tmp_path / "smoke_table.md").read_text()
     assert table in out
     assert "engine ÷ limit" in table and "| 8 | 8 |" in table
+    assert "engine, equal work s" in table and "**Equal work**" in table and "**Full work**" in table
     for ext in ("png", "pdf"):
         assert (tmp_path / f"throughput_smoke.{ext}").stat().st_size > 1000
 
@@ -45,6 +54,9 @@ def test_quick_bench_writes_json_table_and_figure(tmp_path, capsys):
         (["bench", "--widths", "0,64"], ["--widths", "positive"]),
         (["bench", "--samples", "0"], ["--samples must be a positive integer"]),
         (["bench", "--tag", "tpu"], ["--tag tpu", "not the one here"]),
+        (["bench", "--method", "vector"], ["--method vector", "log_spectral_norm", "equal-work", "--no-baselines"]),
+        (["bench", "--method", "matrix_free"], ["--method matrix_free", "log_spectral_norm", "power or svd"]),
+        (["bench", "--method", "lanczos"], ["--method", "invalid choice", "'lanczos'"]),
     ],
 )
 def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
@@ -57,25 +69,39 @@ def test_bench_bad_flags_are_one_line_and_exit_code_2(capsys, argv, words):
         assert word in err
 
 
-def test_targets_are_judged_at_every_width():
+def test_targets_are_judged_at_every_width_against_that_widths_target():
     from benchmarks import bench
 
     configs = [
         dict(width=n, depth=d, engine_over_limit=r, memory=dict(peak_mb=m))
-        for n, d, r, m in ((64, 64, 1.4, 100.0), (64, 1000, 1.3, 110.0), (128, 64, 1.6, 100.0), (128, 1000, 1.5, 130.0))
+        for n, d, r, m in (
+            (64, 64, 2.4, 100.0),
+            (64, 1000, 1.3, 110.0),
+            (128, 64, 1.9, 100.0),
+            (128, 1000, 1.5, 130.0),
+            (256, 64, 1.3, 100.0),
+        )
     ]
     baselines = [
-        dict(width=64, b=dict(ratio=5.0, ratio_all_depths=9.0), c=dict(ratio=1.1)),
-        dict(width=128, b=dict(ratio=4.5, ratio_all_depths=9.0), c=dict(ratio=0.9)),
+        dict(width=64, b=dict(ratio=1.0, ratio_all_depths=9.0, ratio_equal=2.1), c=dict(ratio=1.1, ratio_equal=2.5)),
+        dict(width=128, b=dict(ratio=4.5, ratio_all_depths=9.0, ratio_equal=3.0), c=dict(ratio=0.9, ratio_equal=2.0)),
     ]
     t = bench.targets(dict(configs=configs, baselines=baselines))
-    assert t["engine_over_limit"] == dict(by_width={64: 1.4, 128: 1.6}, target="<= 1.5", met=False)  # one width misses
-    assert t["b_over_engine"]["met"] and t["b_all_depths_over_engine"]["met"] is None
-    assert not t["c_over_engine"]["met"]
+    # Full work, engine ÷ limit: 2.4 meets n = 64's 2.5, 1.9 misses n = 128's 1.8, 1.3 meets n = 256's 1.4.
+    assert t["engine_over_limit"]["by_width"] == {64: 2.4, 128: 1.9, 256: 1.3}
+    assert t["engine_over_limit"]["met_by_width"] == {64: True, 128: False, 256: True}
+    assert t["engine_over_limit"]["met"] is False
+    # Equal work, (b): 2.1 meets n = 64's 2, but 3.0 misses n = 128's 4; torch.func: both >= 2.
+    assert t["b_over_engine_equal"]["met_by_width"] == {64: True, 128: False}
+    assert t["c_over_engine_equal"]["met"] is True
+    assert t["b_over_engine"]["met"] is None and t["b_all_depths_over_engine"]["met"] is None  # reported only
+    assert t["c_over_engine"]["met"] is None
     assert t["memory_deep_over_64"]["by_width"] == {64: pytest.approx(1.1), 128: pytest.approx(1.3)}
     assert not t["memory_deep_over_64"]["met"]
     text = bench._targets_text(t)
-    assert "1.4 (n = 64), 1.6 (n = 128); target <= 1.5 — MISSED" in text
+    assert "full work: engine ÷ limit: 2.4 ✓ (n = 64), 1.9 ✗ (n = 128), 1.3 ✓ (n = 256)" in text
+    assert "target <= 2.5 (n <= 64), <= 1.8 (n = 128), <= 1.4 (n >= 256) — MISSED" in text
+    assert "equal work: (c) torch.func ÷ engine: 2.5 ✓ (n = 64), 2 ✓ (n = 128); target >= 2 — met" in text
 
 
 @pytest.mark.slow
