@@ -651,9 +651,11 @@ def tables(result: dict) -> str:
             "",
             "| width | samples | engine, equal work s | engine, full work s | (a) loop s | (b) vmap·jacrev s "
             "| (c) torch.func s | (a) ÷ engine, equal | (b) ÷ engine, equal | (c) ÷ engine, equal "
-            "| (b) ÷ engine, full | (c) ÷ engine, full | (b, all depths) ÷ engine, full |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| (b) ÷ engine, full | (c) ÷ engine, full | (b, all depths) ÷ engine, full "
+            "| engine, equal work ÷ limit | (b) ÷ limit |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        limits = {c["width"]: c["limit"]["total_s"] for c in result["configs"] if c["depth"] == depth}
         for b in result["baselines"]:
             a, bb, cc, eq = b["a"], b["b"], b.get("c"), b.get("engine_equal")
             lines.append(
@@ -663,8 +665,15 @@ def tables(result: dict) -> str:
                 f"| {_fmt(cc and cc['seconds'])}{_bracket(cc)} "
                 f"| {_fmt(a.get('ratio_equal'))} | **{_fmt(bb.get('ratio_equal'))}** "
                 f"| **{_fmt(cc and cc.get('ratio_equal'))}** "
-                f"| {_fmt(bb['ratio'])} | {_fmt(cc and cc['ratio'])} | {_fmt(bb['ratio_all_depths'])} |"
+                f"| {_fmt(bb['ratio'])} | {_fmt(cc and cc['ratio'])} | {_fmt(bb['ratio_all_depths'])} "
+                f"| {_fmt(eq and b['width'] in limits and eq['execute_s'] / limits[b['width']])} "
+                f"| {_fmt(limits.get(b['width']) and bb['seconds'] / limits[b['width']])} |"
             )
+        lines += [
+            "",
+            "(b) ÷ limit caps (b) ÷ engine at equal work: an engine that draws every layer's weights and multiplies "
+            "them cannot run below the limit.",
+        ]
     for note in result["notes"]:
         lines += ["", note]
     return "\n".join(lines) + "\n"
