@@ -702,7 +702,11 @@ def from_functions(
 
 
 def serial_from_equinox(
-    makes: Sequence[Callable], *, shape=None, tied: bool = False, hyper: Mapping[str, float] | None = None
+    makes: Sequence[Callable],
+    *,
+    shape: Sequence[int] | int | None = None,
+    tied: bool = False,
+    hyper: Mapping[str, float] | None = None,
 ) -> Network:
     """A network of Equinox blocks, ``jaxgrad.serial(*[from_equinox(m, shape=shape, hyper=hyper) for m in makes])``.
 
@@ -712,7 +716,11 @@ def serial_from_equinox(
 
 
 def serial_from_flax(
-    makes: Sequence[Callable], *, shape=None, tied: bool = False, hyper: Mapping[str, float] | None = None
+    makes: Sequence[Callable],
+    *,
+    shape: Sequence[int] | int | None = None,
+    tied: bool = False,
+    hyper: Mapping[str, float] | None = None,
 ) -> Network:
     """A network of Flax NNX blocks, ``jaxgrad.serial(*[from_flax(m, shape=shape, hyper=hyper) for m in makes])``."""
     return _serial(from_flax, makes, shape, tied, hyper)

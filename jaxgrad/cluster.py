@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -453,7 +453,7 @@ def _differences(mine, theirs, prefix="") -> str:
     return f"{prefix[:-1] or 'config'}={mine!r} vs {theirs!r}"
 
 
-def broadcast_from_writer(value, *, timeout_s: float = _DECISION_TIMEOUT_S):
+def broadcast_from_writer(value: Any, *, timeout_s: float = _DECISION_TIMEOUT_S) -> Any:
     """Process 0's `value` (JSON-able) on every process, e.g. which sweep points are already stored.
 
     Decisions that change which collective computations run (resuming a sweep) must be

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxgrad.activations import Activation, derivative, get_activation
 from jaxgrad.layers import (
@@ -66,7 +67,7 @@ def _centre(k: int) -> int:
     return (k - 1) // 2
 
 
-def convolve(W, h, spatial: tuple[int, ...]):
+def convolve(W: jax.Array, h: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
     r"""$\sum_t W[t]^\top h[x + t - c]$ with circular padding; h of shape (*spatial, C), no bias."""
     kernel = W.shape[:-2]
     pad = [(_centre(k), k - 1 - _centre(k)) for k in kernel] + [(0, 0)]
@@ -79,7 +80,7 @@ def convolve(W, h, spatial: tuple[int, ...]):
     return out[0]
 
 
-def conv_matrix(W, spatial: tuple[int, ...]):
+def conv_matrix(W: jax.Array, spatial: tuple[int, ...]) -> jax.Array:
     r"""The n × n matrix $K_W$ of `convolve` (row (x, o), column (x′, i)); its entries are W's, exactly."""
     kernel, (C_in, C_out) = W.shape[:-2], W.shape[-2:]
     pixels = math.prod(spatial)
@@ -93,7 +94,7 @@ def conv_matrix(W, spatial: tuple[int, ...]):
     return K.reshape(pixels * C_out, pixels * C_in)
 
 
-def fourier_mode_power(h, spatial: Sequence[int], channels: int):
+def fourier_mode_power(h: jax.Array, spatial: Sequence[int], channels: int) -> jax.Array:
     r"""Fraction of the signal's power in each spatial Fourier mode, shape `spatial` (sums to 1).
 
     $p_k = \sum_c |\hat h[k, c]|^2 / \sum_{k′,c} |\hat h[k′, c]|^2$ with $\hat h$ the DFT over the
@@ -155,7 +156,7 @@ def conv(
     sigma_w: float = 1.0,
     sigma_b: float = 0.0,
     *,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Layer:
     r"""A circular convolution $h \mapsto φ(W \star h + b)$ on a (*spatial, channels) state.
 

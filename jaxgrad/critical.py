@@ -52,6 +52,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from jax.typing import DTypeLike
+from numpy.typing import ArrayLike
 
 from jaxgrad.engine import _grid_points, sweep
 from jaxgrad.layers import Network
@@ -260,7 +262,7 @@ def _name(f) -> str:
 
 
 def rates_from_log_gains(
-    log_gain, *, criterion: str = "mean_square", discard: int = 0
+    log_gain: ArrayLike, *, criterion: str = "mean_square", discard: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""(rate, SE, non-finite count) per leading index from $\ln\|J_\ell\cdots J_1 u\|$ of shape (..., samples, depth).
 
@@ -302,7 +304,7 @@ def growth_rates(
     seed: int = 0,
     criterion: str = "mean_square",
     discard: int | None = None,
-    dtype=None,
+    dtype: DTypeLike | None = None,
     verify: bool = True,
 ) -> GrowthRates:
     r"""The growth rate per block of `net` at each value of its hyperparameter `hyper`, as one `jaxgrad.sweep`.
@@ -394,7 +396,7 @@ def critical_point(
     target: float = 0.0,
     tolerance: float | None = None,
     isometry: bool = False,
-    dtype=None,
+    dtype: DTypeLike | None = None,
     verify: bool = True,
 ) -> CriticalPoint:
     r"""The value of one traced hyperparameter at which the gains grow neither up nor down with depth.

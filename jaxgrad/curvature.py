@@ -32,16 +32,17 @@ from jax.flatten_util import ravel_pytree
 __all__ = ["hessian_vector_product", "top_hessian_eigenvalue"]
 
 Array = jax.Array
+Params = Any  # a pytree of float arrays
 
 
-def hessian_vector_product(loss: Callable[[Any], Array], params) -> Callable[[Array], Array]:
+def hessian_vector_product(loss: Callable[[Params], Array], params: Params) -> Callable[[Array], Array]:
     r"""$v \mapsto ∇^2 L(θ)\,v$ on the flat parameter vector (``ravel_pytree(params)``), by `jax.jvp` of `jax.grad`."""
     flat, unravel = ravel_pytree(params)
     grad = jax.grad(lambda theta: loss(unravel(theta)))
     return lambda v: jax.jvp(grad, (flat,), (v.astype(flat.dtype),))[1]
 
 
-def top_hessian_eigenvalue(loss: Callable[[Any], Array], params, *, key: Array, steps: int = 32) -> Array:
+def top_hessian_eigenvalue(loss: Callable[[Params], Array], params: Params, *, key: Array, steps: int = 32) -> Array:
     r"""$λ_{\max}(∇^2 L)$ at `params` by `steps` Lanczos iterations on Hessian-vector products.
 
     The largest (algebraic) eigenvalue, the one that sets gradient descent's threshold

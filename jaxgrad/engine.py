@@ -43,10 +43,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import DTypeLike
 
 from jaxgrad import ensemble, probes
 from jaxgrad import verify as _verify
-from jaxgrad.layers import Network, as_key
+from jaxgrad.layers import Network, Params, as_key
 from jaxgrad.layers import state_shape as layer_state_shape
 from jaxgrad.probes import FIELDS, SampleKeys, sample_keys
 
@@ -139,7 +141,7 @@ def _check_q0(q0):
     return float(q0)
 
 
-def _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset):
+def _check_common(net, samples, seed, key, dtype, chunk_size, devices, sample_offset) -> tuple[int, int, str]:
     if not isinstance(net, Network):
         raise ValueError(f"`net` must be a jaxgrad Network (e.g. jaxgrad.mlp(...)), got {type(net).__name__}")
     samples = _check_int("samples", samples, 1)
@@ -528,18 +530,18 @@ def simulate(
     seed: int = 0,
     *,
     key: jax.Array | None = None,
-    params=None,
+    params: Params | None = None,
     q0: float = 1.0,
     spectrum_at: Sequence[int] = (),
     method: str = "power",
     fields: Sequence[str] | None = None,
     norms_at: Sequence[int] | None = None,
-    dtype=None,
+    dtype: DTypeLike | None = None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     sample_offset: int = 0,
     progress: bool | None = None,
-    inputs=None,
+    inputs: npt.ArrayLike | None = None,
     verify: bool | _verify.Plan = True,
 ) -> SimulationResult:
     r"""Measures the Jacobian products of `samples` independent initialisations of `net`.
@@ -694,7 +696,7 @@ def draw_inputs(
     *,
     key: jax.Array | None = None,
     q0: float = 1.0,
-    dtype=None,
+    dtype: DTypeLike | None = None,
     sample_offset: int = 0,
 ) -> np.ndarray:
     r"""The inputs $h^{(0)}$ `simulate(net, samples, seed, q0=q0)` uses, bit for bit: (samples, n₀).
@@ -725,8 +727,14 @@ def draw_inputs(
 
 
 def draw_params(
-    net: Network, samples: int, seed: int = 0, *, key: jax.Array | None = None, dtype=None, method: str = "power"
-):
+    net: Network,
+    samples: int,
+    seed: int = 0,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+    method: str = "power",
+) -> Params:
     """The parameters `simulate(net, samples, seed, method=method)` draws, bit for bit.
 
     Returns the structure ``jax.vmap(net.init)(keys)`` returns (leading axis `samples`);
@@ -812,7 +820,7 @@ def _representative(nets: Sequence[Network]) -> Network:
 def sweep(
     net: Network,
     samples: int,
-    seed=0,
+    seed: int | npt.ArrayLike = 0,
     *,
     grid: Mapping[str, Sequence[float]],
     key: jax.Array | None = None,
@@ -821,7 +829,7 @@ def sweep(
     method: str = "power",
     fields: Sequence[str] | None = None,
     norms_at: Sequence[int] | None = None,
-    dtype=None,
+    dtype: DTypeLike | None = None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress: bool | None = None,
@@ -939,10 +947,10 @@ def lyapunov_spectrum(
     seed: int = 0,
     *,
     key: jax.Array | None = None,
-    params=None,
+    params: Params | None = None,
     q0: float = 1.0,
     sort: bool = True,
-    dtype=None,
+    dtype: DTypeLike | None = None,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
     sample_offset: int = 0,

@@ -47,6 +47,8 @@ from jaxgrad.progress import Progress
 
 __all__ = ["compile_count", "count_nonfinite", "micro_batch_size", "run"]
 
+PyTree = Any  # a pytree of arrays
+
 _CACHE_SIZE = 64
 _programs: collections.OrderedDict[Hashable, Callable] = collections.OrderedDict()
 _compiles = [0]
@@ -95,7 +97,7 @@ def available_memory_bytes(device) -> int:
         return 4 << 30
 
 
-def count_nonfinite(tree) -> dict[str, int]:
+def count_nonfinite(tree: PyTree) -> dict[str, int]:
     """Per leaf (by its path), the number of samples (rows) with any non-finite value.
 
     Floating leaves only; rows are the leading axis (after any grid axes, pass the
@@ -242,11 +244,11 @@ def run(
     fn: Callable[..., Any],
     samples: int,
     *,
-    seed=0,
-    key=None,
+    seed: int | Sequence[int] | np.ndarray = 0,
+    key: jax.Array | None = None,
     args: Sequence = (),
     grid_size: int | None = None,
-    per_sample=None,
+    per_sample: PyTree | None = None,
     index: bool = False,
     sample_offset: int = 0,
     chunk_size: int | None = None,
@@ -254,7 +256,7 @@ def run(
     bytes_per_sample: int | None = None,
     progress: str | None = None,
     cache_key: Hashable | None = None,
-):
+) -> PyTree:
     r"""Evaluates ``fn`` for samples i = offset … offset + samples − 1, stacked on axis 0.
 
     Arguments:

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxgrad.activations import Activation, derivative, get_activation
 
@@ -48,6 +49,11 @@ __all__ = [
 
 Array = jax.Array
 Params = Any
+_LayerFunctions = tuple[
+    Callable[[Array], Params],
+    Callable[[Params, Array], Array],
+    Callable[[Params, Array], tuple[Array, Array]] | None,
+]
 HIGHEST = jax.lax.Precision.HIGHEST
 
 WEIGHT_SCHEMES = ("gaussian", "orthogonal", "he", "glorot", "lecun")
@@ -155,7 +161,7 @@ def structure_of(layer: Layer) -> Hashable:
     return ("functions", layer.init, layer.apply, layer.jacobian, layer.n_in, layer.n_out, layer.homogeneous)
 
 
-def functions_of(layer: Layer, coefficients: Mapping[str, Array] | None):
+def functions_of(layer: Layer, coefficients: Mapping[str, Array] | None) -> _LayerFunctions:
     """(init, apply, jacobian) of `layer` with traced `coefficients` (None: the layer's own)."""
     if layer.hyper is None or coefficients is None:
         return layer.init, layer.apply, layer.jacobian
@@ -205,12 +211,12 @@ def weight_std(weights: str, n_in: int, n_out: int, sigma_w: float) -> float:
     return sigma_w / math.sqrt(n_in)  # gaussian, lecun
 
 
-def float_dtype(dtype=None):
+def float_dtype(dtype: DTypeLike | None = None) -> np.dtype:
     """``dtype``, or JAX's default float (float64 under `jax.enable_x64`)."""
     return jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
 
 
-def standard_normal(key: Array, shape, dtype=None) -> Array:
+def standard_normal(key: Array, shape: Sequence[int], dtype: DTypeLike | None = None) -> Array:
     """N(0, 1) draws made in float32 and cast to `dtype`.
 
     Drawing in float32 whatever the compute dtype means a float64 run sees exactly
@@ -219,7 +225,7 @@ def standard_normal(key: Array, shape, dtype=None) -> Array:
     return jax.random.normal(key, shape, jnp.float32).astype(float_dtype(dtype))
 
 
-def haar_orthogonal(key: Array, n_out: int, n_in: int, dtype=None) -> Array:
+def haar_orthogonal(key: Array, n_out: int, n_in: int, dtype: DTypeLike | None = None) -> Array:
     r"""A Haar-random matrix with orthonormal rows or columns, shape (n_out, n_in).
 
     QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007),
@@ -240,7 +246,7 @@ def dense(
     weights: str = "gaussian",
     sigma_w: float = 1.0,
     sigma_b: float = 0.0,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Layer:
     r"""Dense layer $h \mapsto φ(Wh + b)$.
 
@@ -399,16 +405,16 @@ class Network(NamedTuple):
     def widths(self) -> tuple[int, ...]:
         return (self.layers[0].n_in,) + tuple(layer.n_out for layer in self.layers)
 
-    def init(self, key: Array):
+    def init(self, key: Array) -> Params:
         key = as_key(key)
         if self.tied:
             return self.layers[0].init(jax.random.fold_in(key, 0))
         return tuple(layer.init(jax.random.fold_in(key, i)) for i, layer in enumerate(self.layers))
 
-    def apply(self, params, x: Array) -> Array:
+    def apply(self, params: Params, x: Array) -> Array:
         return forward(self, params, x)[-1]
 
-    def per_layer(self, params) -> tuple:
+    def per_layer(self, params: Params) -> tuple:
         """The params of each layer: ``params`` itself for an untied network, L copies of it for a tied one."""
         return (params,) * self.depth if self.tied else tuple(params)
 
@@ -443,7 +449,7 @@ class Network(NamedTuple):
         return runs
 
 
-def as_key(key) -> Array:
+def as_key(key: Array | np.ndarray) -> Array:
     """Accepts a typed key (`jax.random.key`) or a legacy uint32 `PRNGKey`."""
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -463,7 +469,7 @@ def check_input(net: Network, x: Array) -> Array:
     return x
 
 
-def forward(net: Network, params, x: Array) -> list[Array]:
+def forward(net: Network, params: Params, x: Array) -> list[Array]:
     """All signals [h⁽⁰⁾, …, h⁽ᴸ⁾] (for a tied network, `params` is the one layer's)."""
     if not net.tied and len(params) != net.depth:
         raise ValueError(f"`params` must hold {net.depth} layers, got {len(params)}")
@@ -588,7 +594,7 @@ def mlp(
     sigma_b: float = 0.0,
     residual_alpha: float | None = None,
     tied: bool = False,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Network:
     r"""A fully connected network $h^{(\ell)} = φ(W^{(\ell)} h^{(\ell-1)} + b^{(\ell)})$.
 

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxgrad import ensemble, probes
 from jaxgrad.convolution import fourier_mode_power
@@ -100,7 +102,9 @@ def _input(keys, n, q0, dtype):
     return jnp.sqrt(q0).astype(dtype) * jax.random.normal(keys.input, (n,), jnp.float32).astype(dtype)
 
 
-def layerwise(net: Network, *, dtype, state: Callable | None = None, layer: Callable | None = None):
+def layerwise(
+    net: Network, *, dtype: DTypeLike, state: Callable | None = None, layer: Callable | None = None
+) -> probes.Probe:
     r"""A probe recording ``state(h)`` for $h^{(0)}, …, h^{(L)}$ and ``layer(θ_ℓ, h^{(ℓ-1)}, h^{(ℓ)})`` for ℓ = 1..L.
 
     Both return dicts of arrays; the probe returns their union, stacked over depth (L + 1 rows
@@ -136,7 +140,7 @@ def layerwise(net: Network, *, dtype, state: Callable | None = None, layer: Call
     return probe
 
 
-def token_similarity(net: Network, *, dtype, tokens: int):
+def token_similarity(net: Network, *, dtype: DTypeLike, tokens: int) -> probes.Probe:
     """`layerwise` with token cosine, token residual and rank-one distance of the (tokens, width) state."""
     n = _check_square(net, "token_similarity")
     if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)) or tokens < 2 or n % tokens:
@@ -155,7 +159,7 @@ def token_similarity(net: Network, *, dtype, tokens: int):
     return layerwise(net, dtype=dtype, state=state)
 
 
-def fourier_modes(net: Network, *, dtype, spatial: tuple[int, ...], channels: int):
+def fourier_modes(net: Network, *, dtype: DTypeLike, spatial: tuple[int, ...], channels: int) -> probes.Probe:
     """`layerwise` with `jaxgrad.convolution.fourier_mode_power` of the (*spatial, channels) state, flat over modes."""
     n = _check_square(net, "fourier_modes")
     spatial = tuple(spatial)
@@ -174,7 +178,7 @@ def _named_leaves(params) -> list[tuple[str, jax.Array]]:
     ]
 
 
-def weight_gradient_norms(net: Network, *, dtype):
+def weight_gradient_norms(net: Network, *, dtype: DTypeLike) -> probes.Probe:
     r"""A probe of $\ln\|∂\mathcal L/∂θ_\ell\|_F$ per named parameter (``log_grad_<name>``, (L,) each) and
     $\ln\|δ^{(\ell)}\|$ (``log_error_norm``, ℓ = 0..L−1), for $\mathcal L = \langle e, h^{(L)}\rangle$.
 
@@ -245,7 +249,7 @@ def _kahan_add(total, comp, x):
     return new, (new - total) - y
 
 
-def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
+def product_spectrum(net: Network, *, dtype: DTypeLike, depths: Sequence[int]) -> probes.Probe:
     r"""A probe of every $\ln σ_i(J_\ell\cdots J_1)$ (descending) at each ℓ in `depths`: ``log_singular_values``
     of shape (len(depths), n).
 
@@ -291,7 +295,7 @@ def product_spectrum(net: Network, *, dtype, depths: Sequence[int]):
     return probe
 
 
-def qr_log_stretches(net: Network, *, dtype, depths: Sequence[int]):
+def qr_log_stretches(net: Network, *, dtype: DTypeLike, depths: Sequence[int]) -> probes.Probe:
     r"""A probe of the QR method's $\sum_{k\le\ell}\ln|(R_k)_{ii}|$, sorted descending, at each ℓ in `depths`
     (``log_stretches``, shape (len(depths), n)), with $J_k Q_{k-1} = Q_k R_k$, $Q_0 = I$.
 
@@ -341,7 +345,7 @@ def measure(
     dtype: str = "float32",
     chunk_size: int | None = None,
     cache_key: Hashable | None = None,
-    **options,
+    **options: Any,
 ) -> dict[str, np.ndarray]:
     """Runs ``builder(net, dtype=…, **options)`` over `samples` initialisations with `jaxgrad.ensemble.run`.
 

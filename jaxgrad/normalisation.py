@@ -29,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxgrad.activations import Activation, get_activation
 from jaxgrad.layers import (
@@ -135,7 +136,7 @@ def _vector_norm(kind: str, width: int, eps: float, learnable: bool, dtype) -> L
     )
 
 
-def rms_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype=None) -> Layer:
+def rms_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype: DTypeLike | None = None) -> Layer:
     r"""RMSNorm (Zhang & Sennrich 2019): $h \mapsto γ \odot h/\sqrt{\|h\|^2/n + ε}$.
 
     Arguments:
@@ -157,7 +158,9 @@ def rms_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dt
     )
 
 
-def layer_norm(width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype=None) -> Layer:
+def layer_norm(
+    width: int, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype: DTypeLike | None = None
+) -> Layer:
     r"""LayerNorm (Ba, Kiros & Hinton 2016): $h \mapsto γ \odot (h - \bar h)/\sqrt{\mathrm{var}(h) + ε} + β$.
 
     Arguments and returns as in `rms_norm`; the parameters are a gain (1) and a bias (0),
@@ -187,7 +190,9 @@ def _batch_normalise(params, H, eps, learnable: bool):
     return params.gain * y + params.bias if learnable else y
 
 
-def batch_norm(width: int, batch: int = 32, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype=None) -> Layer:
+def batch_norm(
+    width: int, batch: int = 32, *, eps: float = DEFAULT_EPS, learnable: bool = True, dtype: DTypeLike | None = None
+) -> Layer:
     r"""BatchNorm on a batch: $H_{bi} \mapsto γ_i (H_{bi} - μ_i)/\sqrt{σ_i^2 + ε} + β_i$.
 
     $μ_i, σ_i^2$ are the mean and (biased) variance of feature i over the B rows of
@@ -291,7 +296,7 @@ def batch_norm_mlp(
     sigma_w: float = 1.0,
     sigma_b: float = 0.0,
     eps: float = DEFAULT_EPS,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Network:
     r"""Yang et al. (2019)'s batch-normalised network on a batch of B inputs.
 

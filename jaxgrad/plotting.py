@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import matplotlib
 from cycler import cycler  # a dependency of matplotlib (matplotlib.cycler is not in its type stubs)
@@ -30,6 +32,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from jaxgrad.store import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.collections import PolyCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.typing import ColorType, RcKeyType
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "DIVERGING_CMAP",
@@ -65,7 +74,7 @@ PALETTE = tuple(
 DIVERGING_CMAP = "PuOr_r"
 THEORY_COLOR = OKABE_ITO["black"]
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -91,13 +100,15 @@ class Figure(NamedTuple):
 
 
 @contextlib.contextmanager
-def style():
+def style() -> Iterator[None]:
     """Context in which figures get the house style (rcParams are read at artist creation)."""
     with matplotlib.rc_context(STYLE):
         yield
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 4.2, height: float = 3.2, **kwargs):
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, width: float = 4.2, height: float = 3.2, **kwargs: Any
+) -> tuple[MplFigure, Any]:
     """A constrained-layout figure of ``nrows × ncols`` panels, each ``width × height`` inches.
 
     Returns:
@@ -108,13 +119,24 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 4.2, height: floa
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def theory_line(ax, x, y, *, label: str | None = None, color=THEORY_COLOR, **kwargs):
+def theory_line(
+    ax: Axes, x: ArrayLike, y: ArrayLike, *, label: str | None = None, color: ColorType = THEORY_COLOR, **kwargs: Any
+) -> list[Line2D]:
     """A closed-form prediction: a solid line drawn above the measurements."""
     kwargs.setdefault("zorder", 3)
     return ax.plot(x, y, color=color, label=label, **kwargs)
 
 
-def measured_points(ax, x, y, *, label: str | None = None, color=PALETTE[0], marker="o", **kwargs):
+def measured_points(
+    ax: Axes,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    label: str | None = None,
+    color: ColorType = PALETTE[0],
+    marker: str = "o",
+    **kwargs: Any,
+) -> list[Line2D]:
     """Measurements as unjoined markers (hollow by default, so the theory line shows through)."""
     kwargs.setdefault("markerfacecolor", "none")
     kwargs.setdefault("markeredgewidth", 1.0)
@@ -122,7 +144,17 @@ def measured_points(ax, x, y, *, label: str | None = None, color=PALETTE[0], mar
     return ax.plot(x, y, linestyle="none", marker=marker, color=color, label=label, **kwargs)
 
 
-def measured_band(ax, x, lower, upper, *, label: str | None = None, color=PALETTE[0], center=None, **kwargs):
+def measured_band(
+    ax: Axes,
+    x: ArrayLike,
+    lower: ArrayLike,
+    upper: ArrayLike,
+    *,
+    label: str | None = None,
+    color: ColorType = PALETTE[0],
+    center: ArrayLike | None = None,
+    **kwargs: Any,
+) -> PolyCollection:
     """A measured spread (quantiles, ± standard errors) as a translucent band, with an optional centre line."""
     kwargs.setdefault("alpha", 0.25)
     band = ax.fill_between(x, lower, upper, color=color, linewidth=0, label=label, zorder=1, **kwargs)
@@ -132,7 +164,7 @@ def measured_band(ax, x, lower, upper, *, label: str | None = None, color=PALETT
 
 
 def label_axes(
-    ax,
+    ax: Axes,
     xlabel: str,
     ylabel: str,
     *,
@@ -140,7 +172,7 @@ def label_axes(
     xlog: bool = False,
     ylog: bool = False,
     legend: bool = True,
-):
+) -> Axes:
     """Axis labels (always), log scales where asked, title and legend (if any labelled artist)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -155,7 +187,7 @@ def label_axes(
     return ax
 
 
-def save_figure(fig, outdir, stem: str) -> list[Path]:
+def save_figure(fig: MplFigure, outdir: str | os.PathLike[str], stem: str) -> list[Path]:
     """Save ``<outdir>/<stem>.png`` and ``.pdf`` atomically (a killed save leaves the old files).
 
     PDF metadata omits the creation date so re-drawing identical data gives identical files.

@@ -34,14 +34,15 @@ new, a probe of this shape; the runner and the engine do not change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
-from jaxgrad.layers import HIGHEST, Layer, Network, functions_of
+from jaxgrad.layers import HIGHEST, Layer, Network, Params, functions_of
 from jaxgrad.spectral import lanczos_top_singular, lanczos_top_singular_operator
 
 __all__ = [
@@ -67,6 +68,8 @@ FIELDS = ("log_spectral_norm", "log_norm_product", "log_forward_gain", "log_back
 MATRIX_FREE_FIELDS = ("log_norm_product", "log_forward_gain", "log_backward_gain", "log_signal_norm")
 PARAM_SOURCES = ("drawn", "tied", "given")
 
+Probe = Callable[..., dict[str, jax.Array]]  # ``probe(key, *args) -> {field: array}``, for `jaxgrad.ensemble.run`
+
 
 class SampleKeys(NamedTuple):
     weights: jax.Array  # layer ℓ (1-based) uses fold_in(weights, ℓ − 1), as Network.init does
@@ -76,7 +79,7 @@ class SampleKeys(NamedTuple):
     lanczos: jax.Array
 
 
-def sample_keys(seed, i) -> SampleKeys:
+def sample_keys(seed: int | jax.Array, i: int | jax.Array) -> SampleKeys:
     """The keys of sample i: a function of (seed, i) only (`seed` an integer or a key)."""
     base = (
         seed
@@ -345,7 +348,7 @@ def _source(net: Network, params_given: bool) -> str:
 def product_norms(
     net: Network,
     *,
-    dtype,
+    dtype: DTypeLike,
     method: str = "power",
     spectrum_at: Sequence[int] = (),
     params_given: bool = False,
@@ -353,7 +356,7 @@ def product_norms(
     inputs_given: bool = False,
     keep_at: Sequence[int] = (),
     jacobian_mode: str = "rev",
-):
+) -> Probe:
     r"""The matrix probe: every field of `FIELDS` at every depth, and spectra at `spectrum_at`.
 
     ``method="power"``: warm-started Lanczos for $\|P_\ell\|_2$ (``product_lanczos_steps``) and
@@ -470,7 +473,14 @@ def product_norms(
     return probe
 
 
-def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool = False, keep_at: Sequence[int] = ()):
+def gains(
+    net: Network,
+    *,
+    dtype: DTypeLike,
+    params_given: bool = False,
+    inputs_given: bool = False,
+    keep_at: Sequence[int] = (),
+) -> Probe:
     """Matrix-free gains: a forward sweep with `jax.jvp`, a backward sweep with `jax.vjp`.
 
     The backward sweep starts from a random unit $e_L$ at depth L and redraws each
@@ -551,13 +561,13 @@ def gains(net: Network, *, dtype, params_given: bool = False, inputs_given: bool
 def matrix_free(
     net: Network,
     *,
-    dtype,
+    dtype: DTypeLike,
     spectrum_at: Sequence[int] = (),
     fields: Sequence[str] = MATRIX_FREE_FIELDS,
     params_given: bool = False,
     inputs_given: bool = False,
     keep_at: Sequence[int] = (),
-):
+) -> Probe:
     r"""The matrix probe without matrices: every quantity from Jacobian-vector products.
 
     No Jacobian is formed; each layer is used only through $v \mapsto J_\ell v$ (`jax.jvp`,
@@ -733,7 +743,9 @@ def matrix_free(
     return probe
 
 
-def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = False, inputs_given: bool = False):
+def lyapunov(
+    net: Network, *, dtype: DTypeLike, sort: bool = True, params_given: bool = False, inputs_given: bool = False
+) -> Probe:
     r"""QR method (Benettin et al. 1980): $J_\ell Q_{\ell-1} = Q_\ell R_\ell$,
     $λ_i = \frac1L \sum_\ell \ln|(R_\ell)_{ii}|$; sorted descending per sample if `sort`."""
     layers = _Layers(net, _source(net, params_given))
@@ -768,7 +780,7 @@ def lyapunov(net: Network, *, dtype, sort: bool = True, params_given: bool = Fal
     return probe
 
 
-def parameters(net: Network, *, dtype):
+def parameters(net: Network, *, dtype: DTypeLike) -> Callable[..., Params]:
     """The probe that returns the parameters the other probes draw, per segment stacked over depth.
 
     Each layer's draw happens inside a `lax.scan` behind the same optimisation barrier as in
@@ -796,7 +808,7 @@ def parameters(net: Network, *, dtype):
     return probe
 
 
-def coefficient_arrays(net: Network, dtype) -> tuple[Mapping[str, object], ...]:
+def coefficient_arrays(net: Network, dtype: DTypeLike) -> tuple[Mapping[str, object], ...]:
     """Per segment of `net`, each coefficient as a host array over the segment's layers (float64 → dtype)."""
     import numpy as np
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 __all__ = ["Progress"]
 
@@ -23,7 +24,9 @@ class Progress:
       width: bar width in characters.
     """
 
-    def __init__(self, total: int, label: str, *, enabled: bool = True, stream=None, width: int = 24):
+    def __init__(
+        self, total: int, label: str, *, enabled: bool = True, stream: TextIO | None = None, width: int = 24
+    ) -> None:
         self.total, self.label, self.enabled, self.width = max(int(total), 0), label, enabled, width
         self.stream = sys.stderr if stream is None else stream
         self.done, self.detail, self.start = 0, "", time.monotonic()
@@ -35,7 +38,7 @@ class Progress:
             self._draw()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()

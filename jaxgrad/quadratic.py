@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpy.typing import ArrayLike
 
 from jaxgrad.layers import HIGHEST, float_dtype
 
@@ -141,7 +142,7 @@ def is_stable(a: float, lr: float, momentum: float = 0.0, nesterov: bool = False
     return 0.0 < float(lr) < critical_learning_rate(a, momentum, nesterov)
 
 
-def transition_matrix(a, lr, momentum: float = 0.0, nesterov: bool = False) -> np.ndarray:
+def transition_matrix(a: ArrayLike, lr: ArrayLike, momentum: float = 0.0, nesterov: bool = False) -> np.ndarray:
     r"""The 2×2 matrix M with $(\theta_{t+1}, m_{t+1}) = M(\theta_t, m_t)$ (see
     `critical_learning_rate`); for β = 0 its eigenvalues are $r = 1 - \eta a$ and 0.
 
@@ -157,7 +158,7 @@ def transition_matrix(a, lr, momentum: float = 0.0, nesterov: bool = False) -> n
     return np.stack([np.stack(top, -1), np.stack(bottom, -1)], -2)
 
 
-def spectral_radius(a, lr, momentum: float = 0.0, nesterov: bool = False):
+def spectral_radius(a: ArrayLike, lr: ArrayLike, momentum: float = 0.0, nesterov: bool = False) -> float | np.ndarray:
     r"""$ρ(M) = \max_i |z_i|$: the asymptotic growth factor per step ($\ln ρ$ is the growth
     rate); broadcasts like `transition_matrix`."""
     rho = np.max(np.abs(np.linalg.eigvals(transition_matrix(a, lr, momentum, nesterov))), axis=-1)
@@ -179,7 +180,7 @@ def momentum_closed_form(
     return np.array(out)
 
 
-def check_spd(A, name: str = "A") -> np.ndarray:
+def check_spd(A: ArrayLike, name: str = "A") -> np.ndarray:
     """Return `A` as a float64 array, or raise ValueError naming `name` if it is not SPD."""
     A = np.asarray(A, dtype=np.float64)
     shown = np.array2string(A, precision=3, threshold=16, edgeitems=2)
@@ -199,7 +200,7 @@ def check_spd(A, name: str = "A") -> np.ndarray:
     return A
 
 
-def critical_learning_rate_spd(A, momentum: float = 0.0, nesterov: bool = False) -> float:
+def critical_learning_rate_spd(A: ArrayLike, momentum: float = 0.0, nesterov: bool = False) -> float:
     r"""Largest stable step on $L(\theta) = \tfrac12\theta^\top A\theta$, A SPD.
 
     In the eigenbasis of A the iteration (with or without momentum) splits into
@@ -297,7 +298,15 @@ def _prepare(A, theta0, lr, momentum, steps, nesterov):
     return A, theta0, lr, momentum, scalar
 
 
-def sgd_trajectories(A, theta0, lr, *, steps: int, momentum=None, nesterov: bool = False) -> Array:
+def sgd_trajectories(
+    A: ArrayLike,
+    theta0: ArrayLike,
+    lr: ArrayLike,
+    *,
+    steps: int,
+    momentum: ArrayLike | None = None,
+    nesterov: bool = False,
+) -> Array:
     r"""Iterates $\theta_0, …, \theta_{steps}$ of `optax.sgd` on a batch of quadratics.
 
     One compiled call: `lax.scan` over steps, `vmap` over the batch; the gradient is
@@ -321,7 +330,14 @@ def sgd_trajectories(A, theta0, lr, *, steps: int, momentum=None, nesterov: bool
 
 
 def sgd_growth_rates(
-    A, theta0, lr, *, steps: int, momentum=None, nesterov: bool = False, burn_in: int | None = None
+    A: ArrayLike,
+    theta0: ArrayLike,
+    lr: ArrayLike,
+    *,
+    steps: int,
+    momentum: ArrayLike | None = None,
+    nesterov: bool = False,
+    burn_in: int | None = None,
 ) -> Array:
     r"""Measured growth rate per step of `optax.sgd` on a batch of quadratics.
 
@@ -344,7 +360,15 @@ def sgd_growth_rates(
 
 
 def bisect_critical_learning_rate(
-    A, theta0, low, high, *, steps: int, momentum=None, nesterov: bool = False, iterations: int = 30
+    A: ArrayLike,
+    theta0: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    *,
+    steps: int,
+    momentum: ArrayLike | None = None,
+    nesterov: bool = False,
+    iterations: int = 30,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Measured threshold by bisection on the sign of the optax growth rate.
 

@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 __all__ = ["GaussianRule", "gauss_hermite", "gaussian_expectation", "graded_legendre", "tail_fraction"]
 
@@ -73,7 +74,7 @@ def gauss_hermite(n: int = 128) -> GaussianRule:
     return GaussianRule(np.sqrt(2.0) * x, w / np.sqrt(np.pi))
 
 
-def gaussian_expectation(f: Callable[[Array], Array], q=1.0, *, rule: GaussianRule | None = None) -> Array:
+def gaussian_expectation(f: Callable[[Array], Array], q: ArrayLike = 1.0, *, rule: GaussianRule | None = None) -> Array:
     r"""$E[f(\sqrt q\, z)]$ for $z \sim N(0, 1)$, i.e. the mean of f under $N(0, q)$.
 
     Arguments:
@@ -94,7 +95,7 @@ def gaussian_expectation(f: Callable[[Array], Array], q=1.0, *, rule: GaussianRu
 
 
 def tail_fraction(
-    f: Callable[[Array], Array], q=1.0, *, beyond: float = 8.0, rule: GaussianRule | None = None
+    f: Callable[[Array], Array], q: ArrayLike = 1.0, *, beyond: float = 8.0, rule: GaussianRule | None = None
 ) -> Array:
     r"""Share of $E|f(\sqrt q z)|$ that the rule takes from $|z| > $ `beyond`.
 

@@ -53,6 +53,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from jaxgrad.activations import Activation, derivative, get_activation
 from jaxgrad.layers import (
@@ -283,7 +284,7 @@ def rnn(
     sigma_b: float = 0.0,
     input_std: float = 0.0,
     input_dim: int | None = None,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Network:
     r"""A recurrent network unrolled over `steps` time steps, one parameter set for all of them.
 
@@ -360,12 +361,12 @@ def _inputs_program(input_dim: int, steps: int):
     return jax.jit(draw)
 
 
-def cell_jacobian(net: Network, params: CellParams, h, x) -> jax.Array:
+def cell_jacobian(net: Network, params: CellParams, h: ArrayLike, x: ArrayLike) -> jax.Array:
     r"""$∂h_t/∂h_{t-1}$ at state `h` and input `x`, by `jax.jacrev` of the cell."""
     return jax.jacrev(_step_function(_spec_of(net)), argnums=1)(params, jnp.asarray(h), jnp.asarray(x))
 
 
-def unroll(net: Network, params: CellParams, h0, xs=None) -> tuple[jax.Array, jax.Array]:
+def unroll(net: Network, params: CellParams, h0: ArrayLike, xs: ArrayLike | None = None) -> tuple[jax.Array, jax.Array]:
     r"""Reference forward pass: states $h_0, …, h_T$ (T+1, m) and Jacobians $J_1, …, J_T$ (T, m, m).
 
     Arguments:

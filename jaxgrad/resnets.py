@@ -19,12 +19,14 @@ The residual sum is `jaxgrad.residual` (its scale coefficient is β); a block's 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
-from jaxgrad.activations import get_activation
+from jaxgrad.activations import Activation, get_activation
 from jaxgrad.layers import (
     HIGHEST,
     WEIGHT_SCHEMES,
@@ -176,7 +178,7 @@ def resnet(
     width: int = 64,
     depth: int = 256,
     branch: str = "dense",
-    activation="relu",
+    activation: str | Callable | Activation = "relu",
     alpha: float = 0.5,
     a: float = 1.0,
     norm: str | None = None,
@@ -186,7 +188,7 @@ def resnet(
     *,
     norm_type: str = "layer",
     eps: float = DEFAULT_EPS,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Network:
     r"""A residual network of `depth` blocks with branch scale $β = a\,\mathrm{depth}^{-α}$.
 

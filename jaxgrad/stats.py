@@ -15,9 +15,11 @@ formulas live here once:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, SupportsFloat
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "Comparison",
@@ -33,14 +35,14 @@ __all__ = [
 ]
 
 
-def mean_and_se(x, axis=0):
+def mean_and_se(x: ArrayLike, axis: int = 0) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Sample mean and its standard error along `axis` (non-finite values are not dropped)."""
     x = np.asarray(x, np.float64)
     n = x.shape[axis]
     return x.mean(axis), x.std(axis, ddof=1) / np.sqrt(n)
 
 
-def variance_and_se(x, axis=0):
+def variance_and_se(x: ArrayLike, axis: int = 0) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Sample variance (ddof=1) and its standard error, SE² ≈ (m₄ − σ⁴(n−3)/(n−1))/n."""
     x = np.asarray(x, np.float64)
     n = x.shape[axis]
@@ -50,7 +52,7 @@ def variance_and_se(x, axis=0):
     return var, np.sqrt(np.maximum(m4 - var**2 * (n - 3) / (n - 1), 0.0) / n)
 
 
-def pooled_variance(x) -> tuple[float, float]:
+def pooled_variance(x: ArrayLike) -> tuple[float, float]:
     r"""Variance of x (samples, k) pooled over both axes, $\overline{x^2} - \bar x^2$, and its delta-method
     standard error over the per-sample moments (the samples, rows, are the independent units)."""
     x = np.asarray(x, np.float64)
@@ -60,7 +62,7 @@ def pooled_variance(x) -> tuple[float, float]:
     return float(a.mean() - b.mean() ** 2), float(np.sqrt(max(grad @ cov @ grad, 0.0)))
 
 
-def log_mean_exp(y, axis=0):
+def log_mean_exp(y: ArrayLike, axis: int = 0) -> tuple[np.ndarray | float, np.ndarray | float]:
     r"""$\ln \frac1N\sum_i e^{y_i}$ and its delta-method standard error.
 
     SE ≈ sd(e^{y − m}) / (√N · mean(e^{y − m})): the relative error of the mean.
@@ -73,12 +75,12 @@ def log_mean_exp(y, axis=0):
     return np.log(mean) + np.squeeze(m, axis), w.std(axis, ddof=1) / np.sqrt(n) / mean
 
 
-def quantiles(x, qs=(5, 50, 95), axis=0):
+def quantiles(x: ArrayLike, qs: Sequence[float] | np.ndarray = (5, 50, 95), axis: int = 0) -> np.ndarray:
     """Percentiles along `axis`, stacked on a leading axis of len(qs)."""
     return np.percentile(np.asarray(x, np.float64), qs, axis=axis)
 
 
-def slope(depths, y):
+def slope(depths: ArrayLike, y: ArrayLike) -> float:
     """Least-squares slope of y against depth."""
     depths = np.asarray(depths, np.float64)
     return float(np.polyfit(depths, np.asarray(y, np.float64), 1)[0])
@@ -89,7 +91,7 @@ class KolmogorovSmirnov(NamedTuple):
     critical: float  # D is below this with probability 1 − alpha when both samples share one distribution
 
 
-def ks_two_sample(x, y, alpha: float = 1e-3) -> KolmogorovSmirnov:
+def ks_two_sample(x: ArrayLike, y: ArrayLike, alpha: float = 1e-3) -> KolmogorovSmirnov:
     r"""Two-sample Kolmogorov–Smirnov statistic and its critical value at level `alpha`.
 
     $D = \sup_t |\hat F_x(t) - \hat F_y(t)|$; under the null (one continuous distribution)
@@ -135,7 +137,13 @@ class Comparison(NamedTuple):
 
 
 def within_standard_errors(
-    quantity: str, measured, se, predicted, *, k: float = 4.0, allowance: float = 0.0
+    quantity: str,
+    measured: SupportsFloat,
+    se: SupportsFloat,
+    predicted: SupportsFloat,
+    *,
+    k: float = 4.0,
+    allowance: SupportsFloat = 0.0,
 ) -> Comparison:
     """`Comparison` at tolerance ``k·SE + allowance`` (a stated finite-size allowance, default 0)."""
     se, allowance = float(se), float(allowance)

@@ -40,11 +40,14 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxgrad.stats import Comparison  # noqa: F401 (re-exported: the record a store holds)
+
+if TYPE_CHECKING:  # this module does not import JAX (`point_key` does, when called)
+    import jax
 
 __all__ = [
     "Store",
@@ -64,7 +67,7 @@ __all__ = [
 # --------------------------------------------------------------------------- atomic files
 
 
-def atomic_write(path, data: bytes | str) -> Path:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write `data` to `path` atomically: temp file in the same directory, fsync, `os.replace`.
 
     If anything fails (or the process is killed) before the rename, the previous file,
@@ -96,11 +99,11 @@ def atomic_write(path, data: bytes | str) -> Path:
     return path
 
 
-def write_json(path, obj) -> Path:
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
 
 
-def write_npz(path, arrays: dict) -> Path:
+def write_npz(path: str | os.PathLike[str], arrays: dict) -> Path:
     buffer = io.BytesIO()
     named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
     np.savez(buffer, **named)
@@ -114,7 +117,7 @@ class UnreadableFileError(Exception):
     when the caller knows the way out (`with_remedy`).
     """
 
-    def __init__(self, path, reason: str, remedy: str = ""):
+    def __init__(self, path: str | os.PathLike[str], reason: str, remedy: str = "") -> None:
         self.path, self.reason, self.remedy = Path(path), reason, remedy
         super().__init__(f"{path} is unreadable ({reason})" + (f"; {remedy}" if remedy else ""))
 
@@ -126,7 +129,7 @@ def _reason(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
 
-def read_npz(path) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """The arrays stored in `path`.
 
     Raises:
@@ -142,7 +145,7 @@ def read_npz(path) -> dict[str, np.ndarray]:
         raise UnreadableFileError(path, _reason(error)) from None
 
 
-def write_csv(path, rows: list[dict]) -> Path:
+def write_csv(path: str | os.PathLike[str], rows: list[dict]) -> Path:
     """A tidy CSV: the union of the rows' keys as columns (first-seen order), blanks where absent."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
@@ -152,7 +155,7 @@ def write_csv(path, rows: list[dict]) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
-def read_csv(path) -> list[dict[str, str]]:
+def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
@@ -226,7 +229,7 @@ def point_id(point: dict) -> str:
     return safe
 
 
-def point_key(seed: int, pid: str):
+def point_key(seed: int, pid: str) -> jax.Array:
     """The PRNG key of a point: a function of (seed, point id) alone, not of sweep order."""
     import jax
 
@@ -240,14 +243,28 @@ class Store:
     dir: Path
 
     @classmethod
-    def of(cls, root, name: str) -> Store:
+    def of(cls, root: str | os.PathLike[str], name: str) -> Store:
         return cls(Path(root) / name)
 
-    manifest = property(lambda self: self.dir / "manifest.json")
-    summary = property(lambda self: self.dir / "summary.csv")
-    comparisons = property(lambda self: self.dir / "comparisons.csv")
-    data = property(lambda self: self.dir / "data.npz")
-    points = property(lambda self: self.dir / "points")
+    @property
+    def manifest(self) -> Path:
+        return self.dir / "manifest.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.dir / "summary.csv"
+
+    @property
+    def comparisons(self) -> Path:
+        return self.dir / "comparisons.csv"
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data.npz"
+
+    @property
+    def points(self) -> Path:
+        return self.dir / "points"
 
     def point_path(self, pid: str) -> Path:
         return self.points / f"{pid}.npz"

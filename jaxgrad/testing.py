@@ -62,14 +62,16 @@ except ImportError as error:  # hypothesis is an optional dependency
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import ArrayLike, DTypeLike
 
 from jaxgrad import jacobian as _jacobian
 from jaxgrad import quadratic as _quadratic
 from jaxgrad import spectral as _spectral
 from jaxgrad import stats as _stats
 from jaxgrad import theory as _theory
-from jaxgrad.activations import ACTIVATIONS, get_activation
-from jaxgrad.layers import HIGHEST, WEIGHT_SCHEMES, Network, mlp
+from jaxgrad.activations import ACTIVATIONS, Activation, get_activation
+from jaxgrad.layers import HIGHEST, WEIGHT_SCHEMES, Network, Params, mlp
 
 __all__ = [
     "CUSTOM_ACTIVATIONS",
@@ -188,7 +190,10 @@ def _phase_interval(activation, phase: str, sigma_b: float) -> tuple[float, floa
 
 
 def phases(
-    activation="tanh", names: Sequence[str] | str = PHASES, *, sigma_b: Sequence[float] = (0.1, 0.5)
+    activation: str | Callable | Activation = "tanh",
+    names: Sequence[str] | str = PHASES,
+    *,
+    sigma_b: Sequence[float] = (0.1, 0.5),
 ) -> st.SearchStrategy:
     r"""`Phase` draws: σ_w in a named mean-field phase of `activation` at one of `sigma_b`.
 
@@ -219,7 +224,7 @@ def phases(
 
 @st.composite
 def networks(
-    draw,
+    draw: st.DrawFn,
     *,
     activations: st.SearchStrategy | None = None,
     widths: Sequence[int] = (4, 8),
@@ -230,7 +235,7 @@ def networks(
     phase: Sequence[str] | str | None = None,
     residual: bool = True,
     rectangular: bool = True,
-):
+) -> Network:
     """`jaxgrad.mlp` networks: square, residual (``residual_alpha`` 0.25 or 1) and rectangular.
 
     Arguments:
@@ -272,7 +277,7 @@ class NetworkExample(NamedTuple):
 
 
 @st.composite
-def network_examples(draw, networks: st.SearchStrategy | None = None):
+def network_examples(draw: st.DrawFn, networks: st.SearchStrategy[Network] | None = None) -> NetworkExample:
     """`NetworkExample(net, params, x)`: a drawn network, ``net.init`` of a drawn key, and an input."""
     net = draw(networks if networks is not None else globals()["networks"]())
     params = net.init(jax.random.key(draw(st.integers(0, 2**16))))
@@ -314,7 +319,9 @@ def _default_loss(h):
     return 0.5 * jnp.sum((h - 1.0) ** 2)
 
 
-def assert_chain_equals_grad(net: Network, params, x, loss: Callable | None = None, *, factor=None) -> None:
+def assert_chain_equals_grad(
+    net: Network, params: Params, x: ArrayLike, loss: Callable | None = None, *, factor: float | None = None
+) -> None:
     r"""Seed §2.5: $δ^{(\ell)}$ from $δ^{(\ell-1)} = J_\ell^\top δ^{(\ell)}$ (`jaxgrad.error_signals`) equals
     `jax.grad` of the loss of layers ℓ+1..L at $h^{(\ell)}$, for every ℓ (ℓ = 0 is ∂L/∂x).
 
@@ -356,7 +363,7 @@ def assert_chain_equals_grad(net: Network, params, x, loss: Callable | None = No
             )
 
 
-def assert_submultiplicative(net: Network, params, x, *, factor=None) -> None:
+def assert_submultiplicative(net: Network, params: Params, x: ArrayLike, *, factor: float | None = None) -> None:
     r"""Seed §3: $\|J_1^\top\cdots J_L^\top\|_2 \le \prod_\ell\|J_\ell\|_2$, and that product is the right one.
 
     First the equality that pins the object down: $J_1^\top\cdots J_L^\top$ (`jaxgrad.product`
@@ -391,7 +398,7 @@ def assert_submultiplicative(net: Network, params, x, *, factor=None) -> None:
         )
 
 
-def assert_layer_bound(net: Network, params, x, *, layers: Sequence[int] | None = None) -> None:
+def assert_layer_bound(net: Network, params: Params, x: ArrayLike, *, layers: Sequence[int] | None = None) -> None:
     r"""Seed §4 for dense layers $h \mapsto φ(Wh + b)$: $J_\ell = \mathrm{diag}(φ′(z))\,W$ and
     $\|J_\ell\|_2 \le \|\mathrm{diag}\,φ′(z)\|_2\,\|W\|_2 = \max_i|φ′(z_i)|\,\|W\|_2$.
 
@@ -483,7 +490,13 @@ _STATISTICS = ("mean", "variance", "log_mean_exp")
 
 
 def assert_measured_beside_predicted(
-    samples, predicted, *, statistic: str = "mean", k: float = 4.0, allowance=0.0, quantity: str = "measured"
+    samples: npt.ArrayLike,
+    predicted: npt.ArrayLike,
+    *,
+    statistic: str = "mean",
+    k: float = 4.0,
+    allowance: npt.ArrayLike = 0.0,
+    quantity: str = "measured",
 ) -> list[_stats.Comparison]:
     r"""A Monte-Carlo statistic of `samples` (axis 0) beside its prediction, at ``k·SE + allowance``.
 
@@ -548,10 +561,10 @@ def assert_engine_matches_reference(
     seed: int = 0,
     *,
     method: str = "power",
-    dtype=None,
+    dtype: DTypeLike | None = None,
     q0: float = 1.0,
-    params=None,
-    inputs=None,
+    params: Params | None = None,
+    inputs: npt.ArrayLike | None = None,
 ) -> None:
     r"""The engine's per-layer norms and product norms for `net` equal an independent computation.
 

@@ -35,7 +35,9 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import optax
+from jax.typing import ArrayLike
 
 from jaxgrad.curvature import top_hessian_eigenvalue
 from jaxgrad.layers import HIGHEST, DenseParams, Network, as_key
@@ -43,6 +45,7 @@ from jaxgrad.layers import HIGHEST, DenseParams, Network, as_key
 __all__ = ["Dataset", "History", "classifier_apply", "classifier_loss", "init_classifier", "load_digits", "train"]
 
 Array = jax.Array
+ClassifierParams = tuple[tuple[DenseParams, ...], DenseParams]  # (body, readout)
 LOSSES = ("cross_entropy", "mse")
 
 
@@ -96,7 +99,14 @@ class History(NamedTuple):
 # --------------------------------------------------------------------------- the model
 
 
-def init_classifier(net: Network, key, n_classes: int = 10, *, weight_scale=1.0, bias_scale=1.0):
+def init_classifier(
+    net: Network,
+    key: Array | np.ndarray,
+    n_classes: int = 10,
+    *,
+    weight_scale: float | Array = 1.0,
+    bias_scale: float | Array = 1.0,
+) -> ClassifierParams:
     r"""(body params, readout) with the body's W and b multiplied by the scales and the
     readout $W_o \sim N(0, 1/n_L)$, $b_o = 0$. Build ``net`` with σ_w = σ_b = 1 and pass
     σ_w, σ_b as the scales to make them traced hyperparameters (no recompilation)."""
@@ -148,13 +158,15 @@ def _loss(kind: str, logits, y):
     return 0.5 * jnp.mean(jnp.sum((logits - target) ** 2, -1))
 
 
-def classifier_apply(net: Network, params, x) -> Array:
+def classifier_apply(net: Network, params: ClassifierParams, x: ArrayLike) -> Array:
     """Logits (N, classes) of the classifier ``params = (body, readout)`` on inputs x (N, n₀)."""
     body, readout = params
     return _logits(net, _stack(net, body), readout, x)
 
 
-def classifier_loss(net: Network, params, x, y, loss: str = "cross_entropy") -> Array:
+def classifier_loss(
+    net: Network, params: ClassifierParams, x: ArrayLike, y: ArrayLike, loss: str = "cross_entropy"
+) -> Array:
     """The training loss of ``params = (body, readout)`` on (x, y): the function `train` minimises."""
     return _loss(loss, classifier_apply(net, params, x), y)
 
@@ -253,14 +265,14 @@ def _grid(name, value, size=None):
 def train(
     net: Network,
     optimizer: Callable[[Array], optax.GradientTransformation] | optax.GradientTransformation,
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     *,
-    keys,
+    keys: Array | np.ndarray,
     steps: int,
-    learning_rate=None,
-    weight_scale=1.0,
-    bias_scale=1.0,
+    learning_rate: npt.ArrayLike | None = None,
+    weight_scale: npt.ArrayLike = 1.0,
+    bias_scale: npt.ArrayLike = 1.0,
     n_classes: int = 10,
     loss: Literal["cross_entropy", "mse"] = "cross_entropy",
     batch_size: int | None = None,

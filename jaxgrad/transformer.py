@@ -40,6 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxgrad.layers import (
     HIGHEST,
@@ -81,7 +82,7 @@ def _heads(M, heads: int):
     return jnp.moveaxis(M.reshape(d, heads, d // heads), 1, 0)
 
 
-def attention_weights(params: AttentionParams, X, heads: int, causal: bool):
+def attention_weights(params: AttentionParams, X: jax.Array, heads: int, causal: bool) -> jax.Array:
     """The H attention matrices $P_h$, shape (H, T, T) (rows sum to 1)."""
     T, d = X.shape
     Q = jnp.einsum("td,hde->hte", X, _heads(params.W_Q, heads), precision=HIGHEST)
@@ -92,7 +93,7 @@ def attention_weights(params: AttentionParams, X, heads: int, causal: bool):
     return jax.nn.softmax(scores, axis=-1)
 
 
-def self_attention(params: AttentionParams, X, heads: int = 1, causal: bool = False):
+def self_attention(params: AttentionParams, X: jax.Array, heads: int = 1, causal: bool = False) -> jax.Array:
     r"""$\mathrm{SA}(X) = [P_1 X W_V^1, …, P_H X W_V^H]$ for X of shape (T, d): see the module docstring."""
     P = attention_weights(params, X, heads, causal)
     V = jnp.einsum("td,hde->hte", X, _heads(params.W_V, heads), precision=HIGHEST)
@@ -100,7 +101,7 @@ def self_attention(params: AttentionParams, X, heads: int = 1, causal: bool = Fa
     return out.reshape(X.shape)
 
 
-def token_cosine(X):
+def token_cosine(X: jax.Array) -> jax.Array:
     r"""Mean over ordered pairs i ≠ j of $\cos(x_i, x_j)$, X of shape (T, d); 1 when every token is equal."""
     T = X.shape[0]
     norms = jnp.linalg.norm(X, axis=1)
@@ -109,24 +110,24 @@ def token_cosine(X):
     return (jnp.sum(G) - jnp.trace(G)) / (T * (T - 1))
 
 
-def token_residual(X):
+def token_residual(X: jax.Array) -> jax.Array:
     r"""$\|X - \mathbf 1\bar x^\top\|_F / \|X\|_F$: relative distance from the nearest token-uniform state."""
     R = X - jnp.mean(X, axis=0, keepdims=True)
     return jnp.linalg.norm(R) / jnp.linalg.norm(X)
 
 
-def rank_one_distance(X):
+def rank_one_distance(X: jax.Array) -> jax.Array:
     r"""$\sqrt{1 - σ_1^2/\sum_i σ_i^2}$ = $\min_{\mathrm{rank}\,Y \le 1}\|X - Y\|_F/\|X\|_F$ (Eckart–Young)."""
     s = jnp.linalg.svd(X, compute_uv=False)
     return jnp.sqrt(jnp.maximum(jnp.sum(s[1:] ** 2), 0.0) / jnp.sum(s**2))
 
 
-def max_token_residual(X):
+def max_token_residual(X: jax.Array) -> jax.Array:
     r"""$ρ(X) = \max_i \|x_i - \bar x\|_2$, the residual norm of `jaxgrad.theory.attention_residual_bound`."""
     return jnp.max(jnp.linalg.norm(X - jnp.mean(X, axis=0, keepdims=True), axis=1))
 
 
-def score_and_value_norms(params: AttentionParams, heads: int):
+def score_and_value_norms(params: AttentionParams, heads: int) -> tuple[jax.Array, jax.Array]:
     r"""Per head, $(\|W_Q^h W_K^{h\top}\|_2/\sqrt{d_h},\ \|W_V^h\|_2)$: the bound's weight terms, shape (H,) each."""
     Q, K, V = (_heads(M, heads) for M in params)
     d_h = Q.shape[-1]
@@ -161,7 +162,7 @@ def attention(
     *,
     sigma_w: float = 1.0,
     sigma_qk: float = 1.0,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> Layer:
     r"""A self-attention layer on a (tokens, width) state (flat, length tokens·width).
 

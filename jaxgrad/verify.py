@@ -335,7 +335,7 @@ def verify(
     method: str,
     dtype_name: str,
     source: str,
-    norms_at,
+    norms_at: Sequence[int] | None,
     jacobian_mode: str,
 ) -> dict:
     """Compares `raw` (the engine's arrays, grid axes flattened in front of the samples when a grid ran)

@@ -45,8 +45,11 @@ References:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+from jax.typing import ArrayLike
 
 from jaxgrad.theory._checks import check_positive_integer
 
@@ -69,7 +72,7 @@ def _log_expm1(log_u):
     return jnp.where(small, log_u + 0.5 * u, jnp.log(jnp.expm1(safe)))
 
 
-def attention_residual_log_bound(log_rho, score_norms, value_norms):
+def attention_residual_log_bound(log_rho: ArrayLike, score_norms: ArrayLike, value_norms: ArrayLike) -> jax.Array:
     r"""ln of Dong et al.'s bound on $ρ(\mathrm{SA}(X))$ (module docstring), computed in the log domain.
 
     $$\ln\Big[2ρ\Big(\sum_h \|W_V^h\|_2^2(e^{2\|A_h\|_2ρ^2} - 1)^2\Big)^{1/2}\Big].$$
@@ -91,7 +94,9 @@ def attention_residual_log_bound(log_rho, score_norms, value_norms):
     return jnp.log(2.0) + log_rho + 0.5 * log_sum
 
 
-def uniform_attention_mean_growth(residual_scale, sigma_w, depth):
+def uniform_attention_mean_growth(
+    residual_scale: npt.ArrayLike, sigma_w: npt.ArrayLike, depth: npt.ArrayLike
+) -> np.ndarray | float:
     r"""$E\|\bar x^{(L)}\|^2/\|\bar x^{(0)}\|^2 = (1 + α^2σ_w^2)^L$ for uniform attention with a residual branch.
 
     (Noci et al. 2022; module docstring.) Broadcasts over its arguments.
@@ -101,7 +106,9 @@ def uniform_attention_mean_growth(residual_scale, sigma_w, depth):
     return (1.0 + alpha**2 * sigma_w**2) ** np.asarray(depth, np.float64)
 
 
-def uniform_attention_token_cosine(residual_scale, sigma_w, depth, tokens):
+def uniform_attention_token_cosine(
+    residual_scale: npt.ArrayLike, sigma_w: npt.ArrayLike, depth: npt.ArrayLike, tokens: int | np.ndarray
+) -> np.ndarray | float:
     r"""Large-width mean token cosine $(g - 1)/(g + T - 1)$, g = `uniform_attention_mean_growth`,
     for i.i.d. Gaussian input tokens under uniform attention with a residual branch."""
     check_positive_integer("tokens", tokens)
@@ -109,7 +116,7 @@ def uniform_attention_token_cosine(residual_scale, sigma_w, depth, tokens):
     return (g - 1.0) / (g + tokens - 1.0)
 
 
-def delta_orthogonal_log_singular_value(sigma_w, depth):
+def delta_orthogonal_log_singular_value(sigma_w: npt.ArrayLike, depth: npt.ArrayLike) -> np.ndarray | float:
     r"""$\ln σ_i(J_L\cdots J_1) = L\ln σ_w$ for every i: a linear network of delta-orthogonal convolutions
     (Xiao et al. 2018; module docstring)."""
     check_positive_integer("depth", depth)

@@ -41,10 +41,12 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxgrad.activations import Activation, derivative
 from jaxgrad.quadrature import graded_legendre
@@ -144,7 +146,7 @@ def _checked(activation, sigma_w, sigma_b) -> Activation:
     return act
 
 
-def c_star(activation, sigma_w, sigma_b) -> Array:
+def c_star(activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike) -> Array:
     r"""The stable fixed point $c^*$ of the correlation map $C$ (Poole et al. 2016; Schoenholz et al. 2017).
 
     1 in the ordered phase ($χ_1 \le 1$); in the chaotic phase the largest fixed point
@@ -162,7 +164,7 @@ def c_star(activation, sigma_w, sigma_b) -> Array:
     return _solve(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)[1]
 
 
-def chi_c(activation, sigma_w, sigma_b) -> Array:
+def chi_c(activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike) -> Array:
     r"""$χ_c = σ_w^2 E[φ′(u_1)φ′(u_2)]$ at $c^*$: the slope of the correlation map at its stable fixed point.
 
     Equal to $χ_1$ in the ordered phase ($c^* = 1$); below 1 on both sides of the
@@ -172,7 +174,7 @@ def chi_c(activation, sigma_w, sigma_b) -> Array:
     return _solve(_checked(activation, sigma_w, sigma_b), sigma_w, sigma_b)[3]
 
 
-def xi_c(activation, sigma_w, sigma_b) -> Array:
+def xi_c(activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike) -> Array:
     r"""The correlation depth scale $ξ_c = -1/\ln χ_c$: $|c^{(\ell)} - c^*| \propto e^{-\ell/ξ_c}$.
 
     Schoenholz et al. 2017, eq. (13); inf at the order/chaos boundary. Also
@@ -188,7 +190,9 @@ def _correlation_map(act, sigma_w, sigma_b, c):
     return _map(act, sigma_w**2, sigma_b**2, q, c)
 
 
-def correlation_map(activation, sigma_w, sigma_b, c) -> Array:
+def correlation_map(
+    activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike, c: ArrayLike
+) -> Array:
     r"""One step of the correlation map, $C(c) = (σ_w^2 E[φ(u_1)φ(u_2)] + σ_b^2)/q^*$, at $q^*$.
 
     Arguments:
@@ -212,7 +216,9 @@ def _transient(act, sigma_w, sigma_b, c1, depth):
     return jax.lax.scan(layer, c1, None, length=depth)[1]
 
 
-def correlation_transient(activation, sigma_w, sigma_b, c1, depth: int) -> Array:
+def correlation_transient(
+    activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike, c1: ArrayLike, depth: int
+) -> Array:
     r"""$c^{(\ell)}$ for ℓ = 1..depth from $c^{(1)}$ = `c1`, iterating $C$ at $q^*$ (shape (depth,)).
 
     The prediction for two inputs whose first-layer pre-activations both have variance
@@ -224,7 +230,9 @@ def correlation_transient(activation, sigma_w, sigma_b, c1, depth: int) -> Array
     return _transient(act, sigma_w, sigma_b, c1, depth)
 
 
-def depth_scales(activation, sigma_w, sigma_b, *, q0=1.0) -> DepthScales:
+def depth_scales(
+    activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike, *, q0: ArrayLike = 1.0
+) -> DepthScales:
     r"""$ξ_q = -1/\ln χ_q$, $ξ_∇ = -1/\ln χ_1$ and $ξ_c = -1/\ln χ_c$ (Schoenholz et al. 2017, eqs. 6, 13 and 15).
 
     $χ_q = V′(q^*) = σ_w^2\,\partial_q E[φ(\sqrt q z)^2]|_{q^*} = σ_w^2 E[φ′^2 + φφ″]$, the

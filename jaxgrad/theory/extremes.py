@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from jaxgrad.activations import Activation, derivative, get_activation
 from jaxgrad.quadrature import gaussian_expectation
@@ -34,7 +35,7 @@ from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 __all__ = ["expected_max_derivative", "expected_mean_square_derivative", "input_norm_average"]
 
 
-def expected_mean_square_derivative(activation: str | Activation, q) -> np.ndarray:
+def expected_mean_square_derivative(activation: str | Activation, q: ArrayLike) -> np.ndarray:
     r"""$E[φ′(z)^2]$, $z \sim N(0, q)$, by Gaussian quadrature (`quadrature.gaussian_expectation`, float32 nodes).
 
     Returns:
@@ -46,7 +47,7 @@ def expected_mean_square_derivative(activation: str | Activation, q) -> np.ndarr
 
 
 def expected_max_derivative(
-    activation: str | Activation, q, width: int, *, nodes: int = 4001, power: int = 1
+    activation: str | Activation, q: ArrayLike, width: int, *, nodes: int = 4001, power: int = 1
 ) -> np.ndarray:
     r"""$E\max_i φ′(z_i)$, or $E[(\max_i φ′(z_i))^p]$ for ``power`` p, over n iid $z_i \sim N(0, q)$.
 
@@ -80,7 +81,13 @@ def expected_max_derivative(
 
 
 def input_norm_average(
-    g: Callable[[np.ndarray], np.ndarray], sigma_w, sigma_b, q0, width: int, *, nodes: int = 161
+    g: Callable[[np.ndarray], np.ndarray],
+    sigma_w: ArrayLike,
+    sigma_b: ArrayLike,
+    q0: ArrayLike,
+    width: int,
+    *,
+    nodes: int = 161,
 ) -> np.ndarray:
     r"""$E_s[g(q_s)]$, $q_s = σ_w^2 q_0 s + σ_b^2$, $s = \|h\|^2/(n q_0) \sim χ^2_n/n$, for $h \sim N(0, q_0 I_n)$.
 

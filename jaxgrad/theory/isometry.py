@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import jax
+from jax.typing import ArrayLike
 
 from jaxgrad.activations import Activation
 from jaxgrad.layers import WEIGHT_SCHEMES
@@ -51,7 +53,15 @@ def _variance(act: Activation, free_variance_w, sigma_w, sigma_b, depth, q0):
     return chi ** (2 * depth) * depth * (mu2 / mu1**2 - 1 + free_variance_w)
 
 
-def jacobian_spectrum_variance(activation, weights: str, sigma_w, sigma_b, depth, *, q0=1.0) -> Array:
+def jacobian_spectrum_variance(
+    activation: str | Callable | Activation,
+    weights: str,
+    sigma_w: ArrayLike,
+    sigma_b: ArrayLike,
+    depth: ArrayLike,
+    *,
+    q0: ArrayLike = 1.0,
+) -> Array:
     r"""Variance of the eigenvalues of $JJ^\top$ at large width, signal at q*
     (Pennington, Schoenholz & Ganguli 2017; Pennington et al. 2018).
 

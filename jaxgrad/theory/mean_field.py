@@ -35,11 +35,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxgrad.activations import Activation, derivative, get_activation
 from jaxgrad.quadrature import tail_fraction
@@ -76,7 +77,7 @@ def _float(*values):
     return [jnp.asarray(v, dtype) for v in values]
 
 
-def bisect(fun: Callable[[Array], Array], lo, hi, steps: int = BISECTIONS) -> Array:
+def bisect(fun: Callable[[ArrayLike], Array], lo: ArrayLike, hi: ArrayLike, steps: int = BISECTIONS) -> Array:
     """Midpoint of a bracket of a sign change of the elementwise `fun`, after `steps` halvings.
 
     Fixed iteration count in a `lax.fori_loop`: no data-dependent Python control flow.
@@ -90,7 +91,7 @@ def bisect(fun: Callable[[Array], Array], lo, hi, steps: int = BISECTIONS) -> Ar
         same = jnp.sign(fun(mid)) == jnp.sign(f_lo)
         return jnp.where(same, mid, lo), jnp.where(same, hi, mid)
 
-    lo, hi = jax.lax.fori_loop(0, steps, halve, (lo, hi))
+    lo, hi = cast("tuple[Array, Array]", jax.lax.fori_loop(0, steps, halve, (lo, hi)))  # (fori_loop is unannotated)
     return (lo + hi) / 2
 
 
@@ -176,7 +177,7 @@ def _tail_fractions(act: Activation, q):
     return jnp.stack([tail_fraction(lambda u: phi(u) ** 2, q), tail_fraction(lambda u: phi_prime(u) ** 2, q)], -1)
 
 
-def check_moments(act: Activation, q) -> None:
+def check_moments(act: Activation, q: ArrayLike) -> None:
     """Raises ValueError if $E[φ(u)^2]$ or $E[φ′(u)^2]$, u ~ N(0, q), is not finite (concrete q only)."""
     if gaussian_moments(act).exact or not concrete(q):
         return
@@ -211,7 +212,9 @@ def _resolve(activation, sigma_w, sigma_b, q0=1.0) -> Activation:
     return act
 
 
-def q_star(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
+def q_star(
+    activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike, *, q0: ArrayLike = 1.0
+) -> Array:
     r"""Fixed point $q^*$ of the length map $q \mapsto σ_w^2 E[φ(\sqrt q z)^2] + σ_b^2$ (Poole et al. 2016).
 
     Defined as the limit of the iterates $q^{(\ell)}$ of a network whose input has variance
@@ -278,7 +281,7 @@ def _root_between(act: Activation, sigma_w, sigma_b, lo, hi):
     return jnp.exp(bisect(_log_ratio(gaussian_moments(act), sigma_w**2, sigma_b**2), lo, hi))
 
 
-def fixed_points(activation, sigma_w, sigma_b) -> list[FixedPoint]:
+def fixed_points(activation: str | Callable | Activation, sigma_w: float, sigma_b: float) -> list[FixedPoint]:
     r"""Every fixed point of the length map $V(q) = σ_w^2 E[φ(\sqrt q z)^2] + σ_b^2$, ascending, with its stability.
 
     A finite $q^* > 0$ is stable iff $V′(q^*) < 1$ ($χ_q < 1$, Schoenholz et al. 2017), i.e.
@@ -326,7 +329,9 @@ def fixed_points(activation, sigma_w, sigma_b) -> list[FixedPoint]:
     return points
 
 
-def chi1(activation, sigma_w, sigma_b, *, q0=1.0) -> Array:
+def chi1(
+    activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike, *, q0: ArrayLike = 1.0
+) -> Array:
     r"""$χ_1 = σ_w^2 E[φ′(\sqrt{q^*} z)^2]$, the per-layer factor of $E\|δ\|^2$ (Schoenholz et al. 2017).
 
     Evaluated at the `q_star` fixed point reached from an input of variance `q0` (so at
@@ -361,7 +366,7 @@ def _critical_sigma_w(act: Activation, sigma_b, q0):
     return jnp.where(bracketed & continuous, jnp.exp(y), jnp.nan)
 
 
-def critical_sigma_w(activation, sigma_b, *, q0=1.0) -> Array:
+def critical_sigma_w(activation: str | Callable | Activation, sigma_b: ArrayLike, *, q0: ArrayLike = 1.0) -> Array:
     r"""The σ_w with $χ_1(σ_w, σ_b) = 1$: the order-to-chaos boundary (Poole et al. 2016; Schoenholz et al. 2017).
 
     Bisection of $\ln χ_1$ in $\ln σ_w$ on $[10^{-3}, 10^3]$, assuming one crossing
@@ -441,7 +446,9 @@ def _propagate(act: Activation, sigma_w, sigma_b, q0, depth: int):
     return Propagation(q, log_gain)
 
 
-def signal_propagation(activation, sigma_w, sigma_b, q0, depth: int) -> Propagation:
+def signal_propagation(
+    activation: str | Callable | Activation, sigma_w: ArrayLike, sigma_b: ArrayLike, q0: ArrayLike, depth: int
+) -> Propagation:
     r"""The length map and the mean squared gain along the transient from an input of
     variance q0 per coordinate (the engine's ``q0``): $q^{(1)} = σ_w^2 q_0 + σ_b^2$,
     $q^{(\ell+1)} = V(q^{(\ell)})$, and $\ln E\|J_\ell\cdots J_1 u\|^2 = \sum_{k\le\ell}\ln χ^{(k)}$
@@ -474,7 +481,15 @@ def _log_gain(act: Activation, sigma_w, sigma_b, width, depth, q0):
     return LogGain(L * (jnp.log(sigma_w**2 * mu1) - eta / (2 * n)) / 2, L * eta / (4 * n))
 
 
-def mean_field_log_gain(activation, sigma_w, sigma_b, width, depth, *, q0=1.0):
+def mean_field_log_gain(
+    activation: str | Callable | Activation,
+    sigma_w: ArrayLike,
+    sigma_b: ArrayLike,
+    width: ArrayLike,
+    depth: ArrayLike,
+    *,
+    q0: ArrayLike = 1.0,
+) -> LogGain:
     r"""Mean and variance of $\ln\|J_L\cdots J_1 u\|$ at the fixed point, to first order in 1/n.
 
     Mean field gives the mean *square* gain, $E\|J u\|^2 = χ_1^L$; the typical gain is

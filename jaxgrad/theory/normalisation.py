@@ -52,10 +52,12 @@ normalization", ICLR 2019.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from jaxgrad.activations import get_activation
+from jaxgrad.activations import Activation, get_activation
 from jaxgrad.quadrature import gaussian_expectation
 
 __all__ = [
@@ -69,7 +71,7 @@ __all__ = [
 NORM_KINDS = ("layer", "rms")
 
 
-def norm_jacobian_singular_values(h, kind: str = "layer", eps: float = 1e-5) -> np.ndarray:
+def norm_jacobian_singular_values(h: ArrayLike, kind: str = "layer", eps: float = 1e-5) -> np.ndarray:
     r"""The singular values of the LayerNorm/RMSNorm Jacobian at input h, gain 1, in descending order (exact).
 
     $1/s$ (n − 2 times; RMSNorm n − 1), $ε/(v + ε)^{3/2}$ once, and 0 once (LayerNorm only),
@@ -97,7 +99,7 @@ def norm_jacobian_singular_values(h, kind: str = "layer", eps: float = 1e-5) -> 
     return np.sort(np.asarray(values))[::-1]
 
 
-def batch_norm_gradient_factor(activation="relu", batch: int | None = None) -> float:
+def batch_norm_gradient_factor(activation: str | Callable | Activation = "relu", batch: int | None = None) -> float:
     r"""$λ_G$: the factor by which $E\|δ\|^2$ grows per layer backwards in a batch-normalised network (n → ∞).
 
     ``batch=None``: the large-batch limit, π/(π−1) for ReLU (Yang et al. 2019) and 1 for the linear
@@ -122,7 +124,7 @@ def batch_norm_gradient_factor(activation="relu", batch: int | None = None) -> f
     return (batch - 2) / (batch - 3)
 
 
-def batch_norm_gradient_rate(activation="relu", batch: int | None = None) -> float:
+def batch_norm_gradient_rate(activation: str | Callable | Activation = "relu", batch: int | None = None) -> float:
     """½ ln λ_G: the growth of ln‖δ‖ per layer, backwards (ReLU, B → ∞: ½ ln(π/(π−1)) = 0.19159)."""
     return 0.5 * math.log(batch_norm_gradient_factor(activation, batch))
 
@@ -130,7 +132,9 @@ def batch_norm_gradient_rate(activation="relu", batch: int | None = None) -> flo
 _ODD = ("linear", "tanh", "erf")
 
 
-def pre_norm_signal_variance(activation, depth, beta, sigma_w=1.0, q0=1.0) -> np.ndarray:
+def pre_norm_signal_variance(
+    activation: str | Callable | Activation, depth: ArrayLike, beta: float, sigma_w: float = 1.0, q0: float = 1.0
+) -> np.ndarray:
     r"""$E\|h_\ell\|^2/n = q_0 + \ell β^2 E[φ(σ_w z)^2]$ for pre-norm blocks $h + βφ(W\,\mathrm{LN}(h))$.
 
     Exact in expectation (up to ε/v) for an odd φ and no bias, at every width.

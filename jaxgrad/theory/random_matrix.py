@@ -41,8 +41,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import scipy.special
 from jax.scipy.special import digamma, gammaln, polygamma
+from jax.typing import ArrayLike
 
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 
@@ -74,12 +76,12 @@ class LogGain(NamedTuple):
     variance: Array
 
 
-def _float(*values):
+def _float(*values) -> list[Array]:
     dtype = jnp.result_type(*values, float)
     return [jnp.asarray(v, dtype) for v in values]
 
 
-def gaussian_lyapunov_spectrum(width: int, sigma_w=1.0) -> Array:
+def gaussian_lyapunov_spectrum(width: int, sigma_w: ArrayLike = 1.0) -> Array:
     r"""Lyapunov exponents of products of n×n Gaussian matrices $N(0, σ_w^2/n)$ (Newman 1986).
 
     $$λ_i = \ln σ_w + \tfrac12\left[\ln\tfrac2n + ψ\!\left(\tfrac{n-i+1}2\right)\right], \qquad i = 1..n,$$
@@ -113,7 +115,7 @@ def gaussian_lyapunov_spectrum(width: int, sigma_w=1.0) -> Array:
     return jnp.log(sigma_w) + (jnp.log(2.0 / n) + digamma((n - i + 1) / 2)) / 2
 
 
-def gaussian_log_gain(width, depth, sigma_w=1.0) -> LogGain:
+def gaussian_log_gain(width: ArrayLike, depth: ArrayLike, sigma_w: ArrayLike = 1.0) -> LogGain:
     r"""Exact mean and variance of $\ln\|W_L\cdots W_1 u\|$, $W_{ij} \sim N(0, σ_w^2/n)$, u a unit vector.
 
     $$E = L\left[\ln σ_w + \tfrac12\left(\ln\tfrac2n + ψ(\tfrac n2)\right)\right], \qquad
@@ -140,7 +142,7 @@ def gaussian_log_gain(width, depth, sigma_w=1.0) -> LogGain:
     return LogGain(mean, L * polygamma(1, n / 2) / 4)
 
 
-def relu_log_gain(width, depth, *, limit: bool = False) -> LogGain:
+def relu_log_gain(width: ArrayLike, depth: ArrayLike, *, limit: bool = False) -> LogGain:
     r"""Mean and variance of $\ln\|J_L\cdots J_1 u\|$ for He-ReLU layers ($W_{ij} \sim N(0, 2/n)$, σ_b = 0).
 
     Exact at finite width (Hanin & Nica 2018): $\|J_L\cdots J_1 u\|^2 = \prod_\ell (2/n)\,χ^2_{K_\ell}$
@@ -214,7 +216,7 @@ def critical_sigma_w_typical(activation: str, width: int) -> float:
     )
 
 
-def relu_zero_gain_probability(width, depth) -> Array:
+def relu_zero_gain_probability(width: ArrayLike, depth: ArrayLike) -> Array:
     r"""$P(J_L\cdots J_1 = 0) = 1 - (1 - 2^{-n})^L$ for He-ReLU with σ_b = 0: some layer has
     all n units off ($K_\ell = 0$), after which $h^{(\ell)} = 0$ and every later mask is 0."""
     check_positive_integer("width", width)
@@ -223,7 +225,9 @@ def relu_zero_gain_probability(width, depth) -> Array:
     return -jnp.expm1(L * jnp.log1p(-jnp.exp2(-n)))
 
 
-def product_moments_gaussian(depth, k, *, width: int | None = None, sigma_w=1.0) -> Array:
+def product_moments_gaussian(
+    depth: ArrayLike, k: ArrayLike, *, width: ArrayLike | None = None, sigma_w: ArrayLike = 1.0
+) -> Array:
     r"""Moments $m_k = \lim \tfrac1n E\,\mathrm{tr}(P P^\top)^k$ of the squared singular values
     of $P = W_L\cdots W_1$, $W_{ij} \sim N(0, σ_w^2/n)$.
 
@@ -296,7 +300,7 @@ def _check_widths(widths) -> np.ndarray:
     return widths
 
 
-def relu_layer_characteristic_function(n_in: int, n_out: int, t) -> np.ndarray:
+def relu_layer_characteristic_function(n_in: int, n_out: int, t: npt.ArrayLike) -> np.ndarray:
     r"""$φ(t) = E\,e^{itX}$ of one He-ReLU layer's log-gain term $X = \tfrac12\ln(\tfrac{2}{n_{in}}χ^2_K)$.
 
     K ~ Binomial(n_out, ½) conditioned on K ≥ 1 (a non-zero gain); from
@@ -321,7 +325,7 @@ def relu_layer_characteristic_function(n_in: int, n_out: int, t) -> np.ndarray:
     ).sum(axis=1)
 
 
-def relu_log_gain_density(widths, x, *, nodes: int = 4096) -> np.ndarray:
+def relu_log_gain_density(widths: npt.ArrayLike, x: npt.ArrayLike, *, nodes: int = 4096) -> np.ndarray:
     r"""Exact density of $\ln\|J_L\cdots J_1 u\|$ for He-ReLU layers of widths $[n_0, …, n_L]$, given a non-zero gain.
 
     $\ln\|J u\| = \sum_\ell X_\ell$ with independent $X_\ell = \tfrac12\ln(\tfrac{2}{n_{\ell-1}}χ^2_{K_\ell})$,
@@ -355,7 +359,7 @@ def relu_log_gain_density(widths, x, *, nodes: int = 4096) -> np.ndarray:
     return np.maximum(np.trapezoid(integrand, t, axis=1) / np.pi, 0.0)
 
 
-def relu_log_gain_moments(widths) -> ReluLogGainMoments:
+def relu_log_gain_moments(widths: npt.ArrayLike) -> ReluLogGainMoments:
     r"""Exact and limiting mean and variance of $\ln\|J_\ell\cdots J_1 u\|$, every depth ℓ = 1..L, He-ReLU.
 
     For a network of widths $[n_0, …, n_L]$ (mixed widths allowed): the per-layer terms of
@@ -389,7 +393,7 @@ def relu_log_gain_moments(widths) -> ReluLogGainMoments:
 TW1_MEAN = -1.2065  # mean of the Tracy–Widom (β = 1) law (Tracy & Widom 1996)
 
 
-def marchenko_pastur_edge(n_out: int, n_in: int, sigma_w=1.0) -> float:
+def marchenko_pastur_edge(n_out: int, n_in: int, sigma_w: float = 1.0) -> float:
     r"""The limit $σ_w(1 + \sqrt{n_{out}/n_{in}})$ of $\|W\|_2$, $W_{ij} \sim N(0, σ_w^2/n_{in})$ ($n_{out}$ rows).
 
     The upper edge of the Marchenko–Pastur law of $W^\top W$, reached by the largest singular
@@ -399,7 +403,7 @@ def marchenko_pastur_edge(n_out: int, n_in: int, sigma_w=1.0) -> float:
     return float(sigma_w) * (1 + math.sqrt(n_out / n_in))
 
 
-def tracy_widom_mean_norm(n_out: int, n_in: int, sigma_w=1.0) -> tuple[float, float]:
+def tracy_widom_mean_norm(n_out: int, n_in: int, sigma_w: float = 1.0) -> tuple[float, float]:
     r"""(Johnstone's approximation of $E\|W\|_2$, the Tracy–Widom scale of $\|W\|_2$) for Gaussian W.
 
     $W_{ij} \sim N(0, σ_w^2/n_{in})$, shape $n_{out}\times n_{in}$. Johnstone (2001): with

@@ -53,13 +53,15 @@ ICLR 2024; S. Hayou et al., "Stable ResNet", AISTATS 2021 (the e^{a²}-type limi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
+from numpy.typing import ArrayLike
 
-from jaxgrad.activations import derivative, get_activation
+from jaxgrad.activations import Activation, derivative, get_activation
 from jaxgrad.theory._checks import check_nonnegative, check_positive_integer
 
 __all__ = [
@@ -94,7 +96,9 @@ def _depth(blocks, depth):
     return np.asarray(depth, np.float64)
 
 
-def linear_residual_gain(blocks, alpha, a=1.0, sigma_w=1.0, depth=None) -> np.ndarray:
+def linear_residual_gain(
+    blocks: ArrayLike, alpha: ArrayLike, a: ArrayLike = 1.0, sigma_w: ArrayLike = 1.0, depth: ArrayLike | None = None
+) -> np.ndarray:
     r"""$E\|h_\ell\|^2/\|h_0\|^2 = (1 + a^2σ_w^2 L^{-2α})^\ell$ for linear branches, exact (module docstring).
 
     Arguments:
@@ -111,7 +115,7 @@ def linear_residual_gain(blocks, alpha, a=1.0, sigma_w=1.0, depth=None) -> np.nd
     return np.exp(_depth(blocks, depth) * np.log1p((beta * np.asarray(sigma_w, np.float64)) ** 2))
 
 
-def residual_gain_limit(alpha, a=1.0, sigma_w=1.0):
+def residual_gain_limit(alpha: float, a: float = 1.0, sigma_w: float = 1.0) -> float:
     """$\\lim_{L\\to\\infty}(1 + a^2σ_w^2L^{-2α})^L$: ∞ for α < ½, $e^{a^2σ_w^2}$ for α = ½, 1 for α > ½."""
     check_nonnegative("a", a)
     check_nonnegative("sigma_w", sigma_w)
@@ -143,7 +147,14 @@ def _log_ratio_moments(n: int, s2: float) -> tuple[float, float]:
     return mean, var
 
 
-def linear_residual_log_gain(width, blocks, alpha, a=1.0, sigma_w=1.0, depth=None) -> ResidualLogGain:
+def linear_residual_log_gain(
+    width: int,
+    blocks: int,
+    alpha: float,
+    a: float = 1.0,
+    sigma_w: float = 1.0,
+    depth: ArrayLike | None = None,
+) -> ResidualLogGain:
     r"""Exact mean and variance of $\ln\|h_\ell\|/\|h_0\|$ for linear branches at width n.
 
     $\ln\|h_\ell\|^2/\|h_0\|^2$ is a sum of ℓ i.i.d. $\ln R$, $R = s^2χ'^2_n(1/s^2)$, $s^2 = β^2σ_w^2/n$
@@ -164,7 +175,7 @@ def linear_residual_log_gain(width, blocks, alpha, a=1.0, sigma_w=1.0, depth=Non
     return ResidualLogGain(ell * mean / 2, ell * var / 4)
 
 
-def linear_residual_log_variance_limit(width, a=1.0, sigma_w=1.0) -> float:
+def linear_residual_log_variance_limit(width: int, a: float = 1.0, sigma_w: float = 1.0) -> float:
     r"""$\lim_{L\to\infty}\mathrm{Var}\ln\|h_L\|^2 = 4a^2σ_w^2/n$ for α = ½ (module docstring)."""
     n = check_positive_integer("width", width, static=True)
     check_nonnegative("a", a)
@@ -172,7 +183,14 @@ def linear_residual_log_variance_limit(width, a=1.0, sigma_w=1.0) -> float:
     return 4.0 * float(a) ** 2 * float(sigma_w) ** 2 / n
 
 
-def mean_field_residual_gain(activation, blocks, alpha, a=1.0, sigma_w=1.0, depth=None) -> np.ndarray:
+def mean_field_residual_gain(
+    activation: str | Callable | Activation,
+    blocks: ArrayLike,
+    alpha: ArrayLike,
+    a: ArrayLike = 1.0,
+    sigma_w: float = 1.0,
+    depth: ArrayLike | None = None,
+) -> np.ndarray:
     r"""Mean field $(1 + β^2σ_w^2E[φ′(z)^2])^\ell$ for a positively homogeneous branch $φ(Wh)$ (module docstring).
 
     Exact for ``"linear"`` (`linear_residual_gain`); for ReLU ($E φ′^2 = ½$) it omits the drift of the
