@@ -18,11 +18,22 @@ for compiling its programs) and 28 s on one loaded 2.3 times over; CI has run up
 slower than quiet, so 40 s leaves room for load while the study runs, the benchmark and the
 process launches (50 to 270 s on that loaded machine) fail it. ``JAXGRAD_FAST_LIMIT_S``
 overrides it (``inf``: no guard).
+
+Compiled programs are shared across the run through JAX's persistent compilation cache, in a
+folder made for the run (removed after it): the xdist workers, and the processes that tests launch
+(studies, the command line, several devices), inherit ``JAX_COMPILATION_CACHE_DIR``, so a program
+that one test file compiled is read back, not compiled again, by every later file and process that
+builds the same program. The cache changes no result: an entry is keyed by the program, the
+compile options, the backend and the jaxlib version, and holds the executable XLA would have made.
+``JAXGRAD_TEST_XLA_CACHE=0`` turns it off (a timing comparison); a user's own
+``JAX_COMPILATION_CACHE_DIR`` is kept.
 """
 
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,6 +50,28 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jaxgrad"))
 
 FAST_LIMIT_S = float(os.environ.get("JAXGRAD_FAST_LIMIT_S", "40"))
 _SETUP_S = pytest.StashKey[float]()
+
+
+_CACHE_OWNER = "JAXGRAD_TEST_XLA_CACHE_OWNER"
+
+
+def pytest_configure(config):
+    # The controller (or a run without xdist) makes the folder before any worker or JAX starts; workers and
+    # launched processes inherit the environment. Entries of every compile count (JAX's defaults skip
+    # programs that compile in under a second, most of this suite's).
+    if hasattr(config, "workerinput") or os.environ.get("JAXGRAD_TEST_XLA_CACHE") == "0":
+        return
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxgrad-tests-xla-")
+        os.environ[_CACHE_OWNER] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_CACHE_OWNER) == str(os.getpid()) and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
+        os.environ.pop(_CACHE_OWNER)
 
 
 def pytest_addoption(parser):
