@@ -666,7 +666,7 @@ def tables(result: dict) -> str:
                 f"| {_fmt(a.get('ratio_equal'))} | **{_fmt(bb.get('ratio_equal'))}** "
                 f"| **{_fmt(cc and cc.get('ratio_equal'))}** "
                 f"| {_fmt(bb['ratio'])} | {_fmt(cc and cc['ratio'])} | {_fmt(bb['ratio_all_depths'])} "
-                f"| {_fmt(eq and b['width'] in limits and eq['execute_s'] / limits[b['width']])} "
+                f"| {_fmt(eq['execute_s'] / limits[b['width']] if eq and b['width'] in limits else None)} "
                 f"| {_fmt(limits.get(b['width']) and bb['seconds'] / limits[b['width']])} |"
             )
         lines += [

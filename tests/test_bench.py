@@ -126,3 +126,16 @@ def test_the_gpu_script_dry_run_prints_its_commands_and_checks_their_arguments()
     assert sum(limits) <= 8 * 60  # every step is time-limited, and the limits add up to 8 minutes at most
     bad = subprocess.run(["bash", "benchmarks/gpu.sh", "--fast"], cwd=root, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument '--fast'" in bad.stderr
+
+
+def test_the_committed_table_is_what_the_code_renders_from_the_committed_measurements():
+    """results/benchmarks/cpu_table.md is `tables` + `_targets_text` of cpu.json: a change to the report's
+    code re-renders it (`python -c` with those two functions), and a re-measurement commits both."""
+    import pathlib
+
+    from benchmarks import bench
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "results" / "benchmarks"
+    result = json.loads((folder / "cpu.json").read_text())
+    assert json.loads(json.dumps(bench.targets(result))) == result["targets"]  # JSON keys are strings
+    assert bench.tables(result) + bench._targets_text(result["targets"]) == (folder / "cpu_table.md").read_text()
