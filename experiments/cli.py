@@ -290,12 +290,98 @@ def _prepare_figures(args):
     return action
 
 
+_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+
+
+def _default_jobs() -> int:
+    """Studies run at once by ``reproduce``: one per core up to 4 on a CPU-only installation, else 1.
+
+    Compilation, most of a quick study's time, is largely single-threaded, so two studies on two cores
+    finish in about 0.7 of the time one after the other. Processes sharing an accelerator would each
+    claim most of its memory, so with an accelerator plugin installed (and JAX_PLATFORMS not "cpu")
+    the studies run one at a time.
+    """
+    import importlib.util
+
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    cpu_only = platforms == "cpu" or not any(importlib.util.find_spec(p) for p in _ACCELERATOR_PLUGINS)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores)) if cpu_only else 1
+
+
+def _check_jobs(jobs: int | None, processes) -> int:
+    if jobs is None:
+        return 1 if processes.num_processes > 1 else _default_jobs()
+    if jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, got --jobs {jobs}")
+    if jobs > 1 and processes.num_processes > 1:
+        raise UsageError(
+            f"--jobs {jobs} runs studies in separate local processes, which a multi-process run "
+            f"({processes.num_processes} processes) cannot share; leave --jobs out (or --jobs 1)"
+        )
+    return jobs
+
+
+def _child_command(experiment, args) -> list[str]:
+    """The command that runs one study of a parallel ``reproduce``: ``jaxgrad run`` with its options."""
+    command = [sys.executable, "-m", "jaxgrad", "run", experiment.NAME, "--scale", args.scale]
+    command += ["--seed", str(args.seed), "--out", str(args.out), "--no-progress"]
+    return command + (["--force"] if args.force else [])
+
+
+def _run_in_parallel(plan, args, jobs: int) -> int:
+    """Each study as ``python -m jaxgrad run NAME …`` in a child process, `jobs` at a time; longest first.
+
+    A study's output is printed, whole, when it finishes. Returns the worst exit status.
+    """
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jaxgrad.store import Store
+
+    def expected_seconds(experiment) -> float:  # from the stored manifest of an earlier run, if any
+        try:
+            manifest = Store.of(args.out, experiment.NAME).read_manifest() or {}
+        except Exception:
+            manifest = {}
+        return float(manifest.get("attempt_seconds", manifest.get("wall_seconds", 0.0)) or 0.0)
+
+    order = sorted(plan, key=lambda item: -expected_seconds(item[0]))
+    total = len(order)
+    done = []
+
+    def run(item):
+        experiment, _ = item
+        child = subprocess.run(
+            _child_command(experiment, args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        done.append(experiment.NAME)
+        text = child.stdout.rstrip()
+        failed = "" if child.returncode == 0 else f" (exit status {child.returncode})"
+        _say(f"[{len(done)}/{total}] {experiment.NAME}{failed}" + ("\n" + text if text else ""))
+        return child.returncode
+
+    _say(f"reproduce: {total} studies, {jobs} at a time (--jobs 1: one after the other, in this process)")
+    with ThreadPoolExecutor(jobs) as pool:
+        statuses = list(pool.map(run, order))
+    return max(statuses, default=0)
+
+
 def _prepare_reproduce(args):
+    from jaxgrad import cluster
     import experiments
 
     _check_seed(args.seed)
     _check_out(args.out)
     plan = [(e, experiments.preset(e, args.scale)) for e in experiments.discover().values()]
+    jobs = _check_jobs(args.jobs, cluster.resolve(args.coordinator, args.num_processes, args.process_id))
+    if jobs > 1:
+
+        def parallel():
+            status = _run_in_parallel(plan, args, jobs)
+            return _write_gallery(Path(args.out), [e for e, _ in plan], status)
+
+        return parallel
     _join(args)
 
     def action():
@@ -355,6 +441,17 @@ def _configure_run(p):
     _execution_options(p, sets=True)
 
 
+def _configure_reproduce(p):
+    _execution_options(p, sets=False)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="studies at once, each in its own process (default: one per core, at most 4, on a CPU-only "
+        "installation; 1 with an accelerator or in a multi-process run)",
+    )
+
+
 def _configure_figures(p):
     p.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all with stored results)")
     p.add_argument("--out", default="results", metavar="DIR", help="results root (default: ./results)")
@@ -372,7 +469,7 @@ COMMANDS = [
     Command(
         "reproduce",
         "every experiment, every figure, then results/README.md",
-        lambda p: _execution_options(p, sets=False),
+        _configure_reproduce,
         _prepare_reproduce,
     ),
     Command("info", "JAX version, backend and devices", lambda p: None, _prepare_info),

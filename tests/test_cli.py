@@ -14,7 +14,7 @@ from typing import Literal
 import pytest
 
 import experiments
-from experiments import quadratic_stability
+from experiments import cli, quadratic_stability
 from experiments.cli import main
 from tests.helpers import import_fake_experiment
 
@@ -203,7 +203,7 @@ def test_reproduce_then_figures_then_a_resumed_run(capsys, tmp_path, monkeypatch
     # One end-to-end flow on this study alone (the others have their own tests), at TINY size.
     monkeypatch.setattr(experiments, "discover", lambda: {"quadratic_stability": quadratic_stability})
     monkeypatch.setattr(quadratic_stability.Config, "quick", classmethod(lambda cls: cls(**TINY)))
-    code, _, err = _main(capsys, "reproduce", "--out", str(tmp_path), "--no-progress")
+    code, _, err = _main(capsys, "reproduce", "--out", str(tmp_path), "--no-progress", "--jobs", "1")
     assert code == 0, err
     store = tmp_path / "quadratic_stability"
     manifest = json.loads((store / "manifest.json").read_text())
@@ -226,6 +226,61 @@ def test_reproduce_then_figures_then_a_resumed_run(capsys, tmp_path, monkeypatch
     code, _, err = _main(capsys, "run", "quadratic_stability", "--set", "n_a=6", "--out", str(tmp_path))
     assert code == 0 and "0 points computed, 6 resumed" in err, err
     assert json.loads((store / "manifest.json").read_text())["overrides"] == ["n_a=6"]
+
+
+@pytest.mark.slow  # child processes, each a study
+def test_reproduce_with_jobs_runs_each_study_in_its_own_process_then_the_gallery(capsys, tmp_path, monkeypatch):
+    # quadratic_stability at TINY size under two names, two at a time; then a child that fails
+    twin = types.SimpleNamespace(**{k: getattr(quadratic_stability, k) for k in dir(quadratic_stability)})
+    twin.NAME = "quadratic_stability_twin"
+    monkeypatch.setattr(experiments, "discover", lambda: {"quadratic_stability": quadratic_stability, twin.NAME: twin})
+    original = cli._child_command
+    command = lambda experiment, args: [  # noqa: E731
+        *original(quadratic_stability, args),
+        *TINY_SETS,
+        *(["--out", str(tmp_path / "twin")] if experiment is twin else []),
+    ]
+    monkeypatch.setattr(cli, "_child_command", command)
+    code, _, err = _main(capsys, "reproduce", "--out", str(tmp_path), "--jobs", "2")
+    assert code == 0, err
+    assert "reproduce: 2 studies, 2 at a time" in err and "[1/2]" in err and "[2/2]" in err
+    assert err.count("quadratic_stability: complete in") == 2 and err.count("7/7 checks pass") == 2, err
+    assert (tmp_path / "quadratic_stability" / "stability_map.png").exists()
+    assert "(quadratic_stability/stability_map.png)" in (tmp_path / "README.md").read_text()
+
+    (tmp_path / "README.md").unlink()
+    monkeypatch.setattr(cli, "_child_command", lambda e, a: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    code, _, err = _main(capsys, "reproduce", "--out", str(tmp_path), "--jobs", "2")
+    assert code == 3 and "(exit status 3)" in err and "gallery not rewritten" in err, err
+    assert not (tmp_path / "README.md").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--jobs", "0"], ["--jobs must be a positive integer", "--jobs 0"]),
+        (
+            ["--jobs", "2", "--num-processes", "2", "--process-id", "0", "--coordinator", "localhost:1"],
+            ["--jobs 2", "multi-process run (2 processes)", "--jobs 1"],
+        ),
+    ],
+)
+def test_bad_jobs_is_one_line_and_exit_code_2(capsys, tmp_path, argv, words):
+    code, out, err = _main(capsys, "reproduce", "--out", str(tmp_path), *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err
+
+
+def test_default_jobs_one_per_core_up_to_4_on_cpu_and_1_with_an_accelerator(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert cli._default_jobs() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cli._default_jobs() == 2
+    monkeypatch.setenv("JAX_PLATFORMS", "")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "jax_cuda12_plugin" else None)
+    assert cli._default_jobs() == 1
 
 
 def test_figures_without_stored_results_says_what_to_run(capsys, tmp_path):
