@@ -243,8 +243,8 @@ def _run_of(net: Network, source: str, layer: int) -> int:
     return next(r for r, run in enumerate(runs) if run.start < layer <= run.start + run.count)
 
 
-def _reference_layer(net: Network, source: str, run_index: int, mode: str, dense: bool):
-    """A layer of run `run_index` at a given input, in float64: its Jacobian by `jax.jacfwd` or `jax.jacrev`
+def _reference_layer(net: Network, source: str, run_index: int, dense: bool):
+    """A layer of run `run_index` at a given input, in float64: its Jacobian by `jax.jacfwd` and by `jax.jacrev`
     (dense), or ⟨u, J v⟩ by `jax.jvp` against ⟨Jᵀu, v⟩ by `jax.vjp` and ‖J‖₂ by Lanczos (matrix-free).
     The layer's position in the run, k, is traced: one program serves every layer of the run."""
     from jaxgrad.spectral import lanczos_top_singular_operator
@@ -260,8 +260,8 @@ def _reference_layer(net: Network, source: str, run_index: int, mode: str, dense
         _, apply, _ = layers.functions(run, coeffs)
         p = layers.params(run, ells[k], coeffs, None, keys, tied)
         f = lambda x: apply(p, x)  # noqa: E731
-        if dense:
-            return (jax.jacfwd if mode == "fwd" else jax.jacrev)(f)(h)
+        if dense:  # both modes in one program: the parameters are drawn, and the program compiled, once
+            return jax.jacfwd(f)(h), jax.jacrev(f)(h)
         u = probes._unit_vector(jax.random.fold_in(keys.lanczos, 7 << 20), run.layer.n_out, h.dtype)
         v = probes._unit_vector(jax.random.fold_in(keys.lanczos, 7 << 21), run.layer.n_in, h.dtype)
         _, Jv = jax.jvp(f, (h,), (v,))
@@ -378,19 +378,13 @@ def verify(
                     continue
                 r = _run_of(net, source, c)
                 k = np.int32(c - 1 - probes._Layers(net, source).runs[r].start)
-                fwd = _compiled(
+                reference_layer = _compiled(
                     "layer",
-                    (net.structure(), source, r, "fwd", plan_.dense),
-                    lambda r=r: _reference_layer(net, source, r, "fwd", plan_.dense),
+                    (net.structure(), source, r, plan_.dense),
+                    lambda r=r: _reference_layer(net, source, r, plan_.dense),
                 )
                 if plan_.dense:
-                    rev = _compiled(
-                        "layer",
-                        (net.structure(), source, r, "rev", True),
-                        lambda r=r: _reference_layer(net, source, r, "rev", True),
-                    )
-                    J_fwd = np.asarray(fwd(s.key, s.params, s.coefficients, k, h))
-                    J_rev = np.asarray(rev(s.key, s.params, s.coefficients, k, h))
+                    J_fwd, J_rev = (np.asarray(J) for J in reference_layer(s.key, s.params, s.coefficients, k, h))
                     if not (np.isfinite(J_fwd).all() and np.isfinite(J_rev).all()):
                         skipped.append(dict(sample=s.row, layer=c, reason="non-finite Jacobian"))
                         continue
@@ -411,7 +405,7 @@ def verify(
                         )
                     reference = _log_top(J_fwd)
                 else:
-                    uJv, JTuv, top = (float(x) for x in fwd(s.key, s.params, s.coefficients, k, h))
+                    uJv, JTuv, top = (float(x) for x in reference_layer(s.key, s.params, s.coefficients, k, h))
                     if not abs(uJv - JTuv) <= 2 * (width + 4) * np.finfo(np.float32).eps * (abs(uJv) + abs(JTuv) + top):
                         raise VerificationError(
                             f"{where}, layer {c} ({_layer_name(s, c)}): ⟨u, J v⟩ by jax.jvp = {uJv:.9g} but "
