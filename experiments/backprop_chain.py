@@ -2,22 +2,26 @@ r"""Seed §2: backprop is the chain $δ^{(0)} = J_1^\top J_2^\top\cdots J_L^\top
 
 For many random architectures (depths, widths, activations, residual blocks, rectangular
 layers) and many initialisations, the error signal $δ^{(0)}$ built by the Jacobian chain
-(`jaxgrad.error_signals`: $J_\ell$ from `jax.jacrev`, then $δ^{(\ell-1)} = J_\ell^\top δ^{(\ell)}$)
-is compared with `jax.grad` of the loss with respect to the input, in float32 and float64.
-They differ only by rounding. First-order rounding analysis (Higham 2002, §3.5) bounds
-the difference of two evaluations of the chain, each of L matrix–vector products of
-length at most n, by
+(that of `jaxgrad.error_signals`: $J_\ell$ from `jax.jacrev`, then $δ^{(\ell-1)} = J_\ell^\top δ^{(\ell)}$;
+here each run of equal layers is one `jax.lax.scan`) is compared with `jax.grad` of the loss
+with respect to the input, in float32 and float64. They differ only by rounding (for the
+relu and linear networks not even that: φ′ ∈ {0, 1} makes $J_\ell$ exact, and the chain and
+jax.grad here sum the same products in the same order, agreeing bit for bit). First-order
+rounding analysis (Higham 2002, §3.5) bounds the difference of two evaluations of the chain,
+each of L matrix–vector products of length at most n, by
 $$|δ^{(0)}_{chain} - δ^{(0)}_{grad}| \le 2γ_{Ln}\,|J_1^\top|\cdots|J_L^\top|\,|δ^{(L)}|, \qquad γ_k = kε,$$
 which this study evaluates per sample (its magnitudes from the float64 run). Both dtypes
 run on the same draws (float32, cast up), so the float64 run is also the reference for the
 float32 errors.
 
 Run: ``jaxgrad run backprop_chain`` (quick: 10 architectures × 2 dtypes × 256 samples,
-about a minute, mostly compilation); ``--scale full``: 4096 samples and deeper networks.
+about 70 s on 2 CPU cores, nearly all of it compiling; a third of it is building the networks,
+`jaxgrad.mlp` checking each distinct layer once); ``--scale full``: 4096 samples, the same networks.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import sys
 
@@ -27,6 +31,7 @@ import numpy as np
 
 import jaxgrad
 from jaxgrad import plotting
+from jaxgrad.layers import HIGHEST
 from jaxgrad.stats import Comparison
 from experiments._common import quantiles
 from experiments.runner import compute
@@ -72,57 +77,121 @@ class Config:
         return cls(samples=4096)
 
 
-def draw(net: jaxgrad.Network, key):
-    """One sample's parameters, input x and target y (in the network's dtype)."""
+def draw(net: jaxgrad.Network, key: jax.Array) -> tuple:
+    """One sample's parameters, input x and target y (in the network's dtype).
+
+    The parameters come stacked per run of equal layers (`Network.segments`): run r's leaves
+    have a leading axis over its layers. Layer ℓ's are ``layer.init(fold_in(k, ℓ))``, those
+    `Network.init` draws, bit for bit (tests check it), made by one `jax.lax.map` over the
+    run's layers instead of one traced call per layer.
+    """
     k_params, k_x, k_y = jax.random.split(key, 3)
     dtype = jnp.result_type(float)
+    runs = tuple(
+        jax.lax.map(
+            lambda ell, layer=layer: layer.init(jax.random.fold_in(k_params, ell)), jnp.arange(start, start + count)
+        )
+        for layer, start, count in net.segments()
+    )
     return (
-        net.init(k_params),
+        runs,
         jax.random.normal(k_x, (net.widths[0],), dtype),
         jax.random.normal(k_y, (net.widths[-1],), dtype),
     )
 
 
-def chain_and_grad(net: jaxgrad.Network, params, x, y):
-    """δ⁽⁰⁾ by the Jacobian chain, jax.grad's δ⁽⁰⁾, and |J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾| (for the rounding bound)."""
+def _scan(step, carry, xs, reverse: bool = False):
+    """`jax.lax.scan` over a run's layers; a run of one layer is one call (its in and out widths may differ)."""
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
+        carry, out = step(carry, jax.tree.map(lambda a: a[0], xs))
+        return carry, jax.tree.map(lambda a: a[None], out)
+    return jax.lax.scan(step, carry, xs, reverse=reverse)
+
+
+def _forward(net: jaxgrad.Network, runs, x, jacobians: bool):
+    """h⁽ᴸ⁾, and if asked [J_ℓ of each run, stacked], J_ℓ = `jax.jacrev` of layer ℓ's apply at h⁽ℓ⁻¹⁾."""
+    h, stacked = x, []
+    for (layer, _, _), params in zip(net.segments(), runs):
+
+        def step(h, p, layer=layer):
+            J = jax.jacrev(layer.apply, argnums=1)(p, h) if jacobians else None
+            return layer.apply(p, h), J
+
+        h, J = _scan(step, h, params)
+        stacked.append(J)
+    return h, stacked
+
+
+def chain_and_grad(net: jaxgrad.Network, runs: tuple, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+    r"""δ⁽⁰⁾ by the Jacobian chain, jax.grad's δ⁽⁰⁾, and |J₁ᵀ|⋯|J_Lᵀ||δ⁽ᴸ⁾| (for the rounding bound).
+
+    `runs` as `draw` stacks them. The chain is `jaxgrad.error_signals`'s ($J_\ell$ from
+    `jax.jacrev` at the layer's input, $δ^{(\ell-1)} = J_\ell^\top δ^{(\ell)}$ at HIGHEST
+    precision; tests check the two agree), with each $J_\ell$ computed once for both products
+    and each run of equal layers traced once, as a `jax.lax.scan`, so the program grows with
+    the number of runs, not with the depth. jax.grad differentiates the same forward pass.
+    """
 
     def loss(out):
         return 0.5 * jnp.sum((out - y) ** 2)
 
-    deltas = jaxgrad.error_signals(net, params, x, loss)
-    grad = jax.grad(lambda x: loss(net.apply(params, x)))(x)
-    abs_chain = jnp.abs(deltas[-1])
-    for J in reversed(jaxgrad.layer_jacobians(net, params, x)):
-        abs_chain = jnp.matmul(jnp.abs(J).T, abs_chain, precision="highest")
-    return dict(chain=deltas[0], grad=grad, abs_chain=abs_chain)
+    def back(carry, J):
+        delta, abs_chain = carry
+        return (
+            jnp.matmul(J.T, delta, precision=HIGHEST),
+            jnp.matmul(jnp.abs(J).T, abs_chain, precision=HIGHEST),
+        ), None
+
+    out, jacobians = _forward(net, runs, x, jacobians=True)
+    delta = jax.grad(loss)(out)
+    carry = (delta, jnp.abs(delta))
+    for J in reversed(jacobians):
+        carry, _ = _scan(back, carry, J, reverse=True)
+    grad = jax.grad(lambda x: loss(_forward(net, runs, x, jacobians=False)[0]))(x)
+    return dict(chain=carry[0], grad=grad, abs_chain=carry[1])
 
 
 def points(config: Config) -> list[dict]:
     return [dict(architecture=a) for a in config.architectures]
 
 
+def _per_sample(f, loop: bool | None = None):
+    """`f` over the samples (the leading axis), jitted: a `jax.lax.map` loop or a `jax.vmap` batch.
+
+    `loop` None: the loop on CPU, where compiling is most of the time and the loop's programs
+    compile faster than the batch's (the random draws in about half the time); the batch on an
+    accelerator, where a loop would run each sample's many small steps one sample at a time.
+    """
+    if loop if loop is not None else jax.default_backend() == "cpu":
+        return jax.jit(lambda *args: jax.lax.map(lambda a: f(*a), args))
+    return jax.jit(jax.vmap(f))
+
+
 def run_point(config: Config, point: dict, key) -> dict[str, np.ndarray]:
     """Both dtypes on the same draws: drawn in float32, and cast to float64 for the float64 run.
 
     So ``chain`` and ``grad`` of the float64 run are the float32 run's problem solved ~2⁹
-    times more accurately: the reference for the float32 errors.
+    times more accurately: the reference for the float32 errors. Each of the three programs
+    (draw, float32, float64) compiles on a thread of its own as soon as it is traced: XLA
+    compiles without holding the GIL, so they compile side by side, and beside the tracing.
     """
     kwargs = ARCHITECTURES[point["architecture"]]
     keys = jax.random.split(key, config.samples)
     net32 = jaxgrad.mlp(**kwargs)
-    params, x, y = jax.jit(jax.vmap(lambda k: draw(net32, k)))(keys)
-    out = {
-        f"float32/{k}": np.asarray(v, np.float64)
-        for k, v in jax.jit(jax.vmap(lambda p, x, y: chain_and_grad(net32, p, x, y)))(params, x, y).items()
-    }
-    with jax.enable_x64(True):
-        net64 = jaxgrad.mlp(**kwargs)  # dtype None: float64 under x64
-
-        def to64(tree):
-            return jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), tree)
-
-        res = jax.jit(jax.vmap(lambda p, x, y: chain_and_grad(net64, p, x, y)))(to64(params), to64(x), to64(y))
-        out |= {f"float64/{k}": np.asarray(v) for k, v in res.items()}
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        sample = _per_sample(lambda k: draw(net32, k))
+        compiled_sample = pool.submit(sample.lower(keys).compile)
+        shapes = jax.eval_shape(sample, keys)
+        chain32 = pool.submit(_per_sample(lambda r, x, y: chain_and_grad(net32, r, x, y)).lower(*shapes).compile)
+        with jax.enable_x64(True):
+            net64 = jaxgrad.mlp(**kwargs)  # dtype None: float64 under x64
+            shapes64 = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float64), shapes)
+            chain64 = pool.submit(_per_sample(lambda r, x, y: chain_and_grad(net64, r, x, y)).lower(*shapes64).compile)
+        drawn = compiled_sample.result()(keys)
+        out = {f"float32/{k}": np.asarray(v, np.float64) for k, v in chain32.result()(*drawn).items()}
+        with jax.enable_x64(True):
+            res = chain64.result()(*jax.tree.map(lambda a: np.asarray(a, np.float64), drawn))  # cast on the host
+            out |= {f"float64/{k}": np.asarray(v) for k, v in res.items()}
     return out
 
 
