@@ -11,7 +11,8 @@ $J_s = ∂h_s/∂h_{s-1}$ and one parameter set for every step (`jaxgrad.rnn`). 
    $γ = \sup|φ′| = 1$ for tanh, checked at every step of every sample of part 1; and
    $\|W\|_2 < 1/γ$ is *sufficient* for vanishing: $\|J_t\cdots J_1\|_2 \le (γ\|W\|_2)^t$.
 3. ``top``: tanh RNN without input, the top Lyapunov exponent λ₁ (growth rate of
-   $\ln\|J_t\cdots J_1 u\|$ after a burn-in) against g, tied (an RNN) and untied (a deep MLP of
+   $\ln\|J_t\cdots J_1 u\|$ after a burn-in) against g, tied (an RNN; built as
+   ``jaxgrad.mlp(..., tied=True)``, the input-free tanh RNN's map bit for bit) and untied (a deep MLP of
    the same g), against the mean-field $λ_1 = \tfrac12\ln χ_1$ at n = ∞ (`theory.chi1`;
    Molgedey, Schuchhardt & Schuster 1992 for the discrete-time random network; Poole et al. 2016
    for the untied chain). At finite n the typical rate sits below it by the Jensen gap
@@ -152,7 +153,9 @@ def run_point(config: Config, point: dict, key: jax.Array) -> dict[str, np.ndarr
             "W_norm": np.asarray(W_norm),
         }
     n, T = point["width"], config.top_steps
-    net = jaxgrad.rnn(width=n, steps=T, sigma_w=1.0) if point["tied"] else jaxgrad.mlp(width=n, depth=T, sigma_w=1.0)
+    # Tied: the tanh RNN without input, built as mlp(..., tied=True), its iterated map bit for bit (same W, b and
+    # every field: jaxgrad.recurrent, tests/test_recurrent.py) and one layer to check and trace, not T step layers.
+    net = jaxgrad.mlp(width=n, depth=T, sigma_w=1.0, tied=point["tied"])
     r = jaxgrad.sweep(
         net,
         config.top_samples,

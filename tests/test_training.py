@@ -51,6 +51,26 @@ def test_first_record_is_the_loss_and_per_layer_gradient_norms_of_the_initial_cl
     assert h.loss.shape == (1, 2, 3) and h.step_loss.shape == (1, 2, 100) and list(h.record_steps) == [0, 50, 100]
 
 
+@pytest.mark.parametrize("weights", ["gaussian", pytest.param("orthogonal", marks=pytest.mark.slow)])
+def test_the_program_draws_init_classifier_bit_for_bit(weights):
+    """`train`'s program draws each run of equal layers in one vmapped draw (so that it does not grow with
+    depth): in a compiled program, the numbers of `init_classifier`, stacked per run, to the last bit."""
+    net = jaxgrad.mlp(widths=[64, 16, 16, 16, 8, 8], weights=weights, activation="tanh", sigma_b=0.1)
+
+    def reference(key, ws, bs):
+        body, readout = training.init_classifier(net, key, weight_scale=ws, bias_scale=bs)
+        return training._stack(net, body), readout
+
+    args = (jax.random.key(3), jnp.float32(1.3), jnp.float32(0.2))
+    got = jax.jit(lambda key, ws, bs: training._init_stacked(net, key, 10, ws, bs))(*args)
+    want = jax.jit(reference)(*args)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="DenseParams bodies only"):
+        training._init_stacked(jaxgrad.mlp(width=8, depth=2, tied=True), jax.random.key(0), 10, 1.0, 1.0)
+
+
 def test_training_learns_the_digits():
     h = training.train(
         TANH,

@@ -200,6 +200,47 @@ def test_true_claims_pass():
     jaxgrad.mlp(widths=[8, 5, 8], activation="leaky_relu")
 
 
+def _steps(count, tag, wrong=None):
+    """`count` tanh layers of one `Hyper` structure that differ in a coefficient, as `jaxgrad.rnn`'s step
+    layers do (each is checked); the one at index `wrong` has a fast-path Jacobian 1.5 times too large."""
+    base = jaxgrad.dense(8, 8, activation="tanh", sigma_b=0.3)
+
+    def build(c):
+        init, apply, jacobian = base.hyper.build(c)
+
+        def scaled(params, h):
+            J, out = jacobian(params, h)
+            return c["factor"] * J, out
+
+        return init, apply, scaled
+
+    layers = []
+    for i in range(count):
+        coefficients = {**base.hyper.coefficients, "factor": 1.5 if i == wrong else 1.0, "step": float(i)}
+        hyper = base.hyper._replace(coefficients=coefficients, structure=(tag, base.hyper.structure), build=build)
+        init, apply, jacobian = build(coefficients)
+        layers.append(base._replace(init=init, apply=apply, jacobian=jacobian, hyper=hyper, name=f"step {i + 1}"))
+    return layers
+
+
+def test_many_layers_of_one_structure_are_checked_in_one_program_which_names_a_wrong_one(monkeypatch):
+    from jaxgrad import layers
+
+    compiled = []
+    check = layers._check_claims_compiled
+    monkeypatch.setattr(layers, "_check_claims_compiled", lambda group: compiled.append(len(group)) or check(group))
+    count = layers._CHECK_COMPILED_FROM
+    net = jaxgrad.serial(*_steps(count, "true claims"), tied=True)  # true claims pass
+    assert compiled == [count] and net.depth == count
+    with pytest.raises(ValueError, match=r"'step 41': its fast-path `jacobian` is not the derivative.*0\.5 relative"):
+        jaxgrad.serial(*_steps(count, "one wrong", wrong=40), tied=True)
+    assert compiled == [count, count]
+    jaxgrad.serial(*_steps(count - 1, "few"), tied=True)  # fewer: checked op by op, as one layer alone is
+    assert compiled == [count, count]
+    with pytest.raises(ValueError, match=r"'step 3': its fast-path `jacobian` is not the derivative"):
+        jaxgrad.serial(*_steps(count - 1, "few, one wrong", wrong=2), tied=True)
+
+
 # --------------------------------------------------------------------------- one network per seed, public inputs
 
 
